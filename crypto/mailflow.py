@@ -1,0 +1,295 @@
+"""Crypto in the mail flow: sign/encrypt on submission, verify on reception, decrypt on read.
+
+Policy: [crypto] sign_outgoing (bool) and encrypt_outgoing ("never" | "when-possible" |
+"required"), overridden per mailbox by Mailbox.settings {"sign_outgoing": ...,
+"encrypt_outgoing": ...}. Reception: the signature report goes to Message.extra
+["signature_report"] and an Authentication-Results header (RFC 8601, smime method of
+RFC 7281) is prepended; the stored bytes stay as received (still encrypted), and the
+store's view filter decrypts for readers whose key the server holds.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+
+from crypto import analyse, mime, smime
+from crypto import report as rep
+from crypto.context import keystore_for, trust_for
+from crypto.keystore import KeyStore
+from crypto.pgp import Pgp
+
+log = logging.getLogger(__name__)
+
+# RFC 3463 / RFC 5321 reply for a recipient we must encrypt to but cannot.
+REPLY_NO_CERTIFICATE = (550, "5.7.1 No encryption certificate for {rcpt}: encryption is required")
+REPLY_NO_SIGNING_KEY = (550, "5.7.1 No signature key held by the server for {sender}")
+
+AR_HEADER = "Authentication-Results"
+# RFC 7281 section 3: smime results.
+AR_RESULT = {rep.VALID: "pass", rep.TAMPERED: "fail", rep.INVALID: "fail",
+             rep.UNTRUSTED: "policy", rep.EXPIRED: "policy", rep.REVOKED: "policy"}
+
+
+class PolicyRefusal(Exception):
+    """The message cannot leave as the policy demands: (code, text) for the SMTP reply."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(f"{code} {text}")
+        self.code, self.text = code, text
+
+
+@dataclass
+class Policy:
+    sign: bool
+    encrypt: str  # never | when-possible | required
+
+
+def mailbox_settings(store: Any, address: str) -> dict[str, Any]:
+    """Mailbox.settings of a local mailbox, {} for others (read through the store's session)."""
+    if store is None:
+        return {}
+    from sqlalchemy import select
+
+    from mssmail.store.models import Mailbox
+
+    with store.db.read() as session:
+        value = session.execute(select(Mailbox.settings).where(
+            Mailbox.address == address.strip().lower())).scalar_one_or_none()
+    return dict(value or {})
+
+
+def policy_for(config: Any, store: Any, sender: str) -> Policy:
+    settings = mailbox_settings(store, sender)
+    sign = settings.get("sign_outgoing", config.crypto.sign_outgoing)
+    encrypt = settings.get("encrypt_outgoing", config.crypto.encrypt_outgoing)
+    if encrypt not in ("never", "when-possible", "required"):
+        encrypt = config.crypto.encrypt_outgoing
+    return Policy(bool(sign), encrypt)
+
+
+def recipient_certificate(ks: KeyStore, address: str) -> x509.Certificate | None:
+    """Our own store first, then the directory (directory.api.certificate_for) if present."""
+    cred = ks.get(address, "encryption")
+    if cred is not None:
+        return cred.certificate
+    try:
+        directory_api = importlib.import_module("directory.api")
+    except ModuleNotFoundError:
+        return None
+    lookup = getattr(directory_api, "certificate_for", None)
+    if lookup is None:
+        return None
+    try:
+        found = lookup(address, "encryption")
+    except Exception:  # the directory being down must not crash submission
+        log.exception("directory certificate lookup failed for %s", address)
+        return None
+    if found is None or isinstance(found, x509.Certificate):
+        return found
+    return x509.load_pem_x509_certificate(found if isinstance(found, bytes) else str(found).encode())
+
+
+def protect_outgoing(config: Any, store: Any, sender: str, recipients: list[str], message: bytes,
+                     ks: KeyStore | None = None) -> bytes:
+    """Apply the signing/encryption policy to a submitted message (raises PolicyRefusal)."""
+    policy = policy_for(config, store, sender)
+    if not policy.sign and policy.encrypt == "never":
+        return message
+    if smime.is_smime(message) is not None:
+        return message  # the client protected it already
+    ks = ks or keystore_for(config)
+    signer = None
+    if policy.sign:
+        signer = ks.get(sender, "signature")
+        if signer is None or signer.key is None:
+            code, text = REPLY_NO_SIGNING_KEY
+            raise PolicyRefusal(code, text.format(sender=sender))
+    certs: list[x509.Certificate] = []
+    if policy.encrypt != "never":
+        missing = []
+        for rcpt in recipients:
+            cert = recipient_certificate(ks, rcpt)
+            if cert is None:
+                missing.append(rcpt)
+            elif cert not in certs:
+                certs.append(cert)
+        if missing and policy.encrypt == "required":
+            code, text = REPLY_NO_CERTIFICATE
+            raise PolicyRefusal(code, text.format(rcpt=", ".join(missing)))
+        if missing:  # when-possible: all recipients must read it, so send it in clear
+            certs = []
+        if certs:
+            own = ks.get(sender, "encryption")  # so the sender can read the Sent copy
+            if own is not None and own.certificate not in certs:
+                certs.append(own.certificate)
+    return analyse.protect_message(message, signer, certs or None,
+                                   per_attachment=config.crypto.sign_attachments)
+
+
+# --- reception ---------------------------------------------------------------------------
+
+def authentication_results(authserv_id: str, report: rep.SignatureReport) -> str | None:
+    """The header value (RFC 8601 2.2, RFC 7281 3), None for an unsigned message."""
+    smime_signers = [s for s in report.signers if s.method == "smime"]
+    pgp_signers = [s for s in report.signers if s.method == "pgp"]
+    results = []
+    if report.encrypted and report.decrypted is False and not report.signers:
+        results.append("smime=neutral (encrypted to a key this server does not hold)")
+    if smime_signers:
+        worst = max(smime_signers, key=lambda s: list(AR_RESULT).index(s.status) if s.status in AR_RESULT else 0)
+        result = AR_RESULT.get(report.verdict if report.verdict in AR_RESULT else worst.status, "neutral")
+        props = []
+        if worst.email:
+            props.append(f"body.smime-identifier={worst.email}")
+        if worst.serial:
+            props.append(f"body.smime-serial={worst.serial.upper()}")
+        if worst.issuer:
+            props.append(f'body.smime-issuer="{worst.issuer.replace(chr(34), "")}"')
+        results.append(" ".join([f"smime={result}", *props]) + f" ({report.summary})")
+    if pgp_signers:
+        s = pgp_signers[0]
+        results.append(f"x-pgp={AR_RESULT.get(s.status, 'neutral')} body.x-pgp-key={s.serial or 'unknown'}")
+    if not results:
+        return None
+    return f"{authserv_id};\r\n\t" + ";\r\n\t".join(results)
+
+
+def strip_our_results(message: bytes, authserv_id: str) -> bytes:
+    """Drop Authentication-Results claiming our authserv-id (RFC 8601 section 5).
+
+    Everything else stays byte for byte as received: only the header block is
+    rewritten, and only when such a header is there.
+    """
+    end = message.find(b"\r\n\r\n")
+    head, rest = (message, b"") if end < 0 else (message[: end + 2], message[end + 2:])
+    kept = []
+    dropped = False
+    for field in mime.header_fields(head):
+        if mime.field_name(field) == "authentication-results":
+            value = field.split(b":", 1)[1].decode("ascii", "replace")
+            words = value.split(";", 1)[0].split()
+            claimed = words[0].lower() if words else ""
+            if claimed == authserv_id.lower():
+                dropped = True
+                continue
+        kept.append(field)
+    if not dropped:
+        return message
+    return b"".join(kept) + rest
+
+
+# Media types of RFC 8551 (application/pkcs7-*, application/x-pkcs7-*) and RFC 3156
+# (application/pgp-*), and inline PGP armour: without any, there is nothing to verify.
+_PROTECTION_MARKERS = (b"pkcs7", b"pgp")
+
+
+def looks_protected(message: bytes) -> bool:
+    """Cheap pre-check so that plain mail does not pay for a full MIME analysis."""
+    lowered = message.lower()
+    return any(marker in lowered for marker in _PROTECTION_MARKERS)
+
+
+def check_incoming(config: Any, recipients: list[str], message: bytes,
+                   ks: KeyStore | None = None) -> tuple[bytes, dict[str, Any]]:
+    """(message with our Authentication-Results prepended, extra for Message.extra)."""
+    authserv_id = config.crypto.authserv_id or config.hostname
+    out = strip_our_results(message, authserv_id)
+    if not config.crypto.verify_incoming or not looks_protected(message):
+        return out, {}
+    ks = ks or keystore_for(config)
+    creds = [c for c in (ks.get(r, "encryption") for r in recipients) if c is not None]
+    header_block, _ = mime.split_entity(out)
+    pgp = Pgp(config.data_dir / "gnupg") if b"application/pgp-" in header_block.lower() else None
+    report, _ = analyse.analyse_message(message, trust_for(config, ks), creds, pgp)
+    value = authentication_results(authserv_id, report)
+    extra: dict[str, Any] = {}
+    if report.signers or report.encrypted:
+        extra["signature_report"] = report.to_dict()
+    if value is not None:
+        out = f"{AR_HEADER}: {value}\r\n".encode() + out
+    return out, extra
+
+
+def view_filter_for(config: Any, ks: KeyStore | None = None) -> Any:
+    """A store view filter: decrypts S/MIME for a reader whose encryption key we hold."""
+    keystore = ks or keystore_for(config)
+
+    def decrypt_on_read(address: str, raw: bytes, extra: dict[str, Any]) -> bytes:
+        if smime.is_smime(raw) != "enveloped":
+            return raw
+        cred = keystore.get(address, "encryption")
+        if cred is None or cred.key is None:
+            return raw
+        try:
+            clear = smime.decrypt_message(raw, [cred])
+        except smime.SmimeError:
+            return raw  # not for this reader: they see what was received
+        header_block, body = mime.split_entity(clear)
+        return header_block + b"X-MSS-Decrypted: S/MIME, by the server for " + address.encode() + b"\r\n\r\n" + body
+
+    return decrypt_on_read
+
+
+def _reject(code: int, text: str) -> Exception:
+    """mssmail.smtp.hooks.Reject(code, text) when that module exists, else PolicyRefusal."""
+    try:
+        hooks = importlib.import_module("mssmail.smtp.hooks")
+    except ModuleNotFoundError:
+        return PolicyRefusal(code, text)
+    reject = getattr(hooks, "Reject", None)
+    return reject(code, text) if reject is not None else PolicyRefusal(code, text)
+
+
+def submission_filter(config: Any, store: Any) -> Any:
+    """filter(sender, recipients, data) -> data, raising Reject(550, "5.7.1 ...") per policy."""
+    ks = keystore_for(config)
+
+    def crypto_submission(sender: str, recipients: list[str], data: bytes) -> bytes:
+        try:
+            return protect_outgoing(config, store, sender, list(recipients), data, ks)
+        except PolicyRefusal as refusal:
+            raise _reject(refusal.code, refusal.text) from None
+
+    return crypto_submission
+
+
+def inbound_filter(config: Any) -> Any:
+    """filter(sender, recipients, data) -> (data, extra): verdict header + report for Message.extra."""
+    ks = keystore_for(config)
+
+    def crypto_inbound(sender: str, recipients: list[str], data: bytes) -> tuple[bytes, dict[str, Any]]:
+        return check_incoming(config, list(recipients), data, ks)
+
+    return crypto_inbound
+
+
+def install(store: Any, config: Any) -> list[str]:
+    """Register the view filter on `store`, and the SMTP filters when the hooks exist.
+
+    The SMTP hooks module (mssmail/smtp/hooks.py, with `inbound_filters` and
+    `submission_filters` lists) did not exist when this was written: the filters use the
+    signature (sender, recipients, data) and must be checked against it.
+    """
+    lines = []
+    if not any(getattr(f, "__name__", "") == "decrypt_on_read" for f in store.view_filters):
+        store.view_filters.append(view_filter_for(config))
+        lines.append("crypto: decrypt-on-read view filter installed")
+    try:
+        hooks = importlib.import_module("mssmail.smtp.hooks")
+    except ModuleNotFoundError:
+        return lines
+    for name, make in (("submission_filters", lambda: submission_filter(config, store)),
+                       ("inbound_filters", lambda: inbound_filter(config))):
+        registry = getattr(hooks, name, None)
+        if isinstance(registry, list):
+            registry.append(make())
+            lines.append(f"crypto: registered in mssmail.smtp.hooks.{name}")
+    return lines
+
+
+register = install

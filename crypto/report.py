@@ -1,0 +1,156 @@
+"""The signature report: a structured verdict and its French rendering.
+
+One report per message: the overall verdict, each signer (certificate subject with the
+RPPS identifier, issuer, validity, chain and revocation status, signing time,
+algorithms) and exactly which parts and attachments each signature covers. Stored as a
+dict in Message.extra["signature_report"]; the webmail shows `render_fr()` as the
+"Rapport de signature".
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Overall verdicts, from good to bad. Only VALID means "valid".
+VALID = "valid"
+UNSIGNED = "unsigned"
+UNTRUSTED = "untrusted"  # the signature is intact but the certificate path is not trusted
+EXPIRED = "expired"
+REVOKED = "revoked"
+TAMPERED = "tampered"
+INVALID = "invalid"  # malformed, bad signature, unsupported: cannot be relied upon
+
+# Per part.
+PART_INTACT = "intact"
+PART_TAMPERED = "tampered"
+PART_UNSIGNED = "unsigned"
+PART_UNVERIFIABLE = "unverifiable"
+
+
+@dataclass
+class SignerReport:
+    method: str  # "smime" or "pgp"
+    status: str  # one of the overall verdicts above
+    detail: str
+    subject: str = ""
+    rpps: str | None = None
+    email: str | None = None
+    issuer: str = ""
+    serial: str = ""
+    not_before: str | None = None
+    not_after: str | None = None
+    chain_status: str = ""
+    chain: list[str] = field(default_factory=list)
+    revocation: str = ""
+    signing_time: str | None = None
+    digest_algorithm: str = ""
+    signature_algorithm: str = ""
+    covers: list[str] = field(default_factory=list)  # names of the parts this signature covers
+
+
+@dataclass
+class PartReport:
+    name: str
+    kind: str  # "message" (the body as a whole) or "attachment"
+    status: str
+    signed_by: str | None = None
+    signature_part: str | None = None
+
+
+@dataclass
+class SignatureReport:
+    verdict: str = UNSIGNED
+    summary: str = "message non signé"
+    signers: list[SignerReport] = field(default_factory=list)
+    parts: list[PartReport] = field(default_factory=list)
+    encrypted: bool = False
+    decrypted: bool | None = None
+    encryption: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SignatureReport:
+        data = dict(data)
+        signers = [SignerReport(**s) for s in data.pop("signers", [])]
+        parts = [PartReport(**p) for p in data.pop("parts", [])]
+        return cls(signers=signers, parts=parts, **data)
+
+    def settle(self) -> SignatureReport:
+        """Overall verdict = the worst signer or part verdict; VALID only if all are."""
+        order = [VALID, UNTRUSTED, EXPIRED, REVOKED, INVALID, TAMPERED]
+        if not self.signers:
+            self.verdict = UNSIGNED
+        else:
+            self.verdict = max((s.status for s in self.signers), key=order.index)
+        if any(p.status == PART_TAMPERED for p in self.parts) and self.signers:
+            self.verdict = TAMPERED
+        tampered = [p.name for p in self.parts if p.status == PART_TAMPERED]
+        self.summary = {
+            VALID: "signature valide",
+            UNSIGNED: "message non signé",
+            UNTRUSTED: "signature intacte mais certificat non reconnu",
+            EXPIRED: "certificat du signataire expiré",
+            REVOKED: "certificat du signataire révoqué",
+            TAMPERED: "contenu modifié après signature" + (f" : {', '.join(tampered)}" if tampered else ""),
+            INVALID: "signature illisible ou invalide",
+        }[self.verdict]
+        return self
+
+
+_STATUS_FR = {
+    VALID: "valide", UNSIGNED: "non signé", UNTRUSTED: "non reconnue (émetteur inconnu)",
+    EXPIRED: "certificat expiré", REVOKED: "certificat révoqué", TAMPERED: "contenu modifié",
+    INVALID: "invalide", PART_INTACT: "intègre", PART_UNVERIFIABLE: "non vérifiable",
+}
+_REVOCATION_FR = {"good": "non révoqué (LCR consultée)", "revoked": "RÉVOQUÉ",
+                  "unknown": "non vérifié (pas de LCR)", "": "non vérifié"}
+_CHAIN_FR = {"valid": "chaîne de confiance valide", "expired": "certificat expiré",
+             "not-yet-valid": "certificat pas encore valide", "revoked": "certificat révoqué",
+             "unknown-issuer": "autorité de certification inconnue",
+             "bad-usage": "usage du certificat incorrect", "bad-chain": "chaîne de certificats invalide",
+             "": "non évaluée"}
+
+
+def _date(value: str | None) -> str:
+    if not value:
+        return "inconnue"
+    return value[:19].replace("T", " à ") + " UTC"
+
+
+def render_fr(report: SignatureReport | dict[str, Any]) -> str:
+    """The "Rapport de signature" shown to the doctor (plain text, French)."""
+    r = SignatureReport.from_dict(report) if isinstance(report, dict) else report
+    lines = ["Rapport de signature", "====================",
+             f"Verdict : {_STATUS_FR.get(r.verdict, r.verdict).upper()} ({r.summary})"]
+    if r.encrypted:
+        lines.append("Chiffrement : message chiffré" + (
+            f" ({r.encryption})" if r.encryption else "") + (
+            ", déchiffré par le serveur" if r.decrypted else ", non déchiffré" if r.decrypted is False else ""))
+    for i, s in enumerate(r.signers, 1):
+        lines += ["", f"Signature {i} ({'S/MIME' if s.method == 'smime' else 'OpenPGP'}) : "
+                      f"{_STATUS_FR.get(s.status, s.status)}",
+                  f"  Détail : {s.detail}",
+                  f"  Signataire : {s.subject or 'inconnu'}"]
+        if s.rpps:
+            lines.append(f"  Identifiant RPPS : {s.rpps}")
+        if s.email:
+            lines.append(f"  Adresse : {s.email}")
+        lines += [f"  Émetteur : {s.issuer or 'inconnu'}",
+                  f"  Numéro de série : {s.serial or 'inconnu'}",
+                  f"  Validité : du {_date(s.not_before)} au {_date(s.not_after)}",
+                  f"  Chaîne de certification : {_CHAIN_FR.get(s.chain_status, s.chain_status)}",
+                  f"  Révocation : {_REVOCATION_FR.get(s.revocation, s.revocation)}",
+                  f"  Date de signature : {_date(s.signing_time)}",
+                  f"  Algorithmes : {s.digest_algorithm} / {s.signature_algorithm}"]
+        if s.covers:
+            lines.append(f"  Couvre : {', '.join(s.covers)}")
+    if r.parts:
+        lines += ["", "Parties du message :"]
+        for p in r.parts:
+            kind = "pièce jointe" if p.kind == "attachment" else "message"
+            lines.append(f"  - {p.name} ({kind}) : {_STATUS_FR.get(p.status, p.status)}"
+                         + (f", signée par {p.signed_by}" if p.signed_by and p.status == PART_INTACT else ""))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,52 @@
+"""What the rest of the server asks the directory (SMTP, crypto, webmail).
+
+All lookups are indexed queries; the unlisted flag hides entries from autocomplete only
+(an unlisted mailbox still receives mail and still has its certificates found by address).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sqlalchemy import select
+
+from directory import store as dstore
+from directory.filters import Or, Substrings
+from directory.models import DirCertificate, DirMailbox
+
+AUTOCOMPLETE_ATTRS = ("sn", "givenName", "mail", "rppsId", "o", "l")
+
+
+def is_known_recipient(store: Any, address: str) -> bool:
+    """SMTP: is `address` a mailbox of the space of trust listed in the directory."""
+    return dstore.is_known_recipient(store, address)
+
+
+def add_certificate(store: Any, address: str, usage: str, der: bytes) -> None:
+    if usage not in ("signature", "encryption"):
+        raise ValueError("certificate usage must be 'signature' or 'encryption'")
+    with store.db.write() as s:
+        mid = s.scalar(select(DirMailbox.id).where(DirMailbox.address_lc == address.lower()))
+        if mid is None:
+            raise ValueError(f"no directory entry for {address}")
+        s.add(DirCertificate(mailbox_id=mid, usage=usage, der=der, sha256=hashlib.sha256(der).hexdigest()))
+
+
+def certificates_for(store: Any, address: str, usage: str = "encryption") -> list[bytes]:
+    """Crypto: the DER certificates (userCertificate;binary) of `address` for `usage`."""
+    with store.db.read() as s:
+        q = (select(DirCertificate.der).join(DirMailbox, DirCertificate.mailbox_id == DirMailbox.id)
+             .where(DirMailbox.address_lc == address.lower(), DirCertificate.usage == usage)
+             .order_by(DirCertificate.id))
+        return list(s.scalars(q))
+
+
+def autocomplete(store: Any, prefix: str, limit: int = 20) -> list[dstore.Entry]:
+    """Webmail: listed entries whose name, given name, mail, RPPS, structure or city starts with
+    `prefix` (each an indexed prefix range)."""
+    prefix = prefix.strip()
+    if not prefix:
+        return []
+    node = Or(tuple(Substrings(a, prefix, (), None) for a in AUTOCOMPLETE_ATTRS))
+    return dstore.search(store, node, limit=limit)

@@ -1,0 +1,168 @@
+"""Append-only audit trail, each event chained to the previous one by SHA-256.
+
+hash(n) = SHA-256(hash(n-1) || canonical JSON of event n). Editing a row changes its
+hash; removing one breaks the next row's `prev_hash` (or the head's tip when it was
+the last). Appends happen inside the caller's write transaction, so an event exists
+if and only if the change it records was committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from mssmail.store.models import AuditEvent, AuditHead
+
+GENESIS = "0" * 64
+
+# The actions the server records.
+DELIVERY = "delivery"
+READ = "read"
+FLAGS = "flags"
+DELETE = "delete"
+EXPUNGE = "expunge"
+APPEND = "append"
+COPY = "copy"
+MOVE = "move"
+SEND = "send"
+RELAY = "relay"
+BOUNCE = "bounce"
+LOGIN_SUCCESS = "login.success"
+LOGIN_FAILURE = "login.failure"
+LOGIN_LOCKOUT = "login.lockout"
+ADMIN = "admin"
+
+
+def _canonical(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _event_fields(row: AuditEvent) -> dict[str, Any]:
+    ts = row.ts if row.ts.tzinfo else row.ts.replace(tzinfo=UTC)
+    return {
+        "seq": row.seq,
+        "ts": ts.astimezone(UTC).isoformat(timespec="microseconds"),
+        "action": row.action,
+        "actor": row.actor,
+        "mailbox": row.mailbox,
+        "message": row.message_ref,
+        "ip": row.remote_ip,
+        "details": row.details or {},
+    }
+
+
+def chain_hash(prev_hash: str, fields: dict[str, Any]) -> str:
+    return hashlib.sha256(prev_hash.encode() + b"\n" + _canonical(fields)).hexdigest()
+
+
+def record(
+    session: Session,
+    action: str,
+    *,
+    actor: str = "",
+    mailbox: str = "",
+    message: str = "",
+    ip: str = "",
+    details: dict[str, Any] | None = None,
+) -> tuple[int, str]:
+    """Append one event within the caller's (write) transaction; (seq, hash).
+
+    Core statements, not ORM objects: this runs once per delivered message.
+    """
+    head_table = AuditHead.__table__
+    head = session.execute(
+        select(head_table.c.seq, head_table.c.hash).where(head_table.c.id == 1).with_for_update()
+    ).first()
+    if head is None:
+        session.execute(insert(head_table).values(id=1, seq=0, hash=GENESIS))
+        seq, prev_hash = 0, GENESIS
+    else:
+        seq, prev_hash = head
+    # Microsecond precision survives both SQLite and PostgreSQL round trips.
+    fields = {
+        "seq": seq + 1,
+        "ts": datetime.now(UTC).isoformat(timespec="microseconds"),
+        "action": action,
+        "actor": actor,
+        "mailbox": mailbox,
+        "message": message,
+        "ip": ip,
+        "details": details or {},
+    }
+    digest = chain_hash(prev_hash, fields)
+    session.execute(insert(AuditEvent.__table__).values(
+        seq=fields["seq"], ts=datetime.fromisoformat(fields["ts"]), action=action, actor=actor,
+        mailbox=mailbox, message_ref=message, remote_ip=ip, details=fields["details"],
+        prev_hash=prev_hash, hash=digest))
+    session.execute(update(head_table).where(head_table.c.id == 1).values(seq=fields["seq"], hash=digest))
+    return fields["seq"], digest
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    checked: int
+    broken_seq: int | None = None
+    reason: str = ""
+
+
+def verify(session: Session, batch: int = 5000) -> VerifyResult:
+    """Walk the chain in order; report the first event that does not fit."""
+    prev_hash = GENESIS
+    expected_seq = 1
+    checked = 0
+    last_id = 0
+    while True:
+        rows = session.execute(
+            select(AuditEvent).where(AuditEvent.id > last_id).order_by(AuditEvent.id).limit(batch)
+        ).scalars().all()
+        if not rows:
+            break
+        for row in rows:
+            if row.seq != expected_seq:
+                return VerifyResult(False, checked, expected_seq,
+                                    f"event {expected_seq} is missing (next found is {row.seq})")
+            if row.prev_hash != prev_hash:
+                return VerifyResult(False, checked, row.seq,
+                                    f"event {row.seq} does not follow event {row.seq - 1} (previous hash differs)")
+            if chain_hash(prev_hash, _event_fields(row)) != row.hash:
+                return VerifyResult(False, checked, row.seq, f"event {row.seq} was modified (hash mismatch)")
+            prev_hash = row.hash
+            expected_seq += 1
+            checked += 1
+            last_id = row.id
+        session.expunge_all()
+    head = session.get(AuditHead, 1)
+    if head is not None and (head.seq != checked or head.hash != prev_hash):
+        return VerifyResult(False, checked, checked + 1 if head.seq > checked else head.seq,
+                            f"the chain ends at event {checked} but its recorded tip is event {head.seq}")
+    return VerifyResult(True, checked)
+
+
+def iter_events(session: Session, since_seq: int = 0, batch: int = 5000) -> Iterator[dict[str, Any]]:
+    last = since_seq
+    while True:
+        rows = session.execute(
+            select(AuditEvent).where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch)
+        ).scalars().all()
+        if not rows:
+            return
+        for row in rows:
+            yield {**_event_fields(row), "prev_hash": row.prev_hash, "hash": row.hash}
+            last = row.seq
+        session.expunge_all()
+
+
+def export_jsonl(session: Session, out: TextIO, since_seq: int = 0) -> int:
+    count = 0
+    for event in iter_events(session, since_seq):
+        out.write(json.dumps(event, ensure_ascii=False) + "\n")
+        count += 1
+    return count

@@ -1,0 +1,79 @@
+"""`mss check`: configuration, database, certificates, trust anchors."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+from mssmail.config import Config
+
+
+def run_checks(config: Config) -> Iterator[tuple[bool, str]]:
+    yield True, f"configuration loaded (domain {config.server.domain})"
+    yield from _check_database(config)
+    yield from _check_certificates(config)
+    yield from _check_ports(config)
+
+
+def _check_database(config: Config) -> Iterator[tuple[bool, str]]:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from mssmail.store.db import make_engine
+    from mssmail.store.migrate import alembic_config
+
+    try:
+        engine = make_engine(config.database_url, pool_size=1)
+        with engine.connect() as conn:
+            current = set(MigrationContext.configure(conn).get_current_heads())
+        heads = set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
+        engine.dispose()
+    except Exception as exc:
+        yield False, f"database {config.database_url}: {exc.__class__.__name__}: {exc}"
+        return
+    if current == heads:
+        yield True, f"database reachable and up to date ({config.database_url})"
+    else:
+        yield False, f"database schema is not up to date (at {sorted(current)}, expected {sorted(heads)}); run 'mss serve' or 'mss init'"
+
+
+def _check_certificates(config: Config) -> Iterator[tuple[bool, str]]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert_path = config.path(config.server.tls_cert)
+    key_path = config.path(config.server.tls_key)
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        yield False, f"server certificate or key unreadable ({cert_path}, {key_path}): {exc}"
+        return
+    now = dt.datetime.now(dt.UTC)
+    if cert.not_valid_after_utc < now:
+        yield False, f"server certificate expired on {cert.not_valid_after_utc:%Y-%m-%d}"
+    elif cert.not_valid_after_utc - now < dt.timedelta(days=30):
+        yield False, f"server certificate expires soon ({cert.not_valid_after_utc:%Y-%m-%d})"
+    else:
+        yield True, f"server certificate valid until {cert.not_valid_after_utc:%Y-%m-%d}"
+    if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
+        yield False, "server key does not match the server certificate"
+    if key_path.stat().st_mode & 0o077:
+        yield False, f"{key_path} is readable by others (expected mode 0600)"
+    for name in config.trust.ca_files:
+        path = config.path(name)
+        yield (Path(path).exists(), f"trust anchor {path}" + ("" if Path(path).exists() else " is missing"))
+
+
+def _check_ports(config: Config) -> Iterator[tuple[bool, str]]:
+    seen: dict[tuple[str, int], str] = {}
+    for name in ("smtp", "submission", "imap", "imaps", "ldap", "web"):
+        listener = getattr(config, name)
+        if not listener.port:
+            continue
+        key = (config.bind_of(listener), listener.port)
+        if key in seen:
+            yield False, f"[{name}] and [{seen[key]}] both listen on {key[0]}:{key[1]}"
+        seen[key] = name
+    yield True, f"{len(seen)} listener(s) configured"

@@ -1,0 +1,561 @@
+"""Client commands (RFC 3501 section 6 and 9, plus the extensions we announce), sans-IO.
+
+`parse(raw)` takes one command in wire form (from `wire.CommandReader`) and returns a
+`Request`: the tag, the command name and its arguments already checked and typed. The
+protocol layer never looks at bytes again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from mssmail.imap.searchkeys import Node, check_charset, parse_criteria
+from mssmail.imap.seqset import SeqSet
+from mssmail.imap.tokens import Cursor, ParseError
+from mssmail.imap.wire import tag_of
+
+# --- argument types ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Section:
+    """BODY[<part>.<text> (<fields>)] (RFC 3501 section 6.4.5)."""
+
+    part: tuple[int, ...] = ()
+    text: str = ""  # "", HEADER, HEADER.FIELDS, HEADER.FIELDS.NOT, TEXT, MIME
+    fields: tuple[str, ...] = ()
+
+    def label(self) -> str:
+        spec = ".".join(str(n) for n in self.part)
+        if self.text:
+            spec = f"{spec}.{self.text}" if spec else self.text
+        if self.fields:
+            spec += " (" + " ".join(self.fields) + ")"
+        return spec
+
+
+@dataclass(frozen=True)
+class FetchItem:
+    name: str  # UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE BODY RFC822
+    #            RFC822.HEADER RFC822.TEXT BODY[] MODSEQ
+    section: Section | None = None
+    peek: bool = False
+    partial: tuple[int, int] | None = None  # (origin, count)
+
+    def label(self) -> str:
+        """The item's name in the FETCH response."""
+        if self.section is None:
+            return self.name
+        text = f"BODY[{self.section.label()}]"
+        if self.partial is not None:
+            text += f"<{self.partial[0]}>"
+        return text
+
+    @property
+    def reads_content(self) -> bool:
+        return self.section is not None or self.name in ("RFC822", "RFC822.TEXT", "RFC822.HEADER")
+
+    @property
+    def marks_seen(self) -> bool:
+        """RFC 3501 section 6.4.5: BODY[...] and RFC822(.TEXT) set \\Seen; PEEK and .HEADER do not."""
+        return (self.section is not None and not self.peek) or self.name in ("RFC822", "RFC822.TEXT")
+
+
+@dataclass(frozen=True)
+class FetchArgs:
+    messages: SeqSet
+    items: tuple[FetchItem, ...]
+    changed_since: int | None = None
+
+
+@dataclass(frozen=True)
+class StoreArgs:
+    messages: SeqSet
+    mode: str  # "+", "-" or "" (replace)
+    silent: bool
+    flags: tuple[str, ...]
+    unchanged_since: int | None = None
+
+
+@dataclass(frozen=True)
+class SearchArgs:
+    criteria: Node
+    charset: str
+    returns: tuple[str, ...] | None = None  # ESEARCH RETURN options (RFC 4731), None: plain SEARCH
+
+
+@dataclass(frozen=True)
+class AppendMessage:
+    flags: tuple[str, ...]
+    date: datetime | None
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ListArgs:
+    reference: bytes
+    patterns: tuple[bytes, ...]
+    select: tuple[str, ...] = ()  # RFC 5258 selection options
+    returns: tuple[str, ...] = ()  # RFC 5258 return options
+    status: tuple[str, ...] = ()  # RFC 5819 LIST-STATUS items
+    extended: bool = False
+    lsub: bool = False
+
+
+@dataclass
+class Request:
+    tag: str
+    name: str
+    uid: bool = False
+    args: list[Any] = field(default_factory=list)
+
+
+# --- commands ---------------------------------------------------------------------
+
+STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ", "SIZE"}
+FETCH_MACROS = {
+    "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
+    "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
+    "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
+}
+SIMPLE_FETCH = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY",
+                "RFC822", "RFC822.HEADER", "RFC822.TEXT", "MODSEQ"}
+MAX_HEADER_FIELDS = 200
+MAX_FETCH_ITEMS = 100
+MAX_PART_DEPTH = 32
+
+
+def _no_args(cur: Cursor) -> list[Any]:
+    cur.end()
+    return []
+
+
+def _mailbox(cur: Cursor) -> list[Any]:
+    cur.sp()
+    name = cur.astring()
+    cur.end()
+    return [name]
+
+
+def _login(cur: Cursor) -> list[Any]:
+    cur.sp()
+    user = cur.astring()
+    cur.sp()
+    password = cur.astring()
+    cur.end()
+    return [user, password]
+
+
+def _authenticate(cur: Cursor) -> list[Any]:
+    cur.sp()
+    mechanism = cur.atom().decode("ascii").upper()
+    initial = None
+    if cur.maybe(b" "):  # RFC 4959 SASL-IR
+        initial = cur.rest()
+        cur.pos = len(cur.raw)
+    return [mechanism, initial]
+
+
+def _select(cur: Cursor) -> list[Any]:
+    cur.sp()
+    name = cur.astring()
+    params: list[str] = []
+    if cur.maybe(b" "):  # RFC 4466 select-params, e.g. (CONDSTORE)
+        params = cur.paren_atoms()
+    cur.end()
+    return [name, params]
+
+
+def _create(cur: Cursor) -> list[Any]:
+    cur.sp()
+    name = cur.astring()
+    use: list[str] = []
+    if cur.maybe(b" "):  # RFC 6154 section 3: CREATE name (USE (\Drafts))
+        cur.expect(b"(")
+        if not cur.keyword(b"USE"):
+            raise cur.error("unknown CREATE parameter")
+        cur.sp()
+        use = cur.flag_list()
+        cur.expect(b")")
+    cur.end()
+    return [name, use]
+
+
+def _rename(cur: Cursor) -> list[Any]:
+    cur.sp()
+    old = cur.astring()
+    cur.sp()
+    new = cur.astring()
+    cur.end()
+    return [old, new]
+
+
+def _status_items(cur: Cursor) -> tuple[str, ...]:
+    items = cur.paren_atoms()
+    if not items:
+        raise ParseError("empty STATUS item list")
+    unknown = [i for i in items if i not in STATUS_ITEMS]
+    if unknown:
+        raise ParseError(f"unknown STATUS item {unknown[0]}")
+    return tuple(items)
+
+
+def _status(cur: Cursor) -> list[Any]:
+    cur.sp()
+    name = cur.astring()
+    cur.sp()
+    items = _status_items(cur)
+    cur.end()
+    return [name, items]
+
+
+def _list(cur: Cursor, lsub: bool = False) -> list[Any]:
+    cur.sp()
+    select: list[str] = []
+    extended = False
+    if not lsub and cur.peek() == b"(":  # RFC 5258 list-select-opts
+        select = cur.paren_atoms()
+        extended = True
+        cur.sp()
+    reference = cur.astring()
+    cur.sp()
+    if not lsub and cur.peek() == b"(":
+        cur.expect(b"(")
+        patterns = [cur.list_mailbox()]
+        while cur.maybe(b" "):
+            patterns.append(cur.list_mailbox())
+        cur.expect(b")")
+        extended = True
+    else:
+        patterns = [cur.list_mailbox()]
+    returns: list[str] = []
+    status: tuple[str, ...] = ()
+    if not lsub and cur.maybe(b" "):
+        if not cur.keyword(b"RETURN"):
+            raise cur.error("expected RETURN")
+        extended = True
+        cur.sp()
+        cur.expect(b"(")
+        while not cur.maybe(b")"):
+            if returns:
+                cur.sp()
+            option = cur.atom().decode("ascii").upper()
+            if option == "STATUS":  # RFC 5819
+                cur.sp()
+                status = _status_items(cur)
+            returns.append(option)
+    cur.end()
+    for option in select:
+        if option not in ("SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"):
+            raise ParseError(f"unknown LIST selection option {option}")
+    if "RECURSIVEMATCH" in select and not ({"SUBSCRIBED"} & set(select)):
+        raise ParseError("RECURSIVEMATCH needs another selection option")  # RFC 5258 section 3
+    return [ListArgs(reference, tuple(patterns), tuple(select), tuple(returns), status, extended, lsub)]
+
+
+def _append(cur: Cursor) -> list[Any]:
+    cur.sp()
+    name = cur.astring()
+    messages: list[AppendMessage] = []
+    while cur.maybe(b" "):  # RFC 3502 MULTIAPPEND: several messages, one transaction
+        flags: list[str] = []
+        moment = None
+        if cur.peek() == b"(":
+            flags = cur.flag_list()
+            cur.sp()
+        if cur.peek() == b'"':
+            moment = cur.date_time()
+            cur.sp()
+        data = cur.literal()
+        messages.append(AppendMessage(tuple(flags), moment, data))
+    if not messages:
+        raise cur.error("expected a message literal")
+    cur.end()
+    return [name, messages]
+
+
+def _header_list(cur: Cursor) -> tuple[str, ...]:
+    cur.expect(b"(")
+    names: list[str] = []
+    while True:
+        names.append(cur.astring().decode("ascii", "replace").upper())
+        if len(names) > MAX_HEADER_FIELDS:
+            raise ParseError("too many header field names")
+        if cur.maybe(b")"):
+            return tuple(names)
+        cur.sp()
+
+
+def _section(cur: Cursor) -> Section:
+    """section-spec inside [], RFC 3501 section 9."""
+    part: list[int] = []
+    while cur.peek().isdigit():
+        part.append(cur.nz_number())
+        if len(part) > MAX_PART_DEPTH:
+            raise ParseError("section part nested too deeply")
+        if not cur.maybe(b"."):
+            return Section(tuple(part))
+    text = b""
+    while cur.peek() not in (b"]", b" ", b""):
+        text += cur.peek()
+        cur.pos += 1
+    word = text.decode("ascii", "replace").upper()
+    if word in ("HEADER", "TEXT") or (word == "MIME" and part):
+        return Section(tuple(part), word)
+    if word in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        cur.sp()
+        return Section(tuple(part), word, _header_list(cur))
+    if not word and not part:
+        return Section()
+    raise ParseError(f"invalid section {word or '(empty part)'}")
+
+
+def _fetch_item(cur: Cursor) -> list[FetchItem]:
+    start = cur.pos
+    while cur.peek() not in (b"", b" ", b"(", b")", b"["):
+        cur.pos += 1
+    word = cur.raw[start:cur.pos].decode("ascii", "replace").upper()
+    if word in FETCH_MACROS:
+        raise ParseError(f"macro {word} cannot be combined with other items")
+    if word in ("BODY", "BODY.PEEK") and cur.peek() == b"[":
+        cur.expect(b"[")
+        section = _section(cur)
+        cur.expect(b"]")
+        partial = None
+        if cur.maybe(b"<"):
+            origin = cur.number(2**32 - 1)
+            cur.expect(b".")
+            count = cur.nz_number()
+            cur.expect(b">")
+            partial = (origin, count)
+        return [FetchItem("BODY[]", section, word == "BODY.PEEK", partial)]
+    if word in SIMPLE_FETCH:
+        return [FetchItem(word)]
+    raise ParseError(f"unknown FETCH item {word or cur.peek().decode('ascii', 'replace')}")
+
+
+def _fetch(cur: Cursor) -> list[Any]:
+    cur.sp()
+    messages = cur.seqset()
+    cur.sp()
+    items: list[FetchItem] = []
+    if cur.maybe(b"("):
+        while True:
+            items.extend(_fetch_item(cur))
+            if len(items) > MAX_FETCH_ITEMS:
+                raise ParseError("too many FETCH items")
+            if cur.maybe(b")"):
+                break
+            cur.sp()
+    else:
+        start = cur.pos
+        while cur.peek() not in (b"", b" "):
+            cur.pos += 1
+        word = cur.raw[start:cur.pos].decode("ascii", "replace").upper()
+        if word in FETCH_MACROS:
+            items = [FetchItem(name) for name in FETCH_MACROS[word]]
+        else:
+            cur.pos = start
+            items = _fetch_item(cur)
+    changed_since = None
+    if cur.maybe(b" "):  # RFC 7162 section 3.1.4: (CHANGEDSINCE n)
+        cur.expect(b"(")
+        while True:
+            if cur.keyword(b"CHANGEDSINCE"):
+                cur.sp()
+                changed_since = cur.number()
+            elif not cur.keyword(b"VANISHED"):
+                raise cur.error("unknown FETCH modifier")
+            if cur.maybe(b")"):
+                break
+            cur.sp()
+    cur.end()
+    return [FetchArgs(messages, tuple(items), changed_since)]
+
+
+def _store(cur: Cursor) -> list[Any]:
+    cur.sp()
+    messages = cur.seqset()
+    cur.sp()
+    unchanged_since = None
+    if cur.maybe(b"("):  # RFC 7162 section 3.1.3
+        if not cur.keyword(b"UNCHANGEDSINCE"):
+            raise cur.error("unknown STORE modifier")
+        cur.sp()
+        unchanged_since = cur.number()
+        cur.expect(b")")
+        cur.sp()
+    mode = ""
+    if cur.peek() in (b"+", b"-"):
+        mode = cur.peek().decode()
+        cur.pos += 1
+    word = cur.atom().upper()
+    if word not in (b"FLAGS", b"FLAGS.SILENT"):
+        raise ParseError("expected FLAGS, +FLAGS or -FLAGS")
+    cur.sp()
+    if cur.peek() == b"(":
+        flags = cur.flag_list()
+    else:
+        flags = [cur.flag()]
+        while cur.maybe(b" "):
+            flags.append(cur.flag())
+    cur.end()
+    if "\\*" in flags:
+        raise ParseError("\\* is not a flag")
+    return [StoreArgs(messages, mode, word.endswith(b".SILENT"), tuple(flags), unchanged_since)]
+
+
+def _copy(cur: Cursor) -> list[Any]:
+    cur.sp()
+    messages = cur.seqset()
+    cur.sp()
+    name = cur.astring()
+    cur.end()
+    return [messages, name]
+
+
+def _search(cur: Cursor) -> list[Any]:
+    cur.sp()
+    returns = None
+    if cur.keyword(b"RETURN"):  # RFC 4731 ESEARCH
+        cur.sp()
+        returns = tuple(cur.paren_atoms()) or ("ALL",)
+        for option in returns:
+            if option not in ("MIN", "MAX", "ALL", "COUNT"):
+                raise ParseError(f"unknown SEARCH RETURN option {option}")
+        cur.sp()
+    charset = "utf-8"
+    if cur.keyword(b"CHARSET"):
+        cur.sp()
+        charset = check_charset(cur.astring().decode("ascii", "replace"))
+        cur.sp()
+    return [SearchArgs(parse_criteria(cur, charset), charset, returns)]
+
+
+def _uid_expunge(cur: Cursor) -> list[Any]:
+    cur.sp()
+    messages = cur.seqset()
+    cur.end()
+    return [messages]
+
+
+def _enable(cur: Cursor) -> list[Any]:
+    names = []
+    while cur.maybe(b" "):
+        names.append(cur.atom().decode("ascii").upper())
+    if not names:
+        raise cur.error("expected a capability")
+    cur.end()
+    return [names]
+
+
+def _id(cur: Cursor) -> list[Any]:
+    cur.sp()
+    params: dict[str, str | None] = {}
+    if cur.keyword(b"NIL"):
+        cur.end()
+        return [params]
+    cur.expect(b"(")
+    while not cur.maybe(b")"):
+        if params:
+            cur.sp()
+        key = cur.string().decode("utf-8", "replace")
+        cur.sp()
+        value = cur.nstring()
+        if len(params) >= 30:  # RFC 2971 section 3.3
+            raise ParseError("too many ID fields")
+        params[key[:30]] = None if value is None else value.decode("utf-8", "replace")[:1024]
+    cur.end()
+    return [params]
+
+
+def _setquota(cur: Cursor) -> list[Any]:
+    cur.sp()
+    root = cur.astring()
+    cur.sp()
+    cur.expect(b"(")
+    limits: dict[str, int] = {}
+    while not cur.maybe(b")"):
+        if limits:
+            cur.sp()
+        name = cur.atom().decode("ascii").upper()
+        cur.sp()
+        limits[name] = cur.number()
+    cur.end()
+    return [root, limits]
+
+
+# name -> (states where allowed, argument parser)
+ANY, NOT_AUTH, AUTH, SELECTED = "any", "notauth", "auth", "selected"
+COMMANDS: dict[str, tuple[tuple[str, ...], Any]] = {
+    "CAPABILITY": ((ANY,), _no_args),
+    "NOOP": ((ANY,), _no_args),
+    "LOGOUT": ((ANY,), _no_args),
+    "ID": ((ANY,), _id),
+    "STARTTLS": ((NOT_AUTH,), _no_args),
+    "AUTHENTICATE": ((NOT_AUTH,), _authenticate),
+    "LOGIN": ((NOT_AUTH,), _login),
+    "ENABLE": ((AUTH,), _enable),
+    "SELECT": ((AUTH, SELECTED), _select),
+    "EXAMINE": ((AUTH, SELECTED), _select),
+    "CREATE": ((AUTH, SELECTED), _create),
+    "DELETE": ((AUTH, SELECTED), _mailbox),
+    "RENAME": ((AUTH, SELECTED), _rename),
+    "SUBSCRIBE": ((AUTH, SELECTED), _mailbox),
+    "UNSUBSCRIBE": ((AUTH, SELECTED), _mailbox),
+    "LIST": ((AUTH, SELECTED), _list),
+    "LSUB": ((AUTH, SELECTED), lambda cur: _list(cur, lsub=True)),
+    "STATUS": ((AUTH, SELECTED), _status),
+    "APPEND": ((AUTH, SELECTED), _append),
+    "NAMESPACE": ((AUTH, SELECTED), _no_args),
+    "GETQUOTA": ((AUTH, SELECTED), _mailbox),
+    "GETQUOTAROOT": ((AUTH, SELECTED), _mailbox),
+    "SETQUOTA": ((AUTH, SELECTED), _setquota),
+    "IDLE": ((AUTH, SELECTED), _no_args),
+    "CHECK": ((SELECTED,), _no_args),
+    "CLOSE": ((SELECTED,), _no_args),
+    "UNSELECT": ((SELECTED,), _no_args),
+    "EXPUNGE": ((SELECTED,), _no_args),
+    "SEARCH": ((SELECTED,), _search),
+    "FETCH": ((SELECTED,), _fetch),
+    "STORE": ((SELECTED,), _store),
+    "COPY": ((SELECTED,), _copy),
+    "MOVE": ((SELECTED,), _copy),
+}
+UID_COMMANDS = {"FETCH": _fetch, "STORE": _store, "COPY": _copy, "MOVE": _copy, "SEARCH": _search,
+                "EXPUNGE": _uid_expunge}
+
+
+def parse(raw: bytes) -> Request:
+    """One command -> Request; ParseError (with `.tag` set when known) otherwise."""
+    cur = Cursor(raw)
+    tag = tag_of(raw)
+    if tag is None or tag == b"*" or b"+" in tag:
+        raise ParseError("missing or invalid tag")
+    cur.pos = len(tag)
+    try:
+        cur.sp()
+        name = cur.atom().decode("ascii").upper()
+        uid = False
+        if name == "UID":
+            cur.sp()
+            name = cur.atom().decode("ascii").upper()
+            if name not in UID_COMMANDS:
+                raise ParseError(f"UID {name} is not a command")
+            uid = True
+            args = UID_COMMANDS[name](cur)
+        else:
+            spec = COMMANDS.get(name)
+            if spec is None:
+                raise ParseError(f"unknown command {name[:30]}")
+            args = spec[1](cur)
+    except ParseError as exc:
+        exc.tag = tag.decode("ascii")  # type: ignore[attr-defined]
+        raise
+    return Request(tag.decode("ascii"), name, uid, args)
+
+
+def allowed_states(request: Request) -> tuple[str, ...]:
+    return (SELECTED,) if request.uid else COMMANDS[request.name][0]

@@ -1,0 +1,126 @@
+"""A session's view of its selected folder, sans-IO: message numbers and pending news.
+
+The client numbers messages 1..n; the store knows UIDs. The view keeps the UIDs the
+client has been told about, in order, and turns what changed in the store into the
+untagged responses that keep both in step (RFC 3501 sections 5.2, 7.3.1, 7.4.1):
+EXPUNGE (highest number first, so each number is still valid when sent), then EXISTS,
+then FETCH (FLAGS) of messages changed by others.
+
+An EXPUNGE must not be sent while answering FETCH, STORE or SEARCH (RFC 3501 section
+7.4.1): then removed messages stay in the view as ghosts, still numbered, until the
+next command that may report them.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from mssmail.imap import render
+from mssmail.imap.seqset import SeqSet, select_sorted
+
+
+class BadSequence(ValueError):
+    """A message number beyond the mailbox (RFC 3501: tagged BAD)."""
+
+
+@dataclass
+class SyncPlan:
+    """What one poll of the store produced, before it is applied."""
+
+    changed: list[tuple[int, str, int]]  # (uid, flags, modseq), modseq above the view's
+    messages: int  # the folder's count now
+    highest_modseq: int
+    current_uids: list[int] | None = None  # every UID now, when expunges must be found
+
+
+@dataclass
+class SelectedView:
+    uids: list[int]
+    highest_modseq: int
+    readonly: bool
+    uidvalidity: int
+    ghosts: set[int] = field(default_factory=set)  # expunged, not yet reported
+    # Flags this session already reported (its own STORE, implicit \Seen): uid -> modseq.
+    reported: dict[int, int] = field(default_factory=dict)
+
+    # --- numbering ----------------------------------------------------------------
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    @property
+    def max_uid(self) -> int:
+        return self.uids[-1] if self.uids else 0
+
+    def seq_of(self, uid: int) -> int | None:
+        i = bisect.bisect_left(self.uids, uid)
+        return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
+
+    def uids_of_seqset(self, messages: SeqSet, *, strict: bool = True) -> list[int]:
+        """UIDs named by message numbers; BadSequence beyond the mailbox when `strict`."""
+        ranges = messages.resolve(self.exists)
+        if strict and (not self.exists or (ranges and ranges[-1][1] > self.exists)):
+            raise BadSequence("no such message" if self.exists else "the mailbox is empty")
+        out: list[int] = []
+        for a, b in ranges:
+            out.extend(self.uids[a - 1:min(b, self.exists)])
+        return out
+
+    def uids_of_uidset(self, messages: SeqSet) -> list[int]:
+        """UIDs of the view in a UID set; `n:*` includes the last UID even when n is
+        above it (RFC 3501 section 6.4.8)."""
+        return list(select_sorted(self.uids, messages.resolve(self.max_uid)))
+
+    def live(self, uids: Iterable[int]) -> list[int]:
+        """Drop ghosts: the store no longer has them."""
+        return [u for u in uids if u not in self.ghosts] if self.ghosts else list(uids)
+
+    # --- keeping in step ----------------------------------------------------------
+    def needs_full_list(self, changed: Sequence[tuple[int, str, int]], messages: int) -> bool:
+        """Whether the store's count can only be explained by expunges we did not see."""
+        new = sum(1 for uid, _, _ in changed if uid > self.max_uid)
+        return messages != len(self.uids) - len(self.ghosts) + new
+
+    def apply(self, plan: SyncPlan, *, allow_expunge: bool) -> list[bytes]:
+        """Untagged responses for `plan`, updating the view."""
+        lines: list[bytes] = []
+        if plan.current_uids is not None:
+            current = set(plan.current_uids)
+            gone = [u for u in self.uids if u not in current and u not in self.ghosts]
+            self.ghosts.update(gone)
+            new = [u for u in plan.current_uids if u > self.max_uid]
+        else:
+            new = [uid for uid, _, _ in plan.changed if uid > self.max_uid]
+        if allow_expunge and self.ghosts:
+            lines += self.expunge(self.ghosts)
+        if new:
+            self.uids.extend(new)
+            lines.append(b"* %d EXISTS" % len(self.uids))
+        known = set(new)
+        for uid, flags, modseq in plan.changed:
+            if uid in known or uid in self.ghosts:
+                continue
+            if self.reported.get(uid) == modseq:
+                continue
+            seq = self.seq_of(uid)
+            if seq is not None:
+                lines.append(b"* %d FETCH (UID %d FLAGS %s)" % (seq, uid, render.flag_list(flags.split())))
+        self.highest_modseq = max([plan.highest_modseq, self.highest_modseq,
+                                   *(m for _, _, m in plan.changed)])
+        if self.reported:
+            self.reported = {u: m for u, m in self.reported.items() if m > self.highest_modseq}
+        return lines
+
+    def expunge(self, uids: Iterable[int]) -> list[bytes]:
+        """Remove messages from the view: `* n EXPUNGE`, highest number first."""
+        gone = set(uids)
+        seqs = [i + 1 for i, u in enumerate(self.uids) if u in gone]
+        if not seqs:
+            return []
+        self.uids = [u for u in self.uids if u not in gone]
+        self.ghosts -= gone
+        for uid in gone:
+            self.reported.pop(uid, None)
+        return [b"* %d EXPUNGE" % seq for seq in reversed(seqs)]

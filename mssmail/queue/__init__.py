@@ -1,0 +1,1 @@
+"""Outbound relay: the durable queue, routes, the delivery worker and DSNs."""

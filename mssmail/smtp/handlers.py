@@ -1,0 +1,342 @@
+"""aiosmtpd handler hooks for the MX and submission listeners.
+
+Each hook asks `policy` what is allowed and the store what exists; the store call
+that makes a message durable completes before the 250 reply (DESIGN rule 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import email.utils
+import importlib
+import logging
+import time
+from base64 import b64decode
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import TYPE_CHECKING, Any
+
+from aiosmtpd.smtp import MISSING, AuthResult, Envelope, LoginPassword, Session
+
+from mssmail import audit
+from mssmail.smtp import hooks, policy, replies
+from mssmail.smtp.received import new_queue_id, received_header
+from mssmail.smtp.replies import render
+
+if TYPE_CHECKING:
+    from mssmail.service import ServerContext
+    from mssmail.smtp.server import MssSMTP
+
+log = logging.getLogger("mss.smtp")
+DOMAIN_CACHE_SECONDS = 30.0
+
+
+class BaseHandler:
+    """What the MX and the submission listeners share."""
+
+    service = "smtp"
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
+        self.config = ctx.config
+        self._local_domains: set[str] = set()
+        self._domains_at = 0.0
+
+    async def local_domains(self) -> set[str]:
+        now = time.monotonic()
+        if now - self._domains_at > DOMAIN_CACHE_SECONDS:
+            self._local_domains = await self.store.run(self.store.local_domains)
+            self._local_domains.add(self.config.server.domain.lower())
+            self._domains_at = now
+        return self._local_domains
+
+    # --- hooks ------------------------------------------------------------------
+    async def handle_EHLO(self, server: MssSMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        lines = [r for r in responses if self.advertise_auth(server) or not r.startswith("250-AUTH")]
+        # RFC 2920 and RFC 2034: aiosmtpd supports both but does not advertise them.
+        lines[-1:-1] = ["250-PIPELINING", "250-ENHANCEDSTATUSCODES"]
+        return lines
+
+    def advertise_auth(self, server: MssSMTP) -> bool:
+        return False
+
+    async def handle_RSET(self, server: MssSMTP, session: Session, envelope: Envelope) -> str:
+        server.in_transaction = False
+        return "250 2.0.0 OK"
+
+    async def begin_transaction(self, server: MssSMTP, mail_options: list[str]) -> str | None:
+        if server.listener.closing:
+            return render(replies.SHUTTING_DOWN)
+        size = _size_param(mail_options)
+        if size is not None and size > self.config.limits.max_message_size:
+            return render(replies.MESSAGE_TOO_BIG)
+        server.in_transaction = True
+        return None
+
+    @staticmethod
+    def settle_sender(server: MssSMTP, envelope: Envelope, address: str, mail_options: list[str],
+                      refused: replies.Reply | None) -> str:
+        """End of MAIL: either the transaction starts, or the refusal ends it."""
+        if refused:
+            server.in_transaction = False
+            return render(refused)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return render(replies.SENDER_OK)
+
+    async def check_local_recipient(self, address: str, size: int | None) -> str | None:
+        mailbox = await self.store.run(self.store.get_mailbox, address)
+        if mailbox is None:
+            return render(replies.UNKNOWN_RECIPIENT)
+        if mailbox.disabled:
+            return render(replies.MAILBOX_DISABLED)
+        if mailbox.used_bytes + (size or 0) > mailbox.quota_bytes:
+            return render(replies.MAILBOX_FULL)
+        return None
+
+    def recipient_limit_reached(self, envelope: Envelope) -> bool:
+        return len(envelope.rcpt_tos) >= self.config.limits.max_recipients
+
+    def trace(self, server: MssSMTP, session: Session, queue_id: str, recipients: list[str]) -> bytes:
+        tls = server.tls_info()
+        # RFC 3848: ESMTP + S (TLS) + A (authenticated).
+        protocol = "ESMTP" + ("S" if tls else "") + ("A" if self.service == "submission" else "")
+        return received_header(
+            helo=str(session.host_name or ""),
+            peer_ip=server.peer_ip,
+            by_host=self.config.hostname,
+            protocol=protocol,
+            queue_id=queue_id,
+            recipient=recipients[0] if len(recipients) == 1 else None,
+            tls=tls,
+        )
+
+    async def deliver_local(self, server: MssSMTP, sender: str, recipients: list[str], data: bytes,
+                            action: str = audit.DELIVERY) -> dict[str, Any]:
+        def work() -> dict[str, Any]:
+            content, extra = hooks.apply_inbound(sender, recipients, data)
+            return self.store.deliver(content, recipients, sender=sender, ip=server.peer_ip,
+                                      extra=extra or None, action=action)
+
+        return await self.store.run(work)
+
+
+class MxHandler(BaseHandler):
+    """Inbound mail from other operators of the space of trust."""
+
+    async def handle_MAIL(self, server: MssSMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        refusal = await self.begin_transaction(server, mail_options)
+        if refusal:
+            return refusal
+        if self.config.trust.require_client_cert and server.peer_certificate() is None:
+            server.in_transaction = False
+            return render(replies.CLIENT_CERT_REQUIRED)
+        refused = policy.mx_sender_allowed(address, self.config.trust_domains())
+        return self.settle_sender(server, envelope, address, mail_options, refused)
+
+    async def handle_RCPT(self, server: MssSMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        if self.recipient_limit_reached(envelope):
+            return render(replies.TOO_MANY_RECIPIENTS)
+        address = address.lower()
+        if policy.domain_of(address) not in await self.local_domains():
+            return render(replies.RELAY_DENIED)
+        refusal = await self.check_local_recipient(address, _size_param(envelope.mail_options))
+        if refusal:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return render(replies.RECIPIENT_OK)
+
+    async def handle_DATA(self, server: MssSMTP, session: Session, envelope: Envelope) -> str:
+        try:
+            queue_id = new_queue_id()
+            raw = envelope.original_content or b""
+            recipients = list(envelope.rcpt_tos)
+            data = self.trace(server, session, queue_id, recipients) + raw
+            outcomes = await self.deliver_local(server, envelope.mail_from or "", recipients, data)
+            return _data_reply(outcomes, queue_id)
+        except Exception:
+            log.exception("MX delivery failed")
+            return render(replies.TEMPORARY_FAILURE)
+        finally:
+            server.in_transaction = False
+
+
+class SubmissionHandler(BaseHandler):
+    """Mail from our own users (professionals' clients, DUI programs), after AUTH."""
+
+    service = "submission"
+
+    def advertise_auth(self, server: MssSMTP) -> bool:
+        return server.tls_info() is not None
+
+    # --- authentication (RFC 4954; PLAIN RFC 4616, LOGIN draft) --------------------
+    async def auth_PLAIN(self, server: MssSMTP, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            blob = await server.challenge_auth("")
+            if blob is MISSING:
+                return AuthResult(success=False)
+        else:
+            try:
+                blob = b64decode(args[1].encode(), validate=True)
+            except (binascii.Error, ValueError):
+                await server.push("501 5.5.2 Cannot decode base64")
+                return AuthResult(success=False, handled=True)
+        try:
+            _authz, login, password = blob.split(b"\x00")  # type: ignore[union-attr]
+        except ValueError:
+            await server.push("501 5.5.2 Cannot split PLAIN credentials")
+            return AuthResult(success=False, handled=True)
+        return await self._authenticate(server, login, password)
+
+    async def auth_LOGIN(self, server: MssSMTP, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            login = await server.challenge_auth(server.AuthLoginUsernameChallenge)
+            if login is MISSING:
+                return AuthResult(success=False)
+        else:
+            try:
+                login = b64decode(args[1].encode(), validate=True)
+            except (binascii.Error, ValueError):
+                await server.push("501 5.5.2 Cannot decode base64")
+                return AuthResult(success=False, handled=True)
+        password = await server.challenge_auth(server.AuthLoginPasswordChallenge)
+        if password is MISSING:
+            return AuthResult(success=False)
+        return await self._authenticate(server, login, password)  # type: ignore[arg-type]
+
+    async def _authenticate(self, server: MssSMTP, login: bytes, password: bytes) -> AuthResult:
+        user = login.decode("utf-8", "replace")
+        result = await self.store.run(self.store.authenticate, user, password.decode("utf-8", "replace"),
+                                      ip=server.peer_ip, service=self.service)
+        if result.ok:
+            return AuthResult(success=True, auth_data=LoginPassword(result.address.encode(), b""),
+                              message=render(replies.AUTH_OK))
+        if result.delay:
+            await asyncio.sleep(result.delay)
+        reply = replies.AUTH_LOCKED if result.locked else replies.AUTH_FAILED
+        return AuthResult(success=False, handled=False, message=render(reply))
+
+    async def allowed_senders(self, session: Session) -> list[str]:
+        login = session.login_data.decode() if isinstance(session.login_data, bytes) else ""
+        mailboxes = await self.store.run(self.store.accessible_mailboxes, login)
+        return [address for address, rights in mailboxes if rights in ("owner", "full")]
+
+    async def handle_MAIL(self, server: MssSMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        if server.tls_info() is None:
+            return render(replies.STARTTLS_REQUIRED)
+        refusal = await self.begin_transaction(server, mail_options)
+        if refusal:
+            return refusal
+        refused = policy.submission_sender_allowed(address, await self.allowed_senders(session))
+        return self.settle_sender(server, envelope, address.lower(), mail_options, refused)
+
+    async def handle_RCPT(self, server: MssSMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        if self.recipient_limit_reached(envelope):
+            return render(replies.TOO_MANY_RECIPIENTS)
+        address = address.lower()
+        route = policy.classify_recipient(address, await self.local_domains(), self.config.trust_domains())
+        if route is policy.Route.REFUSED:
+            return render(replies.RECIPIENT_NOT_TRUSTED)
+        if route is policy.Route.LOCAL:
+            refusal = await self.check_local_recipient(address, _size_param(envelope.mail_options))
+            if refusal:
+                return refusal
+        elif _relay() is None:
+            return render(replies.RELAY_UNAVAILABLE)
+        envelope.rcpt_tos.append(address)
+        return render(replies.RECIPIENT_OK)
+
+    async def handle_DATA(self, server: MssSMTP, session: Session, envelope: Envelope) -> str:
+        try:
+            return await self._submit(server, session, envelope)
+        except hooks.Reject as reject:
+            return f"{reject.code} {reject.text}"
+        except Exception:
+            log.exception("submission failed")
+            return render(replies.TEMPORARY_FAILURE)
+        finally:
+            server.in_transaction = False
+
+    async def _submit(self, server: MssSMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        sender = envelope.mail_from or ""
+        recipients = list(envelope.rcpt_tos)
+        allowed = await self.allowed_senders(session)
+        from_addresses = policy.from_header_addresses(_header_values(raw, "From"))
+        if from_addresses and any(a not in allowed for a in from_addresses):
+            return render(replies.FROM_HEADER_NOT_OWNED)
+        queue_id = new_queue_id()
+        raw = _complete_headers(raw, self.config.hostname)
+        raw = await self.store.run(hooks.apply_submission, sender, recipients, raw)
+        data = self.trace(server, session, queue_id, recipients) + raw
+        local_domains = await self.local_domains()
+        local = [r for r in recipients if policy.domain_of(r) in local_domains]
+        remote = [r for r in recipients if r not in local]
+        if remote:
+            relay = _relay()
+            if relay is None:
+                return render(replies.RELAY_UNAVAILABLE)
+            await self.store.run(relay.enqueue, self.store, sender, remote, data)
+        outcomes: dict[str, Any] = {}
+        if local:
+            outcomes = await self.deliver_local(server, sender, local, data)
+            if not any(o.ok for o in outcomes.values()) and not remote:
+                return _data_reply(outcomes, queue_id)
+        await self.store.run(
+            lambda: self.store.deliver(data, [sender], sender=sender, folder="Sent", flags=["\\Seen"],
+                                       action=audit.SEND, ip=server.peer_ip,
+                                       extra={"recipients": recipients}))
+        return f"250 2.0.0 OK queued as {queue_id}"
+
+
+def _relay() -> Any:
+    """The outbound queue module, when this build has it."""
+    try:
+        return importlib.import_module("mssmail.queue.outbound")
+    except ModuleNotFoundError:
+        return None
+
+
+def _size_param(mail_options: list[str]) -> int | None:
+    for option in mail_options:
+        if option.upper().startswith("SIZE="):
+            try:
+                return int(option[5:])
+            except ValueError:
+                return None
+    return None
+
+
+def _header_values(raw: bytes, name: str) -> list[str]:
+    try:
+        headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:256 * 1024])
+    except Exception:
+        return []
+    return [str(v) for v in headers.get_all(name) or []]
+
+
+def _complete_headers(raw: bytes, hostname: str) -> bytes:
+    """RFC 6409 8.2/8.3: a submission server may add a missing Date and Message-ID."""
+    added = b""
+    if not _header_values(raw, "Date"):
+        added += f"Date: {email.utils.formatdate(localtime=False)}\r\n".encode()
+    if not _header_values(raw, "Message-ID"):
+        added += f"Message-ID: {email.utils.make_msgid(domain=hostname)}\r\n".encode()
+    return added + raw
+
+
+def _data_reply(outcomes: dict[str, Any], queue_id: str) -> str:
+    if any(o.ok for o in outcomes.values()):
+        return f"250 2.0.0 OK delivered as {queue_id}"
+    failed = next(iter(outcomes.values()), None)
+    if failed is None:
+        return render(replies.NO_VALID_RECIPIENTS)
+    return f"{failed.code} {failed.reason}"

@@ -1,0 +1,47 @@
+"""SMTP replies as named constants (RFC 5321 codes, RFC 3463 enhanced status codes)."""
+
+from __future__ import annotations
+
+Reply = tuple[int, str]
+
+
+def render(reply: Reply) -> str:
+    return f"{reply[0]} {reply[1]}"
+
+
+OK = (250, "2.0.0 OK")
+SENDER_OK = (250, "2.1.0 Sender OK")
+RECIPIENT_OK = (250, "2.1.5 Recipient OK")
+UNKNOWN_RECIPIENT = (550, "5.1.1 No such mailbox here")
+MAILBOX_DISABLED = (550, "5.2.1 Mailbox disabled")
+MAILBOX_FULL = (552, "5.2.2 Mailbox full")
+SENDER_NOT_TRUSTED = (550, "5.7.1 Sender domain is not in the space of trust")
+RECIPIENT_NOT_TRUSTED = (550, "5.7.1 Recipient domain is not in the space of trust")
+RELAY_DENIED = (550, "5.7.1 Relaying denied")
+CLIENT_CERT_REQUIRED = (550, "5.7.1 A client certificate from the space of trust is required")
+STARTTLS_REQUIRED = (530, "5.7.0 Must issue a STARTTLS command first")
+AUTH_REQUIRED = (530, "5.7.0 Authentication required")
+AUTH_OK = (235, "2.7.0 Authentication successful")
+AUTH_FAILED = (535, "5.7.8 Authentication credentials invalid")
+AUTH_LOCKED = (535, "5.7.8 Too many failed attempts, account temporarily locked")
+SENDER_NOT_OWNED = (553, "5.7.1 Sender address not owned by the authenticated user")
+FROM_HEADER_NOT_OWNED = (550, "5.7.1 From: header not owned by the authenticated user")
+TOO_MANY_RECIPIENTS = (452, "4.5.3 Too many recipients")
+MESSAGE_TOO_BIG = (552, "5.3.4 Message too big for system")
+TOO_MANY_CONNECTIONS = (421, "4.7.0 Too many connections from your address, try later")
+SHUTTING_DOWN = (421, "4.3.2 Service shutting down, try later")
+TEMPORARY_FAILURE = (451, "4.3.0 Temporary local problem, try later")
+NO_VALID_RECIPIENTS = (554, "5.5.1 No valid recipients")
+RELAY_UNAVAILABLE = (451, "4.4.0 Outbound relay not available, try later")
+
+# aiosmtpd's own replies that carry no enhanced status code (RFC 2034 asks every reply
+# to carry one once ENHANCEDSTATUSCODES is advertised).
+AIOSMTPD_REWRITES: dict[str, str] = {
+    "552 Error: Too much mail data": render(MESSAGE_TOO_BIG),
+    "552 Error: message size exceeds fixed maximum message size": render(MESSAGE_TOO_BIG),
+    "530 Must issue a STARTTLS command first": render(STARTTLS_REQUIRED),
+    "530 5.7.0 Authentication required": render(AUTH_REQUIRED),
+    "538 5.7.11 Encryption required for requested authentication mechanism": render(STARTTLS_REQUIRED),
+}
+# Enhanced code given by reply class to other aiosmtpd replies.
+DEFAULT_ENHANCED = {"2": "2.0.0", "3": "", "4": "4.0.0", "5": "5.5.2"}

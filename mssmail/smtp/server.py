@@ -1,0 +1,169 @@
+"""aiosmtpd protocol subclass and the listener component (MX and submission).
+
+The protocol class only adds what aiosmtpd lacks: enhanced status codes on every
+error reply (RFC 2034), a per-IP connection limit, and bookkeeping so that a shutdown
+can let transactions in flight finish. Policy lives in the handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+from collections import Counter
+from typing import TYPE_CHECKING, Any, AnyStr
+
+from aiosmtpd.smtp import SMTP
+
+from mssmail.smtp import replies
+
+if TYPE_CHECKING:
+    from mssmail.service import ServerContext
+
+log = logging.getLogger("mss.smtp")
+_HAS_ENHANCED = re.compile(r"^\d{3}[ -]\d\.\d{1,3}\.\d{1,3}\b")
+
+
+def with_enhanced_code(status: str) -> str:
+    """aiosmtpd's bare replies, given an RFC 3463 code (never EHLO lines or greetings)."""
+    if status in replies.AIOSMTPD_REWRITES:
+        return replies.AIOSMTPD_REWRITES[status]
+    if (len(status) > 4 and status[:3].isdigit() and status[3] == " " and status[0] in "45"
+            and not _HAS_ENHANCED.match(status)):
+        return f"{status[:3]} {replies.DEFAULT_ENHANCED[status[0]]} {status[4:]}"
+    return status
+
+
+class MssSMTP(SMTP):
+    """One SMTP session."""
+
+    def __init__(self, handler: Any, *, listener: SmtpListener, **kwargs: Any) -> None:
+        self.listener = listener
+        self.refused = False
+        self.in_transaction = False
+        self.peer_ip = ""
+        super().__init__(handler, **kwargs)
+
+    async def push(self, status: AnyStr) -> None:
+        if isinstance(status, str):
+            status = with_enhanced_code(status)  # type: ignore[assignment]
+        await super().push(status)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None and self._original_transport is None
+        if first:
+            peer = transport.get_extra_info("peername") or ("", 0)
+            self.peer_ip = str(peer[0])
+            if not self.listener.admit(self):
+                self.refused = True
+                code, text = (replies.SHUTTING_DOWN if self.listener.closing
+                              else replies.TOO_MANY_CONNECTIONS)
+                transport.write(f"{code} {text}\r\n".encode())  # type: ignore[attr-defined]
+                transport.close()
+                return
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.refused:
+            return
+        self.listener.release(self)
+        super().connection_lost(error)
+
+    def eof_received(self) -> bool | None:
+        if self.refused:
+            return False
+        return super().eof_received()
+
+    def tls_info(self) -> tuple[str, str] | None:
+        if self.transport is None:
+            return None
+        ssl_object = self.transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return None
+        cipher = ssl_object.cipher()
+        return (ssl_object.version() or "TLS", cipher[0] if cipher else "")
+
+    def peer_certificate(self) -> dict[str, Any] | None:
+        """The client certificate, present only if it verified against [trust] ca_files."""
+        if self.transport is None:
+            return None
+        return self.transport.get_extra_info("peercert") or None
+
+    def abort(self, reply: replies.Reply) -> None:
+        """Shutdown: say 421 and drop the connection (RFC 5321 3.8)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(f"{reply[0]} {reply[1]}\r\n".encode())  # type: ignore[attr-defined]
+            self.transport.close()
+
+
+class SmtpListener:
+    """A listening socket, its sessions, and their orderly shutdown."""
+
+    def __init__(self, name: str, ctx: ServerContext, handler: Any, *, port: int, bind: str,
+                 tls_context: ssl.SSLContext, auth: bool) -> None:
+        self.name = name
+        self.ctx = ctx
+        self.handler = handler
+        self.port = port
+        self.bind = bind
+        self.tls_context = tls_context
+        self.auth = auth
+        self.sessions: set[MssSMTP] = set()
+        self.per_ip: Counter[str] = Counter()
+        self.closing = False
+        self.server: asyncio.AbstractServer | None = None
+
+    def admit(self, session: MssSMTP) -> bool:
+        limit = self.ctx.config.limits.max_connections_per_ip
+        if self.closing or self.per_ip[session.peer_ip] >= limit:
+            return False
+        self.per_ip[session.peer_ip] += 1
+        self.sessions.add(session)
+        return True
+
+    def release(self, session: MssSMTP) -> None:
+        if session in self.sessions:
+            self.sessions.discard(session)
+            self.per_ip[session.peer_ip] -= 1
+            if self.per_ip[session.peer_ip] <= 0:
+                del self.per_ip[session.peer_ip]
+
+    def make_protocol(self) -> MssSMTP:
+        config = self.ctx.config
+        return MssSMTP(
+            self.handler,
+            listener=self,
+            hostname=config.hostname,
+            ident="mss ESMTP",
+            data_size_limit=config.limits.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            tls_context=self.tls_context,
+            require_starttls=False,
+            timeout=config.limits.smtp_timeout,
+            auth_required=self.auth,
+            auth_require_tls=True,
+            auth_exclude_mechanism=None if self.auth else ["PLAIN", "LOGIN"],
+            loop=self.ctx.loop,
+        )
+
+    async def start(self) -> list[str]:
+        self.server = await self.ctx.loop.create_server(self.make_protocol, host=self.bind, port=self.port)
+        port = self.server.sockets[0].getsockname()[1]
+        what = "STARTTLS, AUTH after TLS" if self.auth else "STARTTLS"
+        if not self.auth and self.ctx.config.trust.require_client_cert:
+            what += ", client certificate required"
+        return [f"{self.name}: listening on {self.bind}:{port} ({what})"]
+
+    async def stop(self, grace: float) -> None:
+        self.closing = True
+        if self.server is not None:
+            self.server.close()
+        deadline = self.ctx.loop.time() + grace
+        while any(s.in_transaction for s in self.sessions) and self.ctx.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for session in list(self.sessions):
+            session.abort(replies.SHUTTING_DOWN)
+        if self.server is not None:
+            await self.server.wait_closed()

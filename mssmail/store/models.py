@@ -1,0 +1,244 @@
+"""SQLAlchemy models of the message store.
+
+Message bodies are not here: they are content-addressed blob files (`blobs.py`); a row
+holds the blob's SHA-256 and a parsed summary for fast listing. Every table that other
+components add (directory, connectors) derives from the same `Base`, so one Alembic
+history and one database hold the whole server.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on SQLite (which drops the zone) and PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect):  # type: ignore[override]
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect):  # type: ignore[override]
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict: JSON, list: JSON}
+
+
+class MailboxType(enum.StrEnum):
+    """National model: PER, ORG, APP (CAB is a personal mailbox of a practice)."""
+
+    personal = "personal"
+    organisational = "organisational"
+    applicative = "applicative"
+
+
+# RFC 6154 special-use attributes of the folders every mailbox gets.
+DEFAULT_FOLDERS: dict[str, str | None] = {
+    "INBOX": None,
+    "Sent": "\\Sent",
+    "Drafts": "\\Drafts",
+    "Trash": "\\Trash",
+    "Junk": "\\Junk",
+}
+
+
+class Domain(Base):
+    __tablename__ = "domains"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(253), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Mailbox(Base):
+    __tablename__ = "mailboxes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="RESTRICT"), index=True)
+    type: Mapped[str] = mapped_column(String(20), default=MailboxType.personal.value)
+    # RPPS / ADELI of a professional, FINESS / SIRET of a structure, or free text.
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    quota_bytes: Mapped[int] = mapped_column(BigInteger)
+    used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Per-mailbox overrides (crypto policy, ...), free-form.
+    settings: Mapped[dict] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    domain: Mapped[Domain] = relationship()
+    folders: Mapped[list[Folder]] = relationship(
+        back_populates="mailbox", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Delegation(Base):
+    """A user allowed into another (organisational) mailbox: a lab's team, an EHPAD's nurses."""
+
+    __tablename__ = "delegations"
+    __table_args__ = (UniqueConstraint("mailbox_id", "delegate_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"), index=True)
+    delegate_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"), index=True)
+    # "read" or "full" (read, flag, expunge, send as).
+    rights: Mapped[str] = mapped_column(String(20), default="full")
+
+
+class Folder(Base):
+    __tablename__ = "folders"
+    __table_args__ = (UniqueConstraint("mailbox_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(500))
+    special_use: Mapped[str | None] = mapped_column(String(20))
+    subscribed: Mapped[bool] = mapped_column(Boolean, default=True)
+    # RFC 3501 2.3.1.1: UIDs never go back and are never reused within a UIDVALIDITY.
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uidnext: Mapped[int] = mapped_column(BigInteger, default=1)
+    # RFC 7162 (CONDSTORE): bumped on every change to the folder's messages.
+    highest_modseq: Mapped[int] = mapped_column(BigInteger, default=1)
+    message_count: Mapped[int] = mapped_column(Integer, default=0)
+    unseen_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    mailbox: Mapped[Mailbox] = relationship(back_populates="folders")
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("folder_id", "uid"),
+        Index("ix_messages_folder_modseq", "folder_id", "modseq"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    folder_id: Mapped[int] = mapped_column(ForeignKey("folders.id", ondelete="CASCADE"), index=True)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    blob_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    internal_date: Mapped[datetime] = mapped_column(default=utcnow)
+    # System flags and keywords, space-separated, sorted (e.g. "$Label1 \\Flagged \\Seen").
+    flags: Mapped[str] = mapped_column(Text, default="")
+    seen: Mapped[bool] = mapped_column(Boolean, default=False)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    modseq: Mapped[int] = mapped_column(BigInteger, default=1)
+    # Parsed summary for listing without reading the blob.
+    from_addr: Mapped[str] = mapped_column(Text, default="")
+    to_addrs: Mapped[str] = mapped_column(Text, default="")
+    subject: Mapped[str] = mapped_column(Text, default="")
+    date_header: Mapped[datetime | None] = mapped_column()
+    message_id: Mapped[str] = mapped_column(String(998), default="", index=True)
+    has_attachments: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Extra per-message data: signature report, decryption state, connector results.
+    extra: Mapped[dict] = mapped_column(default=dict)
+
+    folder: Mapped[Folder] = relationship()
+
+
+class AuditEvent(Base):
+    """One link of the hash chain (see `mssmail.audit`)."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    ts: Mapped[datetime] = mapped_column(default=utcnow)
+    action: Mapped[str] = mapped_column(String(40), index=True)
+    actor: Mapped[str] = mapped_column(String(320), default="")
+    mailbox: Mapped[str] = mapped_column(String(320), default="", index=True)
+    message_ref: Mapped[str] = mapped_column(String(200), default="")
+    remote_ip: Mapped[str] = mapped_column(String(64), default="")
+    details: Mapped[dict] = mapped_column(default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The chain's tip: one row, locked while appending so appends serialise."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuthFailure(Base):
+    """Failed logins per key (account or remote address), for delay and lockout."""
+
+    __tablename__ = "auth_failures"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure: Mapped[datetime] = mapped_column(default=utcnow)
+    locked_until: Mapped[datetime | None] = mapped_column()
+
+
+class OutboundMessage(Base):
+    """A message waiting in the outbound relay queue."""
+
+    __tablename__ = "outbound_queue"
+    __table_args__ = (Index("ix_outbound_due", "state", "next_attempt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sender: Mapped[str] = mapped_column(String(320))
+    # [{"address": ..., "status": "queued"|"sent"|"failed", "error": ..., "dsn_notify": ...}]
+    recipients: Mapped[list] = mapped_column()
+    blob_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    envelope_id: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_attempt: Mapped[datetime] = mapped_column(default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    # queued, sending, done, failed
+    state: Mapped[str] = mapped_column(String(20), default="queued")
+    delay_warned: Mapped[bool] = mapped_column(Boolean, default=False)
+    lease_until: Mapped[datetime | None] = mapped_column()

@@ -1,0 +1,118 @@
+"""The store: the one API through which SMTP, IMAP, webmail, connectors and the CLI
+reach mailboxes and messages. It enforces ownership, quota and the audit trail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from mssmail.store.blobs import BlobStore
+from mssmail.store.db import Database
+from mssmail.store.delivery import DeliveryOps
+from mssmail.store.events import ChangeBus
+from mssmail.store.groupcommit import GroupCommitter
+from mssmail.store.mailboxes import MailboxAdmin
+from mssmail.store.messages import MessageOps
+from mssmail.store.outbound import OutboundOps
+from mssmail.store.passwords import AuthOps
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from mssmail.config import Config
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Store(MailboxAdmin, AuthOps, DeliveryOps, OutboundOps, MessageOps):
+    def __init__(
+        self,
+        url: str,
+        blob_root: str | Path,
+        *,
+        default_quota: int = 2 * 1024**3,
+        pool_size: int = 10,
+        durable: bool = True,
+        auth_delay_after: int = 3,
+        auth_lockout_after: int = 10,
+        auth_lockout_time: int = 900,
+        echo: bool = False,
+    ) -> None:
+        self.db = Database(url, pool_size=pool_size, echo=echo)
+        self.blobs = BlobStore(blob_root, durable=durable)
+        # SQLite: concurrent deliveries share one write transaction (group commit).
+        self._committer = GroupCommitter(self.db) if self.db.is_sqlite else None
+        self.changes = ChangeBus()
+        self.default_quota = default_quota
+        self.auth_delay_after = auth_delay_after
+        self.auth_lockout_after = auth_lockout_after
+        self.auth_lockout_time = auth_lockout_time
+        self.executor = ThreadPoolExecutor(max_workers=max(4, pool_size), thread_name_prefix="store")
+        # What a reader (IMAP, webmail) sees of a stored message: each filter may turn the
+        # stored bytes into a view (e.g. crypto decrypts for a recipient whose key the
+        # server holds); the stored bytes never change. filter(address, raw, extra) -> bytes
+        self.view_filters: list[Callable[[str, bytes, dict[str, Any]], bytes]] = []
+
+    @classmethod
+    def from_config(cls, config: Config) -> Store:
+        return cls(
+            config.database_url,
+            config.path("blobs"),
+            default_quota=config.limits.default_quota,
+            pool_size=config.database.pool_size,
+            auth_delay_after=config.limits.auth_delay_after,
+            auth_lockout_after=config.limits.auth_lockout_after,
+            auth_lockout_time=config.limits.auth_lockout_time,
+            echo=config.database.echo,
+        )
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a blocking store call on the store's thread pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    def view(self, address: str, raw: bytes, extra: dict[str, Any] | None = None) -> bytes:
+        """The bytes a reader gets for a stored message (see `view_filters`)."""
+        for view_filter in self.view_filters:
+            raw = view_filter(address, raw, extra or {})
+        return raw
+
+    def migrate(self) -> None:
+        from mssmail.store.migrate import upgrade
+
+        upgrade(self.db.engine)
+
+    def write_grouped(self, work: Callable[[Session], T]) -> T:
+        """Run `work` in a write transaction, shared with concurrent callers on SQLite."""
+        if self._committer is not None:
+            return self._committer.submit(work)
+        with self.db.write() as session:
+            return work(session)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        if self._committer is not None:
+            self._committer.close()
+        self.db.dispose()
+
+    # Small helpers shared by the operation mixins.
+    @staticmethod
+    def monotonic() -> float:
+        return time.monotonic()
+
+    @staticmethod
+    def norm_flags(flags: Iterable[str]) -> str:
+        return " ".join(sorted({f for f in flags if f}, key=lambda f: (not f.startswith("\\"), f.lower())))
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
