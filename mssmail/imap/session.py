@@ -1,0 +1,858 @@
+"""One IMAP client's state machine: parsed commands in, responses out.
+
+The connection (`server.py`) frames bytes into commands and owns the socket; this
+module decides what each command means for the store, in the states of RFC 3501
+section 3 (not authenticated, authenticated, selected, logout). Every store call runs
+on the store's thread pool (`store.run`), so a slow disk or a big SEARCH never stalls
+the other sessions on the loop.
+
+Responses are written through `send`, which the connection makes flow-controlled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import Any
+
+from mssmail.imap import fetch, grammar, names, render, search
+from mssmail.imap.grammar import AUTH, NOT_AUTH, SELECTED, FetchArgs, ListArgs, Request, SearchArgs
+from mssmail.imap.searchkeys import Key, Node, needs_content
+from mssmail.imap.selected import BadSequence, SelectedView, SyncPlan
+from mssmail.imap.seqset import SeqSet, compress, compress_ordered
+from mssmail.imap.tokens import ParseError
+from mssmail.store.errors import (
+    AccessDenied,
+    FolderExists,
+    FolderNotFound,
+    MailboxNotFound,
+    QuotaExceeded,
+    StoreError,
+)
+from mssmail.store.events import FolderChanged
+from mssmail.store.messages import (
+    SPECIAL_USES,
+    FolderRef,
+    FolderState,
+    MessageMeta,
+    ReadOnly,
+    imap_uidvalidity,
+)
+
+log = logging.getLogger("mss.imap")
+
+try:
+    VERSION = metadata.version("mss")
+except metadata.PackageNotFoundError:  # running from a source tree
+    VERSION = "dev"
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+FETCH_BATCH = 200  # messages whose bytes are held at once by a FETCH
+FLUSH_AT = 256 * 1024  # response bytes buffered before a write
+MAX_AUTH_FAILURES = 3  # per connection, then BYE
+
+
+class Bye(Exception):
+    """End the connection after sending `* BYE <reason>`."""
+
+
+@dataclass
+class Selected:
+    ref: FolderRef
+    view: SelectedView
+    unsubscribe: Callable[[], None]
+    gone: bool = False
+
+
+@dataclass
+class SessionSettings:
+    hostname: str
+    max_literal: int
+    tls_available: bool
+    imaps: bool = False
+
+
+@dataclass
+class Outcome:
+    """What the connection must do after a command, beyond sending its responses."""
+
+    action: str = ""  # "", "starttls", "idle", "logout", "sasl"
+    tag: str = ""
+    data: Any = None
+
+
+@dataclass
+class Session:
+    store: Any  # mssmail.store.service.Store
+    settings: SessionSettings
+    send: Callable[[bytes], Awaitable[None]]
+    peer_ip: str = ""
+    tls: bool = False
+    state: str = NOT_AUTH
+    user: str = ""
+    namespace: names.Namespace | None = None
+    selected: Selected | None = None
+    enabled: set[str] = field(default_factory=set)
+    auth_failures: int = 0
+    on_change: Callable[[], None] | None = None  # the connection's IDLE wake-up
+    client_id: dict[str, str | None] = field(default_factory=dict)
+
+    # --- capabilities -------------------------------------------------------------
+    def capabilities(self) -> list[str]:
+        caps = ["IMAP4rev1", "LITERAL+", "ID", "ENABLE", "SASL-IR"]
+        if self.state == NOT_AUTH:
+            if not self.tls:
+                if self.settings.tls_available:
+                    caps.append("STARTTLS")
+                caps.append("LOGINDISABLED")
+            else:
+                caps.append("AUTH=PLAIN")
+            return caps
+        return [*caps, "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "QUOTA", "QUOTA=RES-STORAGE", "CONDSTORE", "ESEARCH", "MULTIAPPEND", "LIST-STATUS", "STATUS=SIZE", f"APPENDLIMIT={self.settings.max_literal}"]
+
+    def greeting(self) -> bytes:
+        return b"* OK [CAPABILITY %s] %s IMAP4rev1 ready\r\n" % (
+            " ".join(self.capabilities()).encode(), self.settings.hostname.encode("idna"))
+
+    # --- dispatch -----------------------------------------------------------------
+    async def execute(self, raw: bytes) -> Outcome:
+        """Run one command; its responses are sent before this returns."""
+        try:
+            request = grammar.parse(raw)
+        except ParseError as exc:
+            tag = getattr(exc, "tag", None)
+            code = f"[{exc.code}] " if exc.code else ""
+            status = exc.status if tag else "BAD"
+            await self.send(f"{tag or '*'} {status} {code}{_clean(str(exc))}\r\n".encode())
+            return Outcome()
+        allowed = grammar.allowed_states(request)
+        if grammar.ANY not in allowed and self.state not in allowed:
+            await self._tagged(request, "BAD", f"{request.name} is not allowed "
+                               f"{_STATE_WORDS[self.state]}")
+            return Outcome()
+        handler = getattr(self, "cmd_" + request.name.lower().replace("-", "_"))
+        try:
+            outcome = await handler(request)
+        except Bye:
+            raise
+        except BadSequence as exc:
+            await self._tagged(request, "BAD", f"invalid message number ({exc})")
+            return Outcome()
+        except ParseError as exc:
+            await self._tagged(request, exc.status, _clean(str(exc)), exc.code)
+            return Outcome()
+        except StoreError as exc:
+            await self._tagged(request, "NO", _clean(str(exc)), _code_of(exc))
+            return Outcome()
+        except names.NameError_ as exc:
+            await self._tagged(request, "NO", _clean(str(exc)), "NONEXISTENT")
+            return Outcome()
+        except Exception:
+            log.exception("IMAP %s failed for %s", request.name, self.user or self.peer_ip)
+            await self._tagged(request, "NO", "internal error, the command was not completed",
+                               "SERVERBUG")
+            return Outcome()
+        return outcome or Outcome()
+
+    async def _tagged(self, request: Request, status: str, text: str, code: str = "") -> None:
+        prefix = f"[{code}] " if code else ""
+        await self.send(f"{request.tag} {status} {prefix}{text}\r\n".encode())
+
+    async def _done(self, request: Request, text: str = "", code: str = "", *,
+                    sync: bool = True) -> Outcome:
+        """Untagged updates of the selected folder, then `tag OK`."""
+        if sync and self.selected is not None:
+            await self.sync(allow_expunge=request.uid or request.name not in ("FETCH", "STORE", "SEARCH"))
+        name = ("UID " if request.uid else "") + request.name
+        await self._tagged(request, "OK", text or f"{name} completed", code)
+        return Outcome()
+
+    # --- any state ----------------------------------------------------------------
+    async def cmd_capability(self, request: Request) -> Outcome:
+        await self.send(b"* CAPABILITY " + " ".join(self.capabilities()).encode() + b"\r\n")
+        return await self._done(request)
+
+    async def cmd_noop(self, request: Request) -> Outcome:
+        return await self._done(request)
+
+    async def cmd_logout(self, request: Request) -> Outcome:
+        await self.send(b"* BYE logging out\r\n")
+        await self._tagged(request, "OK", "LOGOUT completed")
+        self.close()
+        return Outcome("logout")
+
+    async def cmd_id(self, request: Request) -> Outcome:
+        self.client_id = request.args[0]
+        if self.client_id:
+            log.info("IMAP client %s: %s", self.peer_ip, self.client_id)
+        await self.send(b'* ID ("name" "mss" "version" %s "vendor" "mss")\r\n' % render.string(VERSION))
+        return await self._done(request)
+
+    # --- not authenticated --------------------------------------------------------
+    async def cmd_starttls(self, request: Request) -> Outcome:
+        if self.tls:
+            await self._tagged(request, "BAD", "TLS is already active")
+            return Outcome()
+        if not self.settings.tls_available:
+            await self._tagged(request, "NO", "TLS is not available")
+            return Outcome()
+        # The connection stops reading, then sends the OK and starts the handshake.
+        return Outcome("starttls", request.tag, request)
+
+    async def cmd_login(self, request: Request) -> Outcome:
+        if not self.tls:
+            await self._tagged(request, "NO", "LOGIN is disabled before STARTTLS", "PRIVACYREQUIRED")
+            return Outcome()
+        user, password = request.args
+        await self._login(request, user.decode("utf-8", "replace"), password.decode("utf-8", "replace"))
+        return Outcome()
+
+    async def cmd_authenticate(self, request: Request) -> Outcome:
+        mechanism, initial = request.args
+        if not self.tls:
+            await self._tagged(request, "NO", "authentication is disabled before STARTTLS",
+                               "PRIVACYREQUIRED")
+            return Outcome()
+        if mechanism != "PLAIN":
+            await self._tagged(request, "NO", f"unsupported mechanism {mechanism[:20]}", "CANNOT")
+            return Outcome()
+        if initial is None:
+            await self.send(b"+ \r\n")
+            return Outcome("sasl", request.tag, request)
+        await self.sasl_response(request, initial)
+        return Outcome()
+
+    async def sasl_response(self, request: Request, line: bytes) -> None:
+        """The client's answer to the `+` continuation (or its SASL-IR initial response)."""
+        if line.strip() == b"*":
+            await self._tagged(request, "BAD", "authentication cancelled")
+            return
+        try:
+            decoded = base64.b64decode(line.strip() if line.strip() != b"=" else b"", validate=True)
+            authzid, authcid, password = decoded.split(b"\0")
+            user = authcid.decode("utf-8")
+            if authzid and authzid.decode("utf-8").lower() != user.lower():
+                await self._tagged(request, "NO", "authorisation identity differs from the user",
+                                   "AUTHORIZATIONFAILED")
+                return
+            secret = password.decode("utf-8")
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            await self._tagged(request, "BAD", "malformed PLAIN response")
+            return
+        await self._login(request, user, secret)
+
+    async def _login(self, request: Request, user: str, password: str) -> None:
+        result = await self.store.run(self.store.authenticate, user, password, ip=self.peer_ip,
+                                      service="imap")
+        if result.delay:
+            await asyncio.sleep(result.delay)
+        if not result.ok:
+            self.auth_failures += 1
+            text = "account temporarily locked" if result.locked else "invalid credentials"
+            await self._tagged(request, "NO", text, "AUTHENTICATIONFAILED")
+            if self.auth_failures >= MAX_AUTH_FAILURES:
+                raise Bye("too many authentication failures")
+            return
+        self.user = result.address
+        delegated = await self.store.run(self.store.accessible_mailboxes, self.user)
+        self.namespace = names.Namespace(self.user, [(a, r) for a, r in delegated if a != self.user])
+        self.state = AUTH
+        await self._tagged(request, "OK", "logged in",
+                           "CAPABILITY " + " ".join(self.capabilities()))
+
+    # --- authenticated ------------------------------------------------------------
+    def _target(self, raw: bytes) -> names.Target:
+        assert self.namespace is not None
+        return self.namespace.resolve(names.decode_name(raw))
+
+    def _folder_target(self, raw: bytes) -> names.Target:
+        target = self._target(raw)
+        if not target.folder:
+            raise names.NameError_("that name is not a folder")
+        return target
+
+    async def cmd_enable(self, request: Request) -> Outcome:
+        granted = [name for name in request.args[0] if name in ("CONDSTORE",) and name not in self.enabled]
+        self.enabled.update(granted)
+        await self.send(b"* ENABLED" + b"".join(b" " + n.encode() for n in granted) + b"\r\n")
+        return await self._done(request)
+
+    async def cmd_select(self, request: Request) -> Outcome:
+        await self._unselect()
+        raw_name, params = request.args
+        params = [p.upper() for p in params]
+        unknown = [p for p in params if p != "CONDSTORE"]
+        if unknown:
+            await self._tagged(request, "BAD", f"unknown SELECT parameter {unknown[0][:20]}")
+            return Outcome()
+        if "CONDSTORE" in params:
+            self.enabled.add("CONDSTORE")
+        target = self._folder_target(raw_name)
+        opened = await self.store.run(self.store.folder_open, self.user, target.address, target.folder)
+        readonly = request.name == "EXAMINE" or not opened.ref.writable
+        view = SelectedView(list(opened.uids), opened.state.highest_modseq, readonly,
+                            imap_uidvalidity(opened.state.uidvalidity))
+        self.selected = Selected(opened.ref, view, self.store.changes.subscribe(
+            opened.ref.mailbox_id, self._changed))
+        self.state = SELECTED
+        lines = [
+            b"* FLAGS (" + " ".join(SYSTEM_FLAGS).encode() + b")",
+            b"* OK [PERMANENTFLAGS (" + (" ".join(SYSTEM_FLAGS).encode() + b" \\*" if not readonly
+                                         else b"") + b")] flags permitted",
+            b"* %d EXISTS" % view.exists,
+            b"* 0 RECENT",
+        ]
+        if opened.first_unseen_uid is not None:
+            seq = view.seq_of(opened.first_unseen_uid)
+            if seq:
+                lines.append(b"* OK [UNSEEN %d] first unseen" % seq)
+        lines += [b"* OK [UIDVALIDITY %d] UIDs valid" % view.uidvalidity,
+                  b"* OK [UIDNEXT %d] predicted next UID" % opened.state.uidnext,
+                  b"* OK [HIGHESTMODSEQ %d] highest" % opened.state.highest_modseq]
+        await self.send(b"\r\n".join(lines) + b"\r\n")
+        await self._tagged(request, "OK", f"{request.name} completed",
+                           "READ-ONLY" if readonly else "READ-WRITE")
+        return Outcome()
+
+    cmd_examine = cmd_select
+
+    def _changed(self, event: FolderChanged) -> None:
+        """Called from the committing thread: wake the connection if it is idling."""
+        if self.on_change is not None:
+            self.on_change()
+
+    async def cmd_create(self, request: Request) -> Outcome:
+        raw_name, use = request.args
+        name = names.decode_name(raw_name).rstrip(names.DELIMITER)
+        if not name:
+            raise names.NameError_("empty folder name")
+        assert self.namespace is not None
+        target = self.namespace.resolve(name)
+        if not target.folder:
+            await self._tagged(request, "NO", "that name cannot be created", "CANNOT")
+            return Outcome()
+        if len(use) > 1:
+            await self._tagged(request, "NO", "one special use per folder", "USEATTR")
+            return Outcome()
+        special = None
+        if use:
+            special = next((s for s in SPECIAL_USES if s.lower() == use[0].lower()), None)
+            if special is None:
+                await self._tagged(request, "NO", f"unknown special use {use[0][:20]}", "USEATTR")
+                return Outcome()
+        await self.store.run(self.store.folder_create, self.user, target.address, target.folder,
+                             special_use=special, ip=self.peer_ip)
+        return await self._done(request)
+
+    async def cmd_delete(self, request: Request) -> Outcome:
+        target = self._folder_target(request.args[0])
+        if target.folder == "INBOX":
+            await self._tagged(request, "NO", "INBOX cannot be deleted", "CANNOT")
+            return Outcome()
+        if self.selected is not None and self.selected.ref.address == target.address \
+                and self.selected.ref.name == target.folder:
+            await self._unselect()
+        await self.store.run(self.store.folder_delete, self.user, target.address, target.folder,
+                             ip=self.peer_ip)
+        return await self._done(request)
+
+    async def cmd_rename(self, request: Request) -> Outcome:
+        old, new = (self._folder_target(raw) for raw in request.args)
+        if old.address != new.address:
+            await self._tagged(request, "NO", "a folder cannot move to another mailbox", "CANNOT")
+            return Outcome()
+        await self.store.run(self.store.folder_rename, self.user, old.address, old.folder,
+                             new.folder.rstrip(names.DELIMITER), ip=self.peer_ip)
+        return await self._done(request)
+
+    async def cmd_subscribe(self, request: Request) -> Outcome:
+        target = self._folder_target(request.args[0])
+        await self.store.run(self.store.folder_subscribe, self.user, target.address, target.folder,
+                             request.name == "SUBSCRIBE")
+        return await self._done(request)
+
+    cmd_unsubscribe = cmd_subscribe
+
+    async def _entries(self) -> list[names.Entry]:
+        assert self.namespace is not None
+        folders = {}
+        for address in [self.user, *(a for a, _ in self.namespace.delegated)]:
+            try:
+                folders[address] = await self.store.run(self.store.folder_list, self.user, address)
+            except (AccessDenied, MailboxNotFound):
+                continue
+        return self.namespace.entries(folders)
+
+    async def cmd_list(self, request: Request) -> Outcome:
+        args: ListArgs = request.args[0]
+        reference = names.decode_name(args.reference)
+        patterns = [names.decode_name(p) for p in args.patterns]
+        word = b"LSUB" if args.lsub else b"LIST"
+        if not args.extended and patterns == [""]:
+            # RFC 3501 section 6.3.8: the hierarchy delimiter and root name.
+            await self.send(b'* %s (\\Noselect) "/" ""\r\n' % word)
+            return await self._done(request)
+        entries = names.match(await self._entries(), reference, patterns)
+        select, returns = set(args.select), set(args.returns)
+        subscribed_only = args.lsub or "SUBSCRIBED" in select
+        lines: list[bytes] = []
+        status_for: list[names.Entry] = []
+        for entry in entries:
+            attributes = list(entry.attributes)
+            subscribed = entry.info is not None and entry.info.subscribed
+            if subscribed_only and not subscribed:
+                if args.lsub and entry.subscribed_children:
+                    attributes = ["\\Noselect"]
+                elif "RECURSIVEMATCH" in select and entry.subscribed_children:
+                    attributes = ['\\NonExistent' if entry.info is None else "\\HasChildren"]
+                    lines.append(_list_line(word, attributes, entry.name,
+                                            b' ("CHILDINFO" ("SUBSCRIBED"))'))
+                    continue
+                else:
+                    continue
+            if "SPECIAL-USE" in select and not (entry.info and entry.info.special_use):
+                continue
+            if subscribed and (subscribed_only or "SUBSCRIBED" in returns) and not args.lsub:
+                attributes.append("\\Subscribed")
+            lines.append(_list_line(word, attributes, entry.name))
+            if args.status and entry.info is not None:
+                status_for.append(entry)
+        for line in lines:
+            await self.send(line)
+        for entry in status_for:
+            await self.send(self._status_line(entry.name, entry.info, args.status, None))
+        return await self._done(request)
+
+    cmd_lsub = cmd_list
+
+    def _status_line(self, name: str, info: Any, items: Sequence[str], size: int | None) -> bytes:
+        values = {"MESSAGES": info.messages, "RECENT": 0, "UIDNEXT": info.uidnext,
+                  "UIDVALIDITY": imap_uidvalidity(info.uidvalidity), "UNSEEN": info.unseen,
+                  "HIGHESTMODSEQ": info.highest_modseq, "SIZE": size}
+        parts = [f"{item} {values[item]}" for item in items if values.get(item) is not None]
+        return b"* STATUS " + render.astring(names.encode_name(name)) + b" (" + \
+            " ".join(parts).encode() + b")\r\n"
+
+    async def cmd_status(self, request: Request) -> Outcome:
+        raw_name, items = request.args
+        target = self._folder_target(raw_name)
+        opened = await self.store.run(self.store.folder_open, self.user, target.address, target.folder,
+                                      uids=False)
+        size = None
+        if "SIZE" in items:
+            size = await self.store.run(self.store.folder_size, self.user, target.address, target.folder)
+        state = opened.state
+        info = _Info(state.messages, state.uidnext, state.uidvalidity, state.unseen, state.highest_modseq)
+        assert self.namespace is not None
+        name = self.namespace.full_name(target.address, opened.ref.name)
+        await self.send(self._status_line(name, info, items, size))
+        return await self._done(request)
+
+    async def cmd_append(self, request: Request) -> Outcome:
+        raw_name, messages = request.args
+        try:
+            target = self._folder_target(raw_name)
+        except names.NameError_:
+            await self._tagged(request, "NO", "no such folder", "TRYCREATE")
+            return Outcome()
+        batch = [(m.data, list(m.flags), m.date) for m in messages]
+        for data, flags, _ in batch:
+            if not data:
+                await self._tagged(request, "NO", "empty message", "CANNOT")
+                return Outcome()
+            if any(f.lower() == "\\recent" for f in flags):
+                await self._tagged(request, "BAD", "\\Recent cannot be set")
+                return Outcome()
+        try:
+            uidvalidity, uids = await self.store.run(
+                self.store.messages_append, self.user, target.address, target.folder, batch,
+                ip=self.peer_ip, cache=fetch.cache_entry)
+        except FolderNotFound:
+            await self._tagged(request, "NO", "no such folder", "TRYCREATE")
+            return Outcome()
+        code = f"APPENDUID {imap_uidvalidity(uidvalidity)} {compress(uids)}"
+        return await self._done(request, "APPEND completed", code)
+
+    async def cmd_namespace(self, request: Request) -> Outcome:
+        assert self.namespace is not None
+        shared = b'(("%s/" "/"))' % names.SHARED.encode() if self.namespace.delegated else b"NIL"
+        await self.send(b'* NAMESPACE (("" "/")) NIL ' + shared + b"\r\n")
+        return await self._done(request)
+
+    def _quota_root(self, address: str) -> str:
+        assert self.namespace is not None
+        return "" if address == self.user else self.namespace.shared_root(address)
+
+    async def cmd_getquotaroot(self, request: Request) -> Outcome:
+        target = self._folder_target(request.args[0])
+        root = self._quota_root(target.address)
+        await self.send(b"* QUOTAROOT " + render.astring(names.encode_name(
+            self.namespace.full_name(target.address, target.folder))) + b" " +  # type: ignore[union-attr]
+            (render.astring(root) if root else b'""') + b"\r\n")
+        await self.send(await self._quota_bytes(target.address))
+        return await self._done(request)
+
+    async def _quota_bytes(self, address: str) -> bytes:
+        used, limit = await self.store.run(self.store.quota_of, self.user, address)
+        root = self._quota_root(address)
+        return b"* QUOTA " + (render.astring(root) if root else b'""') + \
+            b" (STORAGE %d %d)\r\n" % ((used + 1023) // 1024, limit // 1024)
+
+    async def cmd_getquota(self, request: Request) -> Outcome:
+        root = request.args[0].decode("utf-8", "replace")
+        assert self.namespace is not None
+        if root == "":
+            address = self.user
+        else:
+            target = self.namespace.resolve(root)
+            if not target.shared or target.folder or not target.address:
+                await self._tagged(request, "NO", "no such quota root", "NONEXISTENT")
+                return Outcome()
+            address = target.address
+        await self.send(await self._quota_bytes(address))
+        return await self._done(request)
+
+    async def cmd_setquota(self, request: Request) -> Outcome:
+        await self._tagged(request, "NO", "quotas are set by an administrator (mss mailbox quota)",
+                           "NOPERM")
+        return Outcome()
+
+    async def cmd_idle(self, request: Request) -> Outcome:
+        await self.send(b"+ idling\r\n")
+        if self.selected is not None:
+            await self.sync(allow_expunge=True)
+        return Outcome("idle", request.tag, request)
+
+    async def idle_done(self, request: Request, line: bytes) -> None:
+        if line.strip().upper() != b"DONE":
+            await self._tagged(request, "BAD", "expected DONE")
+            return
+        await self._done(request, "IDLE terminated")
+
+    # --- selected -----------------------------------------------------------------
+    def _sel(self) -> Selected:
+        if self.selected is None:
+            raise ParseError("no folder is selected")
+        if self.selected.gone:
+            raise StoreError("the selected folder no longer exists.")
+        return self.selected
+
+    async def _unselect(self) -> None:
+        if self.selected is not None:
+            self.selected.unsubscribe()
+            self.selected = None
+            if self.state == SELECTED:
+                self.state = AUTH
+        else:
+            self.state = AUTH if self.state == SELECTED else self.state
+
+    async def sync(self, *, allow_expunge: bool) -> None:
+        """Tell the client what others changed in its folder (RFC 3501 section 5.2)."""
+        sel = self.selected
+        if sel is None or sel.gone:
+            return
+        state: FolderState | None = await self.store.run(self.store.folder_state, sel.ref)
+        if state is None:
+            sel.gone = True
+            lines = sel.view.expunge(sel.view.uids) if allow_expunge else []
+            await self._send_lines(lines)
+            return
+        view = sel.view
+        if state.highest_modseq <= view.highest_modseq and \
+                state.messages == view.exists - len(view.ghosts):
+            if allow_expunge and view.ghosts:
+                await self._send_lines(view.expunge(view.ghosts))
+            return
+        changed = await self.store.run(self.store.folder_changes, sel.ref, view.highest_modseq)
+        plan = SyncPlan(changed, state.messages, state.highest_modseq)
+        if view.needs_full_list(changed, state.messages):
+            plan.current_uids = await self.store.run(self.store.folder_uids, sel.ref)
+        await self._send_lines(view.apply(plan, allow_expunge=allow_expunge))
+
+    async def _send_lines(self, lines: list[bytes]) -> None:
+        if lines:
+            await self.send(b"\r\n".join(lines) + b"\r\n")
+
+    def _uids(self, request: Request, messages: SeqSet) -> list[int]:
+        view = self._sel().view
+        if request.uid:
+            return view.uids_of_uidset(messages)
+        return view.uids_of_seqset(messages)
+
+    async def cmd_check(self, request: Request) -> Outcome:
+        self._sel()
+        return await self._done(request)
+
+    async def cmd_close(self, request: Request) -> Outcome:
+        sel = self._sel()
+        if not sel.view.readonly:
+            await self.store.run(self.store.messages_expunge, sel.ref, ip=self.peer_ip)
+        await self._unselect()
+        return await self._done(request, sync=False)
+
+    async def cmd_unselect(self, request: Request) -> Outcome:
+        self._sel()
+        await self._unselect()
+        return await self._done(request, sync=False)
+
+    async def cmd_expunge(self, request: Request) -> Outcome:
+        sel = self._sel()
+        if sel.view.readonly:
+            await self._tagged(request, "NO", "the folder is read-only", "READ-ONLY")
+            return Outcome()
+        only = self._uids(request, request.args[0]) if request.uid else None
+        if only is not None and not only:
+            return await self._done(request)
+        removed = await self.store.run(self.store.messages_expunge, sel.ref, only, ip=self.peer_ip)
+        await self._send_lines(sel.view.expunge(removed))
+        return await self._done(request)
+
+    async def cmd_search(self, request: Request) -> Outcome:
+        sel = self._sel()
+        args: SearchArgs = request.args[0]
+        view = sel.view
+        rows = await self.store.run(self.store.search_rows, sel.ref, search.COLUMNS)
+        address = sel.ref.address
+        ctx = search.Context(seq_of=view.seq_of, exists=view.exists, max_uid=view.max_uid,
+                             loader=lambda sha: self.store.view(address, self.store.blob_for(sha)),
+                             now=datetime.now(UTC))
+        known = set(view.uids)
+        rows = [r for r in rows if r[search.UID] in known]
+        matched, read = await self.store.run(search.run, args.criteria, rows, ctx)
+        matched = view.live(matched)
+        if read or needs_content(args.criteria):
+            await self.store.run(self.store.audit_search, sel.ref, _criteria_text(args.criteria),
+                                 read, len(matched), ip=self.peer_ip)
+        numbers = matched if request.uid else [view.seq_of(u) or 0 for u in matched]
+        modseq = None
+        if _uses_modseq(args.criteria) and matched:
+            by_uid = {r[search.UID]: r[search.MODSEQ] for r in rows}
+            modseq = max(by_uid[u] for u in matched)
+        if args.returns is None:
+            line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
+            if modseq is not None:
+                line += b" (MODSEQ %d)" % modseq
+            await self.send(line + b"\r\n")
+        else:
+            parts = [b'* ESEARCH (TAG "%s")' % request.tag.encode()]
+            if request.uid:
+                parts.append(b"UID")
+            returns = set(args.returns)
+            if numbers:
+                if "MIN" in returns:
+                    parts.append(b"MIN %d" % min(numbers))
+                if "MAX" in returns:
+                    parts.append(b"MAX %d" % max(numbers))
+                if "ALL" in returns:
+                    parts.append(b"ALL " + compress_ordered(sorted(numbers)).encode())
+            if "COUNT" in returns:
+                parts.append(b"COUNT %d" % len(numbers))
+            if modseq is not None:
+                parts.append(b"MODSEQ %d" % modseq)
+            await self.send(b" ".join(parts) + b"\r\n")
+        return await self._done(request)
+
+    async def cmd_fetch(self, request: Request) -> Outcome:
+        sel = self._sel()
+        args: FetchArgs = request.args[0]
+        view = sel.view
+        uids = view.live(self._uids(request, args.messages))
+        items = list(args.items)
+        condstore = "CONDSTORE" in self.enabled or args.changed_since is not None or \
+            any(i.name == "MODSEQ" for i in items)
+        if args.changed_since is not None:
+            self.enabled.add("CONDSTORE")
+        if not uids:
+            return await self._done(request)
+        reads = any(item.reads_content for item in items)
+        mark_seen = any(item.marks_seen for item in items) and not view.readonly
+        buffer = bytearray()
+        fresh_cache: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(uids), FETCH_BATCH if reads else len(uids)):
+            chunk = uids[start:start + (FETCH_BATCH if reads else len(uids))]
+            marked: set[int] = set()
+            if reads:
+                metas, data, marked = await self.store.run(self.store.messages_read, sel.ref, chunk,
+                                                           mark_seen=mark_seen, ip=self.peer_ip)
+            else:
+                metas = await self.store.run(self.store.messages_meta, sel.ref, _ranges(chunk),
+                                             with_extra=True)
+                wanted = set(chunk)
+                metas = [m for m in metas if m.uid in wanted]
+                data = {}
+                missing = [m for m in metas if fetch.needs_bytes(items, m)]
+                if missing:
+                    data = await self.store.run(self._structure_bytes, sel.ref.address, missing)
+            if args.changed_since is not None:
+                metas = [m for m in metas if m.modseq > args.changed_since]
+            for meta in metas:
+                seq = view.seq_of(meta.uid)
+                if seq is None:
+                    continue
+                if meta.uid in marked:
+                    view.reported[meta.uid] = meta.modseq
+                rendered = fetch.render_fetch(seq, meta, items, data.get(meta.uid),
+                                              uid_command=request.uid, flags_changed=meta.uid in marked,
+                                              with_modseq=condstore)
+                if rendered.cache is not None:
+                    fresh_cache[meta.id] = rendered.cache
+                buffer += rendered.line
+                if len(buffer) >= FLUSH_AT:
+                    await self.send(bytes(buffer))
+                    buffer.clear()
+        if buffer:
+            await self.send(bytes(buffer))
+        if fresh_cache:
+            await self.store.run(self.store.cache_put, fresh_cache)
+        return await self._done(request)
+
+    def _structure_bytes(self, address: str, metas: Sequence[MessageMeta]) -> dict[int, bytes]:
+        """Bytes to work out ENVELOPE/BODYSTRUCTURE once (then cached): not a read by the
+        user, who gets no content from it, so not an audited read."""
+        return {m.uid: self.store.view(address, self.store.blob_for(m.sha256), m.extra) for m in metas}
+
+    async def cmd_store(self, request: Request) -> Outcome:
+        sel = self._sel()
+        args = request.args[0]
+        view = sel.view
+        if view.readonly:
+            await self._tagged(request, "NO", "the folder is read-only", "READ-ONLY")
+            return Outcome()
+        uids = view.live(self._uids(request, args.messages))
+        if not uids:
+            return await self._done(request)
+        result, failed = await self.store.run(self.store.messages_store, sel.ref, uids, args.mode,
+                                              list(args.flags), unchanged_since=args.unchanged_since,
+                                              ip=self.peer_ip)
+        condstore = "CONDSTORE" in self.enabled or args.unchanged_since is not None
+        lines = []
+        for uid in sorted(result):
+            flags, modseq = result[uid]
+            view.reported[uid] = modseq
+            seq = view.seq_of(uid)
+            if seq is None or (args.silent and not (condstore and modseq > view.highest_modseq)):
+                continue
+            parts = []
+            if request.uid:
+                parts.append(b"UID %d" % uid)
+            if not args.silent:
+                parts.append(b"FLAGS " + render.flag_list(flags.split()))
+            if condstore:
+                parts.append(b"MODSEQ (%d)" % modseq)
+            lines.append(b"* %d FETCH (%s)" % (seq, b" ".join(parts)))
+        await self._send_lines(lines)
+        code = ""
+        if failed:
+            numbers = failed if request.uid else [view.seq_of(u) or 0 for u in failed]
+            code = "MODIFIED " + compress(numbers)
+        return await self._done(request, "", code)
+
+    async def cmd_copy(self, request: Request) -> Outcome:
+        sel = self._sel()
+        messages, raw_name = request.args
+        uids = sel.view.live(self._uids(request, messages))
+        try:
+            target = self._folder_target(raw_name)
+        except names.NameError_:
+            await self._tagged(request, "NO", "no such folder", "TRYCREATE")
+            return Outcome()
+        move = request.name == "MOVE"
+        if move and sel.view.readonly:
+            await self._tagged(request, "NO", "the folder is read-only", "READ-ONLY")
+            return Outcome()
+        if not uids:
+            return await self._done(request)
+        try:
+            uidvalidity, src, dst = await self.store.run(
+                self.store.messages_copy, sel.ref, uids, target.address, target.folder, move=move,
+                ip=self.peer_ip)
+        except FolderNotFound:
+            await self._tagged(request, "NO", "no such folder", "TRYCREATE")
+            return Outcome()
+        code = f"COPYUID {imap_uidvalidity(uidvalidity)} {compress_ordered(src)} {compress_ordered(dst)}" \
+            if src else ""
+        if not move:
+            return await self._done(request, "", code)
+        if code:
+            await self.send(f"* OK [{code}] moved\r\n".encode())
+        await self._send_lines(sel.view.expunge(src))
+        return await self._done(request)
+
+    cmd_move = cmd_copy
+
+    # --- end ----------------------------------------------------------------------
+    def close(self) -> None:
+        if self.selected is not None:
+            self.selected.unsubscribe()
+            self.selected = None
+        self.state = "logout"
+
+
+@dataclass
+class _Info:
+    messages: int
+    uidnext: int
+    uidvalidity: int
+    unseen: int
+    highest_modseq: int
+
+
+_STATE_WORDS = {NOT_AUTH: "before authentication", AUTH: "without a selected folder",
+                SELECTED: "here", "logout": "after LOGOUT"}
+
+
+def _list_line(word: bytes, attributes: Sequence[str], name: str, extra: bytes = b"") -> bytes:
+    return b"* %s (%s) \"/\" %s%s\r\n" % (word, " ".join(attributes).encode(),
+                                         render.astring(names.encode_name(name)), extra)
+
+
+def _clean(text: str) -> str:
+    """One line of 7-bit text for a response."""
+    text = text.replace("\r", " ").replace("\n", " ").rstrip(".")
+    return text.encode("ascii", "replace").decode("ascii")[:300]
+
+
+def _code_of(exc: StoreError) -> str:
+    if isinstance(exc, MailboxNotFound | FolderNotFound):
+        return "NONEXISTENT"
+    if isinstance(exc, ReadOnly):
+        return "NOPERM"
+    if isinstance(exc, AccessDenied):
+        return "NOPERM"
+    if isinstance(exc, QuotaExceeded):
+        return "OVERQUOTA"
+    if isinstance(exc, FolderExists):
+        return "ALREADYEXISTS"
+    return "CANNOT"
+
+
+def _ranges(uids: Sequence[int]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for uid in uids:
+        if out and uid == out[-1][1] + 1:
+            out[-1] = (out[-1][0], uid)
+        else:
+            out.append((uid, uid))
+    return out
+
+
+def _uses_modseq(node: Node) -> bool:
+    if isinstance(node, Key):
+        return node.kind == "modseq"
+    children = getattr(node, "keys", None)
+    if children is not None:
+        return any(_uses_modseq(k) for k in children)
+    if hasattr(node, "left"):
+        return _uses_modseq(node.left) or _uses_modseq(node.right)  # type: ignore[union-attr]
+    return _uses_modseq(node.key)  # type: ignore[union-attr]
+
+
+def _criteria_text(node: Node) -> str:
+    return repr(node)[:500]
+
