@@ -49,6 +49,9 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     inst.passwords[f"quota.user@{DOMAIN}"] = "Quota-pass-1234"
     inst.mss("mailbox", "create", f"victim@{DOMAIN}", "--password-stdin", input="Victim-pass-1234\n")
     inst.passwords[f"victim@{DOMAIN}"] = "Victim-pass-1234"
+    inst.mss("mailbox", "create", f"reader@{DOMAIN}", "--password-stdin", input="Reader-pass-1234\n")
+    inst.passwords[f"reader@{DOMAIN}"] = "Reader-pass-1234"
+    inst.mss("mailbox", "delegate", f"laboratoire@{DOMAIN}", f"reader@{DOMAIN}", "--rights", "read")
     inst.start("smtp", "submission", "imap")
     yield inst
     assert inst.stop() == 0
@@ -327,6 +330,40 @@ def test_namespace_and_delegated_mailbox(server: MssInstance) -> None:
     _, listing = other.list('""', "*")
     assert not any(b"laboratoire" in (e or b"") for e in listing)
     other.logout()
+
+
+def test_read_only_delegation_and_applicative_mailbox(server: MssInstance) -> None:
+    send_mail(server, server.address("laboratoire"), "pour lecture seule")
+    raw = Raw(server)
+    raw.login(server, "reader")
+    lab = f'"Shared/{server.address("laboratoire")}/INBOX"'
+    lines = raw.cmd(f"SELECT {lab}")
+    assert lines[-1].startswith(b"x OK [READ-ONLY]"), lines
+    assert raw.cmd("STORE 1 +FLAGS (\\Seen)")[-1].startswith(b"x NO")
+    assert raw.cmd(f"APPEND {lab} {{4+}}\r\nabcd")[-1].startswith(b"x NO [NOPERM]")
+    assert raw.cmd("FETCH 1 (BODY.PEEK[HEADER])")[-1].startswith(b"x OK")
+    raw.close()
+    # A DUI's applicative mailbox logs in with its own credentials and sees only its own.
+    dui = login(server, "dui")
+    assert dui.select("INBOX")[0] == "OK"
+    _, listing = dui.list('""', "*")
+    assert not any(b"Shared" in (e or b"") for e in listing)
+    dui.logout()
+
+
+def test_id_enable_multiappend(server: MssInstance) -> None:
+    raw = Raw(server)
+    raw.login(server, "jean.martin")
+    lines = raw.cmd('ID ("name" "test-client" "version" "1")')
+    assert lines[0].startswith(b'* ID ("name" "mss"')
+    lines = raw.cmd("ENABLE CONDSTORE QRESYNC-UNKNOWN")
+    assert lines[0] == b"* ENABLED CONDSTORE"
+    raw.cmd("CREATE Multi")
+    lines = raw.cmd("APPEND Multi (\\Seen) {14+}\r\nSubject: a\r\n\r\n {14+}\r\nSubject: b\r\n\r\n")
+    assert re.search(rb"\[APPENDUID \d+ 1:2\]", lines[-1]), lines
+    lines = raw.cmd("STATUS Multi (MESSAGES UNSEEN SIZE)")
+    assert lines[0] == b"* STATUS Multi (MESSAGES 2 UNSEEN 1 SIZE 28)"
+    raw.close()
 
 
 # --- messages -----------------------------------------------------------------------------
