@@ -46,7 +46,11 @@ class DirPerson(Base):
     category_code: Mapped[str | None] = mapped_column(String(8))
     specialty_code: Mapped[str | None] = mapped_column(String(16), index=True)
     specialty_label: Mapped[str | None] = mapped_column(String(200))
-    source: Mapped[str] = mapped_column(String(16), default="local")  # local|import|sync
+    source: Mapped[str] = mapped_column(String(16), default="local")  # local|activity|mssante|ldif|sync
+    # Importers (directory/importers): the generation (DirImport.id) of the last import that
+    # saw this row, and a digest of the imported fields to tell "unchanged" from "updated".
+    import_gen: Mapped[int | None] = mapped_column(Integer)
+    import_hash: Mapped[str | None] = mapped_column(String(16))
     modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
 
     activities: Mapped[list[DirActivity]] = relationship(
@@ -80,6 +84,10 @@ class DirStructure(Base):
     sector_code: Mapped[str | None] = mapped_column(String(8), index=True)
     sector_label: Mapped[str | None] = mapped_column(String(200))
     source: Mapped[str] = mapped_column(String(16), default="local")
+    # Importers (directory/importers): the generation (DirImport.id) of the last import that
+    # saw this row, and a digest of the imported fields to tell "unchanged" from "updated".
+    import_gen: Mapped[int | None] = mapped_column(Integer)
+    import_hash: Mapped[str | None] = mapped_column(String(16))
     modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
 
     __table_args__ = (
@@ -101,6 +109,10 @@ class DirActivity(Base):
     role_label: Mapped[str | None] = mapped_column(String(120))
     mode_code: Mapped[str | None] = mapped_column(String(8))
     mode_label: Mapped[str | None] = mapped_column(String(120))
+    # Activity-file rows: a digest of the row's identity (person, structure, role, mode) and
+    # the generation of the last import that saw it (directory/importers).
+    import_key: Mapped[str | None] = mapped_column(String(32), unique=True)
+    import_gen: Mapped[int | None] = mapped_column(Integer)
 
     person: Mapped[DirPerson] = relationship(back_populates="activities")
     structure: Mapped[DirStructure | None] = relationship()
@@ -128,6 +140,10 @@ class DirMailbox(Base):
     preferred_rank: Mapped[int] = mapped_column(Integer, default=1)
     dematerialised: Mapped[bool] = mapped_column(Boolean, default=True)
     source: Mapped[str] = mapped_column(String(16), default="local")
+    # Importers (directory/importers): the generation (DirImport.id) of the last import that
+    # saw this row, and a digest of the imported fields to tell "unchanged" from "updated".
+    import_gen: Mapped[int | None] = mapped_column(Integer)
+    import_hash: Mapped[str | None] = mapped_column(String(16))
     modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
 
     person: Mapped[DirPerson | None] = relationship()
@@ -176,3 +192,21 @@ class DirSyncState(Base):
     upstream: Mapped[str] = mapped_column(String(500), unique=True)
     last_modify_ts: Mapped[str | None] = mapped_column(String(32))
     synced_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DirImport(Base):
+    """One run of an importer (national files, LDIF); its id is the import generation."""
+
+    __tablename__ = "dir_imports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # activity | mssante | ldif
+    filename: Mapped[str] = mapped_column(String(500))
+    encoding: Mapped[str | None] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+    rows_read: Mapped[int] = mapped_column(Integer, default=0)
+    added: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    removed: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
