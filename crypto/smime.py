@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from crypto import chain, cms, envelope, mime
@@ -189,15 +188,19 @@ def verify_message(message: bytes, trust: Trust) -> tuple[rep.SignatureReport, b
 
 # --- encryption ----------------------------------------------------------------------
 
-def encrypt_bytes(data: bytes, recipients: list[x509.Certificate]) -> bytes:
-    """CMS EnvelopedData (DER), AES-256-CBC, RSA key transport to each recipient."""
+def encrypt_bytes(data: bytes | bytearray | memoryview, recipients: list[x509.Certificate],
+                  oaep: bool = False) -> bytearray:
+    """CMS EnvelopedData (DER), AES-256-CBC, RSA key transport to each recipient.
+
+    PKCS#1 v1.5 key transport by default (what every S/MIME client reads), RSA-OAEP
+    (RFC 3560) with `oaep=True`. One output buffer; `data` is not copied (crypto.envelope).
+    """
     if not recipients:
         raise SmimeError("no recipient certificate to encrypt to.")
-    builder = pkcs7.PKCS7EnvelopeBuilder().set_data(data).set_content_encryption_algorithm(
-        algorithms.AES256)
-    for cert in recipients:
-        builder = builder.add_recipient(cert)
-    return builder.encrypt(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
+    try:
+        return envelope.encrypt(data, recipients, oaep=oaep)
+    except envelope.EnvelopeError as exc:
+        raise SmimeError(f"cannot encrypt: {exc}.") from exc
 
 
 def encrypt_message(message: bytes, recipients: list[x509.Certificate]) -> bytes:
