@@ -1,0 +1,376 @@
+"""Import a national extraction file into the directory: streaming, batched, idempotent.
+
+The file is read line by line (constant memory) and parsed by directory/importers/formats.py;
+rows are written in batches of `batch_size` lines, one transaction per batch, with Core
+executemany statements (no ORM objects). Each import is a generation (a `dir_imports` row):
+every entry seen gets `import_gen = generation`; an entry whose imported fields are unchanged
+(same `import_hash`) only gets its generation bumped, its data and `modified_at` stay as they
+were. At the end, entries that this kind of file created (`source` = the kind) and that the
+file no longer lists are removed. Rules of ownership: docs/directory.md.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
+
+from directory.importers.formats import (
+    ACTIVITY,
+    MSSANTE,
+    ActivityRow,
+    FormatError,
+    LineDecoder,
+    MailboxRow,
+    PersonRec,
+    Rejected,
+    StructureRec,
+    detect_kind,
+    iter_lines,
+    parse_line,
+)
+from directory.models import DirActivity, DirImport, DirMailbox, DirPerson, DirStructure
+from mssmail.store.models import utcnow
+
+P = DirPerson.__table__
+S = DirStructure.__table__
+A = DirActivity.__table__
+M = DirMailbox.__table__
+CHUNK = 900  # bound parameters per IN (...) list
+MAX_REJECTED_KEPT = 10_000  # rejected lines kept in the report; all are counted
+
+
+@dataclass
+class Counts:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+
+
+@dataclass
+class ImportReport:
+    kind: str
+    filename: str
+    encoding: str | None = None
+    generation: int | None = None
+    read: int = 0  # data lines read (header and blank lines excluded)
+    rejected: list[Rejected] = field(default_factory=list)
+    rejected_count: int = 0
+    tables: dict[str, Counts] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def counts(self, table: str) -> Counts:
+        return self.tables.setdefault(table, Counts())
+
+    @property
+    def added(self) -> int:
+        return sum(c.added for t, c in self.tables.items() if t != "activities")
+
+    @property
+    def updated(self) -> int:
+        return sum(c.updated for t, c in self.tables.items() if t != "activities")
+
+    @property
+    def removed(self) -> int:
+        return sum(c.removed for t, c in self.tables.items() if t != "activities")
+
+    def reject(self, r: Rejected) -> None:
+        self.rejected_count += 1
+        if len(self.rejected) < MAX_REJECTED_KEPT:
+            self.rejected.append(r)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "file": self.filename, "encoding": self.encoding,
+                "generation": self.generation, "read": self.read, "added": self.added,
+                "updated": self.updated, "removed": self.removed, "rejected": self.rejected_count,
+                "rejected_lines": [{"line": r.line, "reason": r.reason} for r in self.rejected],
+                "tables": {t: asdict(c) for t, c in self.tables.items()},
+                "seconds": round(self.seconds, 3)}
+
+
+def _chunks(seq: Sequence[Any], n: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+def _existing(conn: Connection, table: Any, key_col: str, keys: Sequence[str], *cols: str) -> dict[str, Any]:
+    """{key: row} for the keys already in `table`."""
+    out: dict[str, Any] = {}
+    kc = table.c[key_col]
+    for part in _chunks(keys):
+        for row in conn.execute(select(kc, *(table.c[c] for c in cols)).where(kc.in_(part))):
+            out[row[0]] = row
+    return out
+
+
+def _bump(conn: Connection, table: Any, ids: list[int], gen: int) -> None:
+    """Mark rows as seen by this generation without touching their data or modified_at."""
+    for part in _chunks(ids):
+        conn.execute(update(table).where(table.c.id.in_(part))
+                     .values(import_gen=gen, modified_at=table.c.modified_at))
+
+
+def _update_many(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+    """executemany UPDATE by id: each row is {"_id": id, column: value, ...}, same columns."""
+    if not rows:
+        return
+    names = [k for k in rows[0] if k != "_id"]
+    stmt = update(table).where(table.c.id == bindparam("b__id")).values({k: bindparam("b_" + k) for k in names})
+    conn.execute(stmt, [{"b_" + k: v for k, v in r.items()} for r in rows])
+
+
+class _Upserter:
+    """Insert / update / bump one table keyed by a natural key, for one batch."""
+
+    def __init__(self, report: ImportReport, table: Any, name: str, key: str, gen: int, source: str) -> None:
+        self.report, self.table, self.name, self.key, self.gen, self.source = report, table, name, key, gen, source
+
+    def run(self, conn: Connection, recs: dict[str, PersonRec | StructureRec], *,
+            only_sources: tuple[str, ...] | None = None, adopt: tuple[str, ...] = ()) -> dict[str, int]:
+        """Upsert `recs` ({key: record}); returns {key: id}. Existing rows whose source is not in
+        `only_sources` (when given) are linked but left alone; a source in `adopt` becomes ours."""
+        counts = self.report.counts(self.name)
+        keys = list(recs)
+        ex = _existing(conn, self.table, self.key, keys, "id", "import_hash", "import_gen", "source")
+        ids: dict[str, int] = {}
+        new, changed, bump = [], [], []
+        for k in keys:
+            rec = recs[k]
+            row = ex.get(k)
+            if row is None:
+                new.append({**rec.values(), "source": self.source, "import_gen": self.gen,
+                            "import_hash": rec.digest()})
+                continue
+            ids[k] = row.id
+            if only_sources is not None and row.source not in only_sources:
+                continue
+            h = rec.digest()
+            if row.import_hash != h:
+                v = {**rec.values(), "import_gen": self.gen, "import_hash": h, "_id": row.id}
+                v.pop(self.key)
+                v["source"] = self.source if row.source in adopt else row.source
+                changed.append(v)
+                if row.import_gen != self.gen:
+                    counts.updated += 1
+            elif row.import_gen != self.gen:
+                bump.append(row.id)
+                counts.unchanged += 1
+        if new:
+            kc = self.table.c[self.key]
+            for r in conn.execute(insert(self.table).returning(self.table.c.id, kc), new):
+                ids[r[1]] = r[0]
+            counts.added += len(new)
+        _update_many(conn, self.table, changed)
+        _bump(conn, self.table, bump, self.gen)
+        return ids
+
+
+class _Writer:
+    def __init__(self, store: Any, report: ImportReport, gen: int) -> None:
+        self.store, self.report, self.gen = store, report, gen
+
+    def write(self, batch: list[tuple[int, Any]]) -> None:
+        raise NotImplementedError
+
+    def remove_missing(self) -> None:
+        raise NotImplementedError
+
+
+class ActivityWriter(_Writer):
+    def write(self, batch: list[tuple[int, ActivityRow]]) -> None:
+        persons: dict[str, PersonRec] = {}
+        structures: dict[str, StructureRec] = {}
+        acts: dict[str, ActivityRow] = {}
+        for _n, row in batch:
+            persons.setdefault(row.person.national_id, row.person)
+            if row.structure is not None:
+                structures.setdefault(row.structure.tech_id, row.structure)
+            acts.setdefault(row.key, row)
+        with self.store.db.write() as s:
+            conn = s.connection()
+            pids = _Upserter(self.report, P, "persons", "national_id", self.gen, ACTIVITY).run(
+                conn, persons, adopt=(MSSANTE,))
+            sids = _Upserter(self.report, S, "structures", "tech_id", self.gen, ACTIVITY).run(
+                conn, structures, adopt=(MSSANTE,))
+            counts = self.report.counts("activities")
+            keys = list(acts)
+            ex = _existing(conn, A, "import_key", keys, "id", "import_gen")
+            new, bump = [], []
+            for k in keys:
+                row = ex.get(k)
+                if row is None:
+                    a = acts[k]
+                    new.append({"person_id": pids[a.person.national_id],
+                                "structure_id": sids[a.structure.tech_id] if a.structure else None,
+                                "role_code": a.role_code, "role_label": a.role_label, "mode_code": a.mode_code,
+                                "mode_label": a.mode_label, "import_key": k, "import_gen": self.gen})
+                elif row.import_gen != self.gen:
+                    bump.append(row.id)
+                    counts.unchanged += 1
+            if new:
+                conn.execute(insert(A), new)
+                counts.added += len(new)
+            for part in _chunks(bump):
+                conn.execute(update(A).where(A.c.id.in_(part)).values(import_gen=self.gen))
+
+    def remove_missing(self) -> None:
+        with self.store.db.write() as s:
+            conn = s.connection()
+            r = conn.execute(delete(A).where(A.c.import_key.is_not(None), A.c.import_gen < self.gen))
+            self.report.counts("activities").removed += r.rowcount
+            for table, name in ((P, "persons"), (S, "structures")):
+                r = conn.execute(delete(table).where(table.c.source == ACTIVITY, table.c.import_gen < self.gen))
+                self.report.counts(name).removed += r.rowcount
+
+
+class MailboxWriter(_Writer):
+    def write(self, batch: list[tuple[int, MailboxRow]]) -> None:
+        persons: dict[str, PersonRec] = {}
+        structures: dict[str, StructureRec] = {}
+        boxes: dict[str, tuple[int, MailboxRow]] = {}
+        for n, row in batch:
+            if row.person is not None:
+                persons.setdefault(row.person.national_id, row.person)
+            if row.structure is not None:
+                structures.setdefault(row.structure.tech_id, row.structure)
+            boxes.setdefault(row.address.lower(), (n, row))
+        with self.store.db.write() as s:
+            conn = s.connection()
+            # The mailbox file only creates the persons / structures nobody else has listed.
+            pids = _Upserter(self.report, P, "persons", "national_id", self.gen, MSSANTE).run(
+                conn, persons, only_sources=(MSSANTE,))
+            sids = _Upserter(self.report, S, "structures", "tech_id", self.gen, MSSANTE).run(
+                conn, structures, only_sources=(MSSANTE,))
+            counts = self.report.counts("mailboxes")
+            keys = list(boxes)
+            ex = _existing(conn, M, "address_lc", keys, "id", "import_hash", "import_gen", "bal_type")
+            new, changed, bump = [], [], []
+            for k in keys:
+                n, b = boxes[k]
+                h = b.digest()
+                vals = {"bal_type": b.bal_type, "person_id": pids[b.person.national_id] if b.person else None,
+                        "structure_id": sids[b.structure.tech_id] if b.structure else None,
+                        "display_name": b.display_name, "display_lc": b.display_name.lower() if b.display_name else None,
+                        "service": b.service, "dematerialised": b.dematerialised,
+                        "import_gen": self.gen, "import_hash": h}
+                row = ex.get(k)
+                if row is None:
+                    new.append({**vals, "address": b.address, "address_lc": k, "source": MSSANTE,
+                                "unlisted": False, "preferred_rank": 1})
+                elif row.bal_type != b.bal_type:
+                    self.report.reject(Rejected(n, f"the type of mailbox {b.address} cannot change "
+                                                   f"({row.bal_type} to {b.bal_type})"))
+                elif row.import_hash != h:
+                    changed.append({**vals, "_id": row.id})
+                    if row.import_gen != self.gen:
+                        counts.updated += 1
+                elif row.import_gen != self.gen:
+                    bump.append(row.id)
+                    counts.unchanged += 1
+            if new:
+                conn.execute(insert(M), new)
+                counts.added += len(new)
+            for c in changed:
+                c.pop("bal_type")
+            _update_many(conn, M, changed)
+            _bump(conn, M, bump, self.gen)
+
+    def remove_missing(self) -> None:
+        with self.store.db.write() as s:
+            conn = s.connection()
+            for table, name in ((M, "mailboxes"), (P, "persons"), (S, "structures")):
+                r = conn.execute(delete(table).where(table.c.source == MSSANTE, table.c.import_gen < self.gen))
+                self.report.counts(name).removed += r.rowcount
+
+
+WRITERS = {ACTIVITY: ActivityWriter, MSSANTE: MailboxWriter}
+
+
+def _begin(store: Any, kind: str, filename: str) -> int:
+    with store.db.write() as s:
+        imp = DirImport(kind=kind, filename=filename[-500:])
+        s.add(imp)
+        s.flush()
+        return imp.id
+
+
+def _finish(store: Any, report: ImportReport) -> None:
+    with store.db.write() as s:
+        s.execute(update(DirImport).where(DirImport.id == report.generation).values(
+            encoding=report.encoding, finished_at=utcnow(), rows_read=report.read, added=report.added,
+            updated=report.updated, removed=report.removed, rejected=report.rejected_count))
+
+
+def sniff(path: str | Path) -> str:
+    """The kind of a file from its first line: `activity`, `mssante` or `ldif`."""
+    with open(path, "rb") as f:
+        first = f.readline(1 << 16)
+    text = LineDecoder().decode(first, 1)
+    stripped = text.strip()
+    if stripped.startswith(("dn:", "version:", "#")) or (stripped == "" and Path(path).suffix.lower() == ".ldif"):
+        return "ldif"
+    return detect_kind(text)
+
+
+def import_file(store: Any, path: str | Path, kind: str = "auto", *, batch_size: int = 5000,
+                remove_missing: bool = True, progress: Callable[[int], None] | None = None) -> ImportReport:
+    """Import a national extraction file (activity or MSSanté); LDIF goes to directory.ldif.
+
+    `progress(n)` is called with the number of bytes read since its last call."""
+    path = Path(path)
+    if kind == "auto":
+        kind = sniff(path)
+    if kind == "ldif":
+        from directory.ldif import import_ldif
+
+        return import_ldif(store, path, progress=progress)
+    if kind not in WRITERS:
+        raise ValueError(f"unknown import kind {kind!r} (auto, activity, mssante or ldif)")
+    t0 = time.perf_counter()
+    report = ImportReport(kind=kind, filename=str(path))
+    decoder = LineDecoder()
+    with open(path, "rb") as f:
+        header = f.readline()
+        if not header:
+            raise FormatError(f"{path} is empty")
+        found = detect_kind(decoder.decode(header, 1))
+        if found != kind:
+            raise FormatError(f"{path} is a {found} file, not a {kind} file")
+        if progress:
+            progress(len(header))
+        report.generation = gen = _begin(store, kind, str(path))
+        writer = WRITERS[kind](store, report, gen)
+        batch: list[tuple[int, Any]] = []
+        pending = 0
+        for line in iter_lines(f, decoder, start=2):
+            pending += line.size
+            parsed = parse_line(kind, line)
+            if parsed is None:
+                continue
+            report.read += 1
+            if isinstance(parsed, Rejected):
+                report.reject(parsed)
+                continue
+            batch.append((line.number, parsed))
+            if len(batch) >= batch_size:
+                writer.write(batch)
+                batch = []
+                if progress:
+                    progress(pending)
+                    pending = 0
+        if batch:
+            writer.write(batch)
+        if progress and pending:
+            progress(pending)
+    report.encoding = decoder.encoding
+    if remove_missing and report.read > report.rejected_count:
+        writer.remove_missing()
+    report.seconds = time.perf_counter() - t0
+    _finish(store, report)
+    return report
+
