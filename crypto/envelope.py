@@ -155,22 +155,25 @@ def _recipient_info(cert: x509.Certificate, cek: bytes, oaep: bool) -> bytes:
         "encrypted_key": encrypted})).dump()
 
 
-def encrypt(data: bytes | bytearray | memoryview, recipients: list[x509.Certificate],
-            oaep: bool = False) -> bytearray:
+def encrypt(data: bytes | bytearray | memoryview | list[bytes | bytearray | memoryview],
+            recipients: list[x509.Certificate], oaep: bool = False) -> bytearray:
     """ContentInfo(EnvelopedData) DER: AES-256-CBC content, RSA key transport to each.
 
-    The result is one buffer of exactly the DER's size; `data` is read once and not copied.
+    `data` is one buffer or a list of pieces encrypted as their concatenation (so a caller
+    need not join a header and a big body first); it is read once and never copied. The
+    result is one buffer of exactly the DER's size.
     """
     if not recipients:
         raise EnvelopeError("no recipient certificate to encrypt to")
-    src = memoryview(data).cast("B")
+    pieces = [memoryview(p).cast("B") for p in (data if isinstance(data, list) else [data])]
+    size = sum(len(p) for p in pieces)
     cek, iv = os.urandom(32), os.urandom(_BLOCK)
     # RFC 5652 6.1: recipientInfos is a SET OF, DER-sorted by encoding (X.690 11.6).
     infos = sorted(_recipient_info(cert, cek, oaep) for cert in recipients)
     ris = _der_header(_SET, sum(map(len, infos))) + b"".join(infos)
     algo = acms.EncryptionAlgorithm({"algorithm": "aes256_cbc", "parameters": iv}).dump()
     version = acms.CMSVersion("v0").dump()  # RFC 5652 6.1: only ktri by issuerAndSerialNumber
-    ct_len = (len(src) // _BLOCK + 1) * _BLOCK  # RFC 5652 6.3: always 1 to 16 octets of padding
+    ct_len = (size // _BLOCK + 1) * _BLOCK  # RFC 5652 6.3: always 1 to 16 octets of padding
     content = _der_header(_CTX0_PRIM, ct_len)  # encryptedContent [0] IMPLICIT OCTET STRING
     eci_len = len(_OID_DATA) + len(algo) + len(content) + ct_len
     eci = _der_header(_SEQUENCE, eci_len) + _OID_DATA + algo + content
@@ -183,13 +186,17 @@ def encrypt(data: bytes | bytearray | memoryview, recipients: list[x509.Certific
     out[:len(prefix)] = prefix
     view = memoryview(out)
     encryptor = Cipher(algorithms.AES(cek), modes.CBC(iv)).encryptor()
-    full = len(src) - len(src) % _BLOCK
-    pos = len(prefix)
-    if full:
-        # update_into wants block-1 spare octets: the final block's 16 octets follow.
-        pos += encryptor.update_into(src[:full], view[pos:pos + full + _BLOCK - 1])
-    pad = ct_len - len(src)
-    last = encryptor.update(bytes(src[full:]) + bytes((pad,)) * pad) + encryptor.finalize()
+    full = size - size % _BLOCK  # what update_into takes; the rest goes with the padding
+    pos, fed, rest = len(prefix), 0, b""
+    for piece in pieces:
+        take = min(len(piece), full - fed)
+        if take > 0:
+            # update_into wants block-1 spare octets: at least the final block follows.
+            pos += encryptor.update_into(piece[:take], view[pos:len(prefix) + full + _BLOCK])
+            fed += take
+        rest += bytes(piece[max(take, 0):])
+    pad = ct_len - size
+    last = encryptor.update(rest + bytes((pad,)) * pad) + encryptor.finalize()
     view[pos:pos + len(last)] = last
     if pos + len(last) != len(out):
         raise EnvelopeError("internal error: ciphertext length mismatch")

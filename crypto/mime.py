@@ -8,6 +8,7 @@ form, CRLF line ends), so multipart bodies are split on their raw bytes here; th
 from __future__ import annotations
 
 import base64
+import binascii
 import re
 import secrets
 from email.message import Message
@@ -90,10 +91,95 @@ def new_boundary() -> str:
     return "----=_mss_" + secrets.token_hex(12)
 
 
-def b64_lines(data: bytes) -> bytes:
+def body_offset(entity: bytes | bytearray) -> tuple[bytes, int]:
+    """(header block including its final CRLF, index where the body starts): no body copy."""
+    if entity.startswith(b"\r\n"):
+        return b"", 2
+    pos = entity.find(b"\r\n\r\n")
+    if pos < 0:
+        return bytes(entity) if entity.endswith(b"\r\n") else bytes(entity) + b"\r\n", len(entity)
+    return bytes(entity[: pos + 2]), pos + 4
+
+
+def is_canonical(data: bytes | bytearray) -> bool:
+    """True when every CR and LF is part of a CRLF pair (no copy, unlike canonical())."""
+    pairs = data.count(b"\r\n")
+    return data.count(b"\r") == pairs and data.count(b"\n") == pairs
+
+
+_B64_LINE = 57  # input octets per 76-character base64 line (RFC 2045 6.8)
+_B64_BATCH = 2048  # lines encoded per binascii call
+
+
+def b64_lines_into(data: bytes | bytearray | memoryview, prefix: bytes = b"") -> bytearray:
+    """`prefix` then `data` in base64, 76-character CRLF-terminated lines (RFC 2045 6.8).
+
+    One output buffer of the exact size: batches of lines are encoded by binascii and laid
+    out 76 columns at a time through strided memoryviews, so neither the whole unwrapped
+    base64 text nor a list of lines ever exists.
+    """
+    src = memoryview(data).cast("B")
+    full, rem = divmod(len(src), _B64_LINE)
+    base = len(prefix)
+    out = bytearray(base + full * 78 + ((rem + 2) // 3 * 4 + 2 if rem else 0))
+    view = memoryview(out)
+    view[:base] = prefix
+    crs, lfs = b"\r" * _B64_BATCH, b"\n" * _B64_BATCH
+    for first in range(0, full, _B64_BATCH):
+        k = min(_B64_BATCH, full - first)
+        enc = memoryview(binascii.b2a_base64(src[first * _B64_LINE:(first + k) * _B64_LINE], newline=False))
+        region = view[base + first * 78:base + (first + k) * 78]
+        for col in range(76):
+            region[col::78] = enc[col::76]
+        region[76::78] = crs[:k]
+        region[77::78] = lfs[:k]
+    if rem:
+        view[base + full * 78:] = binascii.b2a_base64(src[full * _B64_LINE:], newline=False) + b"\r\n"
+    return out
+
+
+def b64_lines(data: bytes | bytearray | memoryview) -> bytes:
     """Base64 in 76-character lines (RFC 2045 6.8), CRLF-terminated."""
-    encoded = base64.b64encode(data)
-    return b"".join(encoded[i:i + 76] + b"\r\n" for i in range(0, len(encoded), 76))
+    return bytes(b64_lines_into(data))
+
+
+def _b64_decode_lenient(body: bytes | bytearray | memoryview) -> bytes:
+    return base64.b64decode(re.sub(rb"[^A-Za-z0-9+/=]", b"", body) + b"==", validate=False)
+
+
+_B64_CHUNK = 1 << 20
+
+
+def b64_decode_into(body: bytes | bytearray | memoryview, reserve: int = 0) -> tuple[bytearray, int, int]:
+    """(buffer, start, end): base64 `body` decoded into one buffer after `reserve` free octets.
+
+    binascii skips line ends and other non-alphabet characters (non-strict mode); the body
+    is decoded in line-aligned chunks so no second copy of the whole text is made. Input
+    whose chunks do not hold whole 4-character groups falls back to the lenient decoder.
+    """
+    src = memoryview(body).cast("B")
+    out = bytearray(reserve + len(src) * 3 // 4 + 3)
+    view = memoryview(out)
+    pos, n = 0, reserve
+    try:
+        while pos < len(src):
+            cut = min(len(src), pos + _B64_CHUNK)
+            if cut < len(src):
+                nl = bytes(src[cut:cut + 200]).find(b"\n")
+                cut = cut + nl + 1 if nl >= 0 else cut
+            piece = binascii.a2b_base64(src[pos:cut])
+            view[n:n + len(piece)] = piece
+            n += len(piece)
+            pos = cut
+    except binascii.Error:
+        view.release()
+        piece = _b64_decode_lenient(src)
+        out = bytearray(reserve + len(piece))
+        out[reserve:] = piece
+        return out, reserve, len(out)
+    view.release()
+    del out[n:]
+    return out, reserve, n
 
 
 def decode_body(header_block: bytes, body: bytes) -> bytes:
@@ -101,9 +187,21 @@ def decode_body(header_block: bytes, body: bytes) -> bytes:
     msg = parse_headers(header_block)
     cte = (msg.get("Content-Transfer-Encoding") or "7bit").strip().lower()
     if cte == "base64":
-        return base64.b64decode(re.sub(rb"[^A-Za-z0-9+/=]", b"", body) + b"==", validate=False)
+        return _b64_decode_lenient(body)
     if cte == "quoted-printable":
         import quopri
 
         return quopri.decodestring(body)
     return body
+
+
+def decode_body_into(header_block: bytes, body: bytes | bytearray | memoryview,
+                     reserve: int = 0) -> tuple[bytearray, int, int]:
+    """decode_body into one buffer after `reserve` free octets: (buffer, start, end)."""
+    cte = (parse_headers(header_block).get("Content-Transfer-Encoding") or "7bit").strip().lower()
+    if cte == "base64":
+        return b64_decode_into(body, reserve)
+    data = decode_body(header_block, bytes(body))
+    out = bytearray(reserve + len(data))
+    out[reserve:] = data
+    return out, reserve, len(out)

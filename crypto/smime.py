@@ -205,34 +205,60 @@ def encrypt_bytes(data: bytes | bytearray | memoryview, recipients: list[x509.Ce
 
 def encrypt_message(message: bytes, recipients: list[x509.Certificate]) -> bytes:
     """application/pkcs7-mime; smime-type=enveloped-data (RFC 8551 3.3)."""
-    header_block, body = mime.split_entity(mime.canonical(message))
+    canonical = mime.canonical(message)
+    header_block, body_start = mime.body_offset(canonical)
     outer, content_headers = mime.split_content_headers(header_block)
     if not content_headers:
         content_headers = b"Content-Type: text/plain; charset=utf-8\r\n"
-    der = encrypt_bytes(content_headers + b"\r\n" + body, recipients)
-    return (outer + b"MIME-Version: 1.0\r\n"
-            + b'Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name="smime.p7m"\r\n'
-              b"Content-Transfer-Encoding: base64\r\n"
-              b'Content-Disposition: attachment; filename="smime.p7m"\r\n\r\n'
-            + mime.b64_lines(der))
+    # The entity is encrypted from its pieces (no joined copy), the DER is base64-encoded
+    # into one buffer that already holds the headers: content, DER and text exist once each.
+    der = encrypt_bytes([content_headers, b"\r\n", memoryview(canonical)[body_start:]], recipients)
+    out = mime.b64_lines_into(der, outer + b"MIME-Version: 1.0\r\n"
+                              + b'Content-Type: application/pkcs7-mime; smime-type=enveloped-data; '
+                                b'name="smime.p7m"\r\n'
+                                b"Content-Transfer-Encoding: base64\r\n"
+                                b'Content-Disposition: attachment; filename="smime.p7m"\r\n\r\n')
+    del der
+    return bytes(out)
 
 
-def decrypt_bytes(der: bytes, creds: list[Credential]) -> bytes | bytearray:
+def _key_candidates(creds: list[Credential]) -> list[tuple[x509.Certificate, rsa.RSAPrivateKey]]:
+    return [(c.certificate, c.key) for c in creds if isinstance(c.key, rsa.RSAPrivateKey)]
+
+
+def _decrypt_error(exc: envelope.EnvelopeError) -> SmimeError:
+    if "not encrypted to any" in str(exc):
+        return SmimeError("the message is not encrypted to any key the server holds.")
+    return SmimeError(f"decryption failed: {exc}.")
+
+
+def decrypt_bytes(der: bytes | bytearray | memoryview, creds: list[Credential]) -> bytes | bytearray:
     """The content of an EnvelopedData for whichever of `creds` it is addressed to."""
-    usable = [c for c in creds if isinstance(c.key, rsa.RSAPrivateKey)]
     try:
-        index, content = envelope.decrypt_for(der, [(c.certificate, c.key) for c in usable])  # type: ignore[misc]
+        _, content = envelope.decrypt_for(der, _key_candidates(creds))
     except envelope.EnvelopeError as exc:
-        if "not encrypted to any" in str(exc):
-            raise SmimeError("the message is not encrypted to any key the server holds.") from exc
-        raise SmimeError(f"decryption failed: {exc}.") from exc
-    del index
+        raise _decrypt_error(exc) from exc
     return content
 
 
 def decrypt_message(message: bytes, creds: list[Credential]) -> bytes:
     """The message with its encrypted body replaced by the clear entity."""
-    header_block, body = mime.split_entity(mime.canonical(message))
+    canonical = mime.canonical(message)
+    header_block, body_start = mime.body_offset(canonical)
     outer, _ = mime.split_content_headers(header_block)
-    inner = mime.canonical(decrypt_bytes(mime.decode_body(header_block, body), creds))
-    return outer + b"MIME-Version: 1.0\r\n" + inner
+    prefix = outer + b"MIME-Version: 1.0\r\n"
+    # The DER is decoded into one buffer with room for the headers in front; the content is
+    # decrypted over its own ciphertext and the headers written just before it.
+    buf, start, end = mime.decode_body_into(header_block, memoryview(canonical)[body_start:],
+                                            reserve=len(prefix))
+    try:
+        _, first, last = envelope.decrypt_in_place(buf, _key_candidates(creds), start, end)
+    except envelope.EnvelopeError as exc:
+        raise _decrypt_error(exc) from exc
+    begin = first - len(prefix)
+    buf[begin:first] = prefix
+    del buf[last:]
+    del buf[:begin]  # CPython moves the start of a bytearray: no copy
+    if not mime.is_canonical(buf):
+        return prefix + mime.canonical(bytes(buf[len(prefix):]))
+    return bytes(buf)

@@ -114,3 +114,29 @@ def test_we_decrypt_what_openssl_encrypts(keystore: KeyStore, tmp_path: Path, oa
     broken = der[:-20] + bytes([der[-20] ^ 1]) + der[-19:]
     with pytest.raises(smime.SmimeError):
         smime.decrypt_bytes(broken, [bob])
+
+
+def test_openssl_decrypts_our_oaep_and_big_content(keystore: KeyStore, tmp_path: Path) -> None:  # noqa: F811
+    bob = keystore.get("bob@a.example", "encryption")
+    payload = bytes(range(256)) * 8000 + b"end"
+    (tmp_path / "e.der").write_bytes(smime.encrypt_bytes(payload, [bob.certificate], oaep=True))
+    key = clear_key(keystore, "bob@a.example", "encryption", tmp_path)
+    result = openssl("cms", "-decrypt", "-binary", "-inform", "DER", "-in", tmp_path / "e.der",
+                     "-inkey", key, "-out", tmp_path / "out.bin")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out.bin").read_bytes() == payload
+    info = openssl("cms", "-cmsout", "-print", "-inform", "DER", "-in", tmp_path / "e.der")
+    assert b"rsaesOaep" in info.stdout
+
+
+def test_we_decrypt_openssl_streamed_big_content(keystore: KeyStore, tmp_path: Path) -> None:  # noqa: F811
+    payload = b"Content-Type: text/plain\r\n\r\n" + b"ligne de compte rendu\r\n" * 50_000
+    (tmp_path / "in.txt").write_bytes(payload)
+    result = openssl("cms", "-encrypt", "-binary", "-stream", "-aes256", "-in", tmp_path / "in.txt",
+                     "-recip", keystore.dir / "users" / "bob@a.example" / "encryption.pem")
+    assert result.returncode == 0, result.stderr
+    message = b"From: alice@a.example\r\nTo: bob@a.example\r\n" + result.stdout.replace(b"\r\n", b"\n").replace(
+        b"\n", b"\r\n")
+    bob = keystore.get("bob@a.example", "encryption")
+    clear = smime.decrypt_message(message, [bob])
+    assert clear.endswith(payload.split(b"\r\n\r\n", 1)[1])
