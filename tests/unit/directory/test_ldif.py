@@ -67,7 +67,7 @@ def test_round_trip(store, tmp_path, db_url):
     if other_url is None:  # PostgreSQL: import back into the same (emptied) schema
         with store.db.write() as s:
             for table in ("dir_certificates", "dir_mailboxes", "dir_activities", "dir_persons", "dir_structures"):
-                s.execute(text(f"DELETE FROM {table}"))
+                s.execute(sql_text(f"DELETE FROM {table}"))
         target = store
     else:
         target = Store(other_url, tmp_path / "blobs2", pool_size=2)
