@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import io
 
+from sqlalchemy import text as sql_text
+
 from directory import api
 from directory import store as dstore
 from directory.filters import parse
