@@ -710,6 +710,149 @@ def directory_add_person(env: Env, rpps: str, family_name: str, given_name: str 
                            display_name=" ".join(x for x in (given_name, family_name) if x))
     click.echo(f"added person RPPS {rpps}" + (f" with mailbox {mail}" if mail else ""))
 
+
+def _import_progress(total: int, enabled: bool) -> Any:
+    """A progress bar on stderr when it is a terminal; otherwise a no-op context."""
+    from contextlib import nullcontext
+
+    if not enabled or not sys.stderr.isatty():
+        return nullcontext(None)
+    return click.progressbar(length=total, label="importing", file=sys.stderr, show_eta=True)
+
+
+@directory_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--kind", type=click.Choice(["auto", "activity", "mssante", "ldif"]), default="auto",
+              show_default=True, help="Kind of file; auto recognises it from its header line.")
+@click.option("--keep-missing", is_flag=True,
+              help="Do not remove the entries an earlier import of this kind created and the file no longer lists.")
+@click.option("--batch-size", default=5000, show_default=True, help="Lines per transaction.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_env
+@operational
+def directory_import(env: Env, file: str, kind: str, keep_missing: bool, batch_size: int, as_json: bool) -> None:
+    """Import a national extraction file (PS_LibreAcces_Personne_activite, Extraction_Correspondance_MSSante)
+    or an LDIF file. Rejected lines are listed with their number and reason; the import goes on."""
+    from directory.importers import import_file
+
+    with _import_progress(Path(file).stat().st_size, not as_json) as bar:
+        report = import_file(env.store, file, kind, batch_size=max(1, batch_size),
+                             remove_missing=not keep_missing, progress=bar.update if bar else None)
+    d = report.to_dict()
+    if as_json:
+        print_json(d)
+        return
+    click.echo(f"{d['kind']} file {file} ({d['encoding']}) imported in {d['seconds']:.1f} s")
+    click.echo(f"read {d['read']}, added {d['added']}, updated {d['updated']}, removed {d['removed']}, "
+               f"rejected {d['rejected']}")
+    print_table([(t, c["added"], c["updated"], c["unchanged"], c["removed"]) for t, c in d["tables"].items()],
+                ["TABLE", "ADDED", "UPDATED", "UNCHANGED", "REMOVED"])
+    for r in report.rejected:
+        click.echo(f"rejected {r}")
+    if report.rejected_count > len(report.rejected):
+        click.echo(f"... and {report.rejected_count - len(report.rejected)} more rejected lines")
+
+
+@directory_group.command("export")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="LDIF file to write (default: stdout).")
+@pass_env
+@operational
+def directory_export(env: Env, output: str | None) -> None:
+    """Export the directory as LDIF (RFC 2849), unlisted mailboxes and certificates included."""
+    from directory.ldif import export_ldif
+
+    base = env.config.directory.base_dn
+    if output is None:
+        n = export_ldif(env.store, sys.stdout, base)
+    else:
+        tmp = Path(output + ".tmp")
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            n = export_ldif(env.store, f, base)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(output)
+    click.echo(f"exported {n} mailbox entries" + (f" to {output}" if output else ""), err=True)
+
+
+@directory_group.command("add-structure")
+@click.option("--name", required=True, help="Raison sociale.")
+@click.option("--finess", help="FINESS (9 characters with its key).")
+@click.option("--siret", help="SIRET (14 digits, Luhn).")
+@click.option("--tech-id", help="Technical identifier (default F+FINESS, else S+SIRET).")
+@click.option("--city")
+@click.option("--postal-code")
+@click.option("--street")
+@click.option("--sector-code")
+@click.option("--mail", help="Also list this organisational (ORG) mailbox for the structure.")
+@click.option("--service", help="Service de rattachement of that mailbox.")
+@pass_env
+@operational
+def directory_add_structure(env: Env, name: str, finess: str | None, siret: str | None, tech_id: str | None,
+                            city: str | None, postal_code: str | None, street: str | None,
+                            sector_code: str | None, mail: str | None, service: str | None) -> None:
+    """Add a structure (site), optionally with its organisational mailbox."""
+    from directory import store as dstore
+    from directory.identifiers import validate_finess, validate_mail, validate_siret
+
+    finess = validate_finess(finess) if finess else None
+    siret = validate_siret(siret) if siret else None
+    mail = validate_mail(mail) if mail else None
+    tech_id = tech_id or (f"F{finess}" if finess else (f"S{siret}" if siret else None))
+    if not tech_id:
+        fail("give --finess, --siret or --tech-id to identify the structure.")
+    sid = dstore.add_structure(env.store, tech_id=tech_id, name=name, finess=finess, siret=siret, city=city,
+                               postal_code=postal_code, street=street, sector_code=sector_code)
+    if mail:
+        dstore.add_mailbox(env.store, address=mail, bal_type="ORG", structure_id=sid, display_name=service or name,
+                           service=service)
+    click.echo(f"added structure {tech_id}" + (f" with mailbox {mail}" if mail else ""))
+
+
+@directory_group.command("modify")
+@click.argument("ident", metavar="ID")
+@click.option("--display-name")
+@click.option("--service")
+@click.option("--description")
+@click.option("--responsible")
+@click.option("--unlisted/--listed", default=None, help="Liste rouge: never published.")
+@click.option("--preferred-rank", type=int)
+@click.option("--dematerialised/--no-dematerialised", default=None)
+@click.option("--structure", help="Attach the mailbox to this structure (FINESS or technical id); '' detaches.")
+@click.option("--family-name")
+@click.option("--given-name")
+@click.option("--profession-code")
+@click.option("--profession-label")
+@click.option("--specialty-code")
+@click.option("--name")
+@click.option("--city")
+@click.option("--postal-code")
+@click.option("--street")
+@click.option("--siret")
+@pass_env
+@operational
+def directory_modify(env: Env, ident: str, **options: Any) -> None:
+    """Change an entry: ID is a mail address (mailbox), an RPPS (person), a FINESS or a technical id
+    (structure). A mailbox's address and type never change."""
+    from directory import admin
+
+    changes = {k: v for k, v in options.items() if v is not None}
+    kind = admin.modify(env.store, ident, changes)
+    click.echo(f"modified {kind} {ident}: {', '.join(sorted(changes))}")
+
+
+@directory_group.command("remove")
+@click.argument("ident", metavar="ID")
+@pass_env
+@operational
+def directory_remove(env: Env, ident: str) -> None:
+    """Remove an entry: ID is a mail address (mailbox), an RPPS (person), a FINESS or a technical id
+    (structure)."""
+    from directory import admin
+
+    kind = admin.remove(env.store, ident)
+    click.echo(f"removed {kind} {ident}")
+
+
 # --- connector ---
 
 # --- end of component groups ---
