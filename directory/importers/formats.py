@@ -11,6 +11,7 @@ import hashlib
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from directory.identifiers import IdentifierError, validate_finess, validate_mail, validate_rpps
 
@@ -267,15 +268,26 @@ class MailboxRow:
                        self.structure.tech_id if self.structure else None)
 
 
+_DOUBLE = {str(d): (2 * d - 9 if d > 4 else 2 * d) for d in range(10)}
+
+
+def _rpps_ok(v: str) -> bool:
+    """Fast path of identifiers.validate_rpps for the importer's hot loop (same Luhn rule)."""
+    if len(v) != 11 or not v.isdigit() or not v.isascii():
+        return False
+    return (sum(map(int, v[-1::-2])) + sum(_DOUBLE[c] for c in v[-2::-2])) % 10 == 0
+
+
 def _person(type_pp: str, ident: str, national: str, *, civ_code: str | None, civ_label: str | None,
             family: str, given: str | None, prof_code: str | None, prof_label: str | None,
             cat_code: str | None, spec_code: str | None, spec_label: str | None) -> PersonRec:
     type_pp, ident, national = type_pp.strip(), ident.strip(), national.strip()
     if type_pp == "8":
-        try:
-            ident = validate_rpps(ident)
-        except IdentifierError as exc:
-            raise RowError(str(exc)) from None
+        if not _rpps_ok(ident):
+            try:
+                ident = validate_rpps(ident)  # for its message
+            except IdentifierError as exc:
+                raise RowError(str(exc)) from None
         id_type = "RPPS"
     elif type_pp == "0":
         if not (len(ident) == 9 and ident.isdigit()):
@@ -302,12 +314,23 @@ def _finess(value: str, what: str) -> str | None:
         raise RowError(f"{what}: {exc}") from None
 
 
+_last_person: list[Any] = [None, None]  # (the 17 person fields of the last row, its PersonRec)
+
+
 def parse_activity(f: list[str]) -> ActivityRow:
-    """Map one 56-field activity line (fields already split) or raise RowError."""
-    o = [x.strip() for x in f]
-    person = _person(o[0], o[1], o[2], civ_code=_opt(o[3]) or _opt(o[5]), civ_label=_opt(o[4]) or _opt(o[6]),
-                     family=o[7], given=o[8], prof_code=_opt(o[9]), prof_label=_opt(o[10]),
-                     cat_code=_opt(o[11]), spec_code=_opt(o[15]), spec_label=_opt(o[16]))
+    """Map one 56-field activity line (fields already split) or raise RowError.
+
+    A professional's rows are consecutive in the national file: the last person parsed is
+    reused when the next row carries the same person fields."""
+    o = f  # every value read below goes through _opt / strip
+    pkey = f[:17]
+    if _last_person[0] == pkey:
+        person = _last_person[1]
+    else:
+        person = _person(o[0], o[1], o[2], civ_code=_opt(o[3]) or _opt(o[5]), civ_label=_opt(o[4]) or _opt(o[6]),
+                         family=o[7], given=o[8], prof_code=_opt(o[9]), prof_label=_opt(o[10]),
+                         cat_code=_opt(o[11]), spec_code=_opt(o[15]), spec_label=_opt(o[16]))
+        _last_person[0], _last_person[1] = pkey, person
     finess = _finess(o[21], "FINESS site")
     finess_legal = _finess(o[22], "FINESS établissement juridique")
     siret = _opt(o[19])
@@ -317,9 +340,9 @@ def parse_activity(f: list[str]) -> ActivityRow:
         street = _join(o[28], o[29], o[31], o[32])
         structure = StructureRec(
             tech_id=tech[:40], finess=finess, finess_legal=finess_legal, siret=siret,
-            name=o[24] or o[25] or tech, brand=_opt(o[25]), street=street, postal_code=_opt(o[35]),
-            city=_opt(o[37]) or _opt(o[34]), phone=_opt(o[40]), sector_code=_opt(o[48]),
-            sector_label=_opt(o[49]))
+            name=o[24].strip() or o[25].strip() or tech, brand=_opt(o[25]), street=street,
+            postal_code=_opt(o[35]), city=_opt(o[37]) or _opt(o[34]), phone=_opt(o[40]),
+            sector_code=_opt(o[48]), sector_label=_opt(o[49]))
     return ActivityRow(person, structure, _opt(o[52]), _opt(o[53]), _opt(o[17]), _opt(o[18]))
 
 

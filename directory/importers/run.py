@@ -11,13 +11,15 @@ file no longer lists are removed. Rules of ownership: docs/directory.md.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, update
 
 from directory.importers.formats import (
     ACTIVITY,
@@ -99,11 +101,13 @@ def _chunks(seq: Sequence[Any], n: int = CHUNK) -> Iterable[Sequence[Any]]:
 
 
 def _existing(conn: Connection, table: Any, key_col: str, keys: Sequence[str], *cols: str) -> dict[str, Any]:
-    """{key: row} for the keys already in `table`."""
+    """{key: row} for the keys already in `table` (driver-level SQL: the IN list is rebuilt per
+    chunk, and SQLAlchemy's expanding-IN compilation cost more than the query)."""
     out: dict[str, Any] = {}
-    kc = table.c[key_col]
+    ph = "?" if conn.dialect.name == "sqlite" else "%s"
+    head = f"SELECT {', '.join((key_col, *cols))} FROM {table.name} WHERE {key_col} IN "
     for part in _chunks(keys):
-        for row in conn.execute(select(kc, *(table.c[c] for c in cols)).where(kc.in_(part))):
+        for row in conn.exec_driver_sql(head + "(" + ", ".join([ph] * len(part)) + ")", tuple(part)):
             out[row[0]] = row
     return out
 
@@ -329,6 +333,44 @@ class MailboxWriter(_Writer):
 WRITERS = {ACTIVITY: ActivityWriter, MSSANTE: MailboxWriter}
 
 
+class _Pipeline:
+    """Parse in the caller's thread while one writer thread commits the previous batch: the
+    database driver releases the GIL while SQLite / PostgreSQL work, so on two cores the
+    parsing and the writes overlap. At most two batches wait (bounded memory)."""
+
+    def __init__(self, writer: _Writer) -> None:
+        self.writer = writer
+        self.queue: queue.Queue[list[tuple[int, Any]] | None] = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="directory-import-writer", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            batch = self.queue.get()
+            if batch is None:
+                return
+            if self.error is None:
+                try:
+                    self.writer.write(batch)
+                except BaseException as exc:  # re-raised in the caller's thread
+                    self.error = exc
+
+    def put(self, batch: list[tuple[int, Any]]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(batch)
+
+    def __enter__(self) -> _Pipeline:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None and exc[0] is None:
+            raise self.error
+
+
 def _begin(store: Any, kind: str, filename: str) -> int:
     with store.db.write() as s:
         imp = DirImport(kind=kind, filename=filename[-500:])
@@ -385,26 +427,28 @@ def import_file(store: Any, path: str | Path, kind: str = "auto", *, batch_size:
         writer = WRITERS[kind](store, report, gen)
         batch: list[tuple[int, Any]] = []
         pending = 0
-        for line in iter_lines(f, decoder, start=2):
-            pending += line.size
-            parsed = parse_line(kind, line)
-            if parsed is None:
-                continue
-            report.read += 1
-            if isinstance(parsed, Rejected):
-                report.reject(parsed)
-                continue
-            batch.append((line.number, parsed))
-            if len(batch) >= batch_size:
-                writer.write(batch)
-                batch = []
-                if progress:
-                    progress(pending)
-                    pending = 0
-        if batch:
-            writer.write(batch)
+        with _Pipeline(writer) as pipe:
+            for line in iter_lines(f, decoder, start=2):
+                pending += line.size
+                parsed = parse_line(kind, line)
+                if parsed is None:
+                    continue
+                report.read += 1
+                if isinstance(parsed, Rejected):
+                    report.reject(parsed)
+                    continue
+                batch.append((line.number, parsed))
+                if len(batch) >= batch_size:
+                    pipe.put(batch)
+                    batch = []
+                    if progress:
+                        progress(pending)
+                        pending = 0
+            if batch:
+                pipe.put(batch)
         if progress and pending:
             progress(pending)
+    report.rejected.sort(key=lambda r: r.line)
     report.encoding = decoder.encoding
     if remove_missing and report.read > report.rejected_count:
         writer.remove_missing()
