@@ -246,8 +246,11 @@ class ActivityRow:
 
     @property
     def key(self) -> str:
-        return _digest(self.person.national_id, self.structure.tech_id if self.structure else None,
-                       self.role_code, self.mode_code, self.role_label, self.mode_label)
+        """The national id first: files are sorted by professional, so the unique index on the
+        key grows at its end instead of at random places (import speed at a million rows)."""
+        return self.person.national_id + ":" + _digest(
+            self.structure.tech_id if self.structure else None, self.role_code, self.mode_code,
+            self.role_label, self.mode_label)
 
 
 @dataclass(slots=True)
