@@ -15,14 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from ldaptor.protocols import pureldap
 from ldaptor.protocols.ldap import ldaperrors
+from ldaptor.protocols.ldap.distinguishedname import (
+    DistinguishedName,
+    InvalidRelativeDistinguishedName,
+)
 from ldaptor.protocols.ldap.ldapserver import BaseLDAPServer
 from twisted.internet import defer, protocol
 
-from directory import paging, schema
+from directory import entrymap, paging, schema
 from directory import store as dstore
 from directory.filters import FilterError, Present
 from directory.ldapfilter import convert
@@ -101,6 +106,21 @@ class DirectoryLDAPServer(BaseLDAPServer):
     def _run(self, fn, *args, **kwargs) -> defer.Deferred:
         return defer.Deferred.fromFuture(asyncio.ensure_future(self.ctx.store.run(fn, *args, **kwargs)))
 
+    @defer.inlineCallbacks
+    def _timed(self, deadline: float, fn, *args, **kwargs):
+        """`_run` bounded by the search's time limit: timeLimitExceeded (3) when it passes. The
+        SQL statement itself is not interrupted; its result is dropped."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ldaperrors.LDAPTimeLimitExceeded(b"time limit exceeded")
+        coro = asyncio.wait_for(self.ctx.store.run(fn, *args, **kwargs), remaining)
+        try:
+            result = yield defer.Deferred.fromFuture(asyncio.ensure_future(coro))
+        except TimeoutError as exc:
+            raise ldaperrors.LDAPTimeLimitExceeded(
+                f"time limit exceeded ({remaining:.0f} s)".encode()) from exc
+        return result
+
     # RFC 4511 section 4.2
     fail_LDAPBindRequest = pureldap.LDAPBindResponse
 
@@ -163,6 +183,12 @@ class DirectoryLDAPServer(BaseLDAPServer):
         limit = self.cfg.size_limit
         if request.sizeLimit:
             limit = min(limit, request.sizeLimit) if not self.admin else request.sizeLimit
+        # RFC 4511 section 4.5.1.5: the client's timeLimit (0 = none asked), capped by the server's
+        # own limit except for administrators, as sizeLimit.
+        seconds = self.cfg.time_limit
+        if request.timeLimit:
+            seconds = min(seconds, request.timeLimit) if not self.admin else request.timeLimit
+        deadline = time.monotonic() + seconds
         scope = request.scope
         if base == self.base and scope == pureldap.LDAP_SCOPE_baseObject:
             self._send(reply, self.cfg.base_dn, {"objectClass": ["top", "organization"],
@@ -179,8 +205,8 @@ class DirectoryLDAPServer(BaseLDAPServer):
         if base in (self.base, self.ou) and page is not None and page[0] > 0:
             size, cookie = page
             after = cookie.decode("utf-8", "replace") if cookie else None
-            entries = yield self._run(dstore.search, self.ctx.store, node, include_unlisted=self.admin,
-                                      limit=min(size, limit) + 1, after=after)
+            entries = yield self._timed(deadline, dstore.search, self.ctx.store, node,
+                                        include_unlisted=self.admin, limit=min(size, limit) + 1, after=after)
             shown = entries[:min(size, limit)]
             for e in shown:
                 self._send(reply, f"mail={e.address},ou=mailboxes,{self.cfg.base_dn}",
@@ -193,17 +219,17 @@ class DirectoryLDAPServer(BaseLDAPServer):
                 controls=[(paging.PAGED_OID, None, paging.encode(0, next_cookie))]).toWire())
             return None
         if base in (self.base, self.ou):
-            entries = yield self._run(dstore.search, self.ctx.store, node,
-                                      include_unlisted=self.admin, limit=limit + 1)
+            entries = yield self._timed(deadline, dstore.search, self.ctx.store, node,
+                                        include_unlisted=self.admin, limit=limit + 1)
         elif base.endswith("," + self.ou) and base.startswith("mail="):
             if scope == pureldap.LDAP_SCOPE_singleLevel:
                 return pureldap.LDAPSearchResultDone(resultCode=0)
             address = base.split(",", 1)[0].split("=", 1)[1]
-            entries = yield self._run(dstore.search, self.ctx.store, node, include_unlisted=self.admin,
-                                      limit=2, address=address)
+            entries = yield self._timed(deadline, dstore.search, self.ctx.store, node,
+                                        include_unlisted=self.admin, limit=2, address=address)
             if not entries:
-                exists = yield self._run(dstore.search, self.ctx.store, Present("objectClass"),
-                                         include_unlisted=self.admin, limit=1, address=address)
+                exists = yield self._timed(deadline, dstore.search, self.ctx.store, Present("objectClass"),
+                                           include_unlisted=self.admin, limit=1, address=address)
                 if not exists:  # an unlisted entry does not exist for non-admins
                     raise ldaperrors.LDAPNoSuchObject(base.encode())
         else:
@@ -214,6 +240,172 @@ class DirectoryLDAPServer(BaseLDAPServer):
         if len(entries) > limit:
             return pureldap.LDAPSearchResultDone(resultCode=ldaperrors.LDAPSizeLimitExceeded.resultCode)
         return pureldap.LDAPSearchResultDone(resultCode=0)
+
+    # --- administrators' writes (RFC 4511 sections 4.6 to 4.9) ----------------------------
+    # Only mailbox entries (`mail=<address>,ou=mailboxes,<base>`) are written; the person and
+    # structure attributes they carry are mapped back to their rows (directory/entrymap.py).
+
+    fail_LDAPAddRequest = pureldap.LDAPAddResponse
+    fail_LDAPModifyRequest = pureldap.LDAPModifyResponse
+    fail_LDAPDelRequest = pureldap.LDAPDelResponse
+    fail_LDAPModifyDNRequest = pureldap.LDAPModifyDNResponse
+
+    def _require_admin(self, what: str) -> None:
+        if not self.admin:
+            raise ldaperrors.LDAPInsufficientAccessRights(
+                f"{what} is for the directory administrator only (bind as the administrator over TLS)".encode())
+
+    def _parse_dn(self, raw: Any) -> tuple[str, str, str, str]:
+        """(normalised dn, normalised parent, rdn attribute lowercased, rdn value) of a DN."""
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+        try:
+            dn = DistinguishedName(text)
+            rdns = dn.split()
+        except (InvalidRelativeDistinguishedName, ValueError, IndexError) as exc:
+            raise ldaperrors.LDAPInvalidDNSyntax(f"invalid DN {text!r}".encode()) from exc
+        if not rdns:
+            return "", "", "", ""
+        avas = rdns[0].split()
+        if len(avas) != 1:
+            raise ldaperrors.LDAPNamingViolation(b"multi-valued RDNs are not used in this directory")
+        attr, value = avas[0].attributeType, avas[0].value
+        attr = attr.decode() if isinstance(attr, bytes) else attr
+        value = value.decode("utf-8") if isinstance(value, bytes) else value
+        return _dn_norm(text), _dn_norm(dn.up().getText()), attr.lower(), value
+
+    def _mailbox_dn(self, raw: Any, op: str) -> str:
+        """The address of a mailbox entry DN, or the LDAP error that fits `op` on any other DN."""
+        dn, parent, attr, value = self._parse_dn(raw)
+        if parent == self.ou:
+            if attr != "mail":
+                raise ldaperrors.LDAPNamingViolation(
+                    f"entries under {self.ou} are named mail=<address>, not {attr}=".encode())
+            return value
+        if dn in (self.base, self.ou):
+            if op == "add":
+                raise ldaperrors.LDAPEntryAlreadyExists(dn.encode())
+            if op == "delete":
+                raise ldaperrors.LDAPNotAllowedOnNonLeaf(f"{dn} holds the directory".encode())
+            raise ldaperrors.LDAPUnwillingToPerform(f"{dn} is fixed by the configuration".encode())
+        if op == "add" and parent in (self.base, self.ou):
+            raise ldaperrors.LDAPUnwillingToPerform(
+                f"only mailbox entries can be added, as mail=<address>,{self.ou}".encode())
+        raise ldaperrors.LDAPNoSuchObject(f"no entry {dn}".encode())
+
+    @defer.inlineCallbacks
+    def _write(self, fn, *args):
+        try:
+            result = yield self._run(fn, *args)
+        except entrymap.EntryError as exc:
+            raise ldaperrors.get(exc.code, str(exc).encode()) from exc
+        return result
+
+    def _store_write(self, fn):
+        """Run fn(session) in one write transaction; a duplicate key becomes entryAlreadyExists."""
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            with self.ctx.store.db.write() as s:
+                return fn(s)
+        except IntegrityError as exc:
+            raise entrymap.EntryError(entrymap.ENTRY_ALREADY_EXISTS,
+                                      "an entry with this address or identifier already exists") from exc
+
+    @defer.inlineCallbacks
+    def handle_LDAPAddRequest(self, request, controls, reply):
+        self._require_admin("adding entries")
+        address = self._mailbox_dn(request.entry, "add")
+        raw = [(name.value, [v.value for v in vals]) for name, vals in request.attributes]
+        yield self._write(self._add, address, raw)
+        log.info("ldap: %s added %s", self.bound, address)
+        return pureldap.LDAPAddResponse(resultCode=0)
+
+    def _add(self, address: str, raw: list) -> None:
+        attrs = entrymap.normalize(raw, strict=True)
+        mails = attrs.setdefault("mail", [address.encode()])
+        if [m.decode("utf-8", "replace").lower() for m in mails] != [address.lower()]:
+            raise entrymap.EntryError(entrymap.NAMING_VIOLATION,
+                                      f"mail must be the RDN value {address} (one address per entry)")
+        rec = entrymap.to_record(attrs, strict=True)
+        self._store_write(lambda s: entrymap.apply(s, rec, source="ldap", mode="add"))
+
+    @defer.inlineCallbacks
+    def handle_LDAPModifyRequest(self, request, controls, reply):
+        self._require_admin("modifying entries")
+        address = self._mailbox_dn(request.object, "modify")
+        changes = []
+        for op, mod in request.modification:
+            desc, vals = mod
+            name = desc.value.decode() if isinstance(desc.value, bytes) else desc.value
+            changes.append((op.value, name, [entrymap._b(v.value) for v in vals]))
+        yield self._write(self._modify, address, changes)
+        log.info("ldap: %s modified %s (%s)", self.bound, address, ", ".join(sorted({c[1] for c in changes})))
+        return pureldap.LDAPModifyResponse(resultCode=0)
+
+    def _modify(self, address: str, changes: list) -> None:
+        def run(s):
+            m = entrymap.find_mailbox(s, address)
+            if m is None:
+                raise entrymap.EntryError(entrymap.NO_SUCH_OBJECT, f"no mailbox {address} in the directory")
+            rec = entrymap.to_record(entrymap.modify(entrymap.view(m), changes), strict=True)
+            if rec.address.lower() != m.address_lc:
+                raise entrymap.EntryError(entrymap.NOT_ALLOWED_ON_RDN,
+                                          "mail is the entry's RDN: rename the entry with modrdn")
+            entrymap.apply(s, rec, source="ldap", mode="replace")
+        self._store_write(run)
+
+    @defer.inlineCallbacks
+    def handle_LDAPDelRequest(self, request, controls, reply):
+        self._require_admin("deleting entries")
+        address = self._mailbox_dn(request.value, "delete")
+        yield self._write(self._delete, address)
+        log.info("ldap: %s deleted %s", self.bound, address)
+        return pureldap.LDAPDelResponse(resultCode=0)
+
+    def _delete(self, address: str) -> None:
+        def run(s):
+            m = entrymap.find_mailbox(s, address)
+            if m is None:
+                raise entrymap.EntryError(entrymap.NO_SUCH_OBJECT, f"no mailbox {address} in the directory")
+            entrymap.remove_mailbox(s, m)
+        self._store_write(run)
+
+    @defer.inlineCallbacks
+    def handle_LDAPModifyDNRequest(self, request, controls, reply):
+        self._require_admin("renaming entries")
+        address = self._mailbox_dn(request.entry, "modrdn")
+        if request.newSuperior is not None:
+            sup = request.newSuperior.decode() if isinstance(request.newSuperior, bytes) else request.newSuperior
+            if _dn_norm(sup) != self.ou:
+                raise ldaperrors.LDAPUnwillingToPerform(f"mailbox entries stay under {self.ou}".encode())
+        _, _, attr, new = self._parse_dn(request.newrdn)
+        if attr != "mail":
+            raise ldaperrors.LDAPNamingViolation(b"a mailbox entry is named by its mail address (mail=...)")
+        if not request.deleteoldrdn:
+            # RFC 4511 section 4.9 would keep the old RDN value as a second mail: one address per entry.
+            raise ldaperrors.LDAPConstraintViolation(
+                b"a mailbox entry holds one address: rename with deleteoldrdn (ldapmodrdn -r)")
+        yield self._write(self._rename, address, new)
+        log.info("ldap: %s renamed %s to %s", self.bound, address, new)
+        return pureldap.LDAPModifyDNResponse(resultCode=0)
+
+    def _rename(self, address: str, new: str) -> None:
+        from directory.identifiers import IdentifierError, validate_mail
+
+        try:
+            new = validate_mail(new)
+        except IdentifierError as exc:
+            raise entrymap.EntryError(entrymap.INVALID_SYNTAX, str(exc)) from exc
+
+        def run(s):
+            m = entrymap.find_mailbox(s, address)
+            if m is None:
+                raise entrymap.EntryError(entrymap.NO_SUCH_OBJECT, f"no mailbox {address} in the directory")
+            other = entrymap.find_mailbox(s, new)
+            if other is not None and other.id != m.id:
+                raise entrymap.EntryError(entrymap.ENTRY_ALREADY_EXISTS, f"a mailbox {new} already exists")
+            m.address, m.address_lc, m.import_hash = new, new.lower(), None
+        self._store_write(run)
 
     STARTTLS_OID = b"1.3.6.1.4.1.1466.20037"
 
