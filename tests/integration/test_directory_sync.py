@@ -153,8 +153,23 @@ def search(inst: MssInstance, flt: str) -> list[dict]:
     return json.loads(inst.mss("directory", "search", flt, "--json", "--limit", "5000", "--unlisted").stdout)
 
 
-def test_sync_from_slapd(tmp_path, slapd):
-    inst = MssInstance(tmp_path / "a.example", "a.example")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, pg_available):
+    """The instance's database: SQLite (None: the default) or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield None
+        return
+    if not pg_available:
+        pytest.skip("PostgreSQL not reachable")
+    from tests.conftest import _drop_schema, _pg_schema_url
+
+    schema, url = _pg_schema_url()
+    yield url
+    _drop_schema(schema)
+
+
+def test_sync_from_slapd(tmp_path, slapd, database_url):
+    inst = MssInstance(tmp_path / "a.example", "a.example", database_url=database_url)
     local_before = {e["address"] for e in search(inst, "(objectClass=*)")}
 
     t = time.perf_counter()
@@ -256,3 +271,25 @@ def test_sync_errors(tmp_path, slapd):
     r = inst.mss("directory", "sync", "--url", slapd.url, "--base", SUFFIX, "--bind-dn", ROOT_DN,
                  "--password-stdin", "--filter", "(mailboxType=ORG)", input=ROOT_PW + "\n")
     assert f"added {N * 3 // 10}, changed 0, removed 0" in r.stdout, r.stdout
+
+
+def test_sync_from_our_own_ldap_server(tmp_path):
+    """Another mss instance as the upstream: anonymous, no modifyTimestamp (every pass is full),
+    its unlisted entries never published so never synced."""
+    up = MssInstance(tmp_path / "up.example", "up.example")
+    down = MssInstance(tmp_path / "down.example", "down.example", demo=False)
+    up.start("ldap")
+    try:
+        url = f"ldap://127.0.0.1:{up.ports['ldap']}"
+        rep = json.loads(down.mss("directory", "sync", "--url", url, "--base", "o=mss,c=fr", "--json").stdout)
+        listed = json.loads(up.mss("directory", "search", "(mail=*)", "--json").stdout)
+        assert rep["mode"] == "full" and rep["high_water"] is None
+        assert (rep["added"], rep["changed"], rep["removed"]) == (len(listed), 0, 0), rep
+        got = search(down, "(mail=*)")
+        assert {e["address"] for e in got} == {e["address"] for e in listed}
+        jean = next(e for e in got if e["rpps"])
+        assert jean["family_name"] and jean["structure"]
+        rep = json.loads(down.mss("directory", "sync", "--url", url, "--base", "o=mss,c=fr", "--json").stdout)
+        assert (rep["mode"], rep["added"], rep["changed"], rep["removed"]) == ("full", 0, 0, 0), rep
+    finally:
+        up.stop()
