@@ -137,10 +137,7 @@ def _insert_many(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> No
     now = _now(conn, table)
     for r in rows:
         r["modified_at"] = now
-    names = list(rows[0])
-    sql = (f"INSERT INTO {table.name} ({', '.join(names)}) "
-           f"VALUES ({', '.join(_ph(conn, n) for n in names)})")
-    conn.exec_driver_sql(sql, rows)
+    _insert_rows(conn, table, rows)
 
 
 def _update_many(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
@@ -158,9 +155,22 @@ def _update_many(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> No
 
 def _insert_many_plain(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
     """As _insert_many, for a table without `modified_at`."""
+    _insert_rows(conn, table, rows)
+
+
+def _insert_rows(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+    """SQLite: executemany of one prepared INSERT. PostgreSQL: multi-row VALUES statements
+    (psycopg's executemany costs a round trip per row here: 1,300 rows/s)."""
     names = list(rows[0])
-    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(names)}) "
-                         f"VALUES ({', '.join(_ph(conn, n) for n in names)})", rows)
+    head = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES "
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(head + f"({', '.join(_ph(conn, n) for n in names)})", rows)
+        return
+    one = "(" + ", ".join(["%s"] * len(names)) + ")"
+    per = max(1, 30_000 // len(names))
+    for part in _chunks(rows, per):
+        params = tuple(r[n] for r in part for n in names)
+        conn.exec_driver_sql(head + ", ".join([one] * len(part)), params)
 
 
 def _tune(conn: Connection) -> None:
