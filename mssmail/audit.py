@@ -62,6 +62,18 @@ def chain_hash(prev_hash: str, fields: dict[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode() + b"\n" + _canonical(fields)).hexdigest()
 
 
+@dataclass(frozen=True)
+class Event:
+    """One event to append; `record_many` chains a list of them in one go."""
+
+    action: str
+    actor: str = ""
+    mailbox: str = ""
+    message: str = ""
+    ip: str = ""
+    details: dict[str, Any] | None = None
+
+
 def record(
     session: Session,
     action: str,
@@ -72,9 +84,16 @@ def record(
     ip: str = "",
     details: dict[str, Any] | None = None,
 ) -> tuple[int, str]:
-    """Append one event within the caller's (write) transaction; (seq, hash).
+    """Append one event within the caller's (write) transaction; (seq, hash)."""
+    return record_many(session, [Event(action, actor, mailbox, message, ip, details)])
 
-    Core statements, not ORM objects: this runs once per delivered message.
+
+def record_many(session: Session, events: list[Event]) -> tuple[int, str]:
+    """Append events in order within the caller's write transaction; the new (seq, hash) tip.
+
+    One head read, one multi-row insert and one head update whatever the number of
+    events: a FETCH of a thousand bodies or a group commit of deliveries costs three
+    statements, not three per message. Core statements, not ORM objects.
     """
     head_table = AuditHead.__table__
     head = session.execute(
@@ -85,24 +104,33 @@ def record(
         seq, prev_hash = 0, GENESIS
     else:
         seq, prev_hash = head
-    # Microsecond precision survives both SQLite and PostgreSQL round trips.
-    fields = {
-        "seq": seq + 1,
-        "ts": datetime.now(UTC).isoformat(timespec="microseconds"),
-        "action": action,
-        "actor": actor,
-        "mailbox": mailbox,
-        "message": message,
-        "ip": ip,
-        "details": details or {},
-    }
-    digest = chain_hash(prev_hash, fields)
-    session.execute(insert(AuditEvent.__table__).values(
-        seq=fields["seq"], ts=datetime.fromisoformat(fields["ts"]), action=action, actor=actor,
-        mailbox=mailbox, message_ref=message, remote_ip=ip, details=fields["details"],
-        prev_hash=prev_hash, hash=digest))
-    session.execute(update(head_table).where(head_table.c.id == 1).values(seq=fields["seq"], hash=digest))
-    return fields["seq"], digest
+    if not events:
+        return seq, prev_hash
+    rows: list[dict[str, Any]] = []
+    for event in events:
+        seq += 1
+        # Microsecond precision survives both SQLite and PostgreSQL round trips.
+        now = datetime.now(UTC)
+        fields = {
+            "seq": seq,
+            "ts": now.isoformat(timespec="microseconds"),
+            "action": event.action,
+            "actor": event.actor,
+            "mailbox": event.mailbox,
+            "message": event.message,
+            "ip": event.ip,
+            "details": event.details or {},
+        }
+        digest = chain_hash(prev_hash, fields)
+        rows.append({
+            "seq": seq, "ts": now, "action": event.action, "actor": event.actor,
+            "mailbox": event.mailbox, "message_ref": event.message, "remote_ip": event.ip,
+            "details": fields["details"], "prev_hash": prev_hash, "hash": digest,
+        })
+        prev_hash = digest
+    session.execute(insert(AuditEvent.__table__), rows)
+    session.execute(update(head_table).where(head_table.c.id == 1).values(seq=seq, hash=prev_hash))
+    return seq, prev_hash
 
 
 @dataclass
