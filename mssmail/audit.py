@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from mssmail.store.models import AuditEvent, AuditHead
@@ -74,8 +74,15 @@ class Event:
     details: dict[str, Any] | None = None
 
 
+_HEAD = AuditHead.__table__
+# Built once: this runs in every write transaction that records something.
+_LOCK_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
+_INSERT_EVENTS = insert(AuditEvent.__table__)
+_MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+
+
 def record(
-    session: Session,
+    session: Session | Connection,
     action: str,
     *,
     actor: str = "",
@@ -88,19 +95,16 @@ def record(
     return record_many(session, [Event(action, actor, mailbox, message, ip, details)])
 
 
-def record_many(session: Session, events: list[Event]) -> tuple[int, str]:
+def record_many(session: Session | Connection, events: list[Event]) -> tuple[int, str]:
     """Append events in order within the caller's write transaction; the new (seq, hash) tip.
 
     One head read, one multi-row insert and one head update whatever the number of
     events: a FETCH of a thousand bodies or a group commit of deliveries costs three
     statements, not three per message. Core statements, not ORM objects.
     """
-    head_table = AuditHead.__table__
-    head = session.execute(
-        select(head_table.c.seq, head_table.c.hash).where(head_table.c.id == 1).with_for_update()
-    ).first()
+    head = session.execute(_LOCK_HEAD).first()
     if head is None:
-        session.execute(insert(head_table).values(id=1, seq=0, hash=GENESIS))
+        session.execute(insert(_HEAD).values(id=1, seq=0, hash=GENESIS))
         seq, prev_hash = 0, GENESIS
     else:
         seq, prev_hash = head
@@ -128,8 +132,8 @@ def record_many(session: Session, events: list[Event]) -> tuple[int, str]:
             "details": fields["details"], "prev_hash": prev_hash, "hash": digest,
         })
         prev_hash = digest
-    session.execute(insert(AuditEvent.__table__), rows)
-    session.execute(update(head_table).where(head_table.c.id == 1).values(seq=seq, hash=prev_hash))
+    session.execute(_INSERT_EVENTS, rows)
+    session.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev_hash})
     return seq, prev_hash
 
 

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 WRITE_OPTION = "mss_write"
@@ -56,9 +56,8 @@ class Database:
         self.engine = make_engine(url, pool_size=pool_size, echo=echo)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._read = sessionmaker(self.engine, expire_on_commit=False)
-        self._write = sessionmaker(
-            self.engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False
-        )
+        self._write_engine = self.engine.execution_options(**{WRITE_OPTION: True})
+        self._write = sessionmaker(self._write_engine, expire_on_commit=False)
         # SQLite has one writer: serialise in-process writers instead of spinning on
         # SQLITE_BUSY. PostgreSQL writers run concurrently under row locks.
         self._write_lock = threading.Lock() if self.is_sqlite else None
@@ -75,6 +74,18 @@ class Database:
         try:
             with self._write() as session, session.begin():
                 yield session
+        finally:
+            if self._write_lock is not None:
+                self._write_lock.release()
+
+    @contextmanager
+    def write_connection(self) -> Iterator[Connection]:
+        """`write()` without the ORM: for the group committer's Core-only hot path."""
+        if self._write_lock is not None:
+            self._write_lock.acquire()
+        try:
+            with self._write_engine.connect() as connection, connection.begin():
+                yield connection
         finally:
             if self._write_lock is not None:
                 self._write_lock.release()

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from mssmail import audit
 from mssmail.store.errors import FolderNotFound, MailboxNotFound, QuotaExceeded
 from mssmail.store.events import FolderChanged
+from mssmail.store.groupcommit import BatchWork
 from mssmail.store.models import Folder, Mailbox, Message
 from mssmail.store.summary import Summary, summarize
 
@@ -41,6 +42,138 @@ class DeliveryOutcome:
 def _flag_columns(flags: str) -> tuple[bool, bool]:
     words = set(flags.split())
     return "\\Seen" in words, "\\Deleted" in words
+
+
+@dataclass(frozen=True)
+class DeliveryRequest:
+    """One message for one or more local recipients, its blob already durable."""
+
+    summary: Summary
+    sha: str
+    size: int
+    targets: tuple[str, ...]
+    folder: str
+    flags: str
+    seen: bool
+    deleted: bool
+    when: datetime
+    action: str
+    actor: str
+    sender: str
+    ip: str
+    extra: dict[str, Any]
+
+
+DeliveryResult = tuple[dict[str, DeliveryOutcome], list[FolderChanged]]
+
+
+_mailboxes, _folders, _messages = Mailbox.__table__, Folder.__table__, Message.__table__
+# Built once: constructing a statement costs more than running it on this path.
+_LOCK_MAILBOXES = (
+    select(_mailboxes.c.id, _mailboxes.c.address, _mailboxes.c.disabled, _mailboxes.c.used_bytes,
+           _mailboxes.c.quota_bytes)
+    .where(_mailboxes.c.address.in_(bindparam("addresses", expanding=True)))
+    .order_by(_mailboxes.c.id).with_for_update()
+)
+_LOCK_FOLDERS = (
+    select(_folders.c.id, _folders.c.mailbox_id, _folders.c.name, _folders.c.uidvalidity,
+           _folders.c.uidnext, _folders.c.highest_modseq)
+    .where(_folders.c.mailbox_id.in_(bindparam("mailbox_ids", expanding=True)),
+           _folders.c.name.in_(bindparam("names", expanding=True)))
+    .order_by(_folders.c.id).with_for_update()
+)
+_INSERT_MESSAGES = insert(_messages).returning(_messages.c.id, sort_by_parameter_order=True)
+_ADVANCE_FOLDERS = update(_folders).where(_folders.c.id == bindparam("fid")).values(
+    uidnext=bindparam("next_uid"), highest_modseq=bindparam("modseq"),
+    message_count=_folders.c.message_count + bindparam("added"),
+    unseen_count=_folders.c.unseen_count + bindparam("unseen"))
+_SET_USED_BYTES = update(_mailboxes).where(_mailboxes.c.id == bindparam("bid")).values(
+    used_bytes=bindparam("new_used"))
+
+
+def deliver_batch(s: Connection, requests: Sequence[DeliveryRequest]) -> list[DeliveryResult | BaseException]:
+    """Deliver many messages with a fixed number of statements, whatever their number.
+
+    Mailboxes and folders are read (and locked) once for the whole batch, UIDs and
+    quotas are worked out in Python in request order, then the rows go in as
+    multi-row statements and the audit events as one chained batch. A request whose
+    folder does not exist fails alone, before anything is written. This is the hot
+    path of every delivery: under load the group committer hands it dozens of
+    messages per transaction.
+    """
+    addresses = sorted({a for r in requests for a in r.targets})
+    boxes = {row.address: row for row in s.execute(_LOCK_MAILBOXES, {"addresses": addresses})} if addresses else {}
+    used = {row.id: row.used_bytes for row in boxes.values()}
+    names = sorted({r.folder for r in requests})
+    folder_rows = {(row.mailbox_id, row.name): row for row in s.execute(
+        _LOCK_FOLDERS, {"mailbox_ids": sorted(used), "names": names})} if used else {}
+    # Running state per folder: [uidnext, highest_modseq, added, unseen added].
+    state = {row.id: [row.uidnext, row.highest_modseq, 0, 0] for row in folder_rows.values()}
+
+    results: list[DeliveryResult | BaseException] = []
+    message_rows: list[dict[str, Any]] = []
+    events: list[audit.Event] = []
+    pending: list[tuple[dict[str, DeliveryOutcome], str, int, int]] = []
+    for request in requests:
+        missing = next((a for a in request.targets if a in boxes
+                        and (boxes[a].id, request.folder) not in folder_rows), None)
+        if missing is not None:
+            results.append(FolderNotFound(f"no folder {request.folder!r} in {missing}."))
+            continue
+        outcomes: dict[str, DeliveryOutcome] = {}
+        changed: list[FolderChanged] = []
+        for address in request.targets:
+            box = boxes.get(address)
+            if box is None:
+                outcomes[address] = DeliveryOutcome(address, False, code=550, reason="5.1.1 No such mailbox here")
+                continue
+            if box.disabled:
+                outcomes[address] = DeliveryOutcome(address, False, code=550, reason="5.2.1 Mailbox disabled")
+                continue
+            if used[box.id] + request.size > box.quota_bytes:
+                outcomes[address] = DeliveryOutcome(address, False, code=552, reason="5.2.2 Mailbox full")
+                continue
+            used[box.id] += request.size
+            target = folder_rows[(box.id, request.folder)]
+            running = state[target.id]
+            uid, modseq = running[0], running[1] + 1
+            running[0], running[1] = uid + 1, modseq
+            running[2] += 1
+            running[3] += 0 if request.seen else 1
+            message_rows.append({
+                "folder_id": target.id, "uid": uid, "blob_sha256": request.sha, "size": request.size,
+                "internal_date": request.when, "flags": request.flags, "seen": request.seen,
+                "deleted": request.deleted, "modseq": modseq, "from_addr": request.summary.from_addr,
+                "to_addrs": request.summary.to_addrs, "subject": request.summary.subject,
+                "date_header": request.summary.date, "message_id": request.summary.message_id,
+                "has_attachments": request.summary.has_attachments, "extra": request.extra,
+            })
+            events.append(audit.Event(
+                request.action, actor=request.actor, mailbox=address, ip=request.ip,
+                message=f"{target.name}/{target.uidvalidity}/{uid}",
+                details={"sender": request.sender, "size": request.size, "sha256": request.sha,
+                         "message_id": request.summary.message_id}))
+            pending.append((outcomes, address, uid, target.uidvalidity))
+            changed.append(FolderChanged(box.id, target.id, "new"))
+        results.append((outcomes, changed))
+
+    if message_rows:
+        ids = s.execute(_INSERT_MESSAGES, message_rows).scalars().all()
+        for (outcomes, address, uid, uidvalidity), message_id in zip(pending, ids, strict=True):
+            outcomes[address] = DeliveryOutcome(address, True, uid, uidvalidity, message_id)
+        s.execute(_ADVANCE_FOLDERS, [{"fid": fid, "next_uid": v[0], "modseq": v[1], "added": v[2], "unseen": v[3]}
+                                     for fid, v in state.items() if v[2]])
+        s.execute(_SET_USED_BYTES, [{"bid": row.id, "new_used": used[row.id]} for row in boxes.values()
+                                    if used[row.id] != row.used_bytes])
+        audit.record_many(s, events)
+    # Outcomes were filled in place; keep each request's recipients in its own order.
+    for result in results:
+        if isinstance(result, tuple):
+            outcomes = result[0]
+            ordered = {a: outcomes[a] for a in sorted(outcomes)}
+            outcomes.clear()
+            outcomes.update(ordered)
+    return results
 
 
 class DeliveryOps:
@@ -111,70 +244,20 @@ class DeliveryOps:
         extra: dict[str, Any] | None = None,
     ) -> dict[str, DeliveryOutcome]:
         """Deliver one message to local mailboxes; per-recipient outcome, never partial rows."""
-        summary = summarize(raw)
-        sha = self.blobs.put(raw)
-        size = len(raw)
         flag_text = self.norm_flags(flags)
-        when = internal_date or datetime.now(UTC)
-        # Sorted so that concurrent PostgreSQL transactions lock rows in one order.
-        targets = sorted({r.strip().lower() for r in recipients})
-
         seen, deleted = _flag_columns(flag_text)
-        mailboxes, folders, messages = Mailbox.__table__, Folder.__table__, Message.__table__
-
-        # Core statements, not ORM objects: this is the hot path of every delivery.
-        def work(s: Session) -> tuple[dict[str, DeliveryOutcome], list[FolderChanged]]:
-            outcomes: dict[str, DeliveryOutcome] = {}
-            changed: list[FolderChanged] = []
-            for address in targets:
-                box = s.execute(
-                    select(mailboxes.c.id, mailboxes.c.disabled, mailboxes.c.used_bytes,
-                           mailboxes.c.quota_bytes)
-                    .where(mailboxes.c.address == address).with_for_update()
-                ).first()
-                if box is None:
-                    outcomes[address] = DeliveryOutcome(address, False, code=550,
-                                                        reason="5.1.1 No such mailbox here")
-                    continue
-                if box.disabled:
-                    outcomes[address] = DeliveryOutcome(address, False, code=550,
-                                                        reason="5.2.1 Mailbox disabled")
-                    continue
-                if box.used_bytes + size > box.quota_bytes:
-                    outcomes[address] = DeliveryOutcome(address, False, code=552,
-                                                        reason="5.2.2 Mailbox full")
-                    continue
-                name_clause = (folders.c.name == "INBOX") if folder.upper() == "INBOX" else (folders.c.name == folder)
-                target = s.execute(
-                    select(folders.c.id, folders.c.name, folders.c.uidvalidity, folders.c.uidnext,
-                           folders.c.highest_modseq)
-                    .where(folders.c.mailbox_id == box.id, name_clause).with_for_update()
-                ).first()
-                if target is None:
-                    raise FolderNotFound(f"no folder {folder!r} in {address}.")
-                uid, modseq = target.uidnext, target.highest_modseq + 1
-                s.execute(update(folders).where(folders.c.id == target.id).values(
-                    uidnext=uid + 1, highest_modseq=modseq,
-                    message_count=folders.c.message_count + 1,
-                    unseen_count=folders.c.unseen_count + (0 if seen else 1)))
-                s.execute(update(mailboxes).where(mailboxes.c.id == box.id).values(
-                    used_bytes=mailboxes.c.used_bytes + size))
-                message_id = s.execute(insert(messages).values(
-                    folder_id=target.id, uid=uid, blob_sha256=sha, size=size, internal_date=when,
-                    flags=flag_text, seen=seen, deleted=deleted, modseq=modseq,
-                    from_addr=summary.from_addr, to_addrs=summary.to_addrs, subject=summary.subject,
-                    date_header=summary.date, message_id=summary.message_id,
-                    has_attachments=summary.has_attachments, extra=extra or {},
-                )).inserted_primary_key[0]
-                audit.record(s, action, actor=actor or sender, mailbox=address, ip=ip,
-                             message=f"{target.name}/{target.uidvalidity}/{uid}",
-                             details={"sender": sender, "size": size, "sha256": sha,
-                                      "message_id": summary.message_id})
-                outcomes[address] = DeliveryOutcome(address, True, uid, target.uidvalidity, message_id)
-                changed.append(FolderChanged(box.id, target.id, "new"))
-            return outcomes, changed
-
-        outcomes, changed = self.write_grouped(work)
+        request = DeliveryRequest(
+            summary=summarize(raw),
+            sha=self.blobs.put(raw),
+            size=len(raw),
+            # Sorted so that concurrent PostgreSQL transactions lock rows in one order.
+            targets=tuple(sorted({r.strip().lower() for r in recipients})),
+            folder="INBOX" if folder.upper() == "INBOX" else folder,
+            flags=flag_text, seen=seen, deleted=deleted,
+            when=internal_date or datetime.now(UTC),
+            action=action, actor=actor or sender, sender=sender, ip=ip, extra=extra or {},
+        )
+        outcomes, changed = self.write_grouped(BatchWork(deliver_batch, request))
         for event in changed:
             self.changes.publish(event)
         return outcomes

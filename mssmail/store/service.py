@@ -23,7 +23,7 @@ from mssmail.store.outbound import OutboundOps
 from mssmail.store.passwords import AuthOps
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
+    from sqlalchemy import Connection
 
     from mssmail.config import Config
 
@@ -89,17 +89,18 @@ class Store(MailboxAdmin, AuthOps, DeliveryOps, OutboundOps, MessageOps):
 
         upgrade(self.db.engine)
 
-    def write_grouped(self, work: Callable[[Session], T]) -> T:
-        """Run `work` in a write transaction, shared with concurrent callers on SQLite."""
+    def write_grouped(self, work: Callable[[Connection], T]) -> T:
+        """Run `work` in a Core write transaction, shared with concurrent callers on SQLite."""
         if self._committer is not None:
             return self._committer.submit(work)
-        with self.db.write() as session:
-            return work(session)
+        with self.db.write_connection() as connection:
+            return work(connection)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
         if self._committer is not None:
             self._committer.close()
+        self.blobs.close()
         self.db.dispose()
 
     # Small helpers shared by the operation mixins.
