@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mss.smtp")
 DOMAIN_CACHE_SECONDS = 30.0
+# How long a recipient found able to take mail is believed without asking the store
+# again. Delivery re-checks existence, state and quota inside its transaction, so a
+# stale "yes" costs at worst a refusal after DATA instead of at RCPT.
+RECIPIENT_CACHE_SECONDS = 5.0
+RECIPIENT_CACHE_SIZE = 10_000
 
 
 class BaseHandler:
@@ -43,6 +48,8 @@ class BaseHandler:
         self.config = ctx.config
         self._local_domains: set[str] = set()
         self._domains_at = 0.0
+        # address -> (believed until, quota_bytes - used_bytes) for mailboxes that take mail.
+        self._recipients: dict[str, tuple[float, int]] = {}
 
     async def local_domains(self) -> set[str]:
         now = time.monotonic()
@@ -89,13 +96,23 @@ class BaseHandler:
         return render(replies.SENDER_OK)
 
     async def check_local_recipient(self, address: str, size: int | None) -> str | None:
-        mailbox = await self.store.run(self.store.get_mailbox, address)
-        if mailbox is None:
+        """RCPT for a local address. Only a "yes" is cached: an unknown, disabled or full
+        mailbox is asked about again each time, so a new mailbox is reachable at once."""
+        now = time.monotonic()
+        known = self._recipients.get(address)
+        if known is not None and known[0] > now and (size or 0) <= known[1]:
+            return None
+        state = await self.store.run(self.store.recipient_state, address)
+        if state is None:
             return render(replies.UNKNOWN_RECIPIENT)
-        if mailbox.disabled:
+        disabled, used_bytes, quota_bytes = state
+        if disabled:
             return render(replies.MAILBOX_DISABLED)
-        if mailbox.used_bytes + (size or 0) > mailbox.quota_bytes:
+        if used_bytes + (size or 0) > quota_bytes:
             return render(replies.MAILBOX_FULL)
+        if len(self._recipients) >= RECIPIENT_CACHE_SIZE:
+            self._recipients.clear()
+        self._recipients[address] = (now + RECIPIENT_CACHE_SECONDS, quota_bytes - used_bytes)
         return None
 
     def recipient_limit_reached(self, envelope: Envelope) -> bool:

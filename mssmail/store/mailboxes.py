@@ -6,7 +6,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from mssmail import audit
@@ -46,6 +46,11 @@ def mailbox_dict(mailbox: Mailbox) -> dict[str, Any]:
         "disabled": mailbox.disabled,
         "created_at": mailbox.created_at.isoformat(),
     }
+
+
+_MAILBOXES = Mailbox.__table__
+_RECIPIENT_STATE = select(_MAILBOXES.c.disabled, _MAILBOXES.c.used_bytes, _MAILBOXES.c.quota_bytes).where(
+    _MAILBOXES.c.address == bindparam("address"))
 
 
 class MailboxAdmin:
@@ -124,6 +129,12 @@ class MailboxAdmin:
             return s.execute(
                 select(Mailbox).where(Mailbox.address == address.strip().lower())
             ).scalar_one_or_none()
+
+    def recipient_state(self: Store, address: str) -> tuple[bool, int, int] | None:
+        """(disabled, used_bytes, quota_bytes) of a mailbox, or None: what RCPT needs."""
+        with self.db.engine.connect() as connection:
+            row = connection.execute(_RECIPIENT_STATE, {"address": address.strip().lower()}).first()
+        return None if row is None else (bool(row[0]), int(row[1]), int(row[2]))
 
     def list_mailboxes(self: Store) -> list[dict[str, Any]]:
         with self.db.read() as s:
