@@ -36,6 +36,9 @@ class BlobStore:
         self.tmp = self.root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._dir_fds: dict[str, int] = {}
+        self._tmp_prefix = f"{self.tmp}{os.sep}"
+        self._root_prefix = f"{self.root}{os.sep}"
         self._prepare_fanout()
 
     def _prepare_fanout(self) -> None:
@@ -62,25 +65,52 @@ class BlobStore:
         return self.put_chunks([data])
 
     def put_chunks(self, chunks: Iterable[bytes]) -> str:
-        """Store a stream of chunks; return its SHA-256. Idempotent for equal content."""
+        """Store a stream of chunks; return its SHA-256. Idempotent for equal content.
+
+        Plain `os` calls on string paths: this runs once per delivered message, in a
+        store thread that competes with the event loop for the GIL, and each Python-level
+        step (pathlib objects, buffered file objects) is time the loop waits.
+        """
         digest = hashlib.sha256()
-        tmp_path = self.tmp / f"{uuid.uuid4().hex}.part"
-        with open(tmp_path, "wb") as out:
+        tmp_path = f"{self._tmp_prefix}{uuid.uuid4().hex}.part"
+        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
             for chunk in chunks:
                 digest.update(chunk)
-                out.write(chunk)
-            out.flush()
+                view = memoryview(chunk)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
             if self.durable:
-                os.fsync(out.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         sha = digest.hexdigest()
-        final = self.path(sha)
-        if final.exists():
-            tmp_path.unlink(missing_ok=True)
+        final = f"{self._root_prefix}{sha[:2]}/{sha}"
+        if os.path.exists(final):
+            os.unlink(tmp_path)
             return sha
         os.replace(tmp_path, final)
         if self.durable:
-            _fsync_dir(final.parent)
+            os.fsync(self._directory_fd(sha[:2]))
         return sha
+
+    def _directory_fd(self, fanout: str) -> int:
+        """An open descriptor of a fan-out directory, kept for fsync after each rename."""
+        fd = self._dir_fds.get(fanout)
+        if fd is None:
+            with self._lock:
+                fd = self._dir_fds.get(fanout)
+                if fd is None:
+                    fd = os.open(self.root / fanout, os.O_RDONLY | os.O_DIRECTORY)
+                    self._dir_fds[fanout] = fd
+        return fd
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._dir_fds.values():
+                os.close(fd)
+            self._dir_fds.clear()
 
     def read(self, sha256: str) -> bytes:
         try:
