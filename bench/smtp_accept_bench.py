@@ -170,6 +170,8 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--servers", default="bare,sqlite,postgresql")
     parser.add_argument("--transports", default="plain,starttls")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="record each mss run with py-spy (pip install py-spy) into DIR/*.txt (collapsed stacks)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="smtp-bench-"))
     messages = [make_message(n) for n in range(50)]
@@ -196,8 +198,18 @@ def main() -> None:
         for transport in args.transports.split(","):
             for concurrency in (int(c) for c in args.concurrency.split(",")):
                 total = args.messages if concurrency > 1 else max(100, args.messages // 3)
+                spy = None
+                if args.profile and inst is not None:
+                    Path(args.profile).mkdir(parents=True, exist_ok=True)
+                    svg = Path(args.profile) / f"{server_kind}-{transport}-c{concurrency}.txt"
+                    spy = subprocess.Popen(["py-spy", "record", "--threads", "--format", "raw", "--pid", str(pid), "-o", str(svg)],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    time.sleep(1)
                 elapsed, lat = asyncio.run(load(port, tls_ctx if transport == "starttls" else None,
                                                 concurrency, total, messages))
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(30)
                 lat.sort()
                 row = {
                     "server": "aiosmtpd (discard)" if server_kind == "bare" else f"mss ({server_kind})",
