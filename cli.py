@@ -151,6 +151,8 @@ def serve(env: Env, only: str) -> None:
     # logs and a tenth of the event loop's time under load. Our own handlers log what matters.
     if config.server.log_level != "DEBUG":
         logging.getLogger("mail.log").setLevel(logging.WARNING)
+        # Alembic announces each of its plugins at INFO on every start.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     names = [n.strip() for n in only.split(",") if n.strip()] or None
     sys.exit(run_server(config, names))
 

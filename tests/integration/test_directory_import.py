@@ -112,3 +112,21 @@ def test_import_then_ldapsearch(instance_factory, tmp_path):
     assert r.returncode == 1 and "no directory entry for accueil@sante.example" in r.stderr
     r = inst.mss("directory", "remove", "not@an@address", check=False)
     assert r.returncode == 1 and "not a mail address" in r.stderr
+
+
+def test_readme_tour_shipped_samples_then_ldapsearch(instance_factory):
+    """The README's directory step, on the sample files shipped in conf/samples/directory."""
+    from pathlib import Path
+
+    samples = Path(__file__).resolve().parents[2] / "conf" / "samples" / "directory"
+    inst = instance_factory("mss.localhost")
+    reports = [json.loads(inst.mss("directory", "import", str(samples / name), "--json").stdout)
+               for name in ("PS_LibreAcces_Personne_activite_demo.txt", "Extraction_Correspondance_MSSante_demo.txt")]
+    assert [(r["kind"], r["read"], r["rejected"]) for r in reports] == [("activity", 4, 1), ("mssante", 4, 1)]
+    assert "check digit" in reports[0]["rejected_lines"][0]["reason"]
+    assert reports[1]["rejected_lines"][0]["line"] == 5
+    inst.start("ldap")
+    found = ldapsearch(inst, "(mail=helene.lefevre@mss.localhost)", "rppsId", "finessId", "mailboxType")
+    assert "rppsId: 10000005016" in found and "mailboxType: PER" in found and "finessId: 420005019" in found
+    org = ldapsearch(inst, "(&(l=saint-*)(mailboxType=ORG))", "mail")
+    assert org.count("dn: ") == 1 and "mail: secretariat.tilleuls@mss.localhost" in org
