@@ -62,6 +62,14 @@ class BlobStore:
         return self.path(sha256).exists()
 
     def put(self, data: bytes) -> str:
+        """Store bytes held in memory; the same content already stored is not written again
+        (a submission's copy in Sent, a message to several local mailboxes)."""
+        sha = hashlib.sha256(data).hexdigest()
+        if os.path.exists(f"{self._root_prefix}{sha[:2]}/{sha}"):
+            if self.durable:
+                # Its writer may still be between rename and directory fsync.
+                os.fsync(self._directory_fd(sha[:2]))
+            return sha
         return self.put_chunks([data])
 
     def put_chunks(self, chunks: Iterable[bytes]) -> str:
