@@ -1,7 +1,8 @@
-"""Group commit: concurrent deliveries share one SQLite write transaction.
+"""Group commit: concurrent deliveries share one write transaction.
 
 SQLite has one writer, so concurrent SMTP sessions queue for the write lock and each
-pays its own BEGIN IMMEDIATE, commit and fsync. A single committer thread takes every
+pays its own BEGIN IMMEDIATE, commit and fsync; on PostgreSQL, deliveries to one
+mailbox queue on its row lock and each pays its own commit. A single committer thread takes every
 request waiting at that moment, runs each in its own SAVEPOINT (one failing request
 rolls back alone), commits once, and only then releases the callers: each is still
 acknowledged only after its rows are durable.

@@ -47,8 +47,10 @@ class Store(MailboxAdmin, AuthOps, DeliveryOps, OutboundOps, MessageOps):
     ) -> None:
         self.db = Database(url, pool_size=pool_size, echo=echo)
         self.blobs = BlobStore(blob_root, durable=durable)
-        # SQLite: concurrent deliveries share one write transaction (group commit).
-        self._committer = GroupCommitter(self.db) if self.db.is_sqlite else None
+        # Concurrent deliveries share one write transaction (group commit): SQLite has one
+        # writer, and on PostgreSQL deliveries to one mailbox queue on its row lock anyway
+        # (measured: 183 -> 298 msg/s at 8 connections, p99 122 -> 50 ms).
+        self._committer = GroupCommitter(self.db)
         self.changes = ChangeBus()
         self.default_quota = default_quota
         self.auth_delay_after = auth_delay_after
@@ -90,16 +92,12 @@ class Store(MailboxAdmin, AuthOps, DeliveryOps, OutboundOps, MessageOps):
         upgrade(self.db.engine)
 
     def write_grouped(self, work: Callable[[Connection], T]) -> T:
-        """Run `work` in a Core write transaction, shared with concurrent callers on SQLite."""
-        if self._committer is not None:
-            return self._committer.submit(work)
-        with self.db.write_connection() as connection:
-            return work(connection)
+        """Run `work` in a Core write transaction shared with concurrent callers."""
+        return self._committer.submit(work)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
-        if self._committer is not None:
-            self._committer.close()
+        self._committer.close()
         self.blobs.close()
         self.db.dispose()
 

@@ -1,8 +1,8 @@
 """Concurrent deliveries written together: batched statements, isolation of a bad request.
 
-Run on both engines (the `store` fixture): on SQLite concurrent deliveries share one
-transaction through the group committer, on PostgreSQL each has its own; either way
-UIDs are unique and contiguous, counters add up and the audit chain holds.
+Run on both engines (the `store` fixture): concurrent deliveries share one transaction
+through the group committer; UIDs are unique and contiguous, counters add up and the
+audit chain holds.
 """
 
 from __future__ import annotations
@@ -91,11 +91,7 @@ def _submit_together(committer: GroupCommitter, works: list) -> list[Future]:
     return futures
 
 
-def test_a_request_for_a_missing_folder_fails_alone(tmp_path):
-    from mssmail.store.service import Store
-
-    store = Store(f"sqlite:///{tmp_path}/mss.db", tmp_path / "blobs")
-    store.migrate()
+def test_a_request_for_a_missing_folder_fails_alone(store):
     store.create_mailbox("b@a.example")
     committer = store._committer
     assert committer is not None
@@ -110,14 +106,9 @@ def test_a_request_for_a_missing_folder_fails_alone(tmp_path):
     assert sorted([first["b@a.example"].uid, third["b@a.example"].uid]) == [1, 2]
     with store.db.read() as s:
         assert audit.verify(s).ok and audit.verify(s).checked == 3  # the mailbox creation, two deliveries
-    store.close()
 
 
-def test_a_batch_that_fails_as_a_whole_falls_back_to_one_request_at_a_time(tmp_path):
-    from mssmail.store.service import Store
-
-    store = Store(f"sqlite:///{tmp_path}/mss.db", tmp_path / "blobs")
-    store.migrate()
+def test_a_batch_that_fails_as_a_whole_falls_back_to_one_request_at_a_time(store):
     store.create_mailbox("b@a.example")
     calls: list[int] = []
 
@@ -139,4 +130,3 @@ def test_a_batch_that_fails_as_a_whole_falls_back_to_one_request_at_a_time(tmp_p
     with store.db.read() as s:
         assert s.execute(select(func.count()).select_from(Message)).scalar() == 2
         assert audit.verify(s).ok
-    store.close()
