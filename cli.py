@@ -461,12 +461,23 @@ def cert_issue(env: Env, address: str, usage: str, rpps: str | None, display_nam
             display_name = display_name or info["display_name"]
         except StoreError:
             pass
-    entry = _keystore(env).issue(address, usage, rpps=rpps, display_name=display_name, days=days)
+    ks = _keystore(env)
+    entry = ks.issue(address, usage, rpps=rpps, display_name=display_name, days=days)
+    entry["published"] = _publish(env, ks, address, usage)
     if as_json:
         print_json(entry)
     else:
         click.echo(f"issued {usage} certificate {entry['serial']} for {entry['address']} "
-                   f"({entry['subject']}), valid until {entry['not_after'][:10]}")
+                   f"({entry['subject']}), valid until {entry['not_after'][:10]}"
+                   + ("; published in the directory" if entry["published"] else ""))
+
+
+def _publish(env: Env, ks: Any, address: str, usage: str) -> bool:
+    """Publish our new certificate on the address's directory entry (userCertificate;binary)."""
+    from crypto.publication import publish
+
+    cred = ks.get(address, usage)
+    return cred is not None and publish(env.store, address, usage, cred.certificate)
 
 
 @cert_group.command("export")
@@ -497,9 +508,11 @@ def cert_export(env: Env, address: str, usage: str, with_chain: bool) -> None:
 def cert_import(env: Env, address: str, pkcs12_file: str, usage: str | None, password_stdin: bool) -> None:
     """Import a certificate and its private key (PKCS#12) for ADDRESS."""
     password = read_secret_stdin().encode() if password_stdin else None
-    entry = _keystore(env).import_pkcs12(address, Path(pkcs12_file).read_bytes(), password, usage)
+    ks = _keystore(env)
+    entry = ks.import_pkcs12(address, Path(pkcs12_file).read_bytes(), password, usage)
+    published = _publish(env, ks, address, entry["usage"])
     click.echo(f"imported {entry['usage']} certificate {entry['serial']} for {entry['address']} "
-               f"({entry['subject']})")
+               f"({entry['subject']})" + ("; published in the directory" if published else ""))
 
 
 @cert_group.command("trust")
@@ -539,8 +552,15 @@ def cert_list(env: Env, as_json: bool) -> None:
 @operational
 def cert_revoke(env: Env, what: str) -> None:
     """Revoke a certificate (hex serial) or all of an address's; rewrites DATA/pki/crl.pem."""
-    for serial in _keystore(env).revoke(what):
+    from crypto.publication import withdraw
+
+    ks = _keystore(env)
+    serials = ks.revoke(what)
+    for serial in serials:
         click.echo(f"revoked {serial}")
+    withdrawn = withdraw(env.store, ks, serials)
+    if withdrawn:
+        click.echo(f"withdrawn from the directory: {withdrawn} certificate(s)")
 
 
 @cert_group.command("crl")
@@ -562,6 +582,7 @@ def cert_protect(env: Env, file: str, signer: str | None, recipients: tuple[str,
                  no_attachment_signatures: bool) -> None:
     """Sign and/or encrypt a message file (.eml) with S/MIME; the result goes to stdout."""
     from crypto.analyse import protect_message
+    from crypto.context import trust_for
     from crypto.mailflow import recipient_certificate
 
     if not signer and not recipients:
@@ -571,8 +592,9 @@ def cert_protect(env: Env, file: str, signer: str | None, recipients: tuple[str,
     if signer and (cred is None or cred.key is None):
         fail(f"the server holds no signature key for {signer.lower()}.")
     certs = []
+    trust = trust_for(env.config, ks)
     for rcpt in recipients:
-        cert = recipient_certificate(ks, rcpt)
+        cert = recipient_certificate(ks, rcpt, env.store, trust)
         if cert is None:
             fail(f"no encryption certificate for {rcpt.lower()}.")
         certs.append(cert)

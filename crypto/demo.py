@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from crypto.context import keystore_for
+from crypto.publication import publish
 
 
 def create_demo(store: Any, config: Any) -> list[str]:
@@ -18,6 +19,9 @@ def create_demo(store: Any, config: Any) -> list[str]:
         address = f"{local}@{config.server.domain}"
         for usage in ("signature", "encryption"):
             entry = ks.issue(address, usage, rpps=owner, display_name=name.split(" (")[0])
+            cred = ks.get(address, usage)
+            if cred is not None:
+                publish(store, address, usage, cred.certificate)
             lines.append(f"  {address:<40} {usage:<11} serial {entry['serial'][:16]}")
     ks.write_crl()
     return lines

@@ -22,6 +22,7 @@ from crypto import report as rep
 from crypto.context import keystore_for, trust_for
 from crypto.keystore import KeyStore
 from crypto.pgp import Pgp
+from crypto.publication import find_encryption_certificate
 
 log = logging.getLogger(__name__)
 
@@ -72,26 +73,18 @@ def policy_for(config: Any, store: Any, sender: str) -> Policy:
     return Policy(bool(sign), encrypt)
 
 
-def recipient_certificate(ks: KeyStore, address: str) -> x509.Certificate | None:
-    """Our own store first, then the directory (directory.api.certificate_for) if present."""
-    cred = ks.get(address, "encryption")
-    if cred is not None:
-        return cred.certificate
-    try:
-        directory_api = importlib.import_module("directory.api")
-    except ModuleNotFoundError:
-        return None
-    lookup = getattr(directory_api, "certificate_for", None)
-    if lookup is None:
-        return None
-    try:
-        found = lookup(address, "encryption")
-    except Exception:  # the directory being down must not crash submission
-        log.exception("directory certificate lookup failed for %s", address)
-        return None
-    if found is None or isinstance(found, x509.Certificate):
-        return found
-    return x509.load_pem_x509_certificate(found if isinstance(found, bytes) else str(found).encode())
+def recipient_certificate(ks: KeyStore, address: str, store: Any = None,
+                          trust: smime.Trust | None = None) -> x509.Certificate | None:
+    """The certificate to encrypt to: our PKI's, else the directory's, valid and trusted."""
+    cert, why = find_encryption_certificate(ks, trust or trust_for_keystore(ks), address, store)
+    if cert is None and why != "no encryption certificate":
+        log.info("no usable encryption certificate for %s: %s", address, why)
+    return cert
+
+
+def trust_for_keystore(ks: KeyStore) -> smime.Trust:
+    """What the key store alone trusts (its CA, `mss cert trust` anchors, its CRLs)."""
+    return smime.Trust(ks.anchors(), ks.crls())
 
 
 def protect_outgoing(config: Any, store: Any, sender: str, recipients: list[str], message: bytes,
@@ -112,8 +105,9 @@ def protect_outgoing(config: Any, store: Any, sender: str, recipients: list[str]
     certs: list[x509.Certificate] = []
     if policy.encrypt != "never":
         missing = []
+        trust = trust_for(config, ks)
         for rcpt in recipients:
-            cert = recipient_certificate(ks, rcpt)
+            cert = recipient_certificate(ks, rcpt, store, trust)
             if cert is None:
                 missing.append(rcpt)
             elif cert not in certs:

@@ -50,3 +50,32 @@ def autocomplete(store: Any, prefix: str, limit: int = 20) -> list[dstore.Entry]
         return []
     node = Or(tuple(Substrings(a, prefix, (), None) for a in AUTOCOMPLETE_ATTRS))
     return dstore.search(store, node, limit=limit)
+
+
+def publish_certificate(store: Any, address: str, usage: str, der: bytes,
+                        not_after: Any = None) -> bool:
+    """Publish a certificate on the entry of `address`; False when the directory has no entry.
+
+    Publishing the same certificate twice is a no-op (certificates are keyed by SHA-256)."""
+    if usage not in ("signature", "encryption"):
+        raise ValueError("certificate usage must be 'signature' or 'encryption'")
+    digest = hashlib.sha256(der).hexdigest()
+    with store.db.write() as s:
+        mid = s.scalar(select(DirMailbox.id).where(DirMailbox.address_lc == address.lower()))
+        if mid is None:
+            return False
+        if s.scalar(select(DirCertificate.id).where(DirCertificate.sha256 == digest)) is None:
+            s.add(DirCertificate(mailbox_id=mid, usage=usage, der=der, sha256=digest,
+                                 not_after=not_after))
+        return True
+
+
+def withdraw_certificates(store: Any, digests: list[str]) -> int:
+    """Remove published certificates by SHA-256 (a revoked certificate leaves the directory)."""
+    if not digests:
+        return 0
+    with store.db.write() as s:
+        rows = list(s.scalars(select(DirCertificate).where(DirCertificate.sha256.in_(digests))))
+        for row in rows:
+            s.delete(row)
+        return len(rows)
