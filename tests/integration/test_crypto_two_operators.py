@@ -24,14 +24,6 @@ from tests.support.instance import MssInstance
 pytestmark = pytest.mark.timeout(240)
 
 
-def _federate(here: MssInstance, other: MssInstance) -> None:
-    here.configure("trust", "ca_files", json.dumps(["pki/ca.pem", str(other.ca_file)]))
-    here.configure("trust", "domains", json.dumps([other.domain]))
-    here.configure("relay", "routes", json.dumps([f"{other.domain}=127.0.0.1:{other.ports['smtp']}"]))
-    here.configure("relay", "poll_interval", '"1s"')
-    here.configure("relay", "retry_initial", '"1s"')
-
-
 def _send(inst: MssInstance, sender: str, rcpts: list[str], raw: bytes) -> dict:
     context = ssl.create_default_context(cafile=str(inst.ca_file))
     with smtplib.SMTP("127.0.0.1", inst.ports["submission"], timeout=60) as smtp:
@@ -57,8 +49,8 @@ def _stored_inbox(inst: MssInstance, address: str, timeout: float = 60) -> list[
 def test_encrypted_to_a_certificate_found_in_the_directory(instance_factory, tmp_path):
     a = instance_factory("a.example")
     b = instance_factory("b.example")
-    _federate(a, b)
-    _federate(b, a)
+    a.federate_with(b)
+    b.federate_with(a)
     jean, claire = a.address("jean.martin"), b.address("claire.durand")
 
     # B publishes its doctors' certificates in its directory (mss init --demo, mss cert issue).

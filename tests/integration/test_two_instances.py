@@ -18,15 +18,6 @@ from tests.support.instance import MssInstance
 pytestmark = pytest.mark.timeout(180)
 
 
-def _federate(here: MssInstance, other: MssInstance) -> None:
-    here.configure("trust", "ca_files", json.dumps(["pki/ca.pem", str(other.ca_file)]))
-    here.configure("trust", "domains", json.dumps([other.domain]))
-    here.configure("trust", "require_client_cert", "true")
-    here.configure("relay", "routes", json.dumps([f"{other.domain}=127.0.0.1:{other.ports['smtp']}"]))
-    here.configure("relay", "poll_interval", '"1s"')
-    here.configure("relay", "retry_initial", '"1s"')
-
-
 def _submit(inst: MssInstance, sender: str, rcpt: str, raw: bytes) -> None:
     context = ssl.create_default_context(cafile=str(inst.ca_file))
     with smtplib.SMTP("127.0.0.1", inst.ports["submission"], timeout=30) as smtp:
@@ -63,8 +54,8 @@ def _stored(inst: MssInstance, address: str) -> list[bytes]:
 def test_mail_goes_a_to_b_and_back(instance_factory):
     a = instance_factory("a.example")
     b = instance_factory("b.example")
-    _federate(a, b)
-    _federate(b, a)
+    a.federate_with(b, require_client_cert=True)
+    b.federate_with(a, require_client_cert=True)
     a.start()
     b.start()
     jean, claire = a.address("jean.martin"), b.address("claire.durand")

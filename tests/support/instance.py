@@ -3,6 +3,7 @@ directory, ephemeral loopback ports, `mss serve` as a subprocess."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -76,6 +77,16 @@ class MssInstance:
 
     def configure(self, section: str, key: str, value: str) -> None:
         set_toml(self.config_path, section, key, value)
+
+    def federate_with(self, other: MssInstance, *, require_client_cert: bool = False) -> None:
+        """Put `other` in this instance's space of trust: its CA, its domain, a route to its MX."""
+        self.configure("trust", "ca_files", json.dumps(["pki/ca.pem", str(other.ca_file)]))
+        self.configure("trust", "domains", json.dumps([other.domain]))
+        if require_client_cert:
+            self.configure("trust", "require_client_cert", "true")
+        self.configure("relay", "routes", json.dumps([f"{other.domain}=127.0.0.1:{other.ports['smtp']}"]))
+        self.configure("relay", "poll_interval", '"1s"')
+        self.configure("relay", "retry_initial", '"1s"')
 
     def start(self, *only: str, timeout: float = 60) -> None:
         args = [*MSS, "--data", str(self.data), "serve"]
