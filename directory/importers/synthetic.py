@@ -1,7 +1,9 @@
 """Synthetic national extraction files (tests, benchmark, demos): same columns as the real ones.
 
 `activity_line()` / `mssante_line()` build one line from a few named fields; the others are
-left empty or filled with plausible constants. `activity_file()` writes N rows streaming.
+left empty or filled with plausible constants. `write_activity_file()` / `write_mssante_file()`
+write N rows streaming (the benchmarks' 1M-row files); both draw family names from
+`family_name()`, spread like a national file's (a few common names, many rare ones).
 """
 
 from __future__ import annotations
@@ -82,6 +84,25 @@ FAMILIES = ("Martin", "Bernard", "Thomas", "Petit", "Robert", "Richard", "Durand
 GIVENS = ("Jean", "Marie", "Pierre", "Anne", "Hélène", "Luc", "Élodie", "François", "Chloé", "Noël")
 CITIES = (("75001", "Paris"), ("69001", "Lyon"), ("13001", "Marseille"), ("31000", "Toulouse"),
           ("06000", "Nice"), ("44000", "Nantes"), ("67000", "Strasbourg"), ("34000", "Montpellier"))
+# Syllables of the generated family names: 40 x 40 two-syllable and 64,000 three-syllable names.
+SYLLABLES = ("ba", "bel", "ber", "bon", "bou", "ca", "cha", "col", "da", "del", "du", "fa", "fer", "ga",
+             "gil", "gou", "la", "lan", "le", "lou", "ma", "mar", "mo", "na", "no", "pa", "per", "pi", "ra",
+             "ren", "ri", "ro", "sa", "sel", "ta", "ter", "tho", "va", "vi", "ye")
+DOMAINS = ("sante.example", "hopital.example", "medecin.example", "pharma.example")
+
+
+def family_name(person: int) -> str:
+    """A family name with a national-file-like spread: 10% share 18 common names (about 0.55% of
+    the people each), 20% 1,600 two-syllable names, 70% 64,000 three-syllable ones."""
+    h = (person * 2654435761) & 0xFFFFFFFF
+    r, h = h % 100, h // 100
+    if r < 10:
+        return FAMILIES[h % len(FAMILIES)]
+    n = len(SYLLABLES)
+    name = SYLLABLES[h % n] + SYLLABLES[(h // n) % n]
+    if r >= 30:
+        name += SYLLABLES[(h // (n * n)) % n]
+    return name.capitalize()
 
 
 def activity_rows(n: int, *, seed: int = 0) -> Iterator[str]:
@@ -89,7 +110,7 @@ def activity_rows(n: int, *, seed: int = 0) -> Iterator[str]:
     i = row = 0
     while row < n:
         person = seed + i
-        fam = FAMILIES[person % len(FAMILIES)] + ("" if person % 7 else "-" + FAMILIES[(person // 7) % 18])
+        fam = family_name(person)
         for k in range(1 + (person % 5 == 0) + (person % 5 == 1)):
             if row >= n:
                 break
@@ -104,14 +125,51 @@ def activity_rows(n: int, *, seed: int = 0) -> Iterator[str]:
         i += 1
 
 
-def write_activity_file(path: Path, n: int, *, encoding: str = "utf-8", seed: int = 0) -> Path:
+def _ascii(s: str) -> str:
+    return s.translate(str.maketrans("àâçéèêëîïôöùûüÀÂÇÉÈÊËÎÏÔÖÙÛÜ", "aaceeeeiioouuuAACEEEEIIOOUUU"))
+
+
+def mssante_rows(n: int, *, seed: int = 0) -> Iterator[str]:
+    """`n` MSSanté lines (one mailbox each): per 20 professionals, 20 personal mailboxes, 3 second
+    ones at another operator, and one organisational mailbox of their site (24 lines)."""
+    person = seed
+    row = 0
+    while row < n:
+        fam, given = family_name(person), GIVENS[person % len(GIVENS)]
+        site = person // 20
+        pc, city = CITIES[site % len(CITIES)]
+        local = _ascii(f"{given}.{fam}").lower().replace(" ", "-")
+        site_name = f"Cabinet {FAMILIES[site % 18]} {site}"
+        kw = dict(bal_type="PER", rpps_id=rpps(person), family=fam.upper(), given=given,
+                  structure_id=f"R1{site:08d}", site_name=site_name, postal_code=pc, city_line=f"{pc} {city.upper()}")
+        lines = [mssante_line(address=f"{local}.{person}@{DOMAINS[person % 4]}", **kw)]
+        if person % 20 in (0, 7, 14):
+            lines.append(mssante_line(address=f"{local}.{person}@{DOMAINS[(person + 1) % 4]}", **kw))
+        if person % 20 == 19:
+            lines.append(mssante_line(address=f"secretariat.{site}@{DOMAINS[site % 4]}", bal_type="ORG",
+                                      structure_id=f"R1{site:08d}", service="Secrétariat", site_name=site_name,
+                                      postal_code=pc, city_line=f"{pc} {city.upper()}"))
+        yield from lines[:n - row]
+        row += min(len(lines), n - row)
+        person += 1
+
+
+def _write(path: Path, header: str, rows: Iterator[str], encoding: str) -> Path:
     with open(path, "w", encoding=encoding, newline="") as f:
-        f.write(ACTIVITY_HEADER)
+        f.write(header)
         buf: list[str] = []
-        for line in activity_rows(n, seed=seed):
+        for line in rows:
             buf.append(line)
             if len(buf) >= 10_000:
                 f.write("".join(buf))
                 buf.clear()
         f.write("".join(buf))
     return path
+
+
+def write_mssante_file(path: Path, n: int, *, encoding: str = "utf-8", seed: int = 0) -> Path:
+    return _write(path, MSSANTE_HEADER, mssante_rows(n, seed=seed), encoding)
+
+
+def write_activity_file(path: Path, n: int, *, encoding: str = "utf-8", seed: int = 0) -> Path:
+    return _write(path, ACTIVITY_HEADER, activity_rows(n, seed=seed), encoding)
