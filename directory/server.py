@@ -1,24 +1,28 @@
-"""The LDAP listener: ldaptor's BER codec and request dispatch, our own search path.
+"""The LDAP listener: our own search path, ldaptor's codec and dispatch for the rest.
 
 ldaptor's in-memory tree walks every entry per search (../shared/research/mssante.md), so this
-server subclasses `BaseLDAPServer` only for decoding/dispatch and answers searches from the
-SQL translation of the filter (directory.sqlfilter). Filters arrive as ldaptor objects; their
-decoded BER structure is converted to our filter AST (directory.ldapfilter: ldaptor's own
-`asText()` breaks on bytes values under Python 3).
+server subclasses `BaseLDAPServer` for binds, writes and StartTLS only. Searches, nearly all of
+the traffic, take a lean path: `dataReceived` frames each LDAPMessage and decodes a
+SearchRequest with directory.ber (straight to our filter AST), the filter becomes SQL text
+(directory.sqlfilter), the query runs inline on a dedicated SQLite connection within a small
+budget (directory.store.Reader; over budget or on PostgreSQL it runs on the store's executor,
+bridged into Twisted with `Deferred.fromFuture`), and the entries are encoded by directory.ber
+in one write.
 
 DIT (our choice): `<base>` (organization) > `ou=mailboxes,<base>` > `mail=<address>,ou=...`.
-Blocking SQL runs on the store's executor (`store.run`) bridged into Twisted with
-`Deferred.fromFuture`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import operator
 import time
+from collections.abc import Callable
 from typing import Any
 
-from ldaptor.protocols import pureldap
+from ldaptor.protocols import pureber, pureldap
 from ldaptor.protocols.ldap import ldaperrors
 from ldaptor.protocols.ldap.distinguishedname import (
     DistinguishedName,
@@ -27,10 +31,9 @@ from ldaptor.protocols.ldap.distinguishedname import (
 from ldaptor.protocols.ldap.ldapserver import BaseLDAPServer
 from twisted.internet import defer, protocol
 
-from directory import entrymap, paging, schema
+from directory import ber, entrymap, paging, schema
 from directory import store as dstore
 from directory.filters import FilterError, Present
-from directory.ldapfilter import convert
 
 log = logging.getLogger("mss.ldap")
 
@@ -41,27 +44,57 @@ def _dn_norm(dn: str) -> str:
     return ",".join(p.strip().lower() for p in dn.split(",") if p.strip())
 
 
+def _one(field: str, fmt: Callable[[Any], str] | None = None) -> Callable[[dstore.Entry], list[str] | None]:
+    get = operator.attrgetter(field)
+    if fmt is None:
+        return lambda e: [v] if (v := get(e)) else None
+    return lambda e: [fmt(get(e))]
+
+
+def _bool(v: Any) -> str:
+    return "TRUE" if v else "FALSE"
+
+
+# The LDAP attributes of a mailbox entry (schema in directory/schema.py), in the order they are
+# written: (name, the entry's values or None when absent).
+ENTRY_ATTRIBUTES: tuple[tuple[str, Callable[[dstore.Entry], list[str] | None]], ...] = (
+    ("objectClass", lambda e: MAILBOX_CLASS_NAMES),
+    ("mail", _one("address")),
+    ("cn", lambda e: [e.display_name or e.address]),
+    ("sn", lambda e: [e.family_name or e.display_name or e.address]),
+    ("mailboxType", _one("bal_type")),
+    ("preferredRank", _one("preferred_rank", str)),
+    ("acceptsDematerialised", _one("dematerialised", _bool)),
+    ("givenName", _one("given_name")),
+    ("displayName", _one("display_name")),
+    ("rppsId", _one("rpps")),
+    ("nationalId", _one("national_id")),
+    ("professionCode", _one("profession_code")),
+    ("professionLabel", _one("profession_label")),
+    ("o", _one("structure")),
+    ("l", _one("city")),
+    ("finessId", _one("finess")),
+    ("ou", _one("service")),
+)
+PRIVILEGED_ATTRIBUTES = (("unlisted", _one("unlisted", _bool)),)
+MAILBOX_CLASS_NAMES = [c.decode() for c in MAILBOX_CLASSES]
+
+
+@functools.lru_cache(maxsize=256)
+def attribute_plan(wanted: tuple[str, ...], privileged: bool) -> tuple:
+    """The (name, getter) pairs an entry is written with for the requested attribute list."""
+    every = ENTRY_ATTRIBUTES + (PRIVILEGED_ATTRIBUTES if privileged else ())
+    names = [w.lower() for w in wanted]
+    if not names or "*" in names:
+        return every
+    if names == ["1.1"]:
+        return ()
+    return tuple((n, get) for n, get in every if n.lower() in names)
+
+
 def entry_attributes(e: dstore.Entry, *, privileged: bool) -> dict[str, list[str]]:
-    """The LDAP attributes of a mailbox entry (schema in directory/schema.py)."""
-    attrs: dict[str, list[str]] = {
-        "objectClass": [c.decode() for c in MAILBOX_CLASSES],
-        "mail": [e.address],
-        "cn": [e.display_name or e.address],
-        "sn": [e.family_name or e.display_name or e.address],
-        "mailboxType": [e.bal_type],
-        "preferredRank": [str(e.preferred_rank)],
-        "acceptsDematerialised": ["TRUE" if e.dematerialised else "FALSE"],
-    }
-    optional = {
-        "givenName": e.given_name, "displayName": e.display_name, "rppsId": e.rpps,
-        "nationalId": e.national_id, "professionCode": e.profession_code,
-        "professionLabel": e.profession_label, "o": e.structure, "l": e.city, "finessId": e.finess,
-        "ou": e.service,
-    }
-    attrs.update({k: [v] for k, v in optional.items() if v})
-    if privileged:
-        attrs["unlisted"] = ["TRUE" if e.unlisted else "FALSE"]
-    return attrs
+    """The LDAP attributes of a mailbox entry, all of them."""
+    return {n: v for n, get in attribute_plan((), privileged) if (v := get(e))}
 
 
 def select_attributes(attrs: dict[str, list[str]], wanted: list[str]) -> dict[str, list[str]]:
@@ -75,9 +108,10 @@ def select_attributes(attrs: dict[str, list[str]], wanted: list[str]) -> dict[st
 
 
 class DirectoryLDAPServer(BaseLDAPServer):
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: Any, reader: dstore.Reader) -> None:
         super().__init__()
         self.ctx = ctx
+        self.reader = reader
         self.cfg = ctx.config.directory
         self.base = _dn_norm(self.cfg.base_dn)
         self.ou = "ou=mailboxes," + self.base
@@ -163,83 +197,155 @@ class DirectoryLDAPServer(BaseLDAPServer):
     def handle_LDAPUnbindRequest(self, request, controls, reply):
         self.transport.loseConnection()
 
-    fail_LDAPSearchRequest = pureldap.LDAPSearchResultDone
+    # --- searches (RFC 4511 section 4.5) -------------------------------------------------
 
-    @defer.inlineCallbacks
-    def handle_LDAPSearchRequest(self, request, controls, reply):
-        base = _dn_norm(request.baseObject.decode() if isinstance(request.baseObject, bytes)
-                        else request.baseObject)
-        wanted = [a.decode() if isinstance(a, bytes) else a for a in request.attributes]
-        if base == "" and request.scope == pureldap.LDAP_SCOPE_baseObject:
-            self._send(reply, "", self._root_dse(), wanted)
-            return pureldap.LDAPSearchResultDone(resultCode=0)
-        if base == "cn=subschema" and request.scope == pureldap.LDAP_SCOPE_baseObject:
-            self._send(reply, "cn=subschema", schema.subschema_entry(), wanted or ["*"])
-            return pureldap.LDAPSearchResultDone(resultCode=0)
+    def dataReceived(self, data: bytes) -> None:
+        """Frame LDAPMessages; SearchRequests take our path, the rest ldaptor's decoder."""
+        self.buffer += data
+        while self.buffer:
+            try:
+                end = ber.message_end(self.buffer)
+                if end is None:
+                    return
+                msg, self.buffer = self.buffer[:end], self.buffer[end:]
+                tag = ber.op_tag(msg)
+            except (ber.BERError, IndexError) as exc:
+                # RFC 4511 section 4.1.1: a PDU that cannot be parsed ends the session.
+                log.info("ldap: malformed message, closing the connection: %s", exc)
+                self.buffer = b""
+                self.transport.loseConnection()
+                return
+            if tag == ber.SEARCH_REQUEST:
+                self._search(msg)
+            else:
+                o, _ = pureber.berDecodeObject(self.berdecoder, msg)
+                self.handle(o)
+
+    def _search(self, msg: bytes) -> None:
         try:
-            node = convert(request.filter)
+            req = ber.decode_search(msg)
         except FilterError as exc:
-            raise ldaperrors.LDAPProtocolError(str(exc).encode()) from exc
+            self.transport.write(ber.done(ber.message_id(msg), ldaperrors.LDAPProtocolError.resultCode, str(exc)))
+            return
+        except (ber.BERError, IndexError) as exc:
+            log.info("ldap: malformed search request, closing the connection: %s", exc)
+            self.transport.loseConnection()
+            return
+        try:
+            d = self._answer(req)
+        except Exception as exc:
+            self._search_failed(exc, req.msg_id)
+            return
+        if d is not None:
+            d.addErrback(lambda f: self._search_failed(f.value, req.msg_id))
+
+    def _search_failed(self, exc: BaseException, msg_id: int) -> None:
+        if isinstance(exc, ldaperrors.LDAPException):
+            code, message = exc.resultCode, exc.message or b""
+        else:
+            log.error("ldap: search failed", exc_info=exc)
+            code, message = ldaperrors.LDAPOther.resultCode, b"internal error"
+        if self.connected:
+            self.transport.write(ber.done(msg_id, code, message if isinstance(message, bytes) else str(message)))
+
+    def _query(self, deadline: float, fn: Callable[..., Any], then: Callable[[Any], None]) -> defer.Deferred | None:
+        """`then(fn(connection))`: inline when the reader answers within its budget, else on the
+        store's executor under the search's time limit (a Deferred)."""
+        result = self.reader.inline(fn)
+        if result is not dstore.Reader.OVER_BUDGET:
+            then(result)
+            return None
+        return self._timed(deadline, self.reader.pooled, fn).addCallback(then)
+
+    def _answer(self, req: ber.SearchRequest) -> defer.Deferred | None:
+        base = _dn_norm(req.base)
+        mid, scope, wanted = req.msg_id, req.scope, req.attributes
+        if base == "" and scope == pureldap.LDAP_SCOPE_baseObject:
+            self.transport.write(self._fixed(mid, "", self._root_dse(), wanted) + ber.done(mid))
+            return None
+        if base == "cn=subschema" and scope == pureldap.LDAP_SCOPE_baseObject:
+            self.transport.write(self._fixed(mid, "cn=subschema", schema.subschema_entry(), wanted or ["*"])
+                                 + ber.done(mid))
+            return None
+        node = req.filter
         limit = self.cfg.size_limit
-        if request.sizeLimit:
-            limit = min(limit, request.sizeLimit) if not self.admin else request.sizeLimit
+        if req.size_limit:
+            limit = min(limit, req.size_limit) if not self.admin else req.size_limit
         # RFC 4511 section 4.5.1.5: the client's timeLimit (0 = none asked), capped by the server's
         # own limit except for administrators, as sizeLimit.
         seconds = self.cfg.time_limit
-        if request.timeLimit:
-            seconds = min(seconds, request.timeLimit) if not self.admin else request.timeLimit
+        if req.time_limit:
+            seconds = min(seconds, req.time_limit) if not self.admin else req.time_limit
         deadline = time.monotonic() + seconds
-        scope = request.scope
         if base == self.base and scope == pureldap.LDAP_SCOPE_baseObject:
-            self._send(reply, self.cfg.base_dn, {"objectClass": ["top", "organization"],
-                                                 "o": [self.cfg.base_dn.split(",")[0].split("=")[1]]},
-                       wanted)
-            return pureldap.LDAPSearchResultDone(resultCode=0)
+            self.transport.write(self._fixed(mid, self.cfg.base_dn, {
+                "objectClass": ["top", "organization"], "o": [self.cfg.base_dn.split(",")[0].split("=")[1]]},
+                wanted) + ber.done(mid))
+            return None
         if (base == self.base and scope == pureldap.LDAP_SCOPE_singleLevel) or (
                 base == self.ou and scope == pureldap.LDAP_SCOPE_baseObject):
-            self._send(reply, self.ou, {"objectClass": ["top", "organizationalUnit"], "ou": ["mailboxes"]},
-                       wanted)
-            return pureldap.LDAPSearchResultDone(resultCode=0)
-        msg_id = self._msg_id
-        page = self._paging(controls)
+            self.transport.write(self._fixed(mid, self.ou, {"objectClass": ["top", "organizationalUnit"],
+                                                               "ou": ["mailboxes"]}, wanted) + ber.done(mid))
+            return None
+        page = self._paging(req.controls)
+        dialect, admin = self.reader.dialect, self.admin
         if base in (self.base, self.ou) and page is not None and page[0] > 0:
             size, cookie = page
-            after = cookie.decode("utf-8", "replace") if cookie else None
-            entries = yield self._timed(deadline, dstore.search, self.ctx.store, node,
-                                        include_unlisted=self.admin, limit=min(size, limit) + 1, after=after)
-            shown = entries[:min(size, limit)]
-            for e in shown:
-                self._send(reply, f"mail={e.address},ou=mailboxes,{self.cfg.base_dn}",
-                           entry_attributes(e, privileged=self.admin), wanted, request.typesOnly)
-            more = len(entries) > len(shown)
-            next_cookie = shown[-1].address.lower().encode() if more and shown else b""
-            # RFC 2696 section 3: the response control carries the cookie; empty = last page.
-            self.transport.write(pureldap.LDAPMessage(
-                pureldap.LDAPSearchResultDone(resultCode=0), id=msg_id,
-                controls=[(paging.PAGED_OID, None, paging.encode(0, next_cookie))]).toWire())
-            return None
+            shown_max = min(size, limit)
+            sql = dstore.search_sql(node, dialect, include_unlisted=admin, limit=shown_max + 1,
+                                    after=cookie.decode("utf-8", "replace") if cookie else None)
+
+            def paged(entries: list[dstore.Entry]) -> None:
+                shown = entries[:shown_max]
+                more = len(entries) > len(shown)
+                next_cookie = shown[-1].address.lower().encode() if more and shown else b""
+                # RFC 2696 section 3: the response control carries the cookie; empty = last page.
+                self._reply(req, shown, ber.done(mid, controls=[(paging.PAGED_OID, paging.encode(0, next_cookie))]))
+            return self._query(deadline, functools.partial(dstore.fetch, sql=sql[0], params=sql[1]), paged)
         if base in (self.base, self.ou):
-            entries = yield self._timed(deadline, dstore.search, self.ctx.store, node,
-                                        include_unlisted=self.admin, limit=limit + 1)
-        elif base.endswith("," + self.ou) and base.startswith("mail="):
+            # No ORDER BY: any `limit` matches will do (RFC 4511 4.5.1.4), the filter's index drives.
+            sql = dstore.search_sql(node, dialect, include_unlisted=admin, limit=limit + 1, ordered=False)
+
+            def listed(entries: list[dstore.Entry]) -> None:
+                code = ldaperrors.LDAPSizeLimitExceeded.resultCode if len(entries) > limit else 0
+                self._reply(req, entries[:limit], ber.done(mid, code))
+            return self._query(deadline, functools.partial(dstore.fetch, sql=sql[0], params=sql[1]), listed)
+        if base.endswith("," + self.ou) and base.startswith("mail="):
             if scope == pureldap.LDAP_SCOPE_singleLevel:
-                return pureldap.LDAPSearchResultDone(resultCode=0)
+                self.transport.write(ber.done(mid))
+                return None
             address = base.split(",", 1)[0].split("=", 1)[1]
-            entries = yield self._timed(deadline, dstore.search, self.ctx.store, node,
-                                        include_unlisted=self.admin, limit=2, address=address)
-            if not entries:
-                exists = yield self._timed(deadline, dstore.search, self.ctx.store, Present("objectClass"),
-                                           include_unlisted=self.admin, limit=1, address=address)
-                if not exists:  # an unlisted entry does not exist for non-admins
+            match = dstore.search_sql(node, dialect, include_unlisted=admin, limit=2, address=address)
+            exists = dstore.search_sql(Present("objectClass"), dialect, include_unlisted=admin, limit=1,
+                                       address=address)
+
+            def lookup(conn: Any) -> list[dstore.Entry] | None:
+                entries = dstore.fetch(conn, *match)
+                return entries if entries or dstore.fetch(conn, *exists) else None
+
+            def found(entries: list[dstore.Entry] | None) -> None:
+                if entries is None:  # an unlisted entry does not exist for non-admins
                     raise ldaperrors.LDAPNoSuchObject(base.encode())
-        else:
-            raise ldaperrors.LDAPNoSuchObject(base.encode())
-        for e in entries[:limit]:
-            self._send(reply, f"mail={e.address},ou=mailboxes,{self.cfg.base_dn}",
-                       entry_attributes(e, privileged=self.admin), wanted, request.typesOnly)
-        if len(entries) > limit:
-            return pureldap.LDAPSearchResultDone(resultCode=ldaperrors.LDAPSizeLimitExceeded.resultCode)
-        return pureldap.LDAPSearchResultDone(resultCode=0)
+                self._reply(req, entries[:limit], ber.done(mid))
+            return self._query(deadline, lookup, found)
+        raise ldaperrors.LDAPNoSuchObject(base.encode())
+
+    def _reply(self, req: ber.SearchRequest, entries: list[dstore.Entry], done: bytes) -> None:
+        """The entries and the SearchResultDone, in one write."""
+        plan = attribute_plan(tuple(req.attributes), self.admin)
+        suffix = ",ou=mailboxes," + self.cfg.base_dn
+        mid, types_only = req.msg_id, req.types_only
+        out = []
+        for e in entries:
+            attrs = [(n, [] if types_only else v) for n, get in plan if (v := get(e))]
+            out.append(ber.entry(mid, "mail=" + e.address + suffix, attrs))
+        out.append(done)
+        if self.connected:
+            self.transport.write(b"".join(out))
+
+    def _fixed(self, mid: int, dn: str, attrs: dict[str, list[str]], wanted: list[str]) -> bytes:
+        selected = select_attributes(attrs, wanted)
+        return ber.entry(mid, dn, list(selected.items()))
 
     # --- administrators' writes (RFC 4511 sections 4.6 to 4.9) ----------------------------
     # Only mailbox entries (`mail=<address>,ou=mailboxes,<base>`) are written; the person and
@@ -437,14 +543,6 @@ class DirectoryLDAPServer(BaseLDAPServer):
             "vendorName": ["mss"],
         }
 
-    def _send(self, reply, dn: str, attrs: dict[str, list[str]], wanted: list[str],
-              types_only: bool = False) -> None:
-        selected = select_attributes(attrs, wanted)
-        reply(pureldap.LDAPSearchResultEntry(
-            objectName=dn,
-            attributes=[(k, [] if types_only else v) for k, v in selected.items()],
-        ))
-
 
 class LdapComponent:
     name = "ldap"
@@ -452,6 +550,7 @@ class LdapComponent:
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
         self.ports: list[Any] = []
+        self.reader: dstore.Reader | None = None
 
     async def start(self) -> list[str]:
         from twisted.internet import reactor
@@ -461,11 +560,13 @@ class LdapComponent:
         tls = DefaultOpenSSLContextFactory(str(cfg.path(cfg.server.tls_key)), str(cfg.path(cfg.server.tls_cert)))
         host = cfg.bind_of(cfg.ldap)
         lines = []
-        port = reactor.listenTCP(cfg.ldap.port, _Factory(self.ctx, tls, implicit=False), interface=host)
+        self.reader = dstore.Reader(self.ctx.store)
+        port = reactor.listenTCP(cfg.ldap.port, _Factory(self.ctx, tls, self.reader, implicit=False),
+                                 interface=host)
         self.ports.append(port)
         lines.append(f"ldap: listening on {host}:{port.getHost().port} (StartTLS, base {cfg.directory.base_dn})")
         if cfg.ldap.ldaps_port:
-            sport = reactor.listenSSL(cfg.ldap.ldaps_port, _Factory(self.ctx, tls, implicit=True), tls,
+            sport = reactor.listenSSL(cfg.ldap.ldaps_port, _Factory(self.ctx, tls, self.reader, implicit=True), tls,
                                       interface=host)
             self.ports.append(sport)
             lines.append(f"ldaps: listening on {host}:{sport.getHost().port} (implicit TLS)")
@@ -475,14 +576,17 @@ class LdapComponent:
         for p in self.ports:
             await defer.Deferred.asFuture(defer.maybeDeferred(p.stopListening), asyncio.get_running_loop())
         self.ports.clear()
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
 
 
 class _Factory(protocol.ServerFactory):
-    def __init__(self, ctx: Any, tls: Any, *, implicit: bool) -> None:
-        self.ctx, self.tls, self.implicit = ctx, tls, implicit
+    def __init__(self, ctx: Any, tls: Any, reader: dstore.Reader, *, implicit: bool) -> None:
+        self.ctx, self.tls, self.reader, self.implicit = ctx, tls, reader, implicit
 
     def buildProtocol(self, addr: Any) -> DirectoryLDAPServer:
-        proto = DirectoryLDAPServer(self.ctx)
+        proto = DirectoryLDAPServer(self.ctx, self.reader)
         proto.factory = self
         proto.ctx_factory = self.tls
         proto.tls = self.implicit

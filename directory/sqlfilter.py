@@ -1,13 +1,17 @@
-"""Translate a parsed RFC 4515 filter into a SQLAlchemy WHERE clause over the mailbox entries.
+"""Translate a parsed RFC 4515 filter into the SQL WHERE clause over the mailbox entries.
 
 The directory's searchable entries are the mailboxes (BAL) joined to their owner person and
-structure (see `entry_select`). Every attribute maps to an indexed column; text attributes map
-to their lowercased copy so equality and prefix are caseIgnoreMatch (RFC 4517) and indexed.
-RFC 4511 section 4.5.1.7: an item on an unknown attribute is Undefined, and Undefined combines
-like SQL NULL (NOT Undefined is Undefined, Undefined OR TRUE is TRUE), so it is a typed NULL.
-An attribute absent from an entry makes an item FALSE, hence the `IS NOT NULL` guards.
-approxMatch (~=) is our choice: case-insensitive equality after stripping accents is not
+structure (`FROM_ENTRIES`: aliases m, p, s). Every attribute maps to an indexed column; text
+attributes map to their lowercased copy so equality and prefix are caseIgnoreMatch (RFC 4517)
+and indexed. RFC 4511 section 4.5.1.7: an item on an unknown attribute is Undefined, and
+Undefined combines like SQL NULL (NOT Undefined is Undefined, Undefined OR TRUE is TRUE), so it
+is a typed NULL. An attribute absent from an entry makes an item FALSE, hence the `IS NOT NULL`
+guards. approxMatch (~=) is our choice: case-insensitive equality after stripping accents is not
 indexable, so it is prefix match on the lowercased value.
+
+The clause is SQL text with `?` placeholders and its values apart (`where`): a filter of a given
+shape always gives the same text, so the driver's prepared-statement cache serves it (sqlite3
+caches by text) and no SQL toolkit runs per search.
 """
 
 from __future__ import annotations
@@ -15,14 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Boolean, ColumnElement, and_, cast, false, null, or_, select, true
-from sqlalchemy.orm import aliased
-
 from directory.filters import And, Compare, Extensible, Filter, Not, Or, Present, Substrings
-from directory.models import DirMailbox, DirPerson, DirStructure
 
-Person = aliased(DirPerson, name="p")
-Structure = aliased(DirStructure, name="s")
+FROM_ENTRIES = ("dir_mailboxes m LEFT JOIN dir_persons p ON p.id = m.person_id "
+                "LEFT JOIN dir_structures s ON s.id = m.structure_id")
 
 # objectClass values carried by every mailbox entry (see directory/schema.py).
 MAILBOX_CLASSES = frozenset({"top", "person", "organizationalperson", "inetorgperson", "mssmailbox"})
@@ -30,40 +30,33 @@ MAILBOX_CLASSES = frozenset({"top", "person", "organizationalperson", "inetorgpe
 
 @dataclass(frozen=True)
 class Attr:
-    column: Any
+    column: str
     kind: str = "text"  # text (lowercased column) | exact | upper | int | bool
 
 
 ATTRS: dict[str, Attr] = {
-    "mail": Attr(DirMailbox.address_lc),
-    "cn": Attr(DirMailbox.display_lc),
-    "displayname": Attr(DirMailbox.display_lc),
-    "sn": Attr(Person.family_lc),
-    "givenname": Attr(Person.given_lc),
-    "rppsid": Attr(Person.ident, "exact"),
-    "nationalid": Attr(Person.national_id, "exact"),
-    "professioncode": Attr(Person.profession_code, "exact"),
-    "specialtycode": Attr(Person.specialty_code, "exact"),
-    "mailboxtype": Attr(DirMailbox.bal_type, "upper"),
-    "o": Attr(Structure.name_lc),
-    "l": Attr(Structure.city_lc),
-    "postalcode": Attr(Structure.postal_code, "exact"),
-    "finessid": Attr(Structure.finess, "exact"),
-    "siretid": Attr(Structure.siret, "exact"),
-    "preferredrank": Attr(DirMailbox.preferred_rank, "int"),
-    "acceptsdematerialised": Attr(DirMailbox.dematerialised, "bool"),
-    "unlisted": Attr(DirMailbox.unlisted, "bool"),
+    "mail": Attr("m.address_lc"),
+    "cn": Attr("m.display_lc"),
+    "displayname": Attr("m.display_lc"),
+    "sn": Attr("p.family_lc"),
+    "givenname": Attr("p.given_lc"),
+    "rppsid": Attr("p.ident", "exact"),
+    "nationalid": Attr("p.national_id", "exact"),
+    "professioncode": Attr("p.profession_code", "exact"),
+    "specialtycode": Attr("p.specialty_code", "exact"),
+    "mailboxtype": Attr("m.bal_type", "upper"),
+    "o": Attr("s.name_lc"),
+    "l": Attr("s.city_lc"),
+    "postalcode": Attr("s.postal_code", "exact"),
+    "finessid": Attr("s.finess", "exact"),
+    "siretid": Attr("s.siret", "exact"),
+    "preferredrank": Attr("m.preferred_rank", "int"),
+    "acceptsdematerialised": Attr("m.dematerialised", "bool"),
+    "unlisted": Attr("m.unlisted", "bool"),
 }
 
-UNDEFINED: ColumnElement[bool] = cast(null(), Boolean)
-
-
-def entry_select(*columns: Any):
-    """SELECT over mailbox entries with their optional person and structure."""
-    return (select(*columns)
-            .select_from(DirMailbox)
-            .outerjoin(Person, DirMailbox.person_id == Person.id)
-            .outerjoin(Structure, DirMailbox.structure_id == Structure.id))
+TRUE, FALSE = "(1=1)", "(1=0)"
+UNDEFINED = "CAST(NULL AS BOOLEAN)"
 
 
 def _norm(attr: Attr, value: str) -> Any:
@@ -85,34 +78,35 @@ def _like_escape(s: str) -> str:
     return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def to_sql(node: Filter, dialect: str = "sqlite") -> ColumnElement[bool]:
-    """The WHERE clause for `node`; `dialect` picks the indexable prefix form."""
+def where(node: Filter, dialect: str, params: list[Any]) -> str:
+    """The WHERE clause for `node`, its values appended to `params`; `dialect` picks the
+    indexable prefix form."""
     match node:
         case And(items):
-            return and_(true(), *(to_sql(i, dialect) for i in items))
+            return "(" + " AND ".join(where(i, dialect, params) for i in items) + ")" if items else TRUE
         case Or(items):
-            return or_(false(), *(to_sql(i, dialect) for i in items))
+            return "(" + " OR ".join(where(i, dialect, params) for i in items) + ")" if items else FALSE
         case Not(item):
-            return ~to_sql(item, dialect)
+            return "(NOT " + where(item, dialect, params) + ")"
         case Present(attr):
             name = attr.split(";")[0].lower()
             if name == "objectclass":
-                return true()
+                return TRUE
             a = ATTRS.get(name)
-            return UNDEFINED if a is None else a.column.is_not(None)
+            return UNDEFINED if a is None else f"({a.column} IS NOT NULL)"
         case Compare(attr, op, value):
-            return _compare(attr.split(";")[0].lower(), op, value, dialect)
+            return _compare(attr.split(";")[0].lower(), op, value, dialect, params)
         case Substrings(attr, initial, anys, final):
-            return _substrings(attr.split(";")[0].lower(), initial, anys, final, dialect)
+            return _substrings(attr.split(";")[0].lower(), initial, anys, final, dialect, params)
         case Extensible():
             return UNDEFINED  # no extensible matching rules are offered (RFC 4511 4.5.1.7.7)
     raise TypeError(node)
 
 
-def _compare(name: str, op: str, value: str, dialect: str) -> ColumnElement[bool]:
+def _compare(name: str, op: str, value: str, dialect: str, params: list[Any]) -> str:
     if name == "objectclass":
         if op in ("=", "~="):
-            return true() if value.lower() in MAILBOX_CLASSES else false()
+            return TRUE if value.lower() in MAILBOX_CLASSES else FALSE
         return UNDEFINED
     a = ATTRS.get(name)
     if a is None:
@@ -122,41 +116,33 @@ def _compare(name: str, op: str, value: str, dialect: str) -> ColumnElement[bool
     except ValueError:
         return UNDEFINED  # an assertion value invalid for the syntax: RFC 4511 4.5.1.7
     col = a.column
-    if op == "=":
-        return and_(col.is_not(None), col == v)
-    if op == ">=":
-        return and_(col.is_not(None), col >= v)
-    if op == "<=":
-        return and_(col.is_not(None), col <= v)
-    if a.kind == "text":  # ~=
-        return _prefix(col, str(v), dialect)
-    return and_(col.is_not(None), col == v)
+    if op == "~=" and a.kind == "text":
+        return _prefix(col, str(v), dialect, params)
+    params.append(v)
+    sql_op = op if op in (">=", "<=") else "="
+    return f"({col} IS NOT NULL AND {col} {sql_op} ?)"
 
 
-def _prefix(col: Any, prefix: str, dialect: str) -> ColumnElement[bool]:
-    pattern = _like_escape(prefix) + "%"
+def _prefix(col: str, prefix: str, dialect: str, params: list[Any]) -> str:
     if dialect == "sqlite" and prefix:
         # SQLite only uses an index for LIKE under case_sensitive_like; a range on the BINARY
         # collation is exactly the prefix set and is indexed.
-        return and_(col.is_not(None), col >= prefix, col < prefix + "\U0010ffff")
-    return and_(col.is_not(None), col.like(pattern, escape="\\"))
+        params += (prefix, prefix + "\U0010ffff")
+        return f"({col} IS NOT NULL AND {col} >= ? AND {col} < ?)"
+    params.append(_like_escape(prefix) + "%")
+    return f"({col} IS NOT NULL AND {col} LIKE ? ESCAPE '\\')"
 
 
 def _substrings(name: str, initial: str | None, anys: tuple[str, ...], final: str | None,
-                dialect: str) -> ColumnElement[bool]:
+                dialect: str, params: list[Any]) -> str:
     a = ATTRS.get(name)
     if name == "objectclass" or a is None or a.kind in ("int", "bool"):
         return UNDEFINED  # no substrings matching rule for these syntaxes
     norm = (lambda s: s.lower()) if a.kind == "text" else (lambda s: s.upper() if a.kind == "upper" else s)
     col = a.column
+    if initial and not (anys or final):
+        return _prefix(col, norm(initial), dialect, params)
+    head = _prefix(col, norm(initial), dialect, params) + " AND " if initial else ""
     parts = [norm(initial or "")] + [norm(x) for x in anys] + [norm(final or "")]
-    pattern = "%".join(_like_escape(p) for p in parts)
-    like = and_(col.is_not(None), col.like(pattern, escape="\\"))
-    if initial and (anys or final):
-        return and_(_prefix(col, norm(initial), dialect), like)
-    if initial:
-        return _prefix(col, norm(initial), dialect)
-    return and_(col.is_not(None), like)
-
-
-
+    params.append("%".join(_like_escape(p) for p in parts))
+    return f"({head}{col} IS NOT NULL AND {col} LIKE ? ESCAPE '\\')"

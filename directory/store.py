@@ -6,18 +6,20 @@ the lowercased search columns in one place (`_lc`) so the indexes always agree w
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from directory.filters import Filter
 from directory.identifiers import national_id, validate_adeli, validate_mail, validate_rpps
 from directory.models import BAL_TYPES, DirMailbox, DirPerson, DirStructure
-from directory.sqlfilter import Person, Structure, entry_select, to_sql
+from directory.sqlfilter import FROM_ENTRIES, where
 
 
 @contextmanager
@@ -55,12 +57,9 @@ class Entry:
     finess: str | None
 
 
-ENTRY_COLUMNS = (
-    DirMailbox.address, DirMailbox.bal_type, DirMailbox.display_name, DirMailbox.unlisted,
-    DirMailbox.preferred_rank, DirMailbox.dematerialised, DirMailbox.service,
-    Person.family_name, Person.given_name, Person.ident, Person.national_id,
-    Person.profession_code, Person.profession_label, Structure.name, Structure.city, Structure.finess,
-)
+ENTRY_COLUMNS = ("m.address, m.bal_type, m.display_name, m.unlisted, m.preferred_rank, m.dematerialised, "
+                 "m.service, p.family_name, p.given_name, p.ident, p.national_id, p.profession_code, "
+                 "p.profession_label, s.name, s.city, s.finess")
 
 
 def add_person(store: Any, *, ident: str, family_name: str, given_name: str | None = None,
@@ -108,28 +107,113 @@ def add_mailbox(store: Any, *, address: str, bal_type: str, person_id: int | Non
         return m.id
 
 
-def search(store: Any, node: Filter, *, include_unlisted: bool = False, limit: int | None = None,
-           after: str | None = None, address: str | None = None) -> list[Entry]:
-    """Entries matching `node`, ordered by address; `after` is the paging cursor (keyset)."""
-    q = entry_select(*ENTRY_COLUMNS).where(to_sql(node, store.db.engine.dialect.name))
+def search_sql(node: Filter, dialect: str, *, include_unlisted: bool = False, limit: int | None = None,
+               after: str | None = None, address: str | None = None, ordered: bool = True) -> tuple[str, list]:
+    """The SELECT of the entries matching `node` (see `search`), with its parameters, in the
+    driver's placeholder style (qmark for sqlite3, format for psycopg)."""
+    params: list[Any] = []
+    sql = f"SELECT {ENTRY_COLUMNS} FROM {FROM_ENTRIES} WHERE {where(node, dialect, params)}"
     if not include_unlisted:
         # Liste rouge is never published. coalesce() keeps the planner off the (unselective)
         # unlisted index: the filter's own index must drive the query.
-        q = q.where(func.coalesce(DirMailbox.unlisted, False) == False)  # noqa: E712
+        sql += " AND coalesce(m.unlisted, FALSE) = FALSE"
     if address is not None:
-        q = q.where(DirMailbox.address_lc == address.lower())
+        sql += " AND m.address_lc = ?"
+        params.append(address.lower())
     if after is not None:
-        q = q.where(DirMailbox.address_lc > after)
-    # `|| ''` keeps the planner from walking the address index in order (and filtering every
-    # row) when the filter's own index is far more selective; the few matches are then sorted.
-    q = q.order_by(DirMailbox.address_lc + "")
+        sql += " AND m.address_lc > ?"
+        params.append(after)
+    if ordered:
+        # `|| ''` keeps the planner from walking the address index in order (and filtering every
+        # row) when the filter's own index is far more selective; the few matches are then sorted.
+        sql += " ORDER BY m.address_lc || ''"
     if limit is not None:
-        q = q.limit(limit)
-    with store.db.read() as s:
-        return [Entry(*row) for row in s.execute(q)]
+        sql += f" LIMIT {int(limit)}"
+    if dialect != "sqlite":
+        sql = sql.replace("?", "%s")  # every value is a parameter: no other '?' or '%' in the text
+    return sql, params
+
+
+def fetch(dbapi: Any, sql: str, params: list) -> list[Entry]:
+    """Run a `search_sql` statement on a driver connection; the entries in address order."""
+    cur = dbapi.cursor()
+    try:
+        cur.execute(sql, params)
+        rows = cur.fetchall()
+    finally:
+        cur.close()
+    out = [Entry(r[0], r[1], r[2], bool(r[3]), r[4], bool(r[5]), *r[6:]) for r in rows]
+    if len(out) > 1:
+        out.sort(key=lambda e: e.address.lower())
+    return out
+
+
+def search(store: Any, node: Filter, *, include_unlisted: bool = False, limit: int | None = None,
+           after: str | None = None, address: str | None = None, ordered: bool = True) -> list[Entry]:
+    """Entries matching `node`, in address order. `ordered`: the `limit` first ones by address,
+    and `after` is the paging cursor (keyset); unordered: any `limit` matches (the planner's
+    cheapest, as an LDAP size limit allows), still returned sorted."""
+    sql, params = search_sql(node, store.db.engine.dialect.name, include_unlisted=include_unlisted, limit=limit,
+                             after=after, address=address, ordered=ordered)
+    raw = store.db.engine.raw_connection()
+    try:
+        return fetch(raw.driver_connection, sql, params)
+    finally:
+        raw.close()
 
 
 def is_known_recipient(store: Any, address: str) -> bool:
     """SMTP: is `address` a mailbox of the directory (listed or not)."""
     with store.db.read() as s:
         return s.scalar(select(DirMailbox.id).where(DirMailbox.address_lc == address.lower())) is not None
+
+
+class Reader:
+    """Directory reads for the LDAP server. On SQLite, a query runs first on the event loop's
+    thread, on one dedicated connection (WAL: it reads the last commit), within a budget of
+    `budget` seconds checked every 1,000 SQLite VM steps: an indexed lookup answers in tens of
+    microseconds, without a hop to a store thread and back. A query over budget is interrupted
+    and `inline` returns OVER_BUDGET: the caller runs it again on the store's threads (`pooled`),
+    under the search's time limit. On PostgreSQL every query takes the pooled path."""
+
+    OVER_BUDGET = object()
+
+    def __init__(self, store: Any, budget: float = 0.005) -> None:
+        self.store = store
+        self.dialect = store.db.engine.dialect.name
+        self.budget = budget
+        self._deadline = 0.0
+        self._raw = None
+        self.conn = None
+        if self.dialect == "sqlite":
+            self._raw = store.db.engine.raw_connection()  # the store's pragmas; kept for good
+            self.conn = self._raw.driver_connection
+            self.conn.set_progress_handler(self._over, 1000)
+
+    def _over(self) -> bool:
+        return time.monotonic() > self._deadline
+
+    def inline(self, fn: Any, *args: Any) -> Any:
+        if self.conn is None:
+            return self.OVER_BUDGET
+        self._deadline = time.monotonic() + self.budget
+        try:
+            return fn(self.conn, *args)
+        except sqlite3.OperationalError as exc:
+            if time.monotonic() > self._deadline and "interrupt" in str(exc):
+                return self.OVER_BUDGET
+            raise
+
+    def pooled(self, fn: Any, *args: Any) -> Any:
+        """`fn(driver connection, *args)` on a connection of the store's pool (a store thread)."""
+        raw = self.store.db.engine.raw_connection()
+        try:
+            return fn(raw.driver_connection, *args)
+        finally:
+            raw.close()
+
+    def close(self) -> None:
+        if self._raw is not None:
+            self.conn.set_progress_handler(None, 0)
+            self._raw.close()
+            self._raw = self.conn = None

@@ -1,0 +1,276 @@
+"""The LDAP search path on the wire, sans-IO: bytes in, a SearchRequest out; entries to bytes.
+
+RFC 4511 section 4 (LDAPMessage, SearchRequest 4.5.1, SearchResultEntry 4.5.2, SearchResultDone
+4.5.2, Control 4.1.11) in BER with the restrictions of RFC 4511 section 5.1 (definite lengths
+only). `message_end` frames one LDAPMessage in a buffer; `decode_search` turns a SearchRequest
+straight into our filter AST (directory.filters), without ldaptor's object tree; `entry` and
+`done` encode the responses. The other operations (bind, writes, StartTLS) are rare and stay
+with ldaptor's codec (directory/server.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from directory.filters import (
+    And,
+    Compare,
+    Extensible,
+    Filter,
+    FilterError,
+    Not,
+    Or,
+    Present,
+    Substrings,
+)
+
+SEARCH_REQUEST = 0x63  # [APPLICATION 3]
+SEARCH_RESULT_ENTRY = 0x64
+SEARCH_RESULT_DONE = 0x65
+MAX_MESSAGE = 16 * 1024 * 1024
+MAX_DEPTH = 64
+
+
+class BERError(ValueError):
+    """Bytes that are not a well-formed LDAPMessage."""
+
+
+def _length(buf: bytes, pos: int) -> tuple[int, int]:
+    """(length, offset of the contents) of the length octets at `pos` (X.690 section 8.1.3)."""
+    first = buf[pos]
+    if first < 0x80:
+        return first, pos + 1
+    k = first & 0x7F
+    if k == 0 or k > 4:
+        raise BERError("indefinite or oversized BER length")  # RFC 4511 section 5.1
+    return int.from_bytes(buf[pos + 1:pos + 1 + k], "big"), pos + 1 + k
+
+
+def message_end(buf: bytes, pos: int = 0) -> int | None:
+    """End offset of the LDAPMessage starting at `pos`, or None until all its bytes are there."""
+    n = len(buf)
+    if n - pos < 2:
+        return None
+    if buf[pos] != 0x30:
+        raise BERError("an LDAPMessage is a SEQUENCE")
+    first = buf[pos + 1]
+    if first >= 0x80 and n - pos < 2 + (first & 0x7F):
+        return None
+    length, start = _length(buf, pos + 1)
+    if length > MAX_MESSAGE:
+        raise BERError("LDAPMessage too large")
+    end = start + length
+    return end if end <= n else None
+
+
+def _tlv(buf: bytes, pos: int, end: int) -> tuple[int, int, int]:
+    """(tag, start, stop) of the element at `pos`, which must end by `end`."""
+    if pos + 2 > end:
+        raise BERError("truncated element")
+    length, start = _length(buf, pos + 1)
+    stop = start + length
+    if stop > end:
+        raise BERError("element longer than its container")
+    return buf[pos], start, stop
+
+
+def _expect(buf: bytes, pos: int, end: int, tag: int) -> tuple[int, int]:
+    t, start, stop = _tlv(buf, pos, end)
+    if t != tag:
+        raise BERError(f"expected tag 0x{tag:02x}, got 0x{t:02x}")
+    return start, stop
+
+
+def _int(buf: bytes, start: int, stop: int) -> int:
+    return int.from_bytes(buf[start:stop], "big", signed=True)
+
+
+def _text(buf: bytes, start: int, stop: int) -> str:
+    try:
+        return buf[start:stop].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FilterError("filter value is not UTF-8") from exc
+
+
+def op_tag(msg: bytes) -> int:
+    """The protocolOp tag of a framed LDAPMessage (after its messageID)."""
+    _, start = _length(msg, 1)
+    _, _, stop = _tlv(msg, start, len(msg))
+    if stop >= len(msg):
+        raise BERError("LDAPMessage without an operation")
+    return msg[stop]
+
+
+def message_id(msg: bytes) -> int:
+    _, start = _length(msg, 1)
+    s, e = _expect(msg, start, len(msg), 0x02)
+    return _int(msg, s, e)
+
+
+@dataclass(slots=True)
+class SearchRequest:
+    msg_id: int
+    base: str
+    scope: int
+    size_limit: int
+    time_limit: int
+    types_only: bool
+    filter: Filter
+    attributes: list[str]
+    controls: list[tuple[bytes, bool, bytes | None]]
+
+
+def decode_search(msg: bytes) -> SearchRequest:
+    """A framed LDAPMessage holding a SearchRequest. BERError: malformed (the connection is
+    dropped); FilterError: a well-formed request whose filter we cannot read (protocolError)."""
+    end = len(msg)
+    _, pos = _length(msg, 1)
+    s, e = _expect(msg, pos, end, 0x02)
+    msg_id = _int(msg, s, e)
+    op_start, op_stop = _expect(msg, e, end, SEARCH_REQUEST)
+    s, e = _expect(msg, op_start, op_stop, 0x04)
+    base = msg[s:e].decode("utf-8", "replace")
+    s, e = _expect(msg, e, op_stop, 0x0A)
+    scope = _int(msg, s, e)
+    s, e = _expect(msg, e, op_stop, 0x0A)  # derefAliases: no aliases in this directory
+    s, e = _expect(msg, e, op_stop, 0x02)
+    size_limit = _int(msg, s, e)
+    s, e = _expect(msg, e, op_stop, 0x02)
+    time_limit = _int(msg, s, e)
+    s, e = _expect(msg, e, op_stop, 0x01)
+    types_only = any(msg[s:e])
+    flt, pos = _filter(msg, e, op_stop, 0)
+    s, e = _expect(msg, pos, op_stop, 0x30)
+    attributes = []
+    pos = s
+    while pos < e:
+        a, b = _expect(msg, pos, e, 0x04)
+        attributes.append(msg[a:b].decode("utf-8", "replace"))
+        pos = b
+    controls = []
+    if op_stop < end:
+        s, e = _expect(msg, op_stop, end, 0xA0)
+        pos = s
+        while pos < e:
+            cs, ce = _expect(msg, pos, e, 0x30)
+            ts, te = _expect(msg, cs, ce, 0x04)
+            ctype, critical, value, at = msg[ts:te], False, None, te
+            if at < ce and msg[at] == 0x01:
+                bs, be = _expect(msg, at, ce, 0x01)
+                critical, at = any(msg[bs:be]), be
+            if at < ce:
+                vs, ve = _expect(msg, at, ce, 0x04)
+                value = msg[vs:ve]
+            controls.append((ctype, critical, value))
+            pos = ce
+    return SearchRequest(msg_id, base, scope, size_limit, time_limit, types_only, flt, attributes, controls)
+
+
+_COMPARE_OPS = {0xA3: "=", 0xA5: ">=", 0xA6: "<=", 0xA8: "~="}
+
+
+def _filter(buf: bytes, pos: int, end: int, depth: int) -> tuple[Filter, int]:
+    """RFC 4511 section 4.5.1.7: Filter ::= CHOICE { and [0], or [1], not [2], equalityMatch [3],
+    substrings [4], greaterOrEqual [5], lessOrEqual [6], present [7], approxMatch [8],
+    extensibleMatch [9] }."""
+    if depth > MAX_DEPTH:
+        raise FilterError("filter nested too deeply")
+    tag, start, stop = _tlv(buf, pos, end)
+    if tag in (0xA0, 0xA1):
+        items = []
+        at = start
+        while at < stop:
+            item, at = _filter(buf, at, stop, depth + 1)
+            items.append(item)
+        return (And if tag == 0xA0 else Or)(tuple(items)), stop
+    if tag == 0xA2:
+        item, at = _filter(buf, start, stop, depth + 1)
+        if at != stop:
+            raise BERError("not: one filter expected")
+        return Not(item), stop
+    if tag in _COMPARE_OPS:
+        s, e = _expect(buf, start, stop, 0x04)
+        vs, ve = _expect(buf, e, stop, 0x04)
+        return Compare(_text(buf, s, e), _COMPARE_OPS[tag], _text(buf, vs, ve)), stop
+    if tag == 0x87:
+        return Present(_text(buf, start, stop)), stop
+    if tag == 0xA4:
+        s, e = _expect(buf, start, stop, 0x04)
+        attr = _text(buf, s, e)
+        ss, se = _expect(buf, e, stop, 0x30)
+        initial = final = None
+        anys: list[str] = []
+        at = ss
+        while at < se:
+            t, a, b = _tlv(buf, at, se)
+            if t == 0x80:
+                initial = _text(buf, a, b)
+            elif t == 0x81:
+                anys.append(_text(buf, a, b))
+            elif t == 0x82:
+                final = _text(buf, a, b)
+            else:
+                raise BERError(f"bad substring choice 0x{t:02x}")
+            at = b
+        return Substrings(attr, initial, tuple(anys), final), stop
+    if tag == 0xA9:
+        rule = attr = None
+        value, dn = "", False
+        at = start
+        while at < stop:
+            t, a, b = _tlv(buf, at, stop)
+            if t == 0x81:
+                rule = _text(buf, a, b)
+            elif t == 0x82:
+                attr = _text(buf, a, b)
+            elif t == 0x83:
+                value = _text(buf, a, b)
+            elif t == 0x84:
+                dn = any(buf[a:b])
+            at = b
+        return Extensible(attr or None, dn, rule or None, value), stop
+    raise FilterError(f"unsupported filter element 0x{tag:02x}")
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+def _len_octets(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((0x80 | len(body),)) + body
+
+
+def _wrap(tag: bytes, content: bytes) -> bytes:
+    return tag + _len_octets(len(content)) + content
+
+
+def _octets(v: bytes) -> bytes:
+    n = len(v)
+    return (b"\x04" + bytes((n,)) + v) if n < 0x80 else (b"\x04" + _len_octets(n) + v)
+
+
+def _integer(tag: bytes, v: int) -> bytes:
+    return _wrap(tag, v.to_bytes(max(1, (v.bit_length() + 8) // 8), "big", signed=True))
+
+
+def entry(msg_id: int, dn: str, attrs: list[tuple[str, list[str] | list[bytes]]]) -> bytes:
+    """LDAPMessage(SearchResultEntry): objectName, then PartialAttributeList (RFC 4511 4.5.2)."""
+    parts = []
+    for name, values in attrs:
+        vals = b"".join([_octets(v if isinstance(v, bytes) else v.encode()) for v in values])
+        parts.append(_wrap(b"\x30", _octets(name.encode()) + _wrap(b"\x31", vals)))
+    op = _wrap(b"\x64", _octets(dn.encode()) + _wrap(b"\x30", b"".join(parts)))
+    return _wrap(b"\x30", _integer(b"\x02", msg_id) + op)
+
+
+def done(msg_id: int, code: int = 0, message: str | bytes = b"", matched: str = "",
+         controls: list[tuple[bytes, bytes]] | None = None) -> bytes:
+    """LDAPMessage(SearchResultDone) with its optional response controls (type, value)."""
+    if isinstance(message, str):
+        message = message.encode()
+    op = _wrap(b"\x65", _integer(b"\x0a", code) + _octets(matched.encode()) + _octets(message))
+    body = _integer(b"\x02", msg_id) + op
+    if controls:
+        body += _wrap(b"\xa0", b"".join(_wrap(b"\x30", _octets(t) + _octets(v)) for t, v in controls))
+    return _wrap(b"\x30", body)
