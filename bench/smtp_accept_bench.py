@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import os
 import platform
 import shutil
@@ -125,11 +126,42 @@ async def load(port: int, tls: ssl.SSLContext | None, concurrency: int, total: i
     return time.perf_counter() - started, latencies
 
 
+def process_tree(pid: int) -> list[int]:
+    """The server and its worker processes (mss serve with [smtp] workers)."""
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+    return pids
+
+
 def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """Sum of VmHWM over the process tree: shared pages count once per process, so
+    this overstates a multi-process server a little, never understates it."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def cpu_seconds(pid: int) -> dict[int, tuple[float, float]]:
+    """User and system CPU of each process of the tree so far (utime, stime of /proc/PID/stat)."""
+    times = {}
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        times[member] = (int(fields[11]) / os.sysconf("SC_CLK_TCK"), int(fields[12]) / os.sysconf("SC_CLK_TCK"))
+    return times
 
 
 class BareServer:
@@ -170,8 +202,11 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--servers", default="bare,sqlite,postgresql")
     parser.add_argument("--transports", default="plain,starttls")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="[smtp] workers for the mss servers (default: the configuration's default)")
     parser.add_argument("--profile", metavar="DIR",
-                        help="record each mss run with py-spy (pip install py-spy) into DIR/*.txt (collapsed stacks)")
+                        help="record each process of each mss run with py-spy (pip install py-spy) into "
+                             "DIR/*.txt (collapsed stacks of the thread holding the GIL: Python CPU)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="smtp-bench-"))
     messages = [make_message(n) for n in range(50)]
@@ -191,6 +226,8 @@ def main() -> None:
                 schema, url = pg_schema()
             inst = MssInstance(work / server_kind, "a.example", database_url=url)
             inst.configure("limits", "max_connections_per_ip", "100")
+            if args.workers is not None:
+                inst.configure("smtp", "workers", str(args.workers))
             inst.start("smtp")
             assert inst.process is not None
             port, pid, ca = inst.ports["smtp"], inst.process.pid, inst.ca_file
@@ -198,18 +235,31 @@ def main() -> None:
         for transport in args.transports.split(","):
             for concurrency in (int(c) for c in args.concurrency.split(",")):
                 total = args.messages if concurrency > 1 else max(100, args.messages // 3)
-                spy = None
+                spies = []
                 if args.profile and inst is not None:
                     Path(args.profile).mkdir(parents=True, exist_ok=True)
-                    svg = Path(args.profile) / f"{server_kind}-{transport}-c{concurrency}.txt"
-                    spy = subprocess.Popen(["py-spy", "record", "--threads", "--format", "raw", "--pid", str(pid), "-o", str(svg)],
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+                    for member in process_tree(pid):  # the server and its SMTP workers
+                        out = Path(args.profile) / f"{server_kind}-{transport}-c{concurrency}-{member}.txt"
+                        spies.append(subprocess.Popen(
+                            [py_spy, "record", "--gil", "--threads", "--format", "raw", "--pid", str(member), "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                     time.sleep(1)
+                cpu_before = cpu_seconds(pid)
+                client_before = time.process_time()
                 elapsed, lat = asyncio.run(load(port, tls_ctx if transport == "starttls" else None,
                                                 concurrency, total, messages))
-                if spy is not None:
+                for spy in spies:
                     spy.send_signal(signal.SIGINT)
+                for spy in spies:
                     spy.wait(30)
+                client_cpu = time.process_time() - client_before
+                cpu_after = cpu_seconds(pid)
+                spent = {p: (u - cpu_before.get(p, (0, 0))[0], k - cpu_before.get(p, (0, 0))[1])
+                         for p, (u, k) in cpu_after.items()}
+                cpu = sum(u + k for u, k in spent.values())
+                split = ", ".join(f"{'serve' if p == pid else p}: {u / total * 1000:.2f} user + "
+                                  f"{k / total * 1000:.2f} sys" for p, (u, k) in spent.items())
                 lat.sort()
                 row = {
                     "server": "aiosmtpd (discard)" if server_kind == "bare" else f"mss ({server_kind})",
@@ -218,10 +268,13 @@ def main() -> None:
                     "p50": statistics.median(lat) * 1000,
                     "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
                     "rss": peak_rss_mb(pid),
+                    "cpu": cpu / total * 1000,
                 }
                 rows.append(row)
                 print(f"{row['server']:<20} {transport:<8} c={concurrency:<3} {row['rate']:8.1f} msg/s  "
-                      f"p50 {row['p50']:6.1f} ms  p99 {row['p99']:6.1f} ms  peak RSS {row['rss']:.0f} MB",
+                      f"p50 {row['p50']:6.1f} ms  p99 {row['p99']:6.1f} ms  peak RSS {row['rss']:.0f} MB  "
+                      f"server CPU {row['cpu']:.2f} ms/msg ({split}); client CPU "
+                      f"{client_cpu / total * 1000:.2f} ms/msg",
                       flush=True)
         if inst is not None:
             inst.stop()
@@ -230,11 +283,11 @@ def main() -> None:
         if schema:
             drop_schema(schema)
     print()
-    print("| server | transport | concurrency | messages/s | p50 ms | p99 ms | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| server | transport | concurrency | messages/s | p50 ms | p99 ms | peak RSS MB | server CPU ms/msg |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['server']} | {r['transport']} | {r['c']} | {r['rate']:.0f} | {r['p50']:.1f} | "
-              f"{r['p99']:.1f} | {r['rss']:.0f} |")
+              f"{r['p99']:.1f} | {r['rss']:.0f} | {r['cpu']:.2f} |")
     bare = {(r["transport"], r["c"]): r["rate"] for r in rows if r["server"].startswith("aiosmtpd")}
     for r in rows:
         if r["server"] == "mss (sqlite)" and (r["transport"], r["c"]) in bare:

@@ -84,10 +84,13 @@ class ListenerConfig(Section):
 
 class SmtpConfig(ListenerConfig):
     port: int = Field(default=2525, ge=0, le=65535)
+    # SMTP worker processes (TLS + SMTP) in front of the serve process's store; 0 = in process.
+    workers: int = Field(default=0, ge=0, le=64)
 
 
 class SubmissionConfig(ListenerConfig):
     port: int = Field(default=2587, ge=0, le=65535)
+    workers: int = Field(default=0, ge=0, le=64)
 
 
 class ImapConfig(ListenerConfig):

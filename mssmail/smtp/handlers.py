@@ -1,7 +1,8 @@
 """aiosmtpd handler hooks for the MX and submission listeners.
 
-Each hook asks `policy` what is allowed and the store what exists; the store call
-that makes a message durable completes before the 250 reply (DESIGN rule 2).
+Each hook asks `policy` what is allowed and the store what exists, through a gateway
+(`gateway.py`: the store of this process, or the parent's from an SMTP worker); the
+call that makes a message durable completes before the 250 reply (DESIGN rule 2).
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import binascii
 import email.utils
-import importlib
+import functools
+import importlib.util
 import logging
 import time
 from base64 import b64decode
@@ -19,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import MISSING, AuthResult, Envelope, LoginPassword, Session
 
-from mssmail import audit
 from mssmail.smtp import hooks, policy, replies
+from mssmail.smtp.gateway import LocalGateway
 from mssmail.smtp.received import new_queue_id, received_header
 from mssmail.smtp.replies import render
 
@@ -42,10 +44,11 @@ class BaseHandler:
 
     service = "smtp"
 
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: ServerContext, gateway: Any = None) -> None:
         self.ctx = ctx
-        self.store = ctx.store
         self.config = ctx.config
+        # LocalGateway or, in an SMTP worker process, gateway.RemoteGateway.
+        self.gateway = gateway or LocalGateway(ctx.store, ctx.config.limits.max_connections_per_ip)
         self._local_domains: set[str] = set()
         self._domains_at = 0.0
         # address -> (believed until, quota_bytes - used_bytes) for mailboxes that take mail.
@@ -54,7 +57,7 @@ class BaseHandler:
     async def local_domains(self) -> set[str]:
         now = time.monotonic()
         if now - self._domains_at > DOMAIN_CACHE_SECONDS:
-            self._local_domains = await self.store.run(self.store.local_domains)
+            self._local_domains = set(await self.gateway.local_domains())
             self._local_domains.add(self.config.server.domain.lower())
             self._domains_at = now
         return self._local_domains
@@ -102,7 +105,7 @@ class BaseHandler:
         known = self._recipients.get(address)
         if known is not None and known[0] > now and (size or 0) <= known[1]:
             return None
-        state = await self.store.run(self.store.recipient_state, address)
+        state = await self.gateway.recipient_state(address)
         if state is None:
             return render(replies.UNKNOWN_RECIPIENT)
         disabled, used_bytes, quota_bytes = state
@@ -132,14 +135,9 @@ class BaseHandler:
             tls=tls,
         )
 
-    async def deliver_local(self, server: MssSMTP, sender: str, recipients: list[str], data: bytes,
-                            action: str = audit.DELIVERY) -> dict[str, Any]:
-        def work() -> dict[str, Any]:
-            content, extra = hooks.apply_inbound(sender, recipients, data)
-            return self.store.deliver(content, recipients, sender=sender, ip=server.peer_ip,
-                                      extra=extra or None, action=action)
-
-        return await self.store.run(work)
+    async def deliver_local(self, server: MssSMTP, sender: str, recipients: list[str],
+                            data: bytes) -> dict[str, Any]:
+        return await self.gateway.deliver(sender, recipients, data, server.peer_ip)
 
 
 class MxHandler(BaseHandler):
@@ -229,8 +227,8 @@ class SubmissionHandler(BaseHandler):
 
     async def _authenticate(self, server: MssSMTP, login: bytes, password: bytes) -> AuthResult:
         user = login.decode("utf-8", "replace")
-        result = await self.store.run(self.store.authenticate, user, password.decode("utf-8", "replace"),
-                                      ip=server.peer_ip, service=self.service)
+        result = await self.gateway.authenticate(user, password.decode("utf-8", "replace"),
+                                                 server.peer_ip, self.service)
         if result.ok:
             return AuthResult(success=True, auth_data=LoginPassword(result.address.encode(), b""),
                               message=render(replies.AUTH_OK))
@@ -241,7 +239,7 @@ class SubmissionHandler(BaseHandler):
 
     async def allowed_senders(self, session: Session) -> list[str]:
         login = session.login_data.decode() if isinstance(session.login_data, bytes) else ""
-        mailboxes = await self.store.run(self.store.accessible_mailboxes, login)
+        mailboxes = await self.gateway.accessible_mailboxes(login)
         return [address for address, rights in mailboxes if rights in ("owner", "full")]
 
     async def handle_MAIL(self, server: MssSMTP, session: Session, envelope: Envelope,
@@ -266,7 +264,7 @@ class SubmissionHandler(BaseHandler):
             refusal = await self.check_local_recipient(address, _size_param(envelope.mail_options))
             if refusal:
                 return refusal
-        elif _relay() is None:
+        elif not _relay_available():
             return render(replies.RELAY_UNAVAILABLE)
         envelope.rcpt_tos.append(address)
         return render(replies.RECIPIENT_OK)
@@ -292,34 +290,32 @@ class SubmissionHandler(BaseHandler):
             return render(replies.FROM_HEADER_NOT_OWNED)
         queue_id = new_queue_id()
         raw = _complete_headers(raw, self.config.hostname)
-        raw = await self.store.run(hooks.apply_submission, sender, recipients, raw)
+        raw = await self.gateway.submission_filters(sender, recipients, raw)
         data = self.trace(server, session, queue_id, recipients) + raw
         local_domains = await self.local_domains()
         local = [r for r in recipients if policy.domain_of(r) in local_domains]
         remote = [r for r in recipients if r not in local]
         if remote:
-            relay = _relay()
-            if relay is None:
+            if not _relay_available():
                 return render(replies.RELAY_UNAVAILABLE)
-            await self.store.run(relay.enqueue, self.store, sender, remote, data)
+            await self.gateway.enqueue(sender, remote, data)
         outcomes: dict[str, Any] = {}
         if local:
             outcomes = await self.deliver_local(server, sender, local, data)
             if not any(o.ok for o in outcomes.values()) and not remote:
                 return _data_reply(outcomes, queue_id)
-        await self.store.run(
-            lambda: self.store.deliver(data, [sender], sender=sender, folder="Sent", flags=["\\Seen"],
-                                       action=audit.SEND, ip=server.peer_ip,
-                                       extra={"recipients": recipients}))
+        await self.gateway.file_sent(sender, recipients, data, server.peer_ip)
         return f"250 2.0.0 OK queued as {queue_id}"
 
 
-def _relay() -> Any:
-    """The outbound queue module, when this build has it."""
+@functools.cache
+def _relay_available() -> bool:
+    """Whether this build has the outbound queue (found, not imported: a worker
+    process never loads the store)."""
     try:
-        return importlib.import_module("mssmail.queue.outbound")
+        return importlib.util.find_spec("mssmail.queue.outbound") is not None
     except ModuleNotFoundError:
-        return None
+        return False
 
 
 def _size_param(mail_options: list[str]) -> int | None:

@@ -1,7 +1,8 @@
 """aiosmtpd protocol subclass and the listener component (MX and submission).
 
 The protocol class only adds what aiosmtpd lacks: enhanced status codes on every
-error reply (RFC 2034), a per-IP connection limit, and bookkeeping so that a shutdown
+error reply (RFC 2034), a per-IP connection limit (counted by the handler's gateway,
+so that it holds across SMTP worker processes), and bookkeeping so that a shutdown
 can let transactions in flight finish. Policy lives in the handlers.
 """
 
@@ -10,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 import ssl
-from collections import Counter
 from typing import TYPE_CHECKING, Any, AnyStr
 
 from aiosmtpd.smtp import SMTP
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from mssmail.service import ServerContext
 
 log = logging.getLogger("mss.smtp")
+SHARED_ACCEPT_QUEUE = 1024
 _HAS_ENHANCED = re.compile(r"^\d{3}[ -]\d\.\d{1,3}\.\d{1,3}\b")
 
 
@@ -41,6 +43,7 @@ class MssSMTP(SMTP):
     def __init__(self, handler: Any, *, listener: SmtpListener, **kwargs: Any) -> None:
         self.listener = listener
         self.refused = False
+        self.admitted = False
         self.in_transaction = False
         self.peer_ip = ""
         super().__init__(handler, **kwargs)
@@ -55,14 +58,22 @@ class MssSMTP(SMTP):
         if first:
             peer = transport.get_extra_info("peername") or ("", 0)
             self.peer_ip = str(peer[0])
-            if not self.listener.admit(self):
+            if self.listener.closing:
                 self.refused = True
-                code, text = (replies.SHUTTING_DOWN if self.listener.closing
-                              else replies.TOO_MANY_CONNECTIONS)
+                code, text = replies.SHUTTING_DOWN
                 transport.write(f"{code} {text}\r\n".encode())  # type: ignore[attr-defined]
                 transport.close()
                 return
+            self.listener.sessions.add(self)
         super().connection_made(transport)
+
+    async def _handle_client(self) -> None:
+        """aiosmtpd's session loop, once the per-IP limit admits the connection (the
+        count may live in the parent process: asking it takes a round trip)."""
+        if not await self.listener.admit(self):
+            self.abort(replies.TOO_MANY_CONNECTIONS)
+            return
+        await super()._handle_client()
 
     def connection_lost(self, error: Exception | None) -> None:
         if self.refused:
@@ -110,24 +121,24 @@ class SmtpListener:
         self.tls_context = tls_context
         self.auth = auth
         self.sessions: set[MssSMTP] = set()
-        self.per_ip: Counter[str] = Counter()
         self.closing = False
         self.server: asyncio.AbstractServer | None = None
+        # In an SMTP worker process: the listening socket inherited from the parent.
+        self.sock: socket.socket | None = None
 
-    def admit(self, session: MssSMTP) -> bool:
-        limit = self.ctx.config.limits.max_connections_per_ip
-        if self.closing or self.per_ip[session.peer_ip] >= limit:
+    async def admit(self, session: MssSMTP) -> bool:
+        ok = await self.handler.gateway.admit(session.peer_ip)
+        if ok and session not in self.sessions:  # gone while we asked
+            self.handler.gateway.release(session.peer_ip)
             return False
-        self.per_ip[session.peer_ip] += 1
-        self.sessions.add(session)
-        return True
+        session.admitted = ok
+        return ok
 
     def release(self, session: MssSMTP) -> None:
-        if session in self.sessions:
-            self.sessions.discard(session)
-            self.per_ip[session.peer_ip] -= 1
-            if self.per_ip[session.peer_ip] <= 0:
-                del self.per_ip[session.peer_ip]
+        self.sessions.discard(session)
+        if session.admitted:
+            session.admitted = False
+            self.handler.gateway.release(session.peer_ip)
 
     def make_protocol(self) -> MssSMTP:
         config = self.ctx.config
@@ -149,7 +160,15 @@ class SmtpListener:
         )
 
     async def start(self) -> list[str]:
-        self.server = await self.ctx.loop.create_server(self.make_protocol, host=self.bind, port=self.port)
+        if self.sock is not None:
+            # Socket shared with the other workers: take one connection per wake-up
+            # (asyncio accepts up to `backlog` at once, and one worker would take a
+            # whole burst), then give the kernel queue its real length back (asyncio
+            # calls listen(backlog) on it).
+            self.server = await self.ctx.loop.create_server(self.make_protocol, sock=self.sock, backlog=1)
+            self.sock.listen(SHARED_ACCEPT_QUEUE)
+        else:
+            self.server = await self.ctx.loop.create_server(self.make_protocol, host=self.bind, port=self.port)
         port = self.server.sockets[0].getsockname()[1]
         what = "STARTTLS, AUTH after TLS" if self.auth else "STARTTLS"
         if not self.auth and self.ctx.config.trust.require_client_cert:

@@ -9,6 +9,7 @@ without its bytes.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -244,9 +245,38 @@ class DeliveryOps:
         extra: dict[str, Any] | None = None,
     ) -> dict[str, DeliveryOutcome]:
         """Deliver one message to local mailboxes; per-recipient outcome, never partial rows."""
+        request = self.delivery_request(raw, recipients, sender=sender, folder=folder, flags=flags,
+                                        action=action, actor=actor, ip=ip, internal_date=internal_date,
+                                        extra=extra)
+        outcomes, changed = self.write_grouped(BatchWork(deliver_batch, request))
+        for event in changed:
+            self.changes.publish(event)
+        return outcomes
+
+    def queue_deliveries(self: Store, requests: Sequence[DeliveryRequest]) -> list[Future[DeliveryResult]]:
+        """Hand prepared deliveries to the group committer at once, without waiting:
+        each future resolves after the commit that made it durable. The caller
+        publishes the returned change events (see `deliver`)."""
+        return self._committer.submit_many([BatchWork(deliver_batch, r) for r in requests])
+
+    def delivery_request(
+        self: Store,
+        raw: bytes,
+        recipients: Sequence[str],
+        *,
+        sender: str = "",
+        folder: str = "INBOX",
+        flags: Iterable[str] = (),
+        action: str = audit.DELIVERY,
+        actor: str = "",
+        ip: str = "",
+        internal_date: datetime | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> DeliveryRequest:
+        """All a delivery needs before its transaction; the blob is durable on return."""
         flag_text = self.norm_flags(flags)
         seen, deleted = _flag_columns(flag_text)
-        request = DeliveryRequest(
+        return DeliveryRequest(
             summary=summarize(raw),
             sha=self.blobs.put(raw),
             size=len(raw),
@@ -257,10 +287,6 @@ class DeliveryOps:
             when=internal_date or datetime.now(UTC),
             action=action, actor=actor or sender, sender=sender, ip=ip, extra=extra or {},
         )
-        outcomes, changed = self.write_grouped(BatchWork(deliver_batch, request))
-        for event in changed:
-            self.changes.publish(event)
-        return outcomes
 
     def append(
         self: Store,

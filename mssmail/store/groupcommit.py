@@ -60,13 +60,18 @@ class GroupCommitter:
 
     def submit(self, work: Callable[[Connection], T]) -> T:
         """Run `work(connection)` in a shared write transaction; return once committed."""
-        future: Future[Any] = Future()
+        return self.submit_many([work])[0].result()  # type: ignore[no-any-return]
+
+    def submit_many(self, works: Sequence[Callable[[Connection], Any]]) -> list[Future[Any]]:
+        """Queue several works at once without waiting: each future is resolved after
+        the commit that made its work durable (or with its failure)."""
+        futures: list[Future[Any]] = [Future() for _ in works]
         with self._cond:
             if self._closed:
                 raise RuntimeError("the store is closed")
-            self._pending.append((work, future))
+            self._pending.extend(zip(works, futures, strict=True))
             self._cond.notify()
-        return future.result()
+        return futures
 
     def close(self) -> None:
         with self._cond:

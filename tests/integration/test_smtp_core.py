@@ -20,8 +20,10 @@ from tests.support.instance import MssInstance
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=["sqlite", "postgresql", "sqlite-workers"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Every test runs in process on both engines, and once more through SMTP worker
+    processes ([smtp] workers, [submission] workers): same replies, same stored bytes."""
     schema = url = None
     if request.param == "postgresql":
         if not PG_AVAILABLE:
@@ -34,8 +36,13 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     inst.configure("limits", "max_connections_per_ip", "12")
     inst.configure("limits", "auth_lockout_after", "4")
     inst.configure("limits", "auth_delay_after", "2")
+    if request.param.endswith("-workers"):
+        inst.configure("smtp", "workers", "2")
+        inst.configure("submission", "workers", "2")
     inst.db_url = url
     inst.start("smtp", "submission")
+    if request.param.endswith("-workers"):
+        assert any("(STARTTLS; 2 worker processes)" in line for line in inst.output)
     yield inst
     assert inst.stop() == 0
     if schema:

@@ -1,0 +1,332 @@
+"""What the SMTP handlers ask of the store, in this process or in `mss serve`'s.
+
+`LocalGateway` runs each operation on the store's thread pool. In an SMTP worker
+process (`[smtp] workers`, see `workers.py`) `RemoteGateway` sends the same operations
+over a private socket pair to the parent, which runs them with its `LocalGateway`: the
+worker does TLS and the SMTP dialogue, the parent keeps the one store (and its group
+commit), and a worker answers 250 only after the parent's reply, which comes after the
+commit (DESIGN rule 2).
+
+Frames. Worker to parent: 4-byte header length, 4-byte payload length, a JSON header
+`{"id", "op", "args"}`, then the payload (message bytes, never parsed as anything but
+bytes); the parent checks every field, since a worker handles hostile input. Parent to
+worker: 4-byte length and a pickled `(id, status, value)`; the worker trusts its parent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import pickle
+import struct
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mssmail.smtp import hooks
+from mssmail.smtp.pipeline import DeliveryPipeline
+
+log = logging.getLogger("mss.smtp")
+DELIVERY_ACTIONS = ("delivery", "send")  # mssmail.audit.DELIVERY, mssmail.audit.SEND
+MAX_HEADER = 64 * 1024
+OK, REJECT, ERROR = 0, 1, 2
+# Larger messages are stored on the thread pool rather than in the delivery pipeline.
+PIPELINE_MAX_SIZE = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One recipient's fate (a plain copy of the store's DeliveryOutcome: a worker
+    never imports the store)."""
+
+    ok: bool
+    code: int = 250
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class AuthOutcome:
+    ok: bool
+    address: str = ""
+    delay: float = 0.0  # seconds to wait before answering a failure
+    locked: bool = False
+
+
+class RemoteError(Exception):
+    """The parent failed an operation (the worker answers 451, as for a local failure)."""
+
+
+class LocalGateway:
+    """Store operations of the SMTP path, run on the store's threads in this process."""
+
+    def __init__(self, store: Any, max_connections_per_ip: int) -> None:
+        self.store = store
+        self.max_per_ip = max_connections_per_ip
+        self.per_ip: Counter[str] = Counter()
+        self._pipeline: DeliveryPipeline | None = None
+
+    # Connection admission (RFC 5321 4.5.3.1 allows refusing with 421).
+    async def admit(self, ip: str) -> bool:
+        return self.admit_now(ip)
+
+    def admit_now(self, ip: str) -> bool:
+        if self.per_ip[ip] >= self.max_per_ip:
+            return False
+        self.per_ip[ip] += 1
+        return True
+
+    def release(self, ip: str) -> None:
+        self.per_ip[ip] -= 1
+        if self.per_ip[ip] <= 0:
+            del self.per_ip[ip]
+
+    async def local_domains(self) -> set[str]:
+        return await self.store.run(self.store.local_domains)
+
+    async def recipient_state(self, address: str) -> tuple[bool, int, int] | None:
+        return await self.store.run(self.store.recipient_state, address)
+
+    async def authenticate(self, login: str, password: str, ip: str, service: str) -> AuthOutcome:
+        result = await self.store.run(self.store.authenticate, login, password, ip=ip, service=service)
+        return AuthOutcome(result.ok, result.address, result.delay, result.locked)
+
+    async def accessible_mailboxes(self, login: str) -> list[tuple[str, str]]:
+        return await self.store.run(self.store.accessible_mailboxes, login)
+
+    async def submission_filters(self, sender: str, recipients: list[str], data: bytes) -> bytes:
+        return await self.store.run(hooks.apply_submission, sender, recipients, data)
+
+    async def enqueue(self, sender: str, recipients: list[str], data: bytes) -> None:
+        from mssmail.queue import outbound
+
+        await self.store.run(outbound.enqueue, self.store, sender, recipients, data)
+
+    async def deliver(self, sender: str, recipients: list[str], data: bytes, ip: str,
+                      action: str = "delivery") -> dict[str, Outcome]:
+        """Inbound filters (crypto), then the store: durable when it returns."""
+        outcomes = await self._deliver(data, recipients, inbound_filters=True, sender=sender, ip=ip,
+                                       action=action)
+        return {a: Outcome(o.ok, o.code, o.reason) for a, o in outcomes.items()}
+
+    async def file_sent(self, sender: str, recipients: list[str], data: bytes, ip: str) -> None:
+        """The submitted message into the sender's Sent folder."""
+        await self._deliver(data, [sender], inbound_filters=False, sender=sender, folder="Sent",
+                            flags=["\\Seen"], action="send", ip=ip, extra={"recipients": recipients})
+
+    async def _deliver(self, data: bytes, recipients: list[str], *, inbound_filters: bool,
+                       **request: Any) -> dict[str, Any]:
+        if len(data) > PIPELINE_MAX_SIZE:
+            # On the thread pool: a large blob is written beside the others, not before them.
+            def work() -> dict[str, Any]:
+                content, fields = data, request
+                if inbound_filters:
+                    content, extra = hooks.apply_inbound(request.get("sender", ""), recipients, data)
+                    fields = {**request, "extra": extra or None}
+                return self.store.deliver(content, recipients, **fields)
+
+            return await self.store.run(work)
+        if self._pipeline is None:
+            self._pipeline = DeliveryPipeline(self.store, asyncio.get_running_loop())
+        outcomes, changed = await self._pipeline.deliver(data, recipients, inbound_filters=inbound_filters,
+                                                         **request)
+        for event in changed:
+            self.store.changes.publish(event)
+        return outcomes
+
+
+# --- parent side -------------------------------------------------------------------
+def _strings(values: Any, count: int) -> list[Any]:
+    if not isinstance(values, list) or len(values) != count:
+        raise ValueError("bad arguments")
+    return values
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("bad argument")
+    return value
+
+
+def _text_list(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("bad argument")
+    return value
+
+
+class GatewayServer:
+    """The parent's end of one worker's socket: runs its requests with a LocalGateway.
+
+    Connections a worker admitted are counted here, so that the per-IP limit holds
+    across workers, and given back if the worker dies."""
+
+    def __init__(self, local: LocalGateway) -> None:
+        self.local = local
+        self.admitted: Counter[str] = Counter()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    on_ready: Callable[[], None]) -> None:
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                head = await reader.readexactly(8)
+                header_length, payload_length = struct.unpack(">II", head)
+                if header_length > MAX_HEADER:
+                    raise ValueError("worker frame header too long")
+                header = json.loads(await reader.readexactly(header_length))
+                payload = await reader.readexactly(payload_length)
+                if not isinstance(header, dict):
+                    raise ValueError("worker frame is not an object")
+                op = header.get("op")
+                if op == "ready":
+                    on_ready()
+                    continue
+                if op == "release":
+                    self.release(_text(_strings(header.get("args"), 1)[0]))
+                    continue
+                task = asyncio.ensure_future(self._answer(writer, header, payload))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the worker exited
+        except (ValueError, UnicodeDecodeError, struct.error):
+            log.exception("malformed request from an SMTP worker; closing its channel")
+        finally:
+            for ip, count in self.admitted.items():
+                for _ in range(count):
+                    self.local.release(ip)
+            self.admitted.clear()
+            writer.close()
+
+    def release(self, ip: str) -> None:
+        if self.admitted[ip] > 0:
+            self.admitted[ip] -= 1
+            self.local.release(ip)
+
+    async def _answer(self, writer: asyncio.StreamWriter, header: dict[str, Any], payload: bytes) -> None:
+        request_id = header.get("id")
+        try:
+            if not isinstance(request_id, int):
+                raise ValueError("bad request id")
+            value = await self._run(str(header.get("op")), header.get("args"), payload)
+            status = OK
+        except hooks.Reject as reject:
+            status, value = REJECT, (reject.code, reject.text)
+        except Exception as exc:
+            log.exception("SMTP worker request %s failed", header.get("op"))
+            status, value = ERROR, f"{type(exc).__name__}: {exc}"
+        frame = pickle.dumps((request_id, status, value), protocol=pickle.HIGHEST_PROTOCOL)
+        writer.write(struct.pack(">I", len(frame)) + frame)
+        await writer.drain()
+
+    async def _run(self, op: str, args: Any, payload: bytes) -> Any:
+        local = self.local
+        if op == "admit":
+            ip = _text(_strings(args, 1)[0])
+            ok = local.admit_now(ip)
+            if ok:
+                self.admitted[ip] += 1
+            return ok
+        if op == "local_domains":
+            return await local.local_domains()
+        if op == "recipient_state":
+            return await local.recipient_state(_text(_strings(args, 1)[0]))
+        if op == "authenticate":
+            login, password, ip, service = (_text(a) for a in _strings(args, 4))
+            return await local.authenticate(login, password, ip, service)
+        if op == "accessible_mailboxes":
+            return await local.accessible_mailboxes(_text(_strings(args, 1)[0]))
+        if op == "submission_filters":
+            sender, recipients = _strings(args, 2)
+            return await local.submission_filters(_text(sender), _text_list(recipients), payload)
+        if op == "enqueue":
+            sender, recipients = _strings(args, 2)
+            return await local.enqueue(_text(sender), _text_list(recipients), payload)
+        if op == "deliver":
+            sender, recipients, ip, action = _strings(args, 4)
+            if action not in DELIVERY_ACTIONS:
+                raise ValueError("bad delivery action")
+            return await local.deliver(_text(sender), _text_list(recipients), payload, _text(ip), action)
+        if op == "file_sent":
+            sender, recipients, ip = _strings(args, 3)
+            return await local.file_sent(_text(sender), _text_list(recipients), payload, _text(ip))
+        raise ValueError(f"unknown operation {op[:40]!r}")
+
+
+# --- worker side -------------------------------------------------------------------
+class RemoteGateway:
+    """The LocalGateway interface, each call a request to the parent process."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self._next_id = 0
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+
+    async def read_replies(self) -> None:
+        """Until the parent goes away: then this worker has nothing left to do."""
+        try:
+            while True:
+                (length,) = struct.unpack(">I", await self.reader.readexactly(4))
+                request_id, status, value = pickle.loads(await self.reader.readexactly(length))
+                future = self._waiting.pop(request_id, None)
+                if future is None or future.done():
+                    continue
+                if status == OK:
+                    future.set_result(value)
+                elif status == REJECT:
+                    future.set_exception(hooks.Reject(*value))
+                else:
+                    future.set_exception(RemoteError(value))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            log.error("the parent mss process is gone; SMTP worker %d exits", os.getpid())
+            os._exit(1)
+
+    def notify(self, op: str, *args: Any) -> None:
+        header = json.dumps({"id": 0, "op": op, "args": list(args)}).encode()
+        self.writer.write(struct.pack(">II", len(header), 0) + header)
+
+    async def call(self, op: str, *args: Any, payload: bytes = b"") -> Any:
+        self._next_id += 1
+        request_id = self._next_id
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        header = json.dumps({"id": request_id, "op": op, "args": list(args)}).encode()
+        self.writer.write(struct.pack(">II", len(header), len(payload)) + header)
+        if payload:
+            self.writer.write(payload)
+        await self.writer.drain()
+        return await future
+
+    async def admit(self, ip: str) -> bool:
+        return bool(await self.call("admit", ip))
+
+    def release(self, ip: str) -> None:
+        self.notify("release", ip)
+
+    async def local_domains(self) -> set[str]:
+        return set(await self.call("local_domains"))
+
+    async def recipient_state(self, address: str) -> tuple[bool, int, int] | None:
+        return await self.call("recipient_state", address)
+
+    async def authenticate(self, login: str, password: str, ip: str, service: str) -> AuthOutcome:
+        return await self.call("authenticate", login, password, ip, service)
+
+    async def accessible_mailboxes(self, login: str) -> list[tuple[str, str]]:
+        return await self.call("accessible_mailboxes", login)
+
+    async def submission_filters(self, sender: str, recipients: list[str], data: bytes) -> bytes:
+        return await self.call("submission_filters", sender, recipients, payload=data)
+
+    async def enqueue(self, sender: str, recipients: list[str], data: bytes) -> None:
+        await self.call("enqueue", sender, recipients, payload=data)
+
+    async def deliver(self, sender: str, recipients: list[str], data: bytes, ip: str,
+                      action: str = "delivery") -> dict[str, Outcome]:
+        return await self.call("deliver", sender, recipients, ip, action, payload=data)
+
+    async def file_sent(self, sender: str, recipients: list[str], data: bytes, ip: str) -> None:
+        await self.call("file_sent", sender, recipients, ip, payload=data)

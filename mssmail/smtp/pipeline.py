@@ -1,0 +1,111 @@
+"""SMTP deliveries prepared by one thread, a batch at a time, and committed in groups.
+
+Why: handing each message to the store's thread pool costs, per message, a thread
+wake-up, a future, a hand-off to the committer thread and one back, each a fight for
+the interpreter lock with the event loop and the other store threads. Here the loop
+appends the message to a list; one thread takes every message waiting, runs the
+inbound filters, summarises and writes each blob (fsynced), hands the whole batch to
+the group committer at once and, without waiting for that commit, goes on with the
+next batch (its blobs are written while the previous batch commits). One callback per
+batch wakes the loop once the commit is done: durable before acknowledged.
+
+Large messages do not come here (`LocalGateway.deliver`): one 10 MB blob would hold
+up the small messages of its batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+from mssmail.smtp import hooks
+
+log = logging.getLogger("mss.smtp")
+MAX_BATCH = 64
+
+# (data, recipients, Store.delivery_request keywords, run the inbound filters?, the caller's future)
+_Item = tuple[bytes, list[str], dict[str, Any], bool, "asyncio.Future[Any]"]
+
+
+class DeliveryPipeline:
+    def __init__(self, store: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.store = store
+        self.loop = loop
+        self._pending: list[_Item] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="smtp-deliveries", daemon=True)
+        self._thread.start()
+
+    async def deliver(self, data: bytes, recipients: list[str], *, inbound_filters: bool,
+                      **request: Any) -> tuple[dict[str, Any], list[Any]]:
+        """(outcomes by recipient, change events) once the delivery is committed;
+        `request` as for `Store.delivery_request` (sender, ip, action, folder...)."""
+        future: asyncio.Future[Any] = self.loop.create_future()
+        with self._cond:
+            self._pending.append((data, recipients, request, inbound_filters, future))
+            self._cond.notify()
+        return await future
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            try:
+                self._prepare_and_queue(batch)
+            except BaseException as exc:  # never leave a caller waiting
+                log.exception("delivery batch failed")
+                self._post([(item[4], None, exc) for item in batch])
+
+    def _prepare_and_queue(self, batch: list[_Item]) -> None:
+        requests, waiting, failed = [], [], []
+        for data, recipients, request, inbound_filters, future in batch:
+            try:
+                if inbound_filters:
+                    data, extra = hooks.apply_inbound(request.get("sender", ""), recipients, data)
+                    request = {**request, "extra": extra or None}
+                requests.append(self.store.delivery_request(data, recipients, **request))
+                waiting.append(future)
+            except Exception as exc:
+                failed.append((future, None, exc))
+        if failed:
+            self._post(failed)
+        if not requests:
+            return
+        commits = self.store.queue_deliveries(requests)
+        remaining = [len(commits)]
+        lock = threading.Lock()
+
+        def one_done(_commit: Future[Any]) -> None:
+            # Runs on the committer thread; the last of the batch wakes the loop once.
+            with lock:
+                remaining[0] -= 1
+                if remaining[0]:
+                    return
+            settled = []
+            for future, commit in zip(waiting, commits, strict=True):
+                error = commit.exception()
+                settled.append((future, None if error else commit.result(), error))
+            self._post(settled)
+
+        for commit in commits:
+            commit.add_done_callback(one_done)
+
+    def _post(self, settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            self.loop.call_soon_threadsafe(_settle, settled)
+
+
+def _settle(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in settled:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)

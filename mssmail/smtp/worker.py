@@ -1,0 +1,71 @@
+"""One SMTP worker process (started by `workers.WorkerPool`, not by hand).
+
+    python -m mssmail.smtp.worker SERVICE INDEX PARENT_PID LISTEN_FD CHANNEL_FD < config.json
+
+It accepts on the listening socket inherited from `mss serve`, speaks TLS and SMTP,
+and asks the parent for every store operation through the channel. It imports no
+store code (no SQLAlchemy, no argon2): a small process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+
+from mssmail.config import Config
+from mssmail.service import ServerContext
+from mssmail.smtp.gateway import RemoteGateway
+from mssmail.smtp.listener import mx_listener, submission_listener
+
+PR_SET_PDEATHSIG = 1
+log = logging.getLogger("mss.smtp")
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """SIGKILL when the parent dies, as if `kill -9` had hit this process too (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):  # elsewhere the channel's EOF ends the worker
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before prctl
+        os._exit(1)
+
+
+async def serve(config: Config, service: str, listen_fd: int, channel_fd: int) -> None:
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=channel_fd))
+    gateway = RemoteGateway(reader, writer)
+    replies = asyncio.ensure_future(gateway.read_replies())
+    ctx = ServerContext(config=config, store=None, loop=loop)
+    make = mx_listener if service == "smtp" else submission_listener
+    listener = make(ctx, gateway)
+    listener.sock = socket.socket(fileno=listen_fd)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    await listener.start()
+    gateway.notify("ready")
+    await stop.wait()
+    await listener.stop(float(config.server.shutdown_grace))
+    replies.cancel()
+
+
+def main(argv: list[str]) -> int:
+    service, index, parent_pid, listen_fd, channel_fd = argv
+    die_with_parent(int(parent_pid))
+    # Ctrl-C reaches the whole process group: the parent decides, then sends SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    config = Config.model_validate_json(sys.stdin.buffer.read())
+    logging.basicConfig(level=config.server.log_level, stream=sys.stderr,
+                        format=f"%(asctime)s %(levelname)s %(name)s[{service} worker {index}]: %(message)s")
+    if config.server.log_level != "DEBUG":
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
+    asyncio.run(serve(config, service, int(listen_fd), int(channel_fd)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
