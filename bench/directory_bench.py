@@ -310,8 +310,8 @@ def check_same(mss_port: int, slapd_port: int, base: str, keys: dict[str, list[s
             if not theirs or mc != sc:
                 raise SystemExit(f"{flt}: mss result {mc} ({len(mine)} entries), slapd {sc} ({len(theirs)})")
             if sc == 4:
-                bad = [dn for dn, a in mine.items() if not any(v.lower().startswith(key.encode())
-                                                               for v in a.get("sn", []))]
+                bad = [dn for dn, a in mine.items()
+                       if not any(v.decode().lower().startswith(key) for v in a.get("sn", []))]
                 if len(mine) != len(theirs) or bad:
                     raise SystemExit(f"{flt}: size-limited results differ ({len(mine)} vs {len(theirs)}, {bad[:3]})")
             elif mine != theirs:

@@ -236,30 +236,56 @@ def _filter(buf: bytes, pos: int, end: int, depth: int) -> tuple[Filter, int]:
 
 def _len_octets(n: int) -> bytes:
     if n < 0x80:
-        return bytes((n,))
+        return _SHORT[n]
     body = n.to_bytes((n.bit_length() + 7) // 8, "big")
     return bytes((0x80 | len(body),)) + body
 
 
+_SHORT = [bytes((n,)) for n in range(0x80)]
+
+
 def _wrap(tag: bytes, content: bytes) -> bytes:
-    return tag + _len_octets(len(content)) + content
+    n = len(content)
+    return tag + (_SHORT[n] if n < 0x80 else _len_octets(n)) + content
 
 
 def _octets(v: bytes) -> bytes:
     n = len(v)
-    return (b"\x04" + bytes((n,)) + v) if n < 0x80 else (b"\x04" + _len_octets(n) + v)
+    return b"\x04" + (_SHORT[n] if n < 0x80 else _len_octets(n)) + v
 
 
 def _integer(tag: bytes, v: int) -> bytes:
     return _wrap(tag, v.to_bytes(max(1, (v.bit_length() + 8) // 8), "big", signed=True))
 
 
-def entry(msg_id: int, dn: str, attrs: list[tuple[str, list[str] | list[bytes]]]) -> bytes:
-    """LDAPMessage(SearchResultEntry): objectName, then PartialAttributeList (RFC 4511 4.5.2)."""
+_names: dict[str, bytes] = {}  # attribute name -> its OCTET STRING, the few names of the schema
+
+
+def _name(name: str) -> bytes:
+    tlv = _names.get(name)
+    if tlv is None:
+        tlv = _octets(name.encode())
+        if len(_names) < 1024:
+            _names[name] = tlv
+    return tlv
+
+
+def entry(msg_id: int, dn: str, attrs: list[tuple[str, str | list[str] | list[bytes]]]) -> bytes:
+    """LDAPMessage(SearchResultEntry): objectName, then PartialAttributeList (RFC 4511 4.5.2);
+    an attribute's values are a list, or one str.
+    The hot loop of a search: short lengths come from a table, names from a cache."""
     parts = []
     for name, values in attrs:
-        vals = b"".join([_octets(v if isinstance(v, bytes) else v.encode()) for v in values])
-        parts.append(_wrap(b"\x30", _octets(name.encode()) + _wrap(b"\x31", vals)))
+        if type(values) is str:  # one value, the common case
+            v = values.encode()
+            n = len(v)
+            vals = b"\x04" + (_SHORT[n] if n < 0x80 else _len_octets(n)) + v
+        else:
+            vals = b"".join([_octets(v if isinstance(v, bytes) else v.encode()) for v in values])
+        n = len(vals)
+        inner = _name(name) + b"\x31" + (_SHORT[n] if n < 0x80 else _len_octets(n)) + vals
+        n = len(inner)
+        parts.append(b"\x30" + (_SHORT[n] if n < 0x80 else _len_octets(n)) + inner)
     op = _wrap(b"\x64", _octets(dn.encode()) + _wrap(b"\x30", b"".join(parts)))
     return _wrap(b"\x30", _integer(b"\x02", msg_id) + op)
 

@@ -44,57 +44,68 @@ def _dn_norm(dn: str) -> str:
     return ",".join(p.strip().lower() for p in dn.split(",") if p.strip())
 
 
-def _one(field: str, fmt: Callable[[Any], str] | None = None) -> Callable[[dstore.Entry], list[str] | None]:
-    get = operator.attrgetter(field)
-    if fmt is None:
-        return lambda e: [v] if (v := get(e)) else None
-    return lambda e: [fmt(get(e))]
-
-
 def _bool(v: Any) -> str:
     return "TRUE" if v else "FALSE"
 
 
 # The LDAP attributes of a mailbox entry (schema in directory/schema.py), in the order they are
-# written: (name, the entry's values or None when absent).
-ENTRY_ATTRIBUTES: tuple[tuple[str, Callable[[dstore.Entry], list[str] | None]], ...] = (
-    ("objectClass", lambda e: MAILBOX_CLASS_NAMES),
-    ("mail", _one("address")),
-    ("cn", lambda e: [e.display_name or e.address]),
-    ("sn", lambda e: [e.family_name or e.display_name or e.address]),
-    ("mailboxType", _one("bal_type")),
-    ("preferredRank", _one("preferred_rank", str)),
-    ("acceptsDematerialised", _one("dematerialised", _bool)),
-    ("givenName", _one("given_name")),
-    ("displayName", _one("display_name")),
-    ("rppsId", _one("rpps")),
-    ("nationalId", _one("national_id")),
-    ("professionCode", _one("profession_code")),
-    ("professionLabel", _one("profession_label")),
-    ("o", _one("structure")),
-    ("l", _one("city")),
-    ("finessId", _one("finess")),
-    ("ou", _one("service")),
+# written: (name, the entry fields (directory.store.COLUMNS) whose first non-empty value it
+# shows, a formatter that always gives a value, or None).
+ENTRY_ATTRIBUTES: tuple[tuple[str, tuple[str, ...], Callable[[Any], str] | None], ...] = (
+    ("objectClass", (), None),
+    ("mail", ("address",), None),
+    ("cn", ("display_name", "address"), None),
+    ("sn", ("family_name", "display_name", "address"), None),
+    ("mailboxType", ("bal_type",), None),
+    ("preferredRank", ("preferred_rank",), str),
+    ("acceptsDematerialised", ("dematerialised",), _bool),
+    ("givenName", ("given_name",), None),
+    ("displayName", ("display_name",), None),
+    ("rppsId", ("rpps",), None),
+    ("nationalId", ("national_id",), None),
+    ("professionCode", ("profession_code",), None),
+    ("professionLabel", ("profession_label",), None),
+    ("o", ("structure",), None),
+    ("l", ("city",), None),
+    ("finessId", ("finess",), None),
+    ("ou", ("service",), None),
 )
-PRIVILEGED_ATTRIBUTES = (("unlisted", _one("unlisted", _bool)),)
+PRIVILEGED_ATTRIBUTES = (("unlisted", ("unlisted",), _bool),)
 MAILBOX_CLASS_NAMES = [c.decode() for c in MAILBOX_CLASSES]
 
 
+def _getter(idx: list[int], fmt: Callable[[Any], str] | None) -> Callable[[tuple], Any]:
+    if not idx:
+        return lambda r: MAILBOX_CLASS_NAMES
+    if fmt is not None:
+        i = idx[0]
+        return lambda r: fmt(r[i])
+    if len(idx) == 1:
+        return operator.itemgetter(idx[0])
+    if len(idx) == 2:
+        i, j = idx
+        return lambda r: r[i] or r[j]
+    i, j, k = idx
+    return lambda r: r[i] or r[j] or r[k]
+
+
 @functools.lru_cache(maxsize=256)
-def attribute_plan(wanted: tuple[str, ...], privileged: bool) -> tuple:
-    """The (name, getter) pairs an entry is written with for the requested attribute list."""
+def attribute_plan(wanted: tuple[str, ...], privileged: bool) -> tuple[tuple[str, ...], tuple]:
+    """For a requested attribute list (RFC 4511 section 4.5.1.8: none or '*' = all user
+    attributes, '1.1' = none): the entry fields to select (address first, it names the entry)
+    and the (name, getter over a row of those fields) pairs written."""
     every = ENTRY_ATTRIBUTES + (PRIVILEGED_ATTRIBUTES if privileged else ())
     names = [w.lower() for w in wanted]
-    if not names or "*" in names:
-        return every
     if names == ["1.1"]:
-        return ()
-    return tuple((n, get) for n, get in every if n.lower() in names)
-
-
-def entry_attributes(e: dstore.Entry, *, privileged: bool) -> dict[str, list[str]]:
-    """The LDAP attributes of a mailbox entry, all of them."""
-    return {n: v for n, get in attribute_plan((), privileged) if (v := get(e))}
+        specs: tuple = ()
+    elif not names or "*" in names:
+        specs = every
+    else:
+        specs = tuple(spec for spec in every if spec[0].lower() in names)
+    fields = ["address"]
+    for _, used, _ in specs:
+        fields += [f for f in used if f not in fields]
+    return tuple(fields), tuple((name, _getter([fields.index(f) for f in used], fmt)) for name, used, fmt in specs)
 
 
 def select_attributes(attrs: dict[str, list[str]], wanted: list[str]) -> dict[str, list[str]]:
@@ -289,56 +300,58 @@ class DirectoryLDAPServer(BaseLDAPServer):
             return None
         page = self._paging(req.controls)
         dialect, admin = self.reader.dialect, self.admin
+        fields, getters = attribute_plan(tuple(wanted), admin)
         if base in (self.base, self.ou) and page is not None and page[0] > 0:
             size, cookie = page
             shown_max = min(size, limit)
-            sql = dstore.search_sql(node, dialect, include_unlisted=admin, limit=shown_max + 1,
+            sql = dstore.search_sql(node, dialect, include_unlisted=admin, limit=shown_max + 1, fields=fields,
                                     after=cookie.decode("utf-8", "replace") if cookie else None)
 
-            def paged(entries: list[dstore.Entry]) -> None:
-                shown = entries[:shown_max]
-                more = len(entries) > len(shown)
-                next_cookie = shown[-1].address.lower().encode() if more and shown else b""
+            def paged(rows: list[tuple]) -> None:
+                shown = rows[:shown_max]
+                more = len(rows) > len(shown)
+                next_cookie = shown[-1][0].lower().encode() if more and shown else b""
                 # RFC 2696 section 3: the response control carries the cookie; empty = last page.
-                self._reply(req, shown, ber.done(mid, controls=[(paging.PAGED_OID, paging.encode(0, next_cookie))]))
-            return self._query(deadline, functools.partial(dstore.fetch, sql=sql[0], params=sql[1]), paged)
+                self._reply(req, getters, shown,
+                            ber.done(mid, controls=[(paging.PAGED_OID, paging.encode(0, next_cookie))]))
+            return self._query(deadline, functools.partial(dstore.fetch_rows, sql=sql[0], params=sql[1]), paged)
         if base in (self.base, self.ou):
             # No ORDER BY: any `limit` matches will do (RFC 4511 4.5.1.4), the filter's index drives.
-            sql = dstore.search_sql(node, dialect, include_unlisted=admin, limit=limit + 1, ordered=False)
+            sql = dstore.search_sql(node, dialect, include_unlisted=admin, limit=limit + 1, ordered=False,
+                                    fields=fields)
 
-            def listed(entries: list[dstore.Entry]) -> None:
-                code = ldaperrors.LDAPSizeLimitExceeded.resultCode if len(entries) > limit else 0
-                self._reply(req, entries[:limit], ber.done(mid, code))
-            return self._query(deadline, functools.partial(dstore.fetch, sql=sql[0], params=sql[1]), listed)
+            def listed(rows: list[tuple]) -> None:
+                code = ldaperrors.LDAPSizeLimitExceeded.resultCode if len(rows) > limit else 0
+                self._reply(req, getters, rows[:limit], ber.done(mid, code))
+            return self._query(deadline, functools.partial(dstore.fetch_rows, sql=sql[0], params=sql[1]), listed)
         if base.endswith("," + self.ou) and base.startswith("mail="):
             if scope == pureldap.LDAP_SCOPE_singleLevel:
                 self.transport.write(ber.done(mid))
                 return None
             address = base.split(",", 1)[0].split("=", 1)[1]
-            match = dstore.search_sql(node, dialect, include_unlisted=admin, limit=2, address=address)
+            match = dstore.search_sql(node, dialect, include_unlisted=admin, limit=2, address=address, fields=fields)
             exists = dstore.search_sql(Present("objectClass"), dialect, include_unlisted=admin, limit=1,
-                                       address=address)
+                                       address=address, fields=("address",))
 
-            def lookup(conn: Any) -> list[dstore.Entry] | None:
-                entries = dstore.fetch(conn, *match)
-                return entries if entries or dstore.fetch(conn, *exists) else None
+            def lookup(conn: Any) -> list[tuple] | None:
+                rows = dstore.fetch_rows(conn, *match)
+                return rows if rows or dstore.fetch_rows(conn, *exists) else None
 
-            def found(entries: list[dstore.Entry] | None) -> None:
-                if entries is None:  # an unlisted entry does not exist for non-admins
+            def found(rows: list[tuple] | None) -> None:
+                if rows is None:  # an unlisted entry does not exist for non-admins
                     raise ldaperrors.LDAPNoSuchObject(base.encode())
-                self._reply(req, entries[:limit], ber.done(mid))
+                self._reply(req, getters, rows[:limit], ber.done(mid))
             return self._query(deadline, lookup, found)
         raise ldaperrors.LDAPNoSuchObject(base.encode())
 
-    def _reply(self, req: ber.SearchRequest, entries: list[dstore.Entry], done: bytes) -> None:
-        """The entries and the SearchResultDone, in one write."""
-        plan = attribute_plan(tuple(req.attributes), self.admin)
+    def _reply(self, req: ber.SearchRequest, getters: tuple, rows: list[tuple], done: bytes) -> None:
+        """The entries (rows of `attribute_plan` fields) and the SearchResultDone, in one write."""
         suffix = ",ou=mailboxes," + self.cfg.base_dn
         mid, types_only = req.msg_id, req.types_only
         out = []
-        for e in entries:
-            attrs = [(n, [] if types_only else v) for n, get in plan if (v := get(e))]
-            out.append(ber.entry(mid, "mail=" + e.address + suffix, attrs))
+        for r in rows:
+            attrs = [(n, [] if types_only else v) for n, get in getters if (v := get(r))]
+            out.append(ber.entry(mid, "mail=" + r[0] + suffix, attrs))
         out.append(done)
         if self.connected:
             self.transport.write(b"".join(out))

@@ -57,9 +57,15 @@ class Entry:
     finess: str | None
 
 
-ENTRY_COLUMNS = ("m.address, m.bal_type, m.display_name, m.unlisted, m.preferred_rank, m.dematerialised, "
-                 "m.service, p.family_name, p.given_name, p.ident, p.national_id, p.profession_code, "
-                 "p.profession_label, s.name, s.city, s.finess")
+# Entry field -> its column in `FROM_ENTRIES`; a search selects the fields it needs.
+COLUMNS = {
+    "address": "m.address", "bal_type": "m.bal_type", "display_name": "m.display_name", "unlisted": "m.unlisted",
+    "preferred_rank": "m.preferred_rank", "dematerialised": "m.dematerialised", "service": "m.service",
+    "family_name": "p.family_name", "given_name": "p.given_name", "rpps": "p.ident",
+    "national_id": "p.national_id", "profession_code": "p.profession_code",
+    "profession_label": "p.profession_label", "structure": "s.name", "city": "s.city", "finess": "s.finess",
+}
+ENTRY_FIELDS = tuple(COLUMNS)
 
 
 def add_person(store: Any, *, ident: str, family_name: str, given_name: str | None = None,
@@ -108,11 +114,13 @@ def add_mailbox(store: Any, *, address: str, bal_type: str, person_id: int | Non
 
 
 def search_sql(node: Filter, dialect: str, *, include_unlisted: bool = False, limit: int | None = None,
-               after: str | None = None, address: str | None = None, ordered: bool = True) -> tuple[str, list]:
-    """The SELECT of the entries matching `node` (see `search`), with its parameters, in the
-    driver's placeholder style (qmark for sqlite3, format for psycopg)."""
+               after: str | None = None, address: str | None = None, ordered: bool = True,
+               fields: tuple[str, ...] = ENTRY_FIELDS) -> tuple[str, list]:
+    """The SELECT of `fields` (address first) of the entries matching `node` (see `search`), with
+    its parameters, in the driver's placeholder style (qmark for sqlite3, format for psycopg)."""
     params: list[Any] = []
-    sql = f"SELECT {ENTRY_COLUMNS} FROM {FROM_ENTRIES} WHERE {where(node, dialect, params)}"
+    columns = ", ".join([COLUMNS[f] for f in fields])
+    sql = f"SELECT {columns} FROM {FROM_ENTRIES} WHERE {where(node, dialect, params)}"
     if not include_unlisted:
         # Liste rouge is never published. coalesce() keeps the planner off the (unselective)
         # unlisted index: the filter's own index must drive the query.
@@ -134,18 +142,26 @@ def search_sql(node: Filter, dialect: str, *, include_unlisted: bool = False, li
     return sql, params
 
 
-def fetch(dbapi: Any, sql: str, params: list) -> list[Entry]:
-    """Run a `search_sql` statement on a driver connection; the entries in address order."""
+def _address_lc(row: tuple) -> str:
+    return row[0].lower()
+
+
+def fetch_rows(dbapi: Any, sql: str, params: list) -> list[tuple]:
+    """Run a `search_sql` statement on a driver connection: its rows, in address order."""
     cur = dbapi.cursor()
     try:
         cur.execute(sql, params)
         rows = cur.fetchall()
     finally:
         cur.close()
-    out = [Entry(r[0], r[1], r[2], bool(r[3]), r[4], bool(r[5]), *r[6:]) for r in rows]
-    if len(out) > 1:
-        out.sort(key=lambda e: e.address.lower())
-    return out
+    if len(rows) > 1:
+        rows.sort(key=_address_lc)
+    return rows
+
+
+def fetch(dbapi: Any, sql: str, params: list) -> list[Entry]:
+    """`fetch_rows` of a statement of all the ENTRY_FIELDS, as entries."""
+    return [Entry(r[0], r[1], r[2], bool(r[3]), r[4], bool(r[5]), *r[6:]) for r in fetch_rows(dbapi, sql, params)]
 
 
 def search(store: Any, node: Filter, *, include_unlisted: bool = False, limit: int | None = None,
