@@ -413,8 +413,9 @@ def main() -> None:
                     spy = None
                     if args.profile and name == "mss" and conc >= 8:
                         Path(args.profile).mkdir(parents=True, exist_ok=True)
-                        spy = subprocess.Popen(["py-spy", "record", "-p", str(pid), "-r", "200", "-f", "speedscope",
-                                                "-o", f"{args.profile}/mss-{k}-c{conc}.json",
+                        pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+                        spy = subprocess.Popen([pyspy, "record", "-p", str(pid), "-r", "200", "-f", "raw",
+                                                "-o", f"{args.profile}/mss-{k}-c{conc}.txt",
                                                 "-d", str(int(args.seconds) + 2)],
                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                         time.sleep(1)

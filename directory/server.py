@@ -236,7 +236,7 @@ class DirectoryLDAPServer(BaseLDAPServer):
         try:
             req = ber.decode_search(msg)
         except FilterError as exc:
-            self.transport.write(ber.done(ber.message_id(msg), ldaperrors.LDAPProtocolError.resultCode, str(exc)))
+            self._send(ber.done(ber.message_id(msg), ldaperrors.LDAPProtocolError.resultCode, str(exc)))
             return
         except (ber.BERError, IndexError) as exc:
             log.info("ldap: malformed search request, closing the connection: %s", exc)
@@ -256,8 +256,7 @@ class DirectoryLDAPServer(BaseLDAPServer):
         else:
             log.error("ldap: search failed", exc_info=exc)
             code, message = ldaperrors.LDAPOther.resultCode, b"internal error"
-        if self.connected:
-            self.transport.write(ber.done(msg_id, code, message if isinstance(message, bytes) else str(message)))
+        self._send(ber.done(msg_id, code, message if isinstance(message, bytes) else str(message)))
 
     def _query(self, deadline: float, fn: Callable[..., Any], then: Callable[[Any], None]) -> defer.Deferred | None:
         """`then(fn(connection))`: inline when the reader answers within its budget, else on the
@@ -268,14 +267,31 @@ class DirectoryLDAPServer(BaseLDAPServer):
             return None
         return self._timed(deadline, self.reader.pooled, fn).addCallback(then)
 
+    def _send(self, data: bytes) -> None:
+        """transport.write, sent at once when nothing is queued on a plain TCP connection: Twisted
+        would register the socket for writing and send on the next reactor turn (two epoll_ctl
+        calls and a loop iteration per reply). A partial send leaves the rest to Twisted."""
+        t = self.transport
+        if self.tls or not self.connected or t.disconnecting or t.dataBuffer or t._tempDataBuffer:
+            t.write(data)
+            return
+        try:
+            sent = t.socket.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            return  # the connection is gone: Twisted's read side will see it and clean up
+        if sent < len(data):
+            t.write(data[sent:])
+
     def _answer(self, req: ber.SearchRequest) -> defer.Deferred | None:
         base = _dn_norm(req.base)
         mid, scope, wanted = req.msg_id, req.scope, req.attributes
         if base == "" and scope == pureldap.LDAP_SCOPE_baseObject:
-            self.transport.write(self._fixed(mid, "", self._root_dse(), wanted) + ber.done(mid))
+            self._send(self._fixed(mid, "", self._root_dse(), wanted) + ber.done(mid))
             return None
         if base == "cn=subschema" and scope == pureldap.LDAP_SCOPE_baseObject:
-            self.transport.write(self._fixed(mid, "cn=subschema", schema.subschema_entry(), wanted or ["*"])
+            self._send(self._fixed(mid, "cn=subschema", schema.subschema_entry(), wanted or ["*"])
                                  + ber.done(mid))
             return None
         node = req.filter
@@ -289,13 +305,13 @@ class DirectoryLDAPServer(BaseLDAPServer):
             seconds = min(seconds, req.time_limit) if not self.admin else req.time_limit
         deadline = time.monotonic() + seconds
         if base == self.base and scope == pureldap.LDAP_SCOPE_baseObject:
-            self.transport.write(self._fixed(mid, self.cfg.base_dn, {
+            self._send(self._fixed(mid, self.cfg.base_dn, {
                 "objectClass": ["top", "organization"], "o": [self.cfg.base_dn.split(",")[0].split("=")[1]]},
                 wanted) + ber.done(mid))
             return None
         if (base == self.base and scope == pureldap.LDAP_SCOPE_singleLevel) or (
                 base == self.ou and scope == pureldap.LDAP_SCOPE_baseObject):
-            self.transport.write(self._fixed(mid, self.ou, {"objectClass": ["top", "organizationalUnit"],
+            self._send(self._fixed(mid, self.ou, {"objectClass": ["top", "organizationalUnit"],
                                                                "ou": ["mailboxes"]}, wanted) + ber.done(mid))
             return None
         page = self._paging(req.controls)
@@ -326,7 +342,7 @@ class DirectoryLDAPServer(BaseLDAPServer):
             return self._query(deadline, functools.partial(dstore.fetch_rows, sql=sql[0], params=sql[1]), listed)
         if base.endswith("," + self.ou) and base.startswith("mail="):
             if scope == pureldap.LDAP_SCOPE_singleLevel:
-                self.transport.write(ber.done(mid))
+                self._send(ber.done(mid))
                 return None
             address = base.split(",", 1)[0].split("=", 1)[1]
             match = dstore.search_sql(node, dialect, include_unlisted=admin, limit=2, address=address, fields=fields)
@@ -353,8 +369,7 @@ class DirectoryLDAPServer(BaseLDAPServer):
             attrs = [(n, [] if types_only else v) for n, get in getters if (v := get(r))]
             out.append(ber.entry(mid, "mail=" + r[0] + suffix, attrs))
         out.append(done)
-        if self.connected:
-            self.transport.write(b"".join(out))
+        self._send(b"".join(out))
 
     def _fixed(self, mid: int, dn: str, attrs: dict[str, list[str]], wanted: list[str]) -> bytes:
         selected = select_attributes(attrs, wanted)

@@ -194,7 +194,8 @@ class Reader:
 
     OVER_BUDGET = object()
 
-    def __init__(self, store: Any, budget: float = 0.005) -> None:
+    def __init__(self, store: Any, budget: float = 0.005, cache_kb: int = 32 * 1024,
+                 mmap_bytes: int = 1 << 30) -> None:
         self.store = store
         self.dialect = store.db.engine.dialect.name
         self.budget = budget
@@ -204,6 +205,9 @@ class Reader:
         if self.dialect == "sqlite":
             self._raw = store.db.engine.raw_connection()  # the store's pragmas; kept for good
             self.conn = self._raw.driver_connection
+            # Its own page cache, and reads through a memory map (no read() per page).
+            self.conn.execute(f"PRAGMA cache_size=-{cache_kb}")
+            self.conn.execute(f"PRAGMA mmap_size={mmap_bytes}")
             self.conn.set_progress_handler(self._over, 1000)
 
     def _over(self) -> bool:
