@@ -20,19 +20,24 @@ import json
 import logging
 import os
 import pickle
+import re
 import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from mssmail.smtp import hooks
-from mssmail.smtp.pipeline import DeliveryPipeline
+from mssmail.smtp.pipeline import DeliveryPipeline, prepare
+from mssmail.store.blobs import BlobStore
+from mssmail.store.summary import Summary, summarize
 
 log = logging.getLogger("mss.smtp")
 DELIVERY_ACTIONS = ("delivery", "send")  # mssmail.audit.DELIVERY, mssmail.audit.SEND
 MAX_HEADER = 64 * 1024
 OK, REJECT, ERROR = 0, 1, 2
+SHA256 = re.compile(r"[0-9a-f]{64}")
 # Larger messages are stored on the thread pool rather than in the delivery pipeline.
 PIPELINE_MAX_SIZE = 256 * 1024
 
@@ -53,6 +58,39 @@ class AuthOutcome:
     address: str = ""
     delay: float = 0.0  # seconds to wait before answering a failure
     locked: bool = False
+
+
+Stored = tuple[str, Summary]  # (SHA-256, summary) of a blob an SMTP worker made durable
+
+
+def stored_to_json(stored: Stored) -> dict[str, Any]:
+    sha, summary = stored
+    return {"sha": sha, "from_addr": summary.from_addr, "to_addrs": summary.to_addrs,
+            "subject": summary.subject, "message_id": summary.message_id,
+            "date": summary.date.isoformat() if summary.date else None,
+            "has_attachments": summary.has_attachments}
+
+
+def stored_from_json(value: Any) -> Stored | None:
+    """Checked field by field: the worker speaks for hostile input."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError("bad stored blob")
+    sha = _text(value.get("sha"))
+    if not SHA256.fullmatch(sha):
+        raise ValueError("bad blob digest")
+    date = value.get("date")
+    if not isinstance(value.get("has_attachments"), bool):
+        raise ValueError("bad summary")
+    summary = Summary(
+        from_addr=_text(value.get("from_addr")), to_addrs=_text(value.get("to_addrs")),
+        subject=_text(value.get("subject")), message_id=_text(value.get("message_id")),
+        date=None if date is None else datetime.fromisoformat(_text(date)),
+        has_attachments=value["has_attachments"])
+    if summary.date is not None and summary.date.tzinfo is None:
+        raise ValueError("bad summary date")
+    return sha, summary
 
 
 class RemoteError(Exception):
@@ -105,33 +143,34 @@ class LocalGateway:
         await self.store.run(outbound.enqueue, self.store, sender, recipients, data)
 
     async def deliver(self, sender: str, recipients: list[str], data: bytes, ip: str,
-                      action: str = "delivery") -> dict[str, Outcome]:
+                      action: str = "delivery", stored: Stored | None = None) -> dict[str, Outcome]:
         """Inbound filters (crypto), then the store: durable when it returns."""
         outcomes = await self._deliver(data, recipients, inbound_filters=True, sender=sender, ip=ip,
-                                       action=action)
+                                       action=action, stored=stored)
         return {a: Outcome(o.ok, o.code, o.reason) for a, o in outcomes.items()}
 
-    async def file_sent(self, sender: str, recipients: list[str], data: bytes, ip: str) -> None:
+    async def file_sent(self, sender: str, recipients: list[str], data: bytes, ip: str,
+                        stored: Stored | None = None) -> None:
         """The submitted message into the sender's Sent folder."""
         await self._deliver(data, [sender], inbound_filters=False, sender=sender, folder="Sent",
-                            flags=["\\Seen"], action="send", ip=ip, extra={"recipients": recipients})
+                            flags=["\\Seen"], action="send", ip=ip, extra={"recipients": recipients},
+                            stored=stored)
 
     async def _deliver(self, data: bytes, recipients: list[str], *, inbound_filters: bool,
                        **request: Any) -> dict[str, Any]:
         if len(data) > PIPELINE_MAX_SIZE:
             # On the thread pool: a large blob is written beside the others, not before them.
-            def work() -> dict[str, Any]:
-                content, fields = data, request
-                if inbound_filters:
-                    content, extra = hooks.apply_inbound(request.get("sender", ""), recipients, data)
-                    fields = {**request, "extra": extra or None}
-                return self.store.deliver(content, recipients, **fields)
+            def work() -> tuple[dict[str, Any], list[Any]]:
+                content, fields = prepare(self.store, data, recipients, inbound_filters, dict(request))
+                return self.store.queue_deliveries(
+                    [self.store.delivery_request(content, recipients, **fields)])[0].result()
 
-            return await self.store.run(work)
-        if self._pipeline is None:
-            self._pipeline = DeliveryPipeline(self.store, asyncio.get_running_loop())
-        outcomes, changed = await self._pipeline.deliver(data, recipients, inbound_filters=inbound_filters,
-                                                         **request)
+            outcomes, changed = await self.store.run(work)
+        else:
+            if self._pipeline is None:
+                self._pipeline = DeliveryPipeline(self.store, asyncio.get_running_loop())
+            outcomes, changed = await self._pipeline.deliver(data, recipients, inbound_filters=inbound_filters,
+                                                             **request)
         for event in changed:
             self.store.changes.publish(event)
         return outcomes
@@ -245,13 +284,15 @@ class GatewayServer:
             sender, recipients = _strings(args, 2)
             return await local.enqueue(_text(sender), _text_list(recipients), payload)
         if op == "deliver":
-            sender, recipients, ip, action = _strings(args, 4)
+            sender, recipients, ip, action, stored = _strings(args, 5)
             if action not in DELIVERY_ACTIONS:
                 raise ValueError("bad delivery action")
-            return await local.deliver(_text(sender), _text_list(recipients), payload, _text(ip), action)
+            return await local.deliver(_text(sender), _text_list(recipients), payload, _text(ip), action,
+                                       stored_from_json(stored))
         if op == "file_sent":
-            sender, recipients, ip = _strings(args, 3)
-            return await local.file_sent(_text(sender), _text_list(recipients), payload, _text(ip))
+            sender, recipients, ip, stored = _strings(args, 4)
+            return await local.file_sent(_text(sender), _text_list(recipients), payload, _text(ip),
+                                         stored_from_json(stored))
         raise ValueError(f"unknown operation {op[:40]!r}")
 
 
@@ -259,9 +300,14 @@ class GatewayServer:
 class RemoteGateway:
     """The LocalGateway interface, each call a request to the parent process."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 blobs: BlobStore | None = None) -> None:
         self.reader = reader
         self.writer = writer
+        # The worker writes each message's blob itself (fsynced, on a thread) and sends
+        # its digest: the parent, which holds the store's one write path, is then spared
+        # the hashing, the writing, the two fsyncs and the summary.
+        self.blobs = blobs
         self._next_id = 0
         self._waiting: dict[int, asyncio.Future[Any]] = {}
 
@@ -326,7 +372,19 @@ class RemoteGateway:
 
     async def deliver(self, sender: str, recipients: list[str], data: bytes, ip: str,
                       action: str = "delivery") -> dict[str, Outcome]:
-        return await self.call("deliver", sender, recipients, ip, action, payload=data)
+        stored = await self._store_blob(data)
+        return await self.call("deliver", sender, recipients, ip, action, stored, payload=data)
 
     async def file_sent(self, sender: str, recipients: list[str], data: bytes, ip: str) -> None:
-        await self.call("file_sent", sender, recipients, ip, payload=data)
+        stored = await self._store_blob(data)
+        await self.call("file_sent", sender, recipients, ip, stored, payload=data)
+
+    async def _store_blob(self, data: bytes) -> dict[str, Any] | None:
+        blobs = self.blobs
+        if blobs is None:
+            return None
+
+        def work() -> dict[str, Any]:
+            return stored_to_json((blobs.put(data), summarize(data)))
+
+        return await asyncio.get_running_loop().run_in_executor(None, work)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import threading
 from concurrent.futures import Future
@@ -29,6 +30,30 @@ MAX_BATCH = 64
 
 # (data, recipients, Store.delivery_request keywords, run the inbound filters?, the caller's future)
 _Item = tuple[bytes, list[str], dict[str, Any], bool, "asyncio.Future[Any]"]
+
+
+def prepare(store: Any, data: bytes, recipients: list[str], inbound_filters: bool,
+            request: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """The bytes to store and the `Store.delivery_request` keywords, after the inbound
+    filters (crypto). A `stored` (SHA-256, summary) from an SMTP worker, which wrote
+    and fsynced the blob of `data`, is used only if the filters left `data` as it was
+    and the blob is there with that digest; otherwise the blob is written here."""
+    stored = request.pop("stored", None)
+    content = data
+    if inbound_filters:
+        content, extra = hooks.apply_inbound(request.get("sender", ""), recipients, data)
+        request["extra"] = extra or None
+    if stored is None:
+        return content, request
+    if content is data or content == data:
+        if hashlib.sha256(data).hexdigest() == stored[0] and store.blobs.exists(stored[0]):
+            request["stored"] = stored
+    else:
+        # Unused: its bytes begin with this transaction's Received header, whose queue id
+        # is 64 random bits, so no other message can refer to this blob.
+        with contextlib.suppress(OSError, ValueError):
+            store.blobs.remove(stored[0])
+    return content, request
 
 
 class DeliveryPipeline:
@@ -46,7 +71,7 @@ class DeliveryPipeline:
         `request` as for `Store.delivery_request` (sender, ip, action, folder...)."""
         future: asyncio.Future[Any] = self.loop.create_future()
         with self._cond:
-            self._pending.append((data, recipients, request, inbound_filters, future))
+            self._pending.append((data, recipients, dict(request), inbound_filters, future))
             self._cond.notify()
         return await future
 
@@ -66,10 +91,8 @@ class DeliveryPipeline:
         requests, waiting, failed = [], [], []
         for data, recipients, request, inbound_filters, future in batch:
             try:
-                if inbound_filters:
-                    data, extra = hooks.apply_inbound(request.get("sender", ""), recipients, data)
-                    request = {**request, "extra": extra or None}
-                requests.append(self.store.delivery_request(data, recipients, **request))
+                content, fields = prepare(self.store, data, recipients, inbound_filters, request)
+                requests.append(self.store.delivery_request(content, recipients, **fields))
                 waiting.append(future)
             except Exception as exc:
                 failed.append((future, None, exc))

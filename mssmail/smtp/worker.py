@@ -22,6 +22,7 @@ from mssmail.config import Config
 from mssmail.service import ServerContext
 from mssmail.smtp.gateway import RemoteGateway
 from mssmail.smtp.listener import mx_listener, submission_listener
+from mssmail.store.blobs import BlobStore
 
 PR_SET_PDEATHSIG = 1
 log = logging.getLogger("mss.smtp")
@@ -38,7 +39,7 @@ def die_with_parent(parent_pid: int) -> None:
 async def serve(config: Config, service: str, listen_fd: int, channel_fd: int) -> None:
     loop = asyncio.get_running_loop()
     reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=channel_fd))
-    gateway = RemoteGateway(reader, writer)
+    gateway = RemoteGateway(reader, writer, BlobStore(config.path("blobs")))
     replies = asyncio.ensure_future(gateway.read_replies())
     ctx = ServerContext(config=config, store=None, loop=loop)
     make = mx_listener if service == "smtp" else submission_listener

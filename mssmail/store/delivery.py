@@ -272,13 +272,16 @@ class DeliveryOps:
         ip: str = "",
         internal_date: datetime | None = None,
         extra: dict[str, Any] | None = None,
+        stored: tuple[str, Summary] | None = None,
     ) -> DeliveryRequest:
-        """All a delivery needs before its transaction; the blob is durable on return."""
+        """All a delivery needs before its transaction; the blob is durable on return.
+        `stored`: (SHA-256, summary) of `raw` when its blob is already durable (written
+        by an SMTP worker process)."""
         flag_text = self.norm_flags(flags)
         seen, deleted = _flag_columns(flag_text)
         return DeliveryRequest(
-            summary=summarize(raw),
-            sha=self.blobs.put(raw),
+            summary=stored[1] if stored else summarize(raw),
+            sha=stored[0] if stored else self.blobs.put(raw),
             size=len(raw),
             # Sorted so that concurrent PostgreSQL transactions lock rows in one order.
             targets=tuple(sorted({r.strip().lower() for r in recipients})),

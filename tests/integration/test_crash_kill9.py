@@ -33,8 +33,11 @@ def strip_trace(stored: bytes) -> bytes:
     return stored[end + 2:]
 
 
-def test_kill9_during_load_loses_nothing_acknowledged(tmp_path: Path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_kill9_during_load_loses_nothing_acknowledged(tmp_path: Path, workers: int):
+    """With workers, `kill -9` hits `mss serve` only: its SMTP workers die with it."""
     inst = MssInstance(tmp_path / "a", "a.example")
+    inst.configure("smtp", "workers", str(workers))
     inst.start("smtp")
     acked: list[int] = []
     lock = threading.Lock()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from collections.abc import Callable
+
+import pytest
+from aiosmtpd.smtp import SMTP
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mssmail.smtp import policy, replies
 from mssmail.smtp.received import received_header
-from mssmail.smtp.server import with_enhanced_code
+from mssmail.smtp.server import MssSMTP, with_enhanced_code
 
 LOCAL = {"a.example"}
 TRUST = {"a.example", "b.example"}
@@ -57,3 +61,31 @@ def test_reply_rewriting_never_fails(text: str):
     out = with_enhanced_code(text)
     if text not in replies.AIOSMTPD_REWRITES:  # those few are replaced on purpose (538 -> 530)
         assert out[:3] == text[:3]
+
+
+_PATH_ALPHABET = st.sampled_from([*"ab.@<>-_ \t()\"\\:[],+=!\r\n\x0b", "é", "x.y", "@b.example", "<a@b.example>"])
+
+
+@settings(max_examples=3000)
+@given(st.lists(_PATH_ALPHABET, max_size=40).map("".join), st.sampled_from([0, 64, 3]))
+def test_getaddr_fast_path_reads_paths_as_aiosmtpd_does(arg: str, limit: int):
+    """MssSMTP._getaddr skips aiosmtpd's parser for simple paths: same answer always."""
+    ours = object.__new__(MssSMTP)
+    ours.local_part_limit = limit
+    assert _outcome(ours._getaddr, arg) == _outcome(lambda a: SMTP._getaddr(ours, a), arg)
+
+
+def _outcome(getaddr: Callable[[str], object], arg: str) -> object:
+    try:
+        return getaddr(arg)
+    except Exception as exc:  # aiosmtpd's parser raises on some inputs ('<'): so must we
+        return type(exc)
+
+
+@pytest.mark.parametrize("arg", ["<jean.martin@a.example>", "<jean.martin@a.example> SIZE=1234 BODY=8BITMIME",
+                                 " <a@b.example>\tx", "<a@b.example>  (comment) SIZE=1", "<a..b@c>", "<\"q r\"@b>",
+                                 "<a@b.>", "a@b.example", "<>", ""])
+def test_getaddr_examples(arg: str):
+    ours = object.__new__(MssSMTP)
+    ours.local_part_limit = 64
+    assert ours._getaddr(arg) == SMTP._getaddr(ours, arg)
