@@ -217,7 +217,7 @@ def view_filter_for(config: Any, ks: KeyStore | None = None) -> Any:
     keystore = ks or keystore_for(config)
 
     def decrypt_on_read(address: str, raw: bytes, extra: dict[str, Any]) -> bytes:
-        if smime.is_smime(raw) != "enveloped":
+        if not _may_be_enveloped(raw) or smime.is_smime(raw) != "enveloped":
             return raw
         cred = keystore.get(address, "encryption")
         if cred is None or cred.key is None:
@@ -230,6 +230,20 @@ def view_filter_for(config: Any, ks: KeyStore | None = None) -> Any:
         return header_block + b"X-MSS-Decrypted: S/MIME, by the server for " + address.encode() + b"\r\n\r\n" + body
 
     return decrypt_on_read
+
+
+def _may_be_enveloped(raw: bytes) -> bool:
+    """False when the header block cannot name application/(x-)pkcs7-mime: a few `find`s
+    instead of parsing the headers of every message a reader opens. Every blank line,
+    whatever its line ends, contains one of these pairs, so the header block lies within
+    the first one found (plus its length)."""
+    end = raw.find(b"\n\r")  # CRLF mail: found at the end of the headers
+    end = len(raw) if end < 0 else end
+    for pair in (b"\n\n", b"\r\r"):
+        found = raw.find(pair, 0, end + 1)
+        end = found if found >= 0 else end
+    head = raw[:end + 4]
+    return b"pkcs7-mime" in head.lower()
 
 
 def _reject(code: int, text: str) -> Exception:

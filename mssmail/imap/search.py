@@ -26,8 +26,6 @@ COLUMNS = ("flags", "size", "internal_date", "date_header", "from_addr", "to_add
            "modseq", "blob_sha256")
 UID, FLAGS, SIZE, INTERNAL, SENT, FROM, TO, SUBJECT, MODSEQ, SHA = range(10)
 SUMMARY_MAX = 4000  # Summary fields are cut there (mssmail/store/summary.py)
-_ENCODED = re.compile(rb"content-transfer-encoding:\s*(base64|quoted-printable)|=\?[^?]+\?[bq]\?", re.I)
-_CHARSET = re.compile(rb'charset="?([a-z0-9_.:-]+)', re.I)
 
 
 def fold(text: str) -> str:
@@ -71,24 +69,88 @@ class Content:
         return [decode_words(str(v)) for v in values]
 
     def contains_text(self, needle: str, body_only: bool) -> bool:
-        """Whether the (decoded) text or body contains `needle`, case-insensitively."""
-        tree = self.tree
-        target = tree.body if body_only else tree.raw
-        lowered = target.lower()
+        """Whether the (decoded) text or body contains `needle`, case-insensitively.
+
+        The answer is that of `contains_text_decoded`; `_quick_verdict` gives it without
+        parsing or decoding when the raw bytes show that decoding cannot reveal the needle.
+        """
+        raw = self.raw
+        header_end = mimetree.header_length(raw)
+        lowered = raw.lower()
         try:
             encoded = needle.encode("ascii").lower()
         except UnicodeEncodeError:
             encoded = needle.encode("utf-8").lower()
-        if encoded in lowered:
+        if lowered.find(encoded, header_end if body_only else 0) >= 0:
             return True
-        if needle.isascii() and not _ENCODED.search(lowered) and not _non_utf8_charset(lowered):
-            return False
+        if _PLAIN_NEEDLE.fullmatch(needle):
+            verdict = _quick_verdict(raw, lowered, header_end, encoded, body_only)
+            if verdict is not None:
+                return verdict
+        wanted = fold(needle)
+        return any(wanted in fold(text) for text in _texts(self.tree, not body_only))
+
+    def contains_text_decoded(self, needle: str, body_only: bool) -> bool:
+        """The definition: the raw text or body contains `needle` (ASCII case-insensitively),
+        or the decoded text does (casefolded). Kept for tests of `contains_text`."""
+        tree = self.tree
+        target = tree.body if body_only else tree.raw
+        try:
+            encoded = needle.encode("ascii").lower()
+        except UnicodeEncodeError:
+            encoded = needle.encode("utf-8").lower()
+        if encoded in target.lower():
+            return True
         wanted = fold(needle)
         return any(wanted in fold(text) for text in _texts(tree, not body_only))
 
 
-def _non_utf8_charset(lowered: bytes) -> bool:
-    return any(c not in (b"utf-8", b"us-ascii", b"utf8") for c in _CHARSET.findall(lowered))
+# An ASCII needle without white space: only those get `_quick_verdict`. (Unfolding a
+# header joins lines around a space or tab, so a needle with white space could match
+# across a fold that the raw bytes still hold.)
+_PLAIN_NEEDLE = re.compile(r"[!-~]+")
+# Characters whose casefold has ASCII letters (e.g. "\u017f" -> "s", "\ufb01" -> "fi"): in
+# decoded text they could complete an ASCII needle that the raw bytes do not hold.
+# tests/unit/imap/test_search_prefilter.py checks the list against all of Unicode.
+CASEFOLD_TO_ASCII = ("\u00df\u0130\u0149\u017f\u01f0\u1e96\u1e97\u1e98\u1e99\u1e9a\u1e9e\u212a"
+                     "\ufb00\ufb01\ufb02\ufb03\ufb04\ufb05\ufb06")
+# Their UTF-8 forms, each after a byte that French or German text rarely has: a one-byte
+# `in` is a memchr, a longer needle a much slower scan.
+_CASEFOLD_PROBES = tuple(
+    (probe, tuple(seq for seq in (c.encode("utf-8") for c in CASEFOLD_TO_ASCII) if probe in seq))
+    for probe in (b"\x9f", b"\xc4", b"\xc5", b"\xc7", b"\xe1", b"\xe2", b"\xef"))
+# A charset parameter that decodes ASCII bytes to themselves and nothing else to ASCII.
+_SAFE_CHARSET = re.compile(rb'charset\s*=\s*"?(?:utf-?8|us-ascii|ascii)(?=["\s;]|$)')
+
+
+def _may_casefold_to_ascii(raw: bytes) -> bool:
+    """Whether `raw` holds the UTF-8 form of a character of CASEFOLD_TO_ASCII."""
+    return any(probe in raw and any(seq in raw for seq in seqs) for probe, seqs in _CASEFOLD_PROBES)
+
+
+def _quick_verdict(raw: bytes, lowered: bytes, header_end: int, needle: bytes,
+                   body_only: bool) -> bool | None:
+    """The answer of the full search for a needle of `_PLAIN_NEEDLE` that the raw bytes
+    (`lowered`) do not contain, when the bytes show that decoding cannot reveal it;
+    None when the message must be decoded.
+
+    Decoded text differs from the raw bytes only through RFC 2047 words (`=?`), transfer
+    encodings (base64, quoted-printable), charsets other than UTF-8/ASCII, and non-ASCII
+    characters that casefold to ASCII; UTF-8 or ASCII decoding keeps every run of ASCII
+    bytes as it is, and an ASCII needle can only match inside such a run. So a message
+    whose bodies have none of these cannot match there; its header, when it has encoded
+    words, is decoded alone (as `_texts` does) instead of the whole message.
+    """
+    if lowered.find(b"=?", header_end) >= 0 or b"base64" in lowered or b"quoted-printable" in lowered:
+        return None
+    if b"charset" in lowered and lowered.count(b"charset") != len(_SAFE_CHARSET.findall(lowered)):
+        return None
+    if not raw.isascii() and _may_casefold_to_ascii(raw):
+        return None
+    if body_only or b"=?" not in lowered[:header_end]:
+        return False
+    wanted = needle.decode("ascii")
+    return wanted in fold(decode_words(raw[:header_end].decode("utf-8", "replace")))
 
 
 def _texts(entity: mimetree.Entity, with_headers: bool) -> list[str]:
@@ -261,6 +323,49 @@ def run(node: Node, rows: list[tuple[Any, ...]], ctx: Context) -> tuple[list[int
         if content._raw is not None:
             read += 1
     return matched, read
+
+
+def columns_for(node: Node, *, modseq: bool = False) -> list[str]:
+    """The COLUMNS that evaluating `node` reads (the others may come back as None): a
+    SUBJECT search over 100,000 rows need not load their dates, flags and addresses."""
+    needed: set[int] = set()
+    _columns(node, needed)
+    if modseq:
+        needed.add(MODSEQ)
+    return [name for index, name in enumerate(COLUMNS, 1) if index in needed]
+
+
+def _columns(node: Node, needed: set[int]) -> None:
+    if isinstance(node, And):
+        for key in node.keys:
+            _columns(key, needed)
+        return
+    if isinstance(node, Or):
+        _columns(node.left, needed)
+        _columns(node.right, needed)
+        return
+    if isinstance(node, Not):
+        _columns(node.key, needed)
+        return
+    kind = node.kind
+    if kind in ("flag", "keyword", "noflag", "nokeyword"):
+        needed.add(FLAGS)
+    elif kind == "size":
+        needed.add(SIZE)
+    elif kind == "date":
+        needed.update((INTERNAL, SENT) if node.field != "internal" else (INTERNAL,))
+    elif kind == "age":
+        needed.add(INTERNAL)
+    elif kind == "modseq":
+        needed.add(MODSEQ)
+    elif kind in ("body", "text"):
+        needed.add(SHA)
+    elif kind == "header":
+        needed.add(SHA)  # any header may need the message (a summary cut at SUMMARY_MAX)
+        if node.field in ("from", "subject"):
+            needed.add(FROM if node.field == "from" else SUBJECT)
+        elif node.field in ("to", "cc"):
+            needed.add(TO)
 
 
 def ascii_prefilter(node: Node) -> dict[str, str]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import bisect
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -53,7 +55,9 @@ except metadata.PackageNotFoundError:  # running from a source tree
     VERSION = "dev"
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
-FETCH_BATCH = 200  # messages whose bytes are held at once by a FETCH
+FETCH_BATCH = 500  # messages whose bytes are held at once by a FETCH (two batches in flight)
+FETCH_BYTES = 8 * 1024 * 1024  # ... and at most this many octets (at least one message)
+FETCH_FIRST = 100  # messages of the first batch
 FLUSH_AT = 256 * 1024  # response bytes buffered before a write
 MAX_AUTH_FAILURES = 3  # per connection, then BYE
 
@@ -617,7 +621,8 @@ class Session:
         sel = self._sel()
         args: SearchArgs = request.args[0]
         view = sel.view
-        rows = await self.store.run(self.store.search_rows, sel.ref, search.COLUMNS)
+        rows = await self.store.run(self.store.search_rows, sel.ref, search.COLUMNS,
+                                    search.columns_for(args.criteria, modseq=_uses_modseq(args.criteria)))
         address = sel.ref.address
         ctx = search.Context(seq_of=view.seq_of, exists=view.exists, max_uid=view.max_uid,
                              loader=lambda sha: self.store.view(address, self.store.blob_for(sha)),
@@ -673,49 +678,87 @@ class Session:
         reads = any(item.reads_content for item in items)
         mark_seen = any(item.marks_seen for item in items) and not view.readonly
         buffer = bytearray()
-        fresh_cache: dict[int, dict[str, Any]] = {}
-        for start in range(0, len(uids), FETCH_BATCH if reads else len(uids)):
-            chunk = uids[start:start + (FETCH_BATCH if reads else len(uids))]
-            marked: set[int] = set()
+        fresh_cache: dict[int, bytes] = {}
+        uids = sorted(set(uids))
+        step = FETCH_BATCH if reads else len(uids)
+        renderer = fetch.MetaRenderer(items, uid_command=request.uid, with_modseq=condstore)
+        with_date = any(item.name == "INTERNALDATE" for item in items)
+
+        async def load(chunk: list[int]) -> tuple[list[MessageMeta], dict[int, bytes], set[int]]:
             if reads:
-                metas, data, marked = await self.store.run(self.store.messages_read, sel.ref, chunk,
-                                                           mark_seen=mark_seen, ip=self.peer_ip)
-            else:
-                metas = await self.store.run(self.store.messages_meta, sel.ref, _ranges(chunk),
-                                             with_extra=True)
+                return await self.store.run(self.store.messages_read, sel.ref, chunk,
+                                            mark_seen=mark_seen, ip=self.peer_ip, max_bytes=FETCH_BYTES)
+            metas = await self.store.run(self.store.messages_meta, sel.ref, _ranges(chunk),
+                                         with_cache=True, with_date=with_date)
+            if len(metas) != len(chunk):
                 wanted = set(chunk)
                 metas = [m for m in metas if m.uid in wanted]
-                data = {}
-                missing = [m for m in metas if fetch.needs_bytes(items, m)]
-                if missing:
-                    data = await self.store.run(self._structure_bytes, sel.ref.address, missing)
-            if args.changed_since is not None:
-                metas = [m for m in metas if m.modseq > args.changed_since]
-            for meta in metas:
-                seq = view.seq_of(meta.uid)
-                if seq is None:
-                    continue
-                if meta.uid in marked:
-                    view.reported[meta.uid] = meta.modseq
-                rendered = fetch.render_fetch(seq, meta, items, data.get(meta.uid),
-                                              uid_command=request.uid, flags_changed=meta.uid in marked,
-                                              with_modseq=condstore)
-                if rendered.cache is not None:
-                    fresh_cache[meta.id] = rendered.cache
-                buffer += rendered.line
-                if len(buffer) >= FLUSH_AT:
-                    await self.send(bytes(buffer))
-                    buffer.clear()
+            data = {}
+            missing = [m for m in metas if not fetch.cache_usable(m.imap_cache)] if renderer.uses_cache else []
+            if missing:
+                data = await self.store.run(self._structure_bytes, sel.ref, missing)
+            return metas, data, set()
+
+        # The next chunk is read (on a store thread) while this one is rendered and sent.
+        # A chunk is at most FETCH_BATCH messages and FETCH_BYTES octets (messages_read
+        # stops there): it goes on after the last message read.
+        chunk = uids[:min(step, FETCH_FIRST)]  # a small first one: sending starts sooner
+        pending: asyncio.Future[Any] | None = asyncio.ensure_future(load(chunk))
+        try:
+            while pending is not None:
+                metas, data, marked = await pending
+                done = bisect.bisect_right(uids, metas[-1].uid) if metas and reads else \
+                    bisect.bisect_right(uids, chunk[-1])
+                chunk = uids[done:done + step]
+                pending = asyncio.ensure_future(load(chunk)) if chunk else None
+                await self._fetch_chunk(request, args, items, metas, data, marked, condstore, buffer, fresh_cache,
+                                        renderer if renderer.usable else None)
+        finally:
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    await pending
         if buffer:
             await self.send(bytes(buffer))
         if fresh_cache:
             await self.store.run(self.store.cache_put, fresh_cache)
         return await self._done(request)
 
-    def _structure_bytes(self, address: str, metas: Sequence[MessageMeta]) -> dict[int, bytes]:
+    async def _fetch_chunk(self, request: Request, args: FetchArgs, items: list[Any], metas: list[MessageMeta],
+                           data: dict[int, bytes], marked: set[int], condstore: bool, buffer: bytearray,
+                           fresh_cache: dict[int, bytes], renderer: fetch.MetaRenderer | None) -> None:
+        view = self._sel().view
+        if args.changed_since is not None:
+            metas = [m for m in metas if m.modseq > args.changed_since]
+        for meta in metas:
+            seq = view.seq_of(meta.uid)
+            if seq is None:
+                continue
+            if meta.uid in marked:
+                view.reported[meta.uid] = meta.modseq
+            line = renderer(seq, meta) if renderer is not None and meta.uid not in marked else None
+            if line is not None:
+                buffer += line
+                if len(buffer) >= FLUSH_AT:
+                    await self.send(bytes(buffer))
+                    buffer.clear()
+                continue
+            rendered = fetch.render_fetch(seq, meta, items, data.get(meta.uid),
+                                          uid_command=request.uid, flags_changed=meta.uid in marked,
+                                          with_modseq=condstore)
+            if rendered.cache is not None:
+                fresh_cache[meta.id] = rendered.cache
+            buffer += rendered.line
+            if len(buffer) >= FLUSH_AT:
+                await self.send(bytes(buffer))
+                buffer.clear()
+
+    def _structure_bytes(self, ref: FolderRef, metas: Sequence[MessageMeta]) -> dict[int, bytes]:
         """Bytes to work out ENVELOPE/BODYSTRUCTURE once (then cached): not a read by the
         user, who gets no content from it, so not an audited read."""
-        return {m.uid: self.store.view(address, self.store.blob_for(m.sha256), m.extra) for m in metas}
+        extras = {m.uid: m.extra for m in self.store.messages_meta(ref, _ranges([m.uid for m in metas]),
+                                                                   with_extra=True)}
+        return {m.uid: self.store.view(ref.address, self.store.blob_for(m.sha256), extras.get(m.uid))
+                for m in metas}
 
     async def cmd_store(self, request: Request) -> Outcome:
         sel = self._sel()
@@ -732,6 +775,7 @@ class Session:
                                               ip=self.peer_ip)
         condstore = "CONDSTORE" in self.enabled or args.unchanged_since is not None
         lines = []
+        rendered_flags: dict[str, bytes] = {}  # few distinct flag sets in a folder
         for uid in sorted(result):
             flags, modseq = result[uid]
             view.reported[uid] = modseq
@@ -742,7 +786,10 @@ class Session:
             if request.uid:
                 parts.append(b"UID %d" % uid)
             if not args.silent:
-                parts.append(b"FLAGS " + render.flag_list(flags.split()))
+                flag_list = rendered_flags.get(flags)
+                if flag_list is None:
+                    flag_list = rendered_flags[flags] = b"FLAGS " + render.flag_list(flags.split())
+                parts.append(flag_list)
             if condstore:
                 parts.append(b"MODSEQ (%d)" % modseq)
             lines.append(b"* %d FETCH (%s)" % (seq, b" ".join(parts)))

@@ -21,12 +21,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, null, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -54,8 +55,9 @@ DELIMITER = "/"
 MAX_FOLDER_NAME = 500
 WRITE_RIGHTS = ("owner", "full")
 SPECIAL_USES = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
-IMAP_CACHE_KEY = "imap"  # Message.extra key holding what IMAP derived from the bytes
 _BATCH = 500  # rows per IN (...) list
+UID_LISTS_KEPT = 64  # folders whose UID list a store remembers (see `_folder_uid_list`)
+_uid_lists_lock = threading.Lock()
 
 
 class FolderNameError(StoreError):
@@ -118,6 +120,7 @@ class MessageMeta:
     modseq: int
     sha256: str
     extra: dict[str, Any]
+    imap_cache: bytes | None = None  # Message.imap_cache, when asked for
 
 
 @dataclass(frozen=True)
@@ -380,9 +383,10 @@ class MessageOps:
         """SELECT/EXAMINE: the folder's state and its UIDs, as of one moment.
 
         The state is read before the UIDs: anything committed in between has a
-        mod-sequence above the state's and shows up again at the next poll.
+        mod-sequence above the state's and shows up again at the next poll. A Core
+        connection: the UID list of a large folder is most of the work.
         """
-        with self.db.read() as s:
+        with self.db.engine.connect() as s:
             mailbox_id, box, rights = self._access(s, actor, address)
             row = self._folder_row(s, mailbox_id, name)
             ref = FolderRef(actor.strip().lower(), box, mailbox_id, row.id, row.name, row.uidvalidity, rights)
@@ -391,12 +395,37 @@ class MessageOps:
             uid_list: list[int] = []
             first_unseen = None
             if uids:
-                uid_list = list(s.execute(select(Message.uid).where(Message.folder_id == row.id)
-                                          .order_by(Message.uid)).scalars())
+                uid_list = self._folder_uid_list(s, row)
                 if row.unseen_count:
                     first_unseen = s.execute(select(func.min(Message.uid)).where(
                         Message.folder_id == row.id, Message.seen.is_(False))).scalar_one_or_none()
         return Opened(ref, state, uid_list, first_unseen)
+
+    def _folder_uid_list(self: Store, s: Any, row: Any) -> list[int]:
+        """The folder's UIDs, ascending, remembered per folder for the next SELECT.
+
+        Every change to a folder's set of UIDs (append, delivery, expunge, copy or move
+        in, move out) takes a new `highest_modseq` in the same transaction (RFC 7162),
+        so a folder whose UIDVALIDITY, UIDNEXT, message count and HIGHESTMODSEQ are those
+        remembered has the same UIDs: listing 100,000 rows again is not needed.
+        """
+        key = (row.uidvalidity, row.uidnext, row.message_count, row.highest_modseq)
+        cache: OrderedDict[int, tuple[Any, tuple[int, ...]]] | None = self.__dict__.get("_uid_lists")
+        if cache is None:
+            cache = self.__dict__.setdefault("_uid_lists", OrderedDict())
+        with _uid_lists_lock:
+            hit = cache.get(row.id)
+            if hit is not None and hit[0] == key:
+                cache.move_to_end(row.id)
+                return list(hit[1])
+        uid_list = list(s.execute(select(Message.uid).where(Message.folder_id == row.id)
+                                  .order_by(Message.uid)).scalars().all())
+        with _uid_lists_lock:
+            cache[row.id] = (key, tuple(uid_list))
+            cache.move_to_end(row.id)
+            while len(cache) > UID_LISTS_KEPT:
+                cache.popitem(last=False)
+        return uid_list
 
     def folder_state(self: Store, ref: FolderRef) -> FolderState | None:
         """The folder's counters now; None if it was deleted (or renamed away and replaced)."""
@@ -418,16 +447,16 @@ class MessageOps:
 
     def folder_changes(self: Store, ref: FolderRef, since_modseq: int) -> list[tuple[int, str, int]]:
         """(uid, flags, modseq) of messages added or changed after `since_modseq`."""
-        with self.db.read() as s:
+        with self.db.engine.connect() as s:
             rows = s.execute(select(Message.uid, Message.flags, Message.modseq)
                              .where(Message.folder_id == ref.folder_id, Message.modseq > since_modseq)
                              .order_by(Message.uid)).all()
         return [(r[0], r[1], r[2]) for r in rows]
 
     def folder_uids(self: Store, ref: FolderRef) -> list[int]:
-        with self.db.read() as s:
+        with self.db.engine.connect() as s:
             return list(s.execute(select(Message.uid).where(Message.folder_id == ref.folder_id)
-                                  .order_by(Message.uid)).scalars())
+                                  .order_by(Message.uid)).scalars().all())
 
     def quota_of(self: Store, actor: str, address: str) -> tuple[int, int]:
         """(used, limit) in octets, for QUOTA (RFC 9208)."""
@@ -448,37 +477,44 @@ class MessageOps:
         return or_(*clauses) if clauses else Message.uid < 0
 
     def messages_meta(self: Store, ref: FolderRef, ranges: Sequence[tuple[int, int]] | None = None,
-                      *, with_extra: bool = False, columns: Sequence[str] = ()) -> list[MessageMeta]:
-        """Metadata of the messages whose UIDs fall in `ranges` (None: all), by UID."""
-        cols = [Message.id, Message.uid, Message.flags, Message.size, Message.internal_date,
-                Message.modseq, Message.blob_sha256]
-        if with_extra:
-            cols.append(Message.extra)
+                      *, with_extra: bool = False, with_cache: bool = False, with_date: bool = True,
+                      columns: Sequence[str] = ()) -> list[MessageMeta]:
+        """Metadata of the messages whose UIDs fall in `ranges` (None: all), by UID;
+        `extra` (JSON, decoded per row) and `imap_cache` (bytes) only when asked for,
+        `internal_date` (None without `with_date`) unless told it is not needed. A Core
+        connection, not an ORM session: a listing of 100,000 rows spends half its time
+        in ORM row handling otherwise."""
+        cols = [Message.id, Message.uid, Message.flags, Message.size,
+                Message.internal_date if with_date else null(),
+                Message.modseq, Message.blob_sha256,
+                Message.extra if with_extra else null(), Message.imap_cache if with_cache else null()]
         query = select(*cols).where(Message.folder_id == ref.folder_id).order_by(Message.uid)
         clause = self._uid_clause(ranges)
         if clause is not None:
             query = query.where(clause)
-        with self.db.read() as s:
-            rows = s.execute(query).all()
-        out = [MessageMeta(r[0], r[1], r[2], r[3], r[4], r[5], r[6], (r[7] or {}) if with_extra else {})
-               for r in rows]
+        with self.db.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        out = [MessageMeta(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7] or {}, r[8]) for r in rows]
         if ranges is not None and len(ranges) > 50:
             from mssmail.imap.seqset import contains  # pure helper
 
             out = [m for m in out if contains(ranges, m.uid)]
         return out
 
-    def search_rows(self: Store, ref: FolderRef, columns: Sequence[str]) -> list[tuple[Any, ...]]:
-        """(uid, *columns) of every message of the folder, for SEARCH."""
+    def search_rows(self: Store, ref: FolderRef, columns: Sequence[str],
+                    needed: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
+        """(uid, *columns) of every message of the folder, for SEARCH; a column not in
+        `needed` (when given) comes back as None, without being read."""
         allowed = {"flags", "size", "internal_date", "date_header", "from_addr", "to_addrs", "subject",
                    "modseq", "blob_sha256", "extra", "id"}
         bad = [c for c in columns if c not in allowed]
         if bad:
             raise ValueError(f"not a searchable column: {bad[0]}")
-        query = select(Message.uid, *(getattr(Message, c) for c in columns)).where(
+        query = select(Message.uid, *(getattr(Message, c) if needed is None or c in needed else null()
+                                      for c in columns)).where(
             Message.folder_id == ref.folder_id).order_by(Message.uid)
-        with self.db.read() as s:
-            return [tuple(r) for r in s.execute(query).all()]
+        with self.db.engine.connect() as connection:
+            return [tuple(r) for r in connection.execute(query).all()]
 
     def blob_for(self: Store, sha256: str) -> bytes:
         """Stored bytes by digest, unaudited: only for server-side work (SEARCH, caching)
@@ -496,18 +532,28 @@ class MessageOps:
         self._write(work)
 
     def messages_read(self: Store, ref: FolderRef, uids: Sequence[int], *, mark_seen: bool,
-                      ip: str = "", view: bool = True
+                      ip: str = "", view: bool = True, max_bytes: int | None = None
                       ) -> tuple[list[MessageMeta], dict[int, bytes], set[int]]:
         """Message bytes for a reader: each read is an audit event (recorded before the
-        bytes are returned); with `mark_seen`, \\Seen is set as RFC 3501 section 6.4.5 says.
+        bytes are returned, all the events of a call in one batch); with `mark_seen`,
+        \\Seen is set as RFC 3501 section 6.4.5 says.
 
         Returns the messages' metadata (flags after the change), their bytes as the
-        reader sees them (`store.view`) and the UIDs that this call marked \\Seen.
+        reader sees them (`store.view`) and the UIDs that this call marked \\Seen. With
+        `max_bytes`, only the first messages (by UID, at least one) whose sizes add up to
+        at most that are read: the caller asks again for those after the last returned.
         """
         metas = self.messages_meta(ref, [(u, u) for u in uids] if len(uids) <= 50 else
-                                   _ranges(uids), with_extra=True)
+                                   _ranges(uids), with_extra=True, with_cache=True)
         wanted = set(uids)
         metas = [m for m in metas if m.uid in wanted]
+        if max_bytes is not None:
+            total = 0
+            for index, meta in enumerate(metas):
+                total += meta.size
+                if index and total > max_bytes:
+                    metas = metas[:index]
+                    break
         data = {m.uid: self.blobs.read(m.sha256) for m in metas}
         to_mark = [m for m in metas if mark_seen and ref.writable and "\\seen" not in m.flags.lower()]
 
@@ -529,38 +575,32 @@ class MessageOps:
                               .values(flags=bindparam("b_flags"), seen=True, modseq=modseq), updates)
                     s.execute(update(_F).where(_F.c.id == ref.folder_id).values(
                         unseen_count=_F.c.unseen_count - len(updates)))
-            for meta in metas:
-                audit.record(s, audit.READ, actor=ref.actor, mailbox=ref.address, ip=ip,
-                             message=ref.ref(meta.uid),
-                             details={"sha256": meta.sha256} if not mark_seen else
-                             {"sha256": meta.sha256, "seen": True})
+            # One READ event per message, chained in one batch (audit.record_many).
+            audit.record_many(s, [
+                audit.Event(audit.READ, ref.actor, ref.address, ref.ref(meta.uid), ip,
+                            {"sha256": meta.sha256} if not mark_seen else {"sha256": meta.sha256, "seen": True})
+                for meta in metas])
             return changed
 
         changed = self._write(work) if metas else {}
         if changed:
             self._publish([FolderChanged(ref.mailbox_id, ref.folder_id, "flags")])
             metas = [MessageMeta(m.id, m.uid, changed[m.uid][0], m.size, m.internal_date, changed[m.uid][1],
-                                 m.sha256, m.extra) if m.uid in changed else m for m in metas]
+                                 m.sha256, m.extra, m.imap_cache) if m.uid in changed else m for m in metas]
         if view:
             data = {m.uid: self.view(ref.address, data[m.uid], m.extra) for m in metas}
         return metas, data, set(changed)
 
-    def cache_put(self: Store, entries: dict[int, dict[str, Any]]) -> None:
+    def cache_put(self: Store, entries: dict[int, bytes]) -> None:
         """Keep what IMAP derived from messages' bytes (envelope, structure, size) in
-        Message.extra[IMAP_CACHE_KEY], merged so other keys of `extra` are untouched."""
+        Message.imap_cache, by message id (a message gone since is skipped)."""
         ids = list(entries)
         for start in range(0, len(ids), _BATCH):
-            chunk = ids[start:start + _BATCH]
+            params = [{"b_id": i, "b_cache": entries[i]} for i in ids[start:start + _BATCH]]
 
-            def work(s: Session, chunk: list[int] = chunk) -> None:
-                rows = s.execute(select(Message.id, Message.extra).where(Message.id.in_(chunk))
-                                 .with_for_update()).all()
-                params = [{"b_id": row.id,
-                           "b_extra": {**(row.extra or {}), IMAP_CACHE_KEY: entries[row.id]}}
-                          for row in rows]
-                if params:
-                    s.execute(update(_M).where(_M.c.id == bindparam("b_id"))
-                              .values(extra=bindparam("b_extra")), params)
+            def work(s: Session, params: list[dict[str, Any]] = params) -> None:
+                s.execute(update(_M).where(_M.c.id == bindparam("b_id"))
+                          .values(imap_cache=bindparam("b_cache")), params)
 
             self._write(work)
 
@@ -578,29 +618,37 @@ class MessageOps:
             modseq = self._bump(s, ref.folder_id)
             result: dict[int, tuple[str, int]] = {}
             failed: list[int] = []
-            updates: list[dict[str, Any]] = []
+            # Rows by what they become: one UPDATE per outcome and 500 rows, not one per row
+            # (a mailbox has few distinct flag sets, so STORE 1:* is a few statements).
+            groups: dict[tuple[str, bool, bool], list[int]] = {}
+            outcome: dict[str, tuple[str, bool, bool]] = {}  # current flags -> new ones
+            updated = 0
             unseen_delta = 0
             rows = self._rows_by_uid(s, ref.folder_id, uids, Message.id, Message.uid, Message.flags,
                                      Message.seen, Message.modseq, lock=True)
-            if rows:
-                for row in rows:
-                    if unchanged_since is not None and row.modseq > unchanged_since:
-                        failed.append(row.uid)
-                        continue
+            for row in rows:
+                if unchanged_since is not None and row.modseq > unchanged_since:
+                    failed.append(row.uid)
+                    continue
+                change = outcome.get(row.flags)
+                if change is None:
                     new = self.norm_flags(apply_flags(split_flags(row.flags), mode, flags))
-                    if new == row.flags:
-                        result[row.uid] = (row.flags, row.modseq)
-                        continue
                     words = {w.lower() for w in new.split()}
-                    seen, deleted = "\\seen" in words, "\\deleted" in words
-                    if seen != row.seen:
-                        unseen_delta += -1 if seen else 1
-                    updates.append({"b_id": row.id, "b_flags": new, "b_seen": seen, "b_deleted": deleted})
-                    result[row.uid] = (new, modseq)
-            if updates:
-                s.execute(update(_M).where(_M.c.id == bindparam("b_id")).values(
-                    flags=bindparam("b_flags"), seen=bindparam("b_seen"), deleted=bindparam("b_deleted"),
-                    modseq=modseq), updates)
+                    change = outcome[row.flags] = (new, "\\seen" in words, "\\deleted" in words)
+                new, seen, _deleted = change
+                if new == row.flags:
+                    result[row.uid] = (row.flags, row.modseq)
+                    continue
+                if seen != row.seen:
+                    unseen_delta += -1 if seen else 1
+                groups.setdefault(change, []).append(row.id)
+                result[row.uid] = (new, modseq)
+                updated += 1
+            if updated:
+                for (new, seen, deleted), ids in groups.items():
+                    for chunk in _chunks(ids):
+                        s.execute(update(_M).where(_M.c.id.in_(chunk)).values(
+                            flags=new, seen=seen, deleted=deleted, modseq=modseq))
                 if unseen_delta:
                     s.execute(update(_F).where(_F.c.id == ref.folder_id).values(
                         unseen_count=_F.c.unseen_count + unseen_delta))
@@ -611,7 +659,7 @@ class MessageOps:
             else:
                 # Nothing changed: give the mod-sequence back (nobody else saw it: row lock).
                 s.execute(update(_F).where(_F.c.id == ref.folder_id).values(highest_modseq=modseq - 1))
-            return result, failed, len(updates)
+            return result, failed, updated
 
         result, failed, changed = self._write(work)
         if changed:
@@ -674,8 +722,11 @@ class MessageOps:
             filter_set = set(wanted)
         if lock:
             query = query.with_for_update()
-        result = s.execute(query.order_by(Message.uid))
-        rows = result.scalars().all() if not columns else result.all()
+        if columns:  # plain rows: the ORM's row handling is not needed (STORE 1:* on 100k)
+            connection = s.connection() if isinstance(s, Session) else s
+            rows = connection.execute(query.order_by(Message.uid)).all()
+        else:
+            rows = s.execute(query.order_by(Message.uid)).scalars().all()
         if filter_set is not None:
             rows = [r for r in rows if r.uid in filter_set]
         return list(rows)
@@ -700,7 +751,7 @@ class MessageOps:
              "internal_date": m.internal_date, "flags": m.flags, "seen": m.seen, "deleted": m.deleted,
              "modseq": modseq, "from_addr": m.from_addr, "to_addrs": m.to_addrs, "subject": m.subject,
              "date_header": m.date_header, "message_id": m.message_id,
-             "has_attachments": m.has_attachments, "extra": m.extra or {}}
+             "has_attachments": m.has_attachments, "extra": m.extra or {}, "imap_cache": m.imap_cache}
             for new_uid, m in zip(new_uids, rows, strict=True)])
         unseen = sum(1 for m in rows if not m.seen)
         size = sum(m.size for m in rows)
@@ -772,11 +823,11 @@ class MessageOps:
 
     def messages_append(self: Store, actor: str, address: str, name: str,
                         messages: Sequence[tuple[bytes, Sequence[str], datetime | None]], *,
-                        ip: str = "", cache: Callable[[bytes], dict[str, Any] | None] | None = None
+                        ip: str = "", cache: Callable[[bytes], bytes | None] | None = None
                         ) -> tuple[int, list[int]]:
         """APPEND / MULTIAPPEND (RFC 3502): all messages or none; durable before it returns
-        (blobs fsynced, then one transaction). `cache` may precompute Message.extra's
-        IMAP entry from the bytes. Returns (UIDVALIDITY, new UIDs) for APPENDUID."""
+        (blobs fsynced, then one transaction). `cache` may precompute Message.imap_cache
+        from the bytes. Returns (UIDVALIDITY, new UIDs) for APPENDUID."""
         if not messages:
             raise StoreError("nothing to append.")
         total = sum(len(raw) for raw, _, _ in messages)
@@ -791,13 +842,9 @@ class MessageOps:
                 raise QuotaExceeded(f"mailbox {box} is over its quota.")
         prepared = []
         for raw, flags, when in messages:
-            extra = {}
-            if cache is not None:
-                entry = cache(raw)
-                if entry is not None:
-                    extra[IMAP_CACHE_KEY] = entry
+            entry = cache(raw) if cache is not None else None
             prepared.append((self.blobs.put(raw), len(raw), summarize(raw), self.norm_flags(flags),
-                             when or datetime.now(UTC), extra))
+                             when or datetime.now(UTC), entry))
 
         def work(s: Session) -> tuple[int, list[int], FolderChanged]:
             used, quota = s.execute(select(Mailbox.used_bytes, Mailbox.quota_bytes)
@@ -809,7 +856,7 @@ class MessageOps:
             uids = list(range(folder.uidnext, folder.uidnext + len(prepared)))
             rows = []
             unseen = 0
-            for uid, (sha, size, summary, flags, when, extra) in zip(uids, prepared, strict=True):
+            for uid, (sha, size, summary, flags, when, entry) in zip(uids, prepared, strict=True):
                 words = {w.lower() for w in flags.split()}
                 unseen += "\\seen" not in words
                 rows.append({"folder_id": folder.id, "uid": uid, "blob_sha256": sha, "size": size,
@@ -818,17 +865,18 @@ class MessageOps:
                              "from_addr": summary.from_addr, "to_addrs": summary.to_addrs,
                              "subject": summary.subject, "date_header": summary.date,
                              "message_id": summary.message_id, "has_attachments": summary.has_attachments,
-                             "extra": extra})
+                             "extra": {}, "imap_cache": entry})
             s.execute(insert(_M), rows)
             s.execute(update(_F).where(_F.c.id == folder.id).values(
                 uidnext=uids[-1] + 1, highest_modseq=modseq, message_count=_F.c.message_count + len(rows),
                 unseen_count=_F.c.unseen_count + unseen))
             s.execute(update(_MB).where(_MB.c.id == mailbox_id).values(
                 used_bytes=_MB.c.used_bytes + total))
-            for uid, (sha, size, *_rest) in zip(uids, prepared, strict=True):
-                audit.record(s, audit.APPEND, actor=actor.strip().lower(), mailbox=box, ip=ip,
-                             message=f"{folder.name}/{folder.uidvalidity}/{uid}",
-                             details={"size": size, "sha256": sha})
+            who = actor.strip().lower()
+            audit.record_many(s, [
+                audit.Event(audit.APPEND, who, box, f"{folder.name}/{folder.uidvalidity}/{uid}", ip,
+                            {"size": size, "sha256": sha})
+                for uid, (sha, size, *_rest) in zip(uids, prepared, strict=True)])
             return folder.uidvalidity, uids, FolderChanged(mailbox_id, folder.id, "new")
 
         uidvalidity, uids, event = self._write(work)

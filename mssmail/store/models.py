@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -178,6 +179,9 @@ class Message(Base):
     has_attachments: Mapped[bool] = mapped_column(Boolean, default=False)
     # Extra per-message data: signature report, decryption state, connector results.
     extra: Mapped[dict] = mapped_column(default=dict)
+    # What IMAP FETCH derived from the bytes (ENVELOPE, BODYSTRUCTURE...), pre-rendered
+    # (mssmail/imap/fetch.py `cache_entry`): listing a folder writes it without decoding.
+    imap_cache: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, default=None)
 
     folder: Mapped[Folder] = relationship()
 

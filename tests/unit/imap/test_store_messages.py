@@ -251,3 +251,73 @@ def test_pure_helpers():
     for bad in ("", "/a", "a/", "a*b", "a\x01"):
         with pytest.raises(StoreError):
             check_folder_name(bad)
+
+
+def test_batched_reads_each_audited_and_chained(boxes):
+    """A read of many messages records one READ event per message, with its digest, in
+    one batch (audit.record_many): consecutive, chained, and `mss audit verify` holds."""
+    from mssmail import audit
+
+    store = boxes
+    raws = [msg(n, "batch") for n in range(1, 121)]
+    store.messages_append(A, A, "INBOX", [(raw, (), None) for raw in raws])
+    appends = audit_actions(store, "append")
+    assert [e.message_ref.split("/")[-1] for e in appends] == [str(n) for n in range(1, 121)]
+    assert len({e.details["sha256"] for e in appends}) == 120
+    ref = store.folder_open(A, A, "INBOX").ref
+    metas, data, _ = store.messages_read(ref, list(range(1, 121)), mark_seen=True, ip="192.0.2.7")
+    assert len(data) == 120
+    reads = audit_actions(store, "read")
+    assert [int(e.message_ref.split("/")[-1]) for e in reads] == list(range(1, 121))
+    assert [e.details["sha256"] for e in reads] == [m.sha256 for m in metas]
+    assert all(e.details.get("seen") is True and e.remote_ip == "192.0.2.7" for e in reads)
+    seqs = [e.seq for e in reads]
+    assert seqs == list(range(seqs[0], seqs[0] + 120))
+    assert all(b.prev_hash == a.hash for a, b in zip(reads, reads[1:], strict=False))
+    with store.db.read() as s:
+        result = audit.verify(s)
+    assert result.ok, result.reason
+
+
+def test_imap_cache_kept_copied_and_put(boxes):
+    from mssmail.imap.fetch import cache_entry, decode_cache
+
+    store = boxes
+    store.messages_append(A, A, "INBOX", [(msg(1), (), None), (msg(2), (), None)], cache=cache_entry)
+    store.messages_append(A, A, "INBOX", [(msg(3), (), None)])  # no cache given
+    ref = store.folder_open(A, A, "INBOX").ref
+    metas = store.messages_meta(ref, None, with_cache=True, with_date=False)
+    assert [m.imap_cache is not None for m in metas] == [True, True, False]
+    assert metas[0].internal_date is None and metas[0].extra == {}
+    entry = decode_cache(metas[0].imap_cache)
+    assert entry is not None and entry.size == len(msg(1)) and b'"m1"' in entry.env
+    assert store.messages_meta(ref, None)[0].imap_cache is None  # only when asked for
+    store.cache_put({metas[2].id: cache_entry(msg(3))})
+    assert decode_cache(store.messages_meta(ref, [(3, 3)], with_cache=True)[0].imap_cache).size == len(msg(3))
+    store.folder_create(A, A, "Archive")
+    store.messages_copy(ref, [1], A, "Archive")
+    copied = store.messages_meta(store.folder_open(A, A, "Archive").ref, None, with_cache=True)
+    assert copied[0].imap_cache == metas[0].imap_cache
+
+
+def test_remembered_uid_lists_follow_every_change(boxes):
+    store = boxes
+    store.messages_append(A, A, "INBOX", [(msg(n), (), None) for n in range(1, 6)])
+    assert store.folder_open(A, A, "INBOX").uids == [1, 2, 3, 4, 5]
+    assert store.folder_open(A, A, "INBOX").uids == [1, 2, 3, 4, 5]  # remembered
+    ref = store.folder_open(A, A, "INBOX").ref
+    store.messages_store(ref, [2, 4], "+", ["\\Deleted"])
+    store.messages_expunge(ref)
+    assert store.folder_open(A, A, "INBOX").uids == [1, 3, 5]
+    store.messages_append(A, A, "INBOX", [(msg(6), (), None)])
+    assert store.folder_open(A, A, "INBOX").uids == [1, 3, 5, 6]
+    store.folder_create(A, A, "Archive")
+    store.messages_copy(ref, [1], A, "Archive", move=True)
+    assert store.folder_open(A, A, "INBOX").uids == [3, 5, 6]
+    assert store.folder_open(A, A, "Archive").uids == [1]
+    opened = store.folder_open(A, A, "INBOX")
+    opened.uids.append(99)  # a caller's copy
+    assert store.folder_open(A, A, "INBOX").uids == [3, 5, 6]
+    store.folder_delete(A, A, "Archive")
+    store.folder_create(A, A, "Archive")
+    assert store.folder_open(A, A, "Archive").uids == []
