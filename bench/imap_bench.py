@@ -483,8 +483,10 @@ def main() -> None:
             dove_res = bench_server("dovecot", dove.port, ca, size, args.repeat)
             print("dovecot done", flush=True)
             rows = print_table(size, mss_res, dove_res)
+            print(f"load average now: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
             report["sizes"][str(size)] = {"bytes": total, "mean_bytes": total // size,
                                           "mss_load_s": round(mss_load, 1),
+                                          "load_average_after": os.getloadavg(),
                                           "dovecot_load_s": round(dove_load, 1),
                                           "mss": mss_res, "dovecot": dove_res, "table": rows}
         finally:

@@ -4,6 +4,7 @@ flags with mod-sequences, expunge, copy/move, quota, audit, change notifications
 from __future__ import annotations
 
 import threading
+from itertools import pairwise
 
 import pytest
 from sqlalchemy import select
@@ -273,7 +274,7 @@ def test_batched_reads_each_audited_and_chained(boxes):
     assert all(e.details.get("seen") is True and e.remote_ip == "192.0.2.7" for e in reads)
     seqs = [e.seq for e in reads]
     assert seqs == list(range(seqs[0], seqs[0] + 120))
-    assert all(b.prev_hash == a.hash for a, b in zip(reads, reads[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in pairwise(reads))
     with store.db.read() as s:
         result = audit.verify(s)
     assert result.ok, result.reason

@@ -4,6 +4,8 @@ both insert paths (a few rows: Core statement; many: driver executemany)."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -52,7 +54,7 @@ def test_batches_chain_and_verify(store) -> None:
     rows = _events(store)
     assert [(r.seq, r.action, r.message_ref, r.details) for r in rows] == [
         (n, e.action, e.message, e.details or {}) for n, e in enumerate(expected, 1)]
-    assert all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in pairwise(rows))
     assert all(r.ts.tzinfo is not None for r in rows)
     with store.db.read() as s:
         result = audit.verify(s)
