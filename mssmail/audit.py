@@ -126,14 +126,15 @@ def record_many(session: Session | Connection, events: list[Event]) -> tuple[int
         return seq, prev_hash
     rows: list[dict[str, Any]] = []
     sha256 = hashlib.sha256
+    # One moment for the batch: its events are committed together. Microsecond
+    # precision survives both SQLite and PostgreSQL round trips.
+    now = datetime.now(UTC)
+    stamp = now.isoformat(timespec="microseconds")
     for event in events:
         seq += 1
-        # Microsecond precision survives both SQLite and PostgreSQL round trips.
-        now = datetime.now(UTC)
         details = event.details or {}
         # = chain_hash(prev_hash, fields of the event), as `verify` recomputes it
-        digest = sha256(prev_hash.encode() + b"\n" + _canonical_event(
-            seq, now.isoformat(timespec="microseconds"), event, details)).hexdigest()
+        digest = sha256(prev_hash.encode() + b"\n" + _canonical_event(seq, stamp, event, details)).hexdigest()
         rows.append({
             "seq": seq, "ts": now, "action": event.action, "actor": event.actor,
             "mailbox": event.mailbox, "message_ref": event.message, "remote_ip": event.ip,
@@ -171,9 +172,16 @@ def _insert_rows(session: Session | Connection, rows: list[dict[str, Any]]) -> N
         processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in _EVENT_COLUMNS]
         prepared = _driver_inserts.setdefault(dialect, (sql, processors))
     sql, processors = prepared
-    pairs = list(zip(_EVENT_COLUMNS, processors, strict=True))
-    connection.exec_driver_sql(sql, [tuple(proc(row[name]) if proc else row[name] for name, proc in pairs)
-                                     for row in rows])
+    columns = []
+    for name, proc in zip(_EVENT_COLUMNS, processors, strict=True):
+        values = [row[name] for row in rows]
+        if proc is not None:
+            if name == "ts" and all(value is values[0] for value in values):
+                values = [proc(values[0])] * len(values)  # a batch shares its moment
+            else:
+                values = [proc(value) for value in values]
+        columns.append(values)
+    connection.exec_driver_sql(sql, list(zip(*columns, strict=True)))
 
 
 @dataclass

@@ -687,7 +687,8 @@ class Session:
         async def load(chunk: list[int]) -> tuple[list[MessageMeta], dict[int, bytes], set[int]]:
             if reads:
                 return await self.store.run(self.store.messages_read, sel.ref, chunk,
-                                            mark_seen=mark_seen, ip=self.peer_ip, max_bytes=FETCH_BYTES)
+                                            mark_seen=mark_seen, ip=self.peer_ip, max_bytes=FETCH_BYTES,
+                                            with_cache=renderer.uses_cache)
             metas = await self.store.run(self.store.messages_meta, sel.ref, _ranges(chunk),
                                          with_cache=True, with_date=with_date)
             if len(metas) != len(chunk):

@@ -532,8 +532,8 @@ class MessageOps:
         self._write(work)
 
     def messages_read(self: Store, ref: FolderRef, uids: Sequence[int], *, mark_seen: bool,
-                      ip: str = "", view: bool = True, max_bytes: int | None = None
-                      ) -> tuple[list[MessageMeta], dict[int, bytes], set[int]]:
+                      ip: str = "", view: bool = True, max_bytes: int | None = None,
+                      with_cache: bool = True) -> tuple[list[MessageMeta], dict[int, bytes], set[int]]:
         """Message bytes for a reader: each read is an audit event (recorded before the
         bytes are returned, all the events of a call in one batch); with `mark_seen`,
         \\Seen is set as RFC 3501 section 6.4.5 says.
@@ -544,7 +544,7 @@ class MessageOps:
         at most that are read: the caller asks again for those after the last returned.
         """
         metas = self.messages_meta(ref, [(u, u) for u in uids] if len(uids) <= 50 else
-                                   _ranges(uids), with_extra=True, with_cache=True)
+                                   _ranges(uids), with_extra=True, with_cache=with_cache)
         wanted = set(uids)
         metas = [m for m in metas if m.uid in wanted]
         if max_bytes is not None:
