@@ -15,9 +15,9 @@ import socket
 import ssl
 from typing import TYPE_CHECKING, Any, AnyStr
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, syntax
 
-from mssmail.smtp import replies
+from mssmail.smtp import data, replies
 
 if TYPE_CHECKING:
     from mssmail.service import ServerContext
@@ -57,12 +57,21 @@ class MssSMTP(SMTP):
         """aiosmtpd's, without its cost for the common case: it defines a typing.Protocol
         class and runs the RFC 5322 parser on every MAIL and RCPT."""
         match = _SIMPLE_PATH.match(arg)
-        if match is None or arg[match.end():match.end() + 1] == "(":  # comments: the parser
+        after = arg[match.end():match.end() + 1] if match else ""
+        if match is None or after == "(" or after.isspace():  # comments, odd spaces: the parser
             return super()._getaddr(arg)
         address = match.group(1)
         if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
             return None, None
         return address, arg[match.end():]
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA with whole buffered lines read at once (`data.py`)."""
+        if self._decode_data or not isinstance(getattr(self._reader, "_buffer", None), bytearray):
+            await super().smtp_DATA(arg)
+            return
+        await data.smtp_DATA(self, arg)
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str):
