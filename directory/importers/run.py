@@ -140,6 +140,21 @@ def _insert_many(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> No
     _insert_rows(conn, table, rows)
 
 
+def _insert_returning_ids(conn: Connection, table: Any, key: str, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """_insert_many, then {key: new id}. SQLite, under the write lock this transaction holds:
+    rows without an id get max(id)+1, +2, ... in order (the INTEGER PRIMARY KEY rule), checked
+    by max(id) afterwards; otherwise (or on PostgreSQL) the ids are looked up by key."""
+    if conn.dialect.name == "sqlite":
+        top = f"SELECT coalesce(max(id), 0) FROM {table.name}"
+        first = conn.exec_driver_sql(top).scalar() + 1
+        _insert_many(conn, table, rows)
+        if conn.exec_driver_sql(top).scalar() == first + len(rows) - 1:
+            return {r[key]: first + i for i, r in enumerate(rows)}
+    else:
+        _insert_many(conn, table, rows)
+    return {k: row.id for k, row in _existing(conn, table, key, [r[key] for r in rows], "id").items()}
+
+
 def _update_many(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
     """executemany UPDATE by id: each row is {"_id": id, column: value, ...}, same columns."""
     if not rows:
@@ -218,9 +233,7 @@ class _Upserter:
                 bump.append(row.id)
                 counts.unchanged += 1
         if new:
-            _insert_many(conn, self.table, new)
-            for k, row in _existing(conn, self.table, self.key, [r[self.key] for r in new], "id").items():
-                ids[k] = row.id
+            ids.update(_insert_returning_ids(conn, self.table, self.key, new))
             counts.added += len(new)
         _update_many(conn, self.table, changed)
         _bump(conn, self.table, bump, self.gen)
