@@ -283,6 +283,27 @@ def filter_of(kind: str, key: str) -> str:
             "prefix": f"(sn={escape(key)}*)"}[kind]
 
 
+def explain(database_url: str, keys: dict[str, list[str]]) -> None:
+    """The query plan of each search kind as mss runs it (the columns the benchmark's attributes need)."""
+    from sqlalchemy import create_engine
+
+    from directory import store as dstore
+    from directory.filters import parse
+    from directory.server import attribute_plan
+
+    engine = create_engine(database_url)
+    dialect = engine.dialect.name
+    fields, _ = attribute_plan(tuple(ATTRS), False)
+    with engine.connect() as c:
+        for kind, (label, size) in KINDS.items():
+            sql, params = dstore.search_sql(parse(filter_of(kind, keys[kind][0])), dialect, fields=fields,
+                                            limit=(size or 1000) + 1, ordered=False)
+            head = "EXPLAIN QUERY PLAN " if dialect == "sqlite" else "EXPLAIN "
+            plan = [r[-1] for r in c.exec_driver_sql(head + sql, tuple(params))]
+            print(f"plan of {label}:\n    " + "\n    ".join(plan), flush=True)
+    engine.dispose()
+
+
 def ldap3_search(port: int, base: str, flt: str, size: int) -> tuple[int, dict[str, dict]]:
     import ldap3
 
@@ -394,6 +415,7 @@ def main() -> None:
         mss_port, mss_pid = inst.ports["ldap"], inst.process.pid
 
         keys = draw_keys(config.database_url, args.keys, args.prefix_len, args.seed)
+        explain(config.database_url, keys)
         checked = check_same(mss_port, slapd.port, base, keys, args.check)
         print(f"checked {checked} queries: mss and slapd return the same entries", flush=True)
 
