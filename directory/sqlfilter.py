@@ -78,16 +78,44 @@ def _like_escape(s: str) -> str:
     return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def where(node: Filter, dialect: str, params: list[Any]) -> str:
+def _tables(node: Filter) -> set[str]:
+    """The table aliases (m, p, s) a filter reads."""
+    match node:
+        case And(items) | Or(items):
+            return set().union(*map(_tables, items))
+        case Not(item):
+            return _tables(item)
+        case Present(attr) | Compare(attr) | Substrings(attr):
+            a = ATTRS.get(attr.split(";")[0].lower())
+            return {a.column[0]} if a else set()
+    return set()
+
+
+def _from(tables: set[str]) -> str:
+    """FROM_ENTRIES with only the joins that `tables` need."""
+    return "dir_mailboxes m" + (" LEFT JOIN dir_persons p ON p.id = m.person_id" if "p" in tables else "") + (
+        " LEFT JOIN dir_structures s ON s.id = m.structure_id" if "s" in tables else "")
+
+
+def where(node: Filter, dialect: str, params: list[Any], positive: bool = True) -> str:
     """The WHERE clause for `node`, its values appended to `params`; `dialect` picks the
-    indexable prefix form."""
+    indexable prefix form. `positive`: no NOT above `node`, so only its being TRUE matters
+    (FALSE and Undefined both leave the entry out)."""
     match node:
         case And(items):
-            return "(" + " AND ".join(where(i, dialect, params) for i in items) + ")" if items else TRUE
+            return "(" + " AND ".join(where(i, dialect, params, positive) for i in items) + ")" if items else TRUE
         case Or(items):
-            return "(" + " OR ".join(where(i, dialect, params) for i in items) + ")" if items else FALSE
+            if not items:
+                return FALSE
+            if positive and len(_tables(node)) > 1:
+                # An OR over columns of different tables is a full scan for both engines (SQLite's
+                # OR optimisation works within one table): each branch is its own indexed query,
+                # and the entry is in when a branch finds it, which is TRUE exactly when the OR is.
+                return "m.id IN (" + " UNION ALL ".join(
+                    f"SELECT m.id FROM {_from(_tables(i))} WHERE {where(i, dialect, params)}" for i in items) + ")"
+            return "(" + " OR ".join(where(i, dialect, params, positive) for i in items) + ")"
         case Not(item):
-            return "(NOT " + where(item, dialect, params) + ")"
+            return "(NOT " + where(item, dialect, params, False) + ")"
         case Present(attr):
             name = attr.split(";")[0].lower()
             if name == "objectclass":

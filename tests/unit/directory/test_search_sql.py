@@ -118,6 +118,9 @@ CASES = [
     "(&(unknownAttr=1)(sn=durand))", "(objectClass=inetOrgPerson)", "(objectClass=*)",
     "(!(objectClass=device))", "(cn:caseExactMatch:=Jean Martin)", "(sn=lef\\c3\\a8vre)", "(&)", "(|)",
     "(mail=user0*)",
+    # ORs across tables (one indexed query per branch), nested, under NOT, with Undefined.
+    "(|(sn=mar*)(mail=user0*)(o=labo*))", "(&(|(sn=mar*)(l=lyon))(professionCode=10))",
+    "(!(|(sn=martin)(l=paris)))", "(|(unknownAttr=1)(l=lyon))", "(!(|(unknownAttr=1)(l=lyon)))",
 ]
 
 
