@@ -37,7 +37,6 @@ from directory.filters import FilterError, Present
 
 log = logging.getLogger("mss.ldap")
 
-MAILBOX_CLASSES = [b"top", b"person", b"organizationalPerson", b"inetOrgPerson", b"mssMailbox"]
 
 
 def _dn_norm(dn: str) -> str:
@@ -71,12 +70,11 @@ ENTRY_ATTRIBUTES: tuple[tuple[str, tuple[str, ...], Callable[[Any], str] | None]
     ("ou", ("service",), None),
 )
 PRIVILEGED_ATTRIBUTES = (("unlisted", ("unlisted",), _bool),)
-MAILBOX_CLASS_NAMES = [c.decode() for c in MAILBOX_CLASSES]
 
 
 def _getter(idx: list[int], fmt: Callable[[Any], str] | None) -> Callable[[tuple], Any]:
     if not idx:
-        return lambda r: MAILBOX_CLASS_NAMES
+        return lambda r: entrymap.MAILBOX_CLASSES
     if fmt is not None:
         i = idx[0]
         return lambda r: fmt(r[i])
@@ -89,19 +87,22 @@ def _getter(idx: list[int], fmt: Callable[[Any], str] | None) -> Callable[[tuple
     return lambda r: r[i] or r[j] or r[k]
 
 
+def _selected(wanted: list[str] | tuple[str, ...]) -> set[str] | None:
+    """RFC 4511 section 4.5.1.8: None = all user attributes (no list, or '*'); '1.1' alone = none;
+    else the lowercased names."""
+    names = [w.lower() for w in wanted]
+    if not names or "*" in names:
+        return None
+    return set() if names == ["1.1"] else set(names)
+
+
 @functools.lru_cache(maxsize=256)
 def attribute_plan(wanted: tuple[str, ...], privileged: bool) -> tuple[tuple[str, ...], tuple]:
-    """For a requested attribute list (RFC 4511 section 4.5.1.8: none or '*' = all user
-    attributes, '1.1' = none): the entry fields to select (address first, it names the entry)
-    and the (name, getter over a row of those fields) pairs written."""
+    """For a requested attribute list: the entry fields to select (address first, it names the
+    entry) and the (name, getter over a row of those fields) pairs written."""
     every = ENTRY_ATTRIBUTES + (PRIVILEGED_ATTRIBUTES if privileged else ())
-    names = [w.lower() for w in wanted]
-    if names == ["1.1"]:
-        specs: tuple = ()
-    elif not names or "*" in names:
-        specs = every
-    else:
-        specs = tuple(spec for spec in every if spec[0].lower() in names)
+    sel = _selected(wanted)
+    specs = every if sel is None else tuple(spec for spec in every if spec[0].lower() in sel)
     fields = ["address"]
     for _, used, _ in specs:
         fields += [f for f in used if f not in fields]
@@ -109,13 +110,8 @@ def attribute_plan(wanted: tuple[str, ...], privileged: bool) -> tuple[tuple[str
 
 
 def select_attributes(attrs: dict[str, list[str]], wanted: list[str]) -> dict[str, list[str]]:
-    """RFC 4511 section 4.5.1.8: empty list or '*' = all user attributes; '1.1' = none."""
-    names = [w.lower() for w in wanted]
-    if not names or "*" in names:
-        return attrs
-    if names == ["1.1"]:
-        return {}
-    return {k: v for k, v in attrs.items() if k.lower() in names}
+    sel = _selected(wanted)
+    return attrs if sel is None else {k: v for k, v in attrs.items() if k.lower() in sel}
 
 
 class DirectoryLDAPServer(BaseLDAPServer):
