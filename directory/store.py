@@ -190,7 +190,8 @@ class Reader:
     `budget` seconds checked every 1,000 SQLite VM steps: an indexed lookup answers in tens of
     microseconds, without a hop to a store thread and back. A query over budget is interrupted
     and `inline` returns OVER_BUDGET: the caller runs it again on the store's threads (`pooled`),
-    under the search's time limit. On PostgreSQL every query takes the pooled path."""
+    under the search's time limit; so does a query that finds the database locked. On PostgreSQL
+    every query takes the pooled path."""
 
     OVER_BUDGET = object()
 
@@ -208,6 +209,8 @@ class Reader:
             # Its own page cache, and reads through a memory map (no read() per page).
             self.conn.execute(f"PRAGMA cache_size=-{cache_kb}")
             self.conn.execute(f"PRAGMA mmap_size={mmap_bytes}")
+            # Not the store's 30 s wait on a locked database (WAL recovery) in the reactor's thread.
+            self.conn.execute(f"PRAGMA busy_timeout={int(budget * 1000)}")
             self.conn.set_progress_handler(self._over, 1000)
 
     def _over(self) -> bool:
@@ -220,7 +223,8 @@ class Reader:
         try:
             return fn(self.conn, *args)
         except sqlite3.OperationalError as exc:
-            if time.monotonic() > self._deadline and "interrupt" in str(exc):
+            text = str(exc)
+            if (time.monotonic() > self._deadline and "interrupt" in text) or "locked" in text:
                 return self.OVER_BUDGET
             raise
 
@@ -234,6 +238,5 @@ class Reader:
 
     def close(self) -> None:
         if self._raw is not None:
-            self.conn.set_progress_handler(None, 0)
-            self._raw.close()
+            self._raw.invalidate()  # its pragmas are not for the pool's other users
             self._raw = self.conn = None

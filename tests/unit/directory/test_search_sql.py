@@ -170,3 +170,27 @@ def test_random_filters_match_oracle(populated, node):
     store, rows = populated
     assert [e.address for e in dstore.search(store, node, include_unlisted=True)] == \
         expected(rows, node, include_unlisted=True)
+
+
+def test_reader_inline_within_budget_else_pooled(populated):
+    """The LDAP server's reader: SQLite answers inline; a query over its budget is interrupted and
+    reported OVER_BUDGET, and runs to completion on a pooled connection; PostgreSQL always pools."""
+    store, rows = populated
+    reader = dstore.Reader(store, budget=0.05)
+    try:
+        sql, params = dstore.search_sql(parse("(sn=mar*)"), reader.dialect)
+        got = reader.inline(dstore.fetch, sql, params)
+        if reader.dialect != "sqlite":
+            assert got is dstore.Reader.OVER_BUDGET
+            got = reader.pooled(dstore.fetch, sql, params)
+        assert [e.address for e in got] == expected(rows, parse("(sn=mar*)"))
+
+        def slow(conn):  # millions of VM steps
+            cur = conn.cursor()
+            cur.execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) "
+                        "SELECT count(*) FROM c")
+            return cur.fetchone()[0]
+        assert reader.inline(slow) is dstore.Reader.OVER_BUDGET
+        assert reader.pooled(slow) == 3000000
+    finally:
+        reader.close()
