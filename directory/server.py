@@ -5,7 +5,7 @@ server subclasses `BaseLDAPServer` for binds, writes and StartTLS only. Searches
 the traffic, take a lean path: `dataReceived` frames each LDAPMessage and decodes a
 SearchRequest with directory.ber (straight to our filter AST), the filter becomes SQL text
 (directory.sqlfilter), the query runs inline on a dedicated SQLite connection within a small
-budget (directory.store.Reader; over budget or on PostgreSQL it runs on the store's executor,
+budget (directory.store.Reader; over budget or on PostgreSQL it runs on the reader's threads,
 bridged into Twisted with `Deferred.fromFuture`), and the entries are encoded by directory.ber
 in one write.
 
@@ -148,13 +148,14 @@ class DirectoryLDAPServer(BaseLDAPServer):
         return defer.Deferred.fromFuture(asyncio.ensure_future(self.ctx.store.run(fn, *args, **kwargs)))
 
     @defer.inlineCallbacks
-    def _timed(self, deadline: float, fn, *args, **kwargs):
-        """`_run` bounded by the search's time limit: timeLimitExceeded (3) when it passes. The
-        SQL statement itself is not interrupted; its result is dropped."""
+    def _timed(self, deadline: float, fn):
+        """`fn(connection)` on the reader's threads, bounded by the search's time limit:
+        timeLimitExceeded (3) when it passes. The SQL statement itself is not interrupted; its
+        result is dropped."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ldaperrors.LDAPTimeLimitExceeded(b"time limit exceeded")
-        coro = asyncio.wait_for(self.ctx.store.run(fn, *args, **kwargs), remaining)
+        coro = asyncio.wait_for(self.reader.run(fn), remaining)
         try:
             result = yield defer.Deferred.fromFuture(asyncio.ensure_future(coro))
         except TimeoutError as exc:
@@ -261,7 +262,7 @@ class DirectoryLDAPServer(BaseLDAPServer):
         if result is not dstore.Reader.OVER_BUDGET:
             then(result)
             return None
-        return self._timed(deadline, self.reader.pooled, fn).addCallback(then)
+        return self._timed(deadline, fn).addCallback(then)
 
     def _send(self, data: bytes) -> None:
         """transport.write, sent at once when nothing is queued on a plain TCP connection: Twisted

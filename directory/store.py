@@ -6,9 +6,12 @@ the lowercased search columns in one place (`_lc`) so the indexes always agree w
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -188,30 +191,45 @@ class Reader:
     """Directory reads for the LDAP server. On SQLite, a query runs first on the event loop's
     thread, on one dedicated connection (WAL: it reads the last commit), within a budget of
     `budget` seconds checked every 1,000 SQLite VM steps: an indexed lookup answers in tens of
-    microseconds, without a hop to a store thread and back. A query over budget is interrupted
-    and `inline` returns OVER_BUDGET: the caller runs it again on the store's threads (`pooled`),
+    microseconds, without a hop to a thread and back. A query over budget is interrupted and
+    `inline` returns OVER_BUDGET: the caller runs it again on the reader's own threads (`run`),
     under the search's time limit; so does a query that finds the database locked. On PostgreSQL
-    every query takes the pooled path."""
+    every query takes the threads. Each reader thread keeps its own connection (PostgreSQL: in
+    autocommit, one round trip per query, no pool checkout and ping)."""
 
     OVER_BUDGET = object()
 
     def __init__(self, store: Any, budget: float = 0.005, cache_kb: int = 32 * 1024,
-                 mmap_bytes: int = 1 << 30) -> None:
+                 mmap_bytes: int = 1 << 30, threads: int = 2) -> None:
         self.store = store
         self.dialect = store.db.engine.dialect.name
         self.budget = budget
+        self.cache_kb, self.mmap_bytes = cache_kb, mmap_bytes
         self._deadline = 0.0
-        self._raw = None
+        self._local = threading.local()
+        self._held: list[Any] = []  # the pool connections this reader keeps
+        self._lock = threading.Lock()
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ldap-read")
         self.conn = None
         if self.dialect == "sqlite":
-            self._raw = store.db.engine.raw_connection()  # the store's pragmas; kept for good
-            self.conn = self._raw.driver_connection
-            # Its own page cache, and reads through a memory map (no read() per page).
-            self.conn.execute(f"PRAGMA cache_size=-{cache_kb}")
-            self.conn.execute(f"PRAGMA mmap_size={mmap_bytes}")
+            self.conn = self._connection()
             # Not the store's 30 s wait on a locked database (WAL recovery) in the reactor's thread.
             self.conn.execute(f"PRAGMA busy_timeout={int(budget * 1000)}")
             self.conn.set_progress_handler(self._over, 1000)
+
+    def _connection(self) -> Any:
+        """A connection of the store's pool (its pragmas), kept by this reader for good."""
+        raw = self.store.db.engine.raw_connection()
+        with self._lock:
+            self._held.append(raw)
+        conn = raw.driver_connection
+        if self.dialect == "sqlite":
+            # Its own page cache, and reads through a memory map (no read() per page).
+            conn.execute(f"PRAGMA cache_size=-{self.cache_kb}")
+            conn.execute(f"PRAGMA mmap_size={self.mmap_bytes}")
+        else:
+            conn.autocommit = True
+        return conn
 
     def _over(self) -> bool:
         return time.monotonic() > self._deadline
@@ -229,14 +247,25 @@ class Reader:
             raise
 
     def pooled(self, fn: Any, *args: Any) -> Any:
-        """`fn(driver connection, *args)` on a connection of the store's pool (a store thread)."""
-        raw = self.store.db.engine.raw_connection()
+        """`fn(connection, *args)` on the calling thread's own connection of this reader."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connection()
         try:
-            return fn(raw.driver_connection, *args)
-        finally:
-            raw.close()
+            return fn(conn, *args)
+        except Exception:
+            if self.dialect != "sqlite" and conn.closed:
+                self._local.conn = None  # the server went away: a new connection next time
+            raise
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        """`pooled` on one of the reader's threads."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.pooled, fn, *args)
 
     def close(self) -> None:
-        if self._raw is not None:
-            self._raw.invalidate()  # its pragmas are not for the pool's other users
-            self._raw = self.conn = None
+        self.executor.shutdown(wait=True)
+        with self._lock:
+            held, self._held = self._held, []
+        for raw in held:
+            raw.invalidate()  # their settings are not for the pool's other users
+        self.conn = None
