@@ -17,16 +17,23 @@ pytestmark = [pytest.mark.timeout(120),
 BASE = "o=mss,c=fr"
 
 
-@pytest.fixture(scope="module")
-def inst(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def inst(request, tmp_path_factory, pg_available):
+    """The server on each engine: SQLite answers inline, PostgreSQL on the reader's threads."""
     from directory import store as dstore
     from mssmail.config import load_config
     from mssmail.store.service import Store
+    from tests.conftest import _drop_schema, _pg_schema_url
 
-    inst = MssInstance(tmp_path_factory.mktemp("ldap") / "a.example", "a.example")
+    schema = url = None
+    if request.param == "postgresql":
+        if not pg_available:
+            pytest.skip("PostgreSQL not reachable")
+        schema, url = _pg_schema_url()
+    inst = MssInstance(tmp_path_factory.mktemp("ldap") / "a.example", "a.example", database_url=url)
     m = re.search(r"directory administrator: (\S+) password (\S+)", inst.init_output)
     inst.admin_dn, inst.admin_password = m.group(1), m.group(2)
-    config = load_config(inst.data, inst.config_path)
+    config = load_config(inst.data, inst.config_path, environ=inst.env)
     with Store.from_config(config) as store:
         sid = dstore.add_structure(store, tech_id="S1", name="Clinique Secrète", city="Lyon")
         dstore.add_mailbox(store, address="secret@a.example", bal_type="ORG", structure_id=sid,
@@ -36,6 +43,8 @@ def inst(tmp_path_factory):
     inst.start("ldap")
     yield inst
     inst.stop()
+    if schema:
+        _drop_schema(schema)
 
 
 def search(inst, flt, *attrs, base=BASE, scope="sub", extra=(), check=True):
