@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from mssmail.service import ServerContext
 
 log = logging.getLogger("mss.smtp")
-SHARED_ACCEPT_QUEUE = 1024
 # The everyday MAIL/RCPT path: <dot-atom@dot-atom> (RFC 5321 4.1.2, RFC 5322 3.4.1), then
 # spaces or tabs. What it matches, the RFC 5322 parser reads the same way (a test
 # compares them); anything else goes to that parser.
@@ -148,8 +147,7 @@ class SmtpListener:
         self.sessions: set[MssSMTP] = set()
         self.closing = False
         self.server: asyncio.AbstractServer | None = None
-        # In an SMTP worker process: the listening socket inherited from the parent.
-        self.sock: socket.socket | None = None
+        self._adopting: set[asyncio.Task[Any]] = set()
 
     async def admit(self, session: MssSMTP) -> bool:
         ok = await self.handler.gateway.admit(session.peer_ip)
@@ -185,20 +183,19 @@ class SmtpListener:
         )
 
     async def start(self) -> list[str]:
-        if self.sock is not None:
-            # Socket shared with the other workers: take one connection per wake-up
-            # (asyncio accepts up to `backlog` at once, and one worker would take a
-            # whole burst), then give the kernel queue its real length back (asyncio
-            # calls listen(backlog) on it).
-            self.server = await self.ctx.loop.create_server(self.make_protocol, sock=self.sock, backlog=1)
-            self.sock.listen(SHARED_ACCEPT_QUEUE)
-        else:
-            self.server = await self.ctx.loop.create_server(self.make_protocol, host=self.bind, port=self.port)
+        self.server = await self.ctx.loop.create_server(self.make_protocol, host=self.bind, port=self.port)
         port = self.server.sockets[0].getsockname()[1]
         what = "STARTTLS, AUTH after TLS" if self.auth else "STARTTLS"
         if not self.auth and self.ctx.config.trust.require_client_cert:
             what += ", client certificate required"
         return [f"{self.name}: listening on {self.bind}:{port} ({what})"]
+
+    def adopt(self, connection: socket.socket) -> None:
+        """A connection accepted by the parent process and handed to this SMTP worker."""
+        connection.setblocking(False)
+        task = self.ctx.loop.create_task(self.ctx.loop.connect_accepted_socket(self.make_protocol, sock=connection))
+        self._adopting.add(task)
+        task.add_done_callback(self._adopting.discard)
 
     async def stop(self, grace: float) -> None:
         self.closing = True
