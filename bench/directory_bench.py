@@ -414,8 +414,8 @@ def main() -> None:
         inst.start("ldap")
         mss_port, mss_pid = inst.ports["ldap"], inst.process.pid
 
-        keys = draw_keys(config.database_url, args.keys, args.prefix_len, args.seed)
-        explain(config.database_url, keys)
+        keys = draw_keys(db_url or config.database_url, args.keys, args.prefix_len, args.seed)
+        explain(db_url or config.database_url, keys)
         checked = check_same(mss_port, slapd.port, base, keys, args.check)
         print(f"checked {checked} queries: mss and slapd return the same entries", flush=True)
 
