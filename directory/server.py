@@ -257,7 +257,7 @@ class DirectoryLDAPServer(BaseLDAPServer):
 
     def _query(self, deadline: float, fn: Callable[..., Any], then: Callable[[Any], None]) -> defer.Deferred | None:
         """`then(fn(connection))`: inline when the reader answers within its budget, else on the
-        store's executor under the search's time limit (a Deferred)."""
+        reader's threads under the search's time limit (a Deferred)."""
         result = self.reader.inline(fn)
         if result is not dstore.Reader.OVER_BUDGET:
             then(result)
