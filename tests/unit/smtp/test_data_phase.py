@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from unittest.mock import patch
 
+import aiosmtpd.smtp
 from aiosmtpd.smtp import SMTP
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -69,7 +71,8 @@ async def exchange(cls: type[MssSMTP], chunks: list[bytes], size_limit: int = SI
 
 LINE = st.one_of(
     st.sampled_from([b"", b".", b"..", b".x", b"Subject: t", b"a\nb", b"\r", b"x\r", b" . "]),
-    st.binary(max_size=80).map(lambda b: b.replace(b"\r\n", b"")),
+    # After an early final ".", the rest is read as commands: no QUIT among them.
+    st.binary(max_size=80).map(lambda b: b.replace(b"\r\n", b"")).filter(lambda b: b"QUIT" not in b.upper()),
     st.integers(min_value=995, max_value=1006).map(lambda n: b"A" * n),
     st.integers(min_value=995, max_value=1006).map(lambda n: b"." + b"B" * n),
 )
@@ -87,13 +90,16 @@ def sessions(draw: st.DrawFn) -> list[bytes]:
     return [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sessions())
 def test_bulk_data_reader_matches_aiosmtpd(chunks: list[bytes]):
     async def both() -> tuple[Any, Any]:
         return await exchange(MssSMTP, chunks), await exchange(Reference, chunks)
 
-    ours, reference = asyncio.run(both())
+    # Lines left after an early final "." are unknown commands to both servers: let
+    # them all be answered rather than have the connection cut (and reset) at five.
+    with patch.object(aiosmtpd.smtp, "BOGUS_LIMIT", 10**6):
+        ours, reference = asyncio.run(both())
     assert ours == reference
 
 
