@@ -667,6 +667,13 @@ def directory_group() -> None:
     """The national-style directory (persons, structures, mailboxes) served over LDAP."""
 
 
+def _ldap_view(env: Env, entries: list[Any]) -> list[dict[str, Any]]:
+    """INTERFACES.md: --json entries keyed by their LDAP attribute names (values are lists)."""
+    from directory.api import ldap_view
+
+    return ldap_view(env.store, entries, env.config.directory.base_dn)
+
+
 def _dir_rows(entries: list[Any]) -> list[dict[str, Any]]:
     from dataclasses import asdict
 
@@ -685,10 +692,11 @@ def directory_search(env: Env, ldap_filter: str, limit: int, unlisted: bool, as_
     from directory import store as dstore
     from directory.filters import parse
 
-    rows = _dir_rows(dstore.search(env.store, parse(ldap_filter), include_unlisted=unlisted, limit=limit))
+    entries = dstore.search(env.store, parse(ldap_filter), include_unlisted=unlisted, limit=limit)
     if as_json:
-        print_json(rows)
+        print_json(_ldap_view(env, entries))
         return
+    rows = _dir_rows(entries)
     print_table([(r["address"], r["bal_type"], r["display_name"] or "", r["rpps"] or "", r["structure"] or "",
                   r["city"] or "") for r in rows], ["MAIL", "TYPE", "NAME", "RPPS", "STRUCTURE", "CITY"])
 
@@ -703,12 +711,13 @@ def directory_show(env: Env, address: str, as_json: bool) -> None:
     from directory import store as dstore
     from directory.filters import Present
 
-    rows = _dir_rows(dstore.search(env.store, Present("objectClass"), include_unlisted=True, address=address))
-    if not rows:
+    entries = dstore.search(env.store, Present("objectClass"), include_unlisted=True, address=address)
+    if not entries:
         fail(f"no directory entry for {address}")
     if as_json:
-        print_json(rows[0])
+        print_json(_ldap_view(env, entries)[0])
         return
+    rows = _dir_rows(entries)
     for key, value in rows[0].items():
         click.echo(f"{key:<16} {'' if value is None else value}")
 

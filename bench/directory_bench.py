@@ -293,7 +293,7 @@ def explain(database_url: str, keys: dict[str, list[str]]) -> None:
 
     engine = create_engine(database_url)
     dialect = engine.dialect.name
-    fields, _ = attribute_plan(tuple(ATTRS), False)
+    fields, _, _ = attribute_plan(tuple(ATTRS), False)
     with engine.connect() as c:
         for kind, (label, size) in KINDS.items():
             sql, params = dstore.search_sql(parse(filter_of(kind, keys[kind][0])), dialect, fields=fields,

@@ -6,6 +6,7 @@ All lookups are indexed queries; the unlisted flag hides entries from autocomple
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from typing import Any
 
@@ -79,3 +80,42 @@ def withdraw_certificates(store: Any, digests: list[str]) -> int:
         for row in rows:
             s.delete(row)
         return len(rows)
+
+
+
+def published_certificates(store: Any, addresses: list[str]) -> dict[str, list[tuple[str, bytes]]]:
+    """The (LDAP attribute, DER) certificates of these mailboxes (lower-cased address -> list),
+    one indexed query for the lot (the LDAP server's own path is dstore.fetch_certificates)."""
+    lowered = sorted({a.lower() for a in addresses})
+    found: dict[str, list[tuple[str, bytes]]] = {}
+    if not lowered:
+        return found
+    with store.db.read() as s:
+        q = (select(DirMailbox.address_lc, DirCertificate.usage, DirCertificate.der)
+             .join(DirMailbox, DirCertificate.mailbox_id == DirMailbox.id)
+             .where(DirMailbox.address_lc.in_(lowered)).order_by(DirCertificate.id))
+        for address, usage, der in s.execute(q):
+            attr = dstore.CERTIFICATE_ATTRIBUTES.get(usage, dstore.CERTIFICATE_ATTRIBUTES["encryption"])
+            found.setdefault(address, []).append((attr, bytes(der)))
+    return found
+
+
+def ldap_view(store: Any, entries: list[dstore.Entry], base_dn: str, *,
+              privileged: bool = True) -> list[dict[str, Any]]:
+    """Entries as the LDAP server publishes them, for `mss directory search/show --json`:
+    {"dn": ..., attribute name: [values]}, binary values (certificates) in base64 as in LDIF."""
+    from directory.server import attribute_plan
+
+    fields, getters, _ = attribute_plan((), privileged)
+    certs = published_certificates(store, [e.address for e in entries])
+    out = []
+    for e in entries:
+        row = (*(getattr(e, f) for f in fields), certs.get(e.address.lower(), ()))
+        view: dict[str, Any] = {"dn": f"mail={e.address},ou=mailboxes,{base_dn}"}
+        for name, get in getters:
+            value = get(row)
+            if value:
+                values = [value] if isinstance(value, str) else list(value)
+                view[name] = [base64.b64encode(v).decode() if isinstance(v, bytes) else v for v in values]
+        out.append(view)
+    return out

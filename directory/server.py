@@ -96,17 +96,31 @@ def _selected(wanted: list[str] | tuple[str, ...]) -> set[str] | None:
     return set() if names == ["1.1"] else set(names)
 
 
+def _certificates_getter(attr: str) -> Callable[[tuple], list[bytes]]:
+    """A row with certificates carries them last, as (attribute, DER) pairs."""
+    return lambda r: [der for name, der in r[-1] if name == attr]
+
+
+def _wants_certificate(attr: str, sel: set[str] | None) -> bool:
+    """RFC 4522: `userCertificate` and `userCertificate;binary` name the same values."""
+    return sel is None or attr.lower() in sel or attr.split(";")[0].lower() in sel
+
+
 @functools.lru_cache(maxsize=256)
-def attribute_plan(wanted: tuple[str, ...], privileged: bool) -> tuple[tuple[str, ...], tuple]:
+def attribute_plan(wanted: tuple[str, ...], privileged: bool) -> tuple[tuple[str, ...], tuple, bool]:
     """For a requested attribute list: the entry fields to select (address first, it names the
-    entry) and the (name, getter over a row of those fields) pairs written."""
+    entry), the (name, getter over a row of those fields) pairs written, and whether the rows
+    must carry the entries' certificates (a second query, only when they are asked for)."""
     every = ENTRY_ATTRIBUTES + (PRIVILEGED_ATTRIBUTES if privileged else ())
     sel = _selected(wanted)
     specs = every if sel is None else tuple(spec for spec in every if spec[0].lower() in sel)
     fields = ["address"]
     for _, used, _ in specs:
         fields += [f for f in used if f not in fields]
-    return tuple(fields), tuple((name, _getter([fields.index(f) for f in used], fmt)) for name, used, fmt in specs)
+    getters = tuple((name, _getter([fields.index(f) for f in used], fmt)) for name, used, fmt in specs)
+    certs = tuple((attr, _certificates_getter(attr)) for attr in dstore.CERTIFICATE_ATTRIBUTES.values()
+                  if _wants_certificate(attr, sel))
+    return tuple(fields), getters + certs, bool(certs)
 
 
 def select_attributes(attrs: dict[str, list[str]], wanted: list[str]) -> dict[str, list[str]]:
@@ -313,7 +327,17 @@ class DirectoryLDAPServer(BaseLDAPServer):
             return None
         page = self._paging(req.controls)
         dialect, admin = self.reader.dialect, self.admin
-        fields, getters = attribute_plan(tuple(wanted), admin)
+        fields, getters, with_certs = attribute_plan(tuple(wanted), admin)
+
+        def rows_of(sql: tuple[str, list]) -> Callable[[Any], list[tuple]]:
+            if not with_certs:
+                return functools.partial(dstore.fetch_rows, sql=sql[0], params=sql[1])
+
+            def run(conn: Any) -> list[tuple]:
+                rows = dstore.fetch_rows(conn, *sql)
+                certs = dstore.fetch_certificates(conn, dialect, [r[0] for r in rows])
+                return [(*r, certs.get(r[0].lower(), ())) for r in rows]
+            return run
         if base in (self.base, self.ou) and page is not None and page[0] > 0:
             size, cookie = page
             shown_max = min(size, limit)
@@ -327,7 +351,7 @@ class DirectoryLDAPServer(BaseLDAPServer):
                 # RFC 2696 section 3: the response control carries the cookie; empty = last page.
                 self._reply(req, getters, shown,
                             ber.done(mid, controls=[(paging.PAGED_OID, paging.encode(0, next_cookie))]))
-            return self._query(deadline, functools.partial(dstore.fetch_rows, sql=sql[0], params=sql[1]), paged)
+            return self._query(deadline, rows_of(sql), paged)
         if base in (self.base, self.ou):
             # No ORDER BY: any `limit` matches will do (RFC 4511 4.5.1.4), the filter's index drives.
             sql = dstore.search_sql(node, dialect, include_unlisted=admin, limit=limit + 1, ordered=False,
@@ -336,7 +360,7 @@ class DirectoryLDAPServer(BaseLDAPServer):
             def listed(rows: list[tuple]) -> None:
                 code = ldaperrors.LDAPSizeLimitExceeded.resultCode if len(rows) > limit else 0
                 self._reply(req, getters, rows[:limit], ber.done(mid, code))
-            return self._query(deadline, functools.partial(dstore.fetch_rows, sql=sql[0], params=sql[1]), listed)
+            return self._query(deadline, rows_of(sql), listed)
         if base.endswith("," + self.ou) and base.startswith("mail="):
             if scope == pureldap.LDAP_SCOPE_singleLevel:
                 self._send(ber.done(mid))
@@ -346,8 +370,10 @@ class DirectoryLDAPServer(BaseLDAPServer):
             exists = dstore.search_sql(Present("objectClass"), dialect, include_unlisted=admin, limit=1,
                                        address=address, fields=("address",))
 
+            fetch_match = rows_of(match)
+
             def lookup(conn: Any) -> list[tuple] | None:
-                rows = dstore.fetch_rows(conn, *match)
+                rows = fetch_match(conn)
                 return rows if rows or dstore.fetch_rows(conn, *exists) else None
 
             def found(rows: list[tuple] | None) -> None:

@@ -162,6 +162,33 @@ def fetch_rows(dbapi: Any, sql: str, params: list) -> list[tuple]:
     return rows
 
 
+# Published certificates by usage (RFC 4523; binary transfer, RFC 4522): encryption ones in
+# userCertificate, signature ones in userSMIMECertificate, as entrymap reads them in.
+CERTIFICATE_ATTRIBUTES = {"encryption": "userCertificate;binary", "signature": "userSMIMECertificate;binary"}
+
+
+def fetch_certificates(dbapi: Any, dialect: str, addresses: list[str]) -> dict[str, list[tuple[str, bytes]]]:
+    """The (attribute, DER) certificates of these entries (lower-cased address -> list), in one
+    query on the mailbox-address and certificate-mailbox indexes."""
+    lowered = sorted({a.lower() for a in addresses})
+    if not lowered:
+        return {}
+    mark = "?" if dialect == "sqlite" else "%s"
+    sql = ("SELECT m.address_lc, c.usage, c.der FROM dir_certificates c "
+           "JOIN dir_mailboxes m ON m.id = c.mailbox_id "
+           f"WHERE m.address_lc IN ({', '.join([mark] * len(lowered))}) ORDER BY c.id")
+    found: dict[str, list[tuple[str, bytes]]] = {}
+    cur = dbapi.cursor()
+    try:
+        cur.execute(sql, lowered)
+        for address, usage, der in cur.fetchall():
+            attr = CERTIFICATE_ATTRIBUTES.get(usage, CERTIFICATE_ATTRIBUTES["encryption"])
+            found.setdefault(address, []).append((attr, bytes(der)))
+    finally:
+        cur.close()
+    return found
+
+
 def fetch(dbapi: Any, sql: str, params: list) -> list[Entry]:
     """`fetch_rows` of a statement of all the ENTRY_FIELDS, as entries."""
     return [Entry(r[0], r[1], r[2], bool(r[3]), r[4], bool(r[5]), *r[6:]) for r in fetch_rows(dbapi, sql, params)]

@@ -99,14 +99,15 @@ def test_import_then_ldapsearch(instance_factory, tmp_path):
     inst.mss("directory", "modify", "helene.lefevre@sante.example", "--unlisted", "--preferred-rank", "2",
              "--structure", finess(77))
     shown = json.loads(inst.mss("directory", "show", "helene.lefevre@sante.example", "--json").stdout)
-    assert (shown["unlisted"], shown["preferred_rank"], shown["structure"]) == (True, 2, "Clinique du Parc")
+    assert (shown["unlisted"], shown["preferredRank"], shown["o"]) == (["TRUE"], ["2"], ["Clinique du Parc"])
+    assert shown["dn"] == "mail=helene.lefevre@sante.example,ou=mailboxes,o=mss,c=fr"
     r = inst.mss("directory", "modify", "helene.lefevre@sante.example", "--family-name", "X", check=False)
     assert r.returncode == 1 and "--family-name cannot be changed on a mailbox" in r.stderr
     r = inst.mss("directory", "modify", bad_check(rpps(101)), "--given-name", "Y", check=False)
     assert r.returncode == 1 and "check digit" in r.stderr
     inst.mss("directory", "modify", rpps(101), "--given-name", "Hélène-Marie")
     shown = json.loads(inst.mss("directory", "show", "helene.lefevre@sante.example", "--json").stdout)
-    assert shown["given_name"] == "Hélène-Marie"
+    assert shown["givenName"] == ["Hélène-Marie"]
     inst.mss("directory", "remove", "accueil@sante.example")
     r = inst.mss("directory", "remove", "accueil@sante.example", check=False)
     assert r.returncode == 1 and "no directory entry for accueil@sante.example" in r.stderr

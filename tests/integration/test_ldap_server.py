@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
 import subprocess
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.instance import MssInstance
 
@@ -196,3 +199,38 @@ def test_starttls_with_verified_certificate(inst):
     r = subprocess.run(["ldapsearch", "-ZZ", "-H", f"ldap://127.0.0.1:{inst.ports['ldap']}", "-x", "-b", BASE,
                         "(mail=*)"], capture_output=True, text=True, env=env, timeout=30)
     assert r.returncode != 0
+
+
+def _certs(r, attr: str) -> list[bytes]:
+    return [base64.b64decode(v) for v in re.findall(rf"^{attr};binary:: (\S+)$", r.stdout, re.M)]
+
+
+def test_certificates_published_in_binary(inst):
+    # RFC 4523 / 4522: DER values, transferred as ;binary whether asked with the option or not;
+    # encryption certificates in userCertificate, signature ones in userSMIMECertificate.
+    claire = "claire.durand@a.example"
+    expected = {usage: x509.load_pem_x509_certificate(inst.mss("cert", "export", claire, "--usage", usage)
+                                                      .stdout.encode()).public_bytes(Encoding.DER)
+                for usage in ("encryption", "signature")}
+    for asked in (("userCertificate", "userSMIMECertificate"), ("userCertificate;binary", "usersmimecertificate")):
+        r = search(inst, f"(mail={claire})", *asked)
+        assert _certs(r, "userCertificate") == [expected["encryption"]]
+        assert _certs(r, "userSMIMECertificate") == [expected["signature"]]
+    # A certificate is read by whoever encrypts: anonymous, with the entry's other attributes.
+    everything = search(inst, "(mailboxType=PER)")
+    assert len(_certs(everything, "userCertificate")) == 2 and "mail: jean.martin@a.example" in everything.stdout
+    assert "Certificate" not in search(inst, f"(mail={claire})", "mail", "rppsId").stdout
+    by_dn = search(inst, "(objectClass=*)", "userCertificate", base=f"mail={claire},ou=mailboxes,{BASE}",
+                   scope="base")
+    assert _certs(by_dn, "userCertificate") == [expected["encryption"]]
+
+    import ldap3
+
+    conn = ldap3.Connection(ldap3.Server("127.0.0.1", port=inst.ports["ldap"], get_info=ldap3.NONE),
+                            auto_bind=True)
+    assert conn.search(BASE, f"(mail={claire})", attributes=["userCertificate;binary"])
+    [der] = conn.entries[0].entry_raw_attributes["userCertificate;binary"]
+    cert = x509.load_der_x509_certificate(der)
+    assert cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_encipherment
+    assert "10005678908" in cert.subject.rfc4514_string()
+    conn.unbind()
