@@ -46,11 +46,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from directory.importers.synthetic import write_mssante_file  # noqa: E402
-from directory.schema import attribute_types, object_classes  # noqa: E402
-from tests.support.instance import MSS, MssInstance, free_port  # noqa: E402
+from tests.support.instance import MSS, MssInstance  # noqa: E402
+from tests.support.slapd import SLAPADD, Slapd  # noqa: E402
 
-SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
-SLAPADD = shutil.which("slapadd") or "/usr/sbin/slapadd"
 # What an address book asks for (the same list to both servers).
 ATTRS = ["mail", "cn", "sn", "givenName", "rppsId", "o", "l"]
 # slapd indexes: those of mss's columns that the searches use (directory/models.py), eq and sub.
@@ -84,33 +82,12 @@ def popen_rss(args: list[str], **kw) -> tuple[subprocess.CompletedProcess, float
 
 # --- slapd ------------------------------------------------------------------------------
 
-class Slapd:
+class BenchSlapd(Slapd):
+    """slapd as the benchmark runs it: the indexes a national directory would have, a 16 GB map."""
+
     def __init__(self, root: Path, suffix: str) -> None:
-        self.root = root
-        self.port = free_port()
-        (root / "db").mkdir(parents=True)
-        schema = root / "mss.schema"
-        schema.write_text("".join(f"attributetype {a}\n" for a in attribute_types())
-                          + "".join(f"objectclass {o}\n" for o in object_classes()))
-        self.conf = root / "slapd.conf"
-        indexes = "".join(f"index {i}\n" for i in SLAPD_INDEXES)
-        self.conf.write_text(f"""include /etc/ldap/schema/core.schema
-include /etc/ldap/schema/cosine.schema
-include /etc/ldap/schema/inetorgperson.schema
-include {schema}
-pidfile {root}/slapd.pid
-argsfile {root}/slapd.args
-modulepath /usr/lib/ldap
-moduleload back_mdb
-loglevel 0
-sizelimit 1000
-database mdb
-maxsize 17179869184
-suffix "{suffix}"
-rootdn "cn=admin,{suffix}"
-directory {root}/db
-{indexes}""")
-        self.proc: subprocess.Popen | None = None
+        super().__init__(root, suffix, indexes=SLAPD_INDEXES, maxsize=17179869184,
+                         extra="loglevel 0\nsizelimit 1000\n")
 
     def load(self, ldif: Path) -> tuple[float, float]:
         """slapadd -q the LDIF, less its RFC 2849 `version: 1` line (which slapadd refuses)."""
@@ -125,29 +102,6 @@ directory {root}/db
         if r.returncode != 0:
             raise SystemExit("slapadd failed:\n" + r.stderr[-3000:])
         return wall, rss
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([SLAPD, "-f", str(self.conf), "-h", f"ldap://127.0.0.1:{self.port}/",
-                                      "-d", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise SystemExit("slapd exited: " + self.proc.stderr.read()) from None
-                time.sleep(0.1)
-        raise SystemExit("slapd did not listen")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 # --- the client -------------------------------------------------------------------------
@@ -406,7 +360,7 @@ def main() -> None:
         if r.returncode != 0:
             raise SystemExit("export failed:\n" + r.stderr[-2000:])
         print(f"export: {ldif.stat().st_size / 1e6:.0f} MB of LDIF in {wall:.1f} s", flush=True)
-        slapd = Slapd(work / "slapd", base)
+        slapd = BenchSlapd(work / "slapd", base)
         wall, rss = slapd.load(ldif)
         result["slapadd"] = {"seconds": wall, "peak_rss_mb": rss}
         print(f"slapadd -q: {wall:.1f} s, peak RSS {rss:.0f} MB", flush=True)

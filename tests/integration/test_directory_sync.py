@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -15,13 +14,11 @@ from pathlib import Path
 import pytest
 
 from directory.identifiers import luhn_digit
-from directory.schema import attribute_types, object_classes
 from tests.support.instance import MssInstance, free_port
+from tests.support.slapd import SLAPADD, SLAPD, Slapd
 
 pytestmark = pytest.mark.timeout(300)
 
-SLAPD = shutil.which("slapd") or ("/usr/sbin/slapd" if os.path.exists("/usr/sbin/slapd") else None)
-SLAPADD = shutil.which("slapadd") or ("/usr/sbin/slapadd" if os.path.exists("/usr/sbin/slapadd") else None)
 SUFFIX = "o=upstream,c=fr"
 ROOT_DN = f"cn=admin,{SUFFIX}"
 ROOT_PW = "upstream-secret"
@@ -60,35 +57,12 @@ def as_add(text: str) -> str:
     return f"{dn}\nchangetype: add\n{rest}"
 
 
-class Slapd:
+class UpstreamSlapd(Slapd):
+    """The upstream directory: our schema, the upstream suffix, writable by its root DN."""
+
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self.port = free_port()
-        self.url = f"ldap://127.0.0.1:{self.port}"
-        (root / "db").mkdir(parents=True)
-        schema = root / "mss.schema"
-        schema.write_text("".join(f"attributetype {a}\n" for a in attribute_types())
-                          + "".join(f"objectclass {o}\n" for o in object_classes()))
-        self.conf = root / "slapd.conf"
-        self.conf.write_text(f"""include /etc/ldap/schema/core.schema
-include /etc/ldap/schema/cosine.schema
-include /etc/ldap/schema/inetorgperson.schema
-include {schema}
-pidfile {root}/slapd.pid
-argsfile {root}/slapd.args
-modulepath /usr/lib/ldap
-moduleload back_mdb
-database mdb
-maxsize 268435456
-suffix "{SUFFIX}"
-rootdn "{ROOT_DN}"
-rootpw {ROOT_PW}
-directory {root}/db
-index objectClass eq
-index mail eq
-sizelimit unlimited
-""")
-        self.proc: subprocess.Popen | None = None
+        super().__init__(root, SUFFIX, indexes=["objectClass eq", "mail eq"], root_pw=ROOT_PW,
+                         extra="sizelimit unlimited\n")
 
     def load(self, ldif: str) -> None:
         path = self.root / "load.ldif"
@@ -96,29 +70,6 @@ sizelimit unlimited
         r = subprocess.run([SLAPADD, "-f", str(self.conf), "-l", str(path)], capture_output=True, text=True,
                            timeout=120)
         assert r.returncode == 0, r.stderr
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([SLAPD, "-f", str(self.conf), "-h", f"{self.url}/", "-d", "0"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise AssertionError("slapd exited: " + self.proc.stderr.read()) from None
-                time.sleep(0.1)
-        raise AssertionError("slapd did not listen")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
     def modify(self, ldif: str) -> None:
         r = subprocess.run(["ldapmodify", "-H", self.url, "-x", "-D", ROOT_DN, "-w", ROOT_PW], input=ldif,
@@ -132,7 +83,7 @@ def slapd(tmp_path):
         if os.environ.get("CI") == "true":
             pytest.fail("slapd (Debian package slapd) and ldap-utils are required in CI")
         pytest.skip("slapd not installed")
-    s = Slapd(tmp_path / "slapd")
+    s = UpstreamSlapd(tmp_path / "slapd")
     base = (f"dn: {SUFFIX}\nobjectClass: organization\no: upstream\n\n"
             f"dn: {PEOPLE}\nobjectClass: organizationalUnit\nou: people\n\n")
     # Distinct, past modifyTimestamps (one per second): the high-water mark is then the last entry's.
