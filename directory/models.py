@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mssmail.store.models import Base, utcnow
@@ -152,7 +152,11 @@ class DirMailbox(Base):
         back_populates="mailbox", cascade="all, delete-orphan", passive_deletes=True)
 
     __table_args__ = (
-        _prefix_index("ix_dir_mailboxes_address_lc_prefix", "address_lc"),
+        # PostgreSQL needs text_pattern_ops for `LIKE 'x%'`; on SQLite the unique index on
+        # address_lc serves the prefix range (directory/sqlfilter.py), so this one is left empty
+        # there (`WHERE 0`: never maintained, never planned; migration 0003).
+        Index("ix_dir_mailboxes_address_lc_prefix", "address_lc", postgresql_ops={"address_lc": "text_pattern_ops"},
+              sqlite_where=false()),
         _prefix_index("ix_dir_mailboxes_display_lc", "display_lc"),
     )
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, delete, update
+from sqlalchemy import Connection, Index, delete, select, update
 
 from directory.importers.formats import (
     ACTIVITY,
@@ -241,8 +241,38 @@ class _Upserter:
 
 
 class _Writer:
+    # Tables whose secondary (non-unique) indexes are built after the import when it is the
+    # first one into them (empty): one sorted build instead of a random B-tree insert per row.
+    deferrable: tuple[Any, ...] = ()
+    batch_size = 5000
+
     def __init__(self, store: Any, report: ImportReport, gen: int) -> None:
         self.store, self.report, self.gen = store, report, gen
+        self.deferred: list[Index] = []
+
+    def defer_indexes(self) -> None:
+        """Drop the secondary indexes of the deferrable tables that are empty (restore_indexes
+        builds them again). Indexes left dropped by an interrupted import are built first."""
+        with self.store.db.write() as s:
+            conn = s.connection()
+            for table in self.deferrable:
+                ixs = [ix for ix in table.indexes if not ix.unique]
+                for ix in ixs:
+                    ix.create(conn, checkfirst=True)
+                if conn.execute(select(table.c.id).limit(1)).first() is None:
+                    for ix in ixs:
+                        ix.drop(conn)
+                    self.deferred += ixs
+
+    def restore_indexes(self) -> None:
+        if not self.deferred:
+            return
+        with self.store.db.write() as s:
+            conn = s.connection()
+            _tune(conn)
+            for ix in self.deferred:
+                ix.create(conn, checkfirst=True)
+        self.deferred = []
 
     def write(self, batch: list[tuple[int, Any]]) -> None:
         raise NotImplementedError
@@ -299,7 +329,16 @@ class ActivityWriter(_Writer):
                 self.report.counts(name).removed += r.rowcount
 
 
+def _by_address(row: dict[str, Any]) -> str:
+    return row["address_lc"]
+
+
 class MailboxWriter(_Writer):
+    # Mailbox keys (addresses, display names) come in random order: bigger transactions write
+    # each dirty index page once for more rows (docs/performance.md, Directory).
+    deferrable = (M, P)
+    batch_size = 20_000
+
     def write(self, batch: list[tuple[int, MailboxRow]]) -> None:
         persons: dict[str, PersonRec] = {}
         structures: dict[str, StructureRec] = {}
@@ -347,6 +386,7 @@ class MailboxWriter(_Writer):
                     bump.append(row.id)
                     counts.unchanged += 1
             if new:
+                new.sort(key=_by_address)
                 _insert_many(conn, M, new)
                 counts.added += len(new)
             for c in changed:
@@ -391,11 +431,12 @@ def sniff(path: str | Path) -> str:
     return detect_kind(text)
 
 
-def import_file(store: Any, path: str | Path, kind: str = "auto", *, batch_size: int = 5000,
+def import_file(store: Any, path: str | Path, kind: str = "auto", *, batch_size: int | None = None,
                 remove_missing: bool = True, progress: Callable[[int], None] | None = None) -> ImportReport:
     """Import a national extraction file (activity or MSSanté); LDIF goes to directory.ldif.
 
-    `progress(n)` is called with the number of bytes read since its last call."""
+    `batch_size`: lines per transaction (default: 5,000 for the activity file, 20,000 for the
+    MSSanté file). `progress(n)` is called with the number of bytes read since its last call."""
     path = Path(path)
     if kind == "auto":
         kind = sniff(path)
@@ -419,26 +460,31 @@ def import_file(store: Any, path: str | Path, kind: str = "auto", *, batch_size:
             progress(len(header))
         report.generation = gen = _begin(store, kind, str(path))
         writer = WRITERS[kind](store, report, gen)
+        batch_size = batch_size or writer.batch_size
         batch: list[tuple[int, Any]] = []
         pending = 0
-        for line in iter_lines(f, decoder, start=2):
-            pending += line.size
-            parsed = parse_line(kind, line)
-            if parsed is None:
-                continue
-            report.read += 1
-            if isinstance(parsed, Rejected):
-                report.reject(parsed)
-                continue
-            batch.append((line.number, parsed))
-            if len(batch) >= batch_size:
+        writer.defer_indexes()
+        try:
+            for line in iter_lines(f, decoder, start=2):
+                pending += line.size
+                parsed = parse_line(kind, line)
+                if parsed is None:
+                    continue
+                report.read += 1
+                if isinstance(parsed, Rejected):
+                    report.reject(parsed)
+                    continue
+                batch.append((line.number, parsed))
+                if len(batch) >= batch_size:
+                    writer.write(batch)
+                    batch = []
+                    if progress:
+                        progress(pending)
+                        pending = 0
+            if batch:
                 writer.write(batch)
-                batch = []
-                if progress:
-                    progress(pending)
-                    pending = 0
-        if batch:
-            writer.write(batch)
+        finally:
+            writer.restore_indexes()
         if progress and pending:
             progress(pending)
     report.rejected.sort(key=lambda r: r.line)
