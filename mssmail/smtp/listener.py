@@ -1,11 +1,12 @@
 """Component factories for `mss serve`: the MX and the submission listeners.
 
 With `workers = 0` (the default) a listener runs on the serve process's event loop;
-with `workers = N` it is a pool of N SMTP worker processes sharing one listening
-socket (`workers.py`)."""
+with `workers = N` it is a pool of N SMTP worker processes, to which `mss serve` hands
+each connection it accepts (`workers.py`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mssmail.smtp.handlers import MxHandler, SubmissionHandler
@@ -31,23 +32,21 @@ def submission_listener(ctx: ServerContext, gateway: Any = None) -> SmtpListener
                         auth=True)
 
 
-def mx_component(ctx: ServerContext) -> SmtpListener | WorkerPool | None:
-    config = ctx.config
-    if not config.smtp.port:
+def _component(ctx: ServerContext, section: Any, make_listener: Callable[[ServerContext], SmtpListener],
+               ) -> SmtpListener | WorkerPool | None:
+    """The listener of `section` (port 0: none), in worker processes when it asks for them."""
+    if not section.port:
         return None
-    if config.smtp.workers:
+    if section.workers:
         from mssmail.smtp.workers import WorkerPool
 
-        return WorkerPool(mx_listener(ctx), config.smtp.workers)
-    return mx_listener(ctx)
+        return WorkerPool(make_listener(ctx), section.workers)
+    return make_listener(ctx)
+
+
+def mx_component(ctx: ServerContext) -> SmtpListener | WorkerPool | None:
+    return _component(ctx, ctx.config.smtp, mx_listener)
 
 
 def submission_component(ctx: ServerContext) -> SmtpListener | WorkerPool | None:
-    config = ctx.config
-    if not config.submission.port:
-        return None
-    if config.submission.workers:
-        from mssmail.smtp.workers import WorkerPool
-
-        return WorkerPool(submission_listener(ctx), config.submission.workers)
-    return submission_listener(ctx)
+    return _component(ctx, ctx.config.submission, submission_listener)
