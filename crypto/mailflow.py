@@ -73,18 +73,13 @@ def policy_for(config: Any, store: Any, sender: str) -> Policy:
     return Policy(bool(sign), encrypt)
 
 
-def recipient_certificate(ks: KeyStore, address: str, store: Any = None,
-                          trust: smime.Trust | None = None) -> x509.Certificate | None:
+def recipient_certificate(ks: KeyStore, address: str, store: Any,
+                          trust: smime.Trust) -> x509.Certificate | None:
     """The certificate to encrypt to: our PKI's, else the directory's, valid and trusted."""
-    cert, why = find_encryption_certificate(ks, trust or trust_for_keystore(ks), address, store)
+    cert, why = find_encryption_certificate(ks, trust, address, store)
     if cert is None and why != "no encryption certificate":
         log.info("no usable encryption certificate for %s: %s", address, why)
     return cert
-
-
-def trust_for_keystore(ks: KeyStore) -> smime.Trust:
-    """What the key store alone trusts (its CA, `mss cert trust` anchors, its CRLs)."""
-    return smime.Trust(ks.anchors(), ks.crls())
 
 
 def protect_outgoing(config: Any, store: Any, sender: str, recipients: list[str], message: bytes,

@@ -83,23 +83,6 @@ def withdraw_certificates(store: Any, digests: list[str]) -> int:
 
 
 
-def published_certificates(store: Any, addresses: list[str]) -> dict[str, list[tuple[str, bytes]]]:
-    """The (LDAP attribute, DER) certificates of these mailboxes (lower-cased address -> list),
-    one indexed query for the lot (the LDAP server's own path is dstore.fetch_certificates)."""
-    lowered = sorted({a.lower() for a in addresses})
-    found: dict[str, list[tuple[str, bytes]]] = {}
-    if not lowered:
-        return found
-    with store.db.read() as s:
-        q = (select(DirMailbox.address_lc, DirCertificate.usage, DirCertificate.der)
-             .join(DirMailbox, DirCertificate.mailbox_id == DirMailbox.id)
-             .where(DirMailbox.address_lc.in_(lowered)).order_by(DirCertificate.id))
-        for address, usage, der in s.execute(q):
-            attr = dstore.CERTIFICATE_ATTRIBUTES.get(usage, dstore.CERTIFICATE_ATTRIBUTES["encryption"])
-            found.setdefault(address, []).append((attr, bytes(der)))
-    return found
-
-
 def ldap_view(store: Any, entries: list[dstore.Entry], base_dn: str, *,
               privileged: bool = True) -> list[dict[str, Any]]:
     """Entries as the LDAP server publishes them, for `mss directory search/show --json`:
@@ -107,7 +90,12 @@ def ldap_view(store: Any, entries: list[dstore.Entry], base_dn: str, *,
     from directory.server import attribute_plan
 
     fields, getters, _ = attribute_plan((), privileged)
-    certs = published_certificates(store, [e.address for e in entries])
+    engine = store.db.engine
+    raw = engine.raw_connection()  # the LDAP server's own query, on a driver connection
+    try:
+        certs = dstore.fetch_certificates(raw, engine.dialect.name, [e.address for e in entries])
+    finally:
+        raw.close()
     out = []
     for e in entries:
         row = (*(getattr(e, f) for f in fields), certs.get(e.address.lower(), ()))
