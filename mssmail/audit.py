@@ -18,6 +18,7 @@ from typing import Any, TextIO
 from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
+from mssmail.store.driversql import Driver, Processor, driver_for, process_columns
 from mssmail.store.models import AuditEvent, AuditHead
 
 GENESIS = "0" * 64
@@ -112,11 +113,19 @@ def record(
 def record_many(session: Session | Connection, events: list[Event]) -> tuple[int, str]:
     """Append events in order within the caller's write transaction; the new (seq, hash) tip.
 
-    One head read, one multi-row insert and one head update whatever the number of
-    events: a FETCH of a thousand bodies or a group commit of deliveries costs three
-    statements, not three per message. Core statements, not ORM objects.
+    One head read, one insert and one head update whatever the number of events: a
+    FETCH of a thousand bodies or a group commit of deliveries costs three statements,
+    not three per message. Where the dialect allows, they run as pre-built SQL on the
+    DBAPI cursor (see `mssmail.store.driversql`): this runs in every delivery commit.
     """
-    head = session.execute(_LOCK_HEAD).first()
+    connection = session.connection() if isinstance(session, Session) else session
+    driver = driver_for(connection)
+    if isinstance(session, Session) or driver is None:
+        # Through the session: its pending changes are flushed before the head is locked.
+        head = session.execute(_LOCK_HEAD).first()
+    else:
+        head = driver.execute(connection, f"SELECT seq, hash FROM {_HEAD.name} WHERE id = 1{driver.for_update}"
+                              ).fetchone()
     if head is None:
         session.execute(insert(_HEAD).values(id=1, seq=0, hash=GENESIS))
         seq, prev_hash = 0, GENESIS
@@ -124,64 +133,59 @@ def record_many(session: Session | Connection, events: list[Event]) -> tuple[int
         seq, prev_hash = head
     if not events:
         return seq, prev_hash
-    rows: list[dict[str, Any]] = []
-    sha256 = hashlib.sha256
     # One moment for the batch: its events are committed together. Microsecond
     # precision survives both SQLite and PostgreSQL round trips.
     now = datetime.now(UTC)
+    if driver is None:
+        seq, rows = _chain(seq, prev_hash, events, now, now)
+        tip = rows[-1][-1]
+        session.execute(_INSERT_EVENTS, [dict(zip(_EVENT_COLUMNS, row, strict=True)) for row in rows])
+        session.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": tip})
+        return seq, tip
+    processors = driver.processors(AuditEvent.__table__, _EVENT_COLUMNS)  # type: ignore[arg-type]
+    ts_proc = processors[_TS]
+    seq, rows = _chain(seq, prev_hash, events, now, now if ts_proc is None else ts_proc(now))
+    tip = rows[-1][-1]
+    _insert_rows(driver, connection, rows, processors)
+    driver.execute(connection, f"UPDATE {_HEAD.name} SET seq = {driver.mark}, hash = {driver.mark} WHERE id = 1",
+                   (seq, tip))
+    return seq, tip
+
+
+_EVENT_COLUMNS = ("seq", "ts", "action", "actor", "mailbox", "message_ref", "remote_ip", "details",
+                  "prev_hash", "hash")
+_TS = _EVENT_COLUMNS.index("ts")
+
+
+def _chain(seq: int, prev_hash: str, events: list[Event], now: datetime, ts_value: Any
+           ) -> tuple[int, list[tuple[Any, ...]]]:
+    """The rows of `events` chained after (seq, prev_hash), values in `_EVENT_COLUMNS`
+    order with `ts_value` (`now`, perhaps already bind-processed) as their time; the
+    last seq."""
+    rows: list[tuple[Any, ...]] = []
+    sha256 = hashlib.sha256
     stamp = now.isoformat(timespec="microseconds")
     for event in events:
         seq += 1
         details = event.details or {}
         # = chain_hash(prev_hash, fields of the event), as `verify` recomputes it
         digest = sha256(prev_hash.encode() + b"\n" + _canonical_event(seq, stamp, event, details)).hexdigest()
-        rows.append({
-            "seq": seq, "ts": now, "action": event.action, "actor": event.actor,
-            "mailbox": event.mailbox, "message_ref": event.message, "remote_ip": event.ip,
-            "details": details, "prev_hash": prev_hash, "hash": digest,
-        })
+        rows.append((seq, ts_value, event.action, event.actor, event.mailbox, event.message, event.ip, details,
+                     prev_hash, digest))
         prev_hash = digest
-    _insert_rows(session, rows)
-    session.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev_hash})
-    return seq, prev_hash
+    return seq, rows
 
 
-_EVENT_COLUMNS = ("seq", "ts", "action", "actor", "mailbox", "message_ref", "remote_ip", "details",
-                  "prev_hash", "hash")
-_driver_inserts: dict[Any, tuple[str, list[Any]]] = {}
-
-
-def _insert_rows(session: Session | Connection, rows: list[dict[str, Any]]) -> None:
-    """INSERT the events: few rows as a Core statement, many as one driver executemany
-    whose values went through the columns' own bind processors (the same stored values),
-    without SQLAlchemy's per-row parameter handling (half the cost of a batch of reads)."""
-    if len(rows) < 8:
-        session.execute(_INSERT_EVENTS, rows)
-        return
-    connection = session.connection() if isinstance(session, Session) else session
-    dialect = connection.dialect
-    prepared = _driver_inserts.get(dialect)
-    if prepared is None:
-        table = AuditEvent.__table__
-        mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        if dialect.paramstyle not in ("qmark", "format", "pyformat"):
-            session.execute(_INSERT_EVENTS, rows)
-            return
-        sql = (f"INSERT INTO {table.name} ({', '.join(_EVENT_COLUMNS)}) "
-               f"VALUES ({', '.join([mark] * len(_EVENT_COLUMNS))})")
-        processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in _EVENT_COLUMNS]
-        prepared = _driver_inserts.setdefault(dialect, (sql, processors))
-    sql, processors = prepared
-    columns = []
-    for name, proc in zip(_EVENT_COLUMNS, processors, strict=True):
-        values = [row[name] for row in rows]
-        if proc is not None:
-            if name == "ts" and all(value is values[0] for value in values):
-                values = [proc(values[0])] * len(values)  # a batch shares its moment
-            else:
-                values = [proc(value) for value in values]
-        columns.append(values)
-    connection.exec_driver_sql(sql, list(zip(*columns, strict=True)))
+def _insert_rows(driver: Driver, connection: Connection, rows: list[tuple[Any, ...]],
+                 processors: list[Processor]) -> None:
+    """INSERT the events as one driver executemany, values through the columns' own bind
+    processors (the values Core would store; `ts`, shared by the batch, is processed
+    already), without Core's per-row parameter handling."""
+    table = AuditEvent.__table__
+    sql = (f"INSERT INTO {table.name} ({', '.join(_EVENT_COLUMNS)}) "
+           f"VALUES ({driver.marks(len(_EVENT_COLUMNS))})")
+    processors = [None if index == _TS else proc for index, proc in enumerate(processors)]
+    driver.execute_many(connection, sql, process_columns(rows, processors))
 
 
 @dataclass

@@ -12,12 +12,13 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from mssmail import audit
+from mssmail.store.driversql import Driver, driver_for, process_columns
 from mssmail.store.errors import FolderNotFound, MailboxNotFound, QuotaExceeded
 from mssmail.store.events import FolderChanged
 from mssmail.store.groupcommit import BatchWork
@@ -68,17 +69,35 @@ class DeliveryRequest:
 DeliveryResult = tuple[dict[str, DeliveryOutcome], list[FolderChanged]]
 
 
+class _Box(NamedTuple):
+    id: int
+    address: str
+    disabled: bool
+    used_bytes: int
+    quota_bytes: int
+
+
+class _FolderRow(NamedTuple):
+    id: int
+    mailbox_id: int
+    name: str
+    uidvalidity: int
+    uidnext: int
+    highest_modseq: int
+
+
 _mailboxes, _folders, _messages = Mailbox.__table__, Folder.__table__, Message.__table__
+_MESSAGE_COLUMNS = ("folder_id", "uid", "blob_sha256", "size", "internal_date", "flags", "seen", "deleted",
+                    "modseq", "from_addr", "to_addrs", "subject", "date_header", "message_id", "has_attachments",
+                    "extra")
 # Built once: constructing a statement costs more than running it on this path.
 _LOCK_MAILBOXES = (
-    select(_mailboxes.c.id, _mailboxes.c.address, _mailboxes.c.disabled, _mailboxes.c.used_bytes,
-           _mailboxes.c.quota_bytes)
+    select(*(_mailboxes.c[name] for name in _Box._fields))
     .where(_mailboxes.c.address.in_(bindparam("addresses", expanding=True)))
     .order_by(_mailboxes.c.id).with_for_update()
 )
 _LOCK_FOLDERS = (
-    select(_folders.c.id, _folders.c.mailbox_id, _folders.c.name, _folders.c.uidvalidity,
-           _folders.c.uidnext, _folders.c.highest_modseq)
+    select(*(_folders.c[name] for name in _FolderRow._fields))
     .where(_folders.c.mailbox_id.in_(bindparam("mailbox_ids", expanding=True)),
            _folders.c.name.in_(bindparam("names", expanding=True)))
     .order_by(_folders.c.id).with_for_update()
@@ -91,6 +110,89 @@ _ADVANCE_FOLDERS = update(_folders).where(_folders.c.id == bindparam("fid")).val
 _SET_USED_BYTES = update(_mailboxes).where(_mailboxes.c.id == bindparam("bid")).values(
     used_bytes=bindparam("new_used"))
 
+# (folder id, next uid, highest modseq, messages added, unseen added)
+FolderAdvance = tuple[int, int, int, int, int]
+
+
+class _CoreWrites:
+    """The statements of a batch delivery as SQLAlchemy Core: any dialect."""
+
+    def __init__(self, s: Connection) -> None:
+        self.s = s
+
+    def lock_mailboxes(self, addresses: list[str]) -> list[_Box]:
+        return [_Box._make(row) for row in self.s.execute(_LOCK_MAILBOXES, {"addresses": addresses})]
+
+    def lock_folders(self, mailbox_ids: list[int], names: list[str]) -> list[_FolderRow]:
+        return [_FolderRow._make(row) for row in self.s.execute(
+            _LOCK_FOLDERS, {"mailbox_ids": mailbox_ids, "names": names})]
+
+    def insert_messages(self, rows: list[tuple[Any, ...]]) -> list[int]:
+        """The new rows' ids, in the order of `rows` (values in `_MESSAGE_COLUMNS` order)."""
+        params = [dict(zip(_MESSAGE_COLUMNS, row, strict=True)) for row in rows]
+        return list(self.s.execute(_INSERT_MESSAGES, params).scalars().all())
+
+    def advance_folders(self, advances: list[FolderAdvance]) -> None:
+        self.s.execute(_ADVANCE_FOLDERS, [{"fid": fid, "next_uid": uid, "modseq": modseq, "added": added,
+                                           "unseen": unseen} for fid, uid, modseq, added, unseen in advances])
+
+    def set_used_bytes(self, used: list[tuple[int, int]]) -> None:
+        self.s.execute(_SET_USED_BYTES, [{"bid": bid, "new_used": value} for bid, value in used])
+
+
+# Rows per INSERT: 16 values each, well under SQLite's 32,766 and PostgreSQL's 65,535 parameters.
+_INSERT_CHUNK = 500
+
+
+class _DriverWrites(_CoreWrites):
+    """The same statements as pre-built SQL on the DBAPI cursor (see `driversql`): the
+    group committer runs them for every delivery, Core's per-statement Python cost was
+    most of the commit thread's time."""
+
+    def __init__(self, s: Connection, driver: Driver) -> None:
+        super().__init__(s)
+        self.driver = driver
+
+    def lock_mailboxes(self, addresses: list[str]) -> list[_Box]:
+        d = self.driver
+        sql = (f"SELECT {', '.join(_Box._fields)} FROM {_mailboxes.name} WHERE address IN ({d.marks(len(addresses))})"
+               f" ORDER BY id{d.for_update}")
+        return [_Box._make(row) for row in d.execute(self.s, sql, addresses).fetchall()]
+
+    def lock_folders(self, mailbox_ids: list[int], names: list[str]) -> list[_FolderRow]:
+        d = self.driver
+        sql = (f"SELECT {', '.join(_FolderRow._fields)} FROM {_folders.name} "
+               f"WHERE mailbox_id IN ({d.marks(len(mailbox_ids))}) AND name IN ({d.marks(len(names))})"
+               f" ORDER BY id{d.for_update}")
+        return [_FolderRow._make(row) for row in d.execute(self.s, sql, [*mailbox_ids, *names]).fetchall()]
+
+    def insert_messages(self, rows: list[tuple[Any, ...]]) -> list[int]:
+        """Multi-row INSERT ... RETURNING: the returned rows are matched back by
+        (folder_id, uid), unique in the table, so their order does not matter."""
+        d = self.driver
+        values = process_columns(rows, d.processors(_messages, _MESSAGE_COLUMNS))  # type: ignore[arg-type]
+        row_marks = f"({d.marks(len(_MESSAGE_COLUMNS))})"
+        ids: dict[tuple[int, int], int] = {}
+        for start in range(0, len(values), _INSERT_CHUNK):
+            chunk = values[start:start + _INSERT_CHUNK]
+            sql = (f"INSERT INTO {_messages.name} ({', '.join(_MESSAGE_COLUMNS)}) "
+                   f"VALUES {', '.join([row_marks] * len(chunk))} RETURNING id, folder_id, uid")
+            params = [value for row in chunk for value in row]
+            ids.update(((folder_id, uid), id_) for id_, folder_id, uid in d.execute(self.s, sql, params).fetchall())
+        return [ids[(row[0], row[1])] for row in rows]
+
+    def advance_folders(self, advances: list[FolderAdvance]) -> None:
+        m = self.driver.mark
+        sql = (f"UPDATE {_folders.name} SET uidnext = {m}, highest_modseq = {m}, "
+               f"message_count = message_count + {m}, unseen_count = unseen_count + {m} WHERE id = {m}")
+        self.driver.execute_many(self.s, sql, [(uid, modseq, added, unseen, fid)
+                                               for fid, uid, modseq, added, unseen in advances])
+
+    def set_used_bytes(self, used: list[tuple[int, int]]) -> None:
+        m = self.driver.mark
+        self.driver.execute_many(self.s, f"UPDATE {_mailboxes.name} SET used_bytes = {m} WHERE id = {m}",
+                                 [(value, bid) for bid, value in used])
+
 
 def deliver_batch(s: Connection, requests: Sequence[DeliveryRequest]) -> list[DeliveryResult | BaseException]:
     """Deliver many messages with a fixed number of statements, whatever their number.
@@ -100,19 +202,25 @@ def deliver_batch(s: Connection, requests: Sequence[DeliveryRequest]) -> list[De
     multi-row statements and the audit events as one chained batch. A request whose
     folder does not exist fails alone, before anything is written. This is the hot
     path of every delivery: under load the group committer hands it dozens of
-    messages per transaction.
+    messages per transaction, so its statements run on the DBAPI cursor where the
+    dialect allows, otherwise through Core (tests/unit/store/test_driversql.py checks
+    that both store the same rows).
     """
+    driver = driver_for(s)
+    return _deliver(_CoreWrites(s) if driver is None else _DriverWrites(s, driver), requests)
+
+
+def _deliver(io: _CoreWrites, requests: Sequence[DeliveryRequest]) -> list[DeliveryResult | BaseException]:
     addresses = sorted({a for r in requests for a in r.targets})
-    boxes = {row.address: row for row in s.execute(_LOCK_MAILBOXES, {"addresses": addresses})} if addresses else {}
+    boxes = {row.address: row for row in io.lock_mailboxes(addresses)} if addresses else {}
     used = {row.id: row.used_bytes for row in boxes.values()}
     names = sorted({r.folder for r in requests})
-    folder_rows = {(row.mailbox_id, row.name): row for row in s.execute(
-        _LOCK_FOLDERS, {"mailbox_ids": sorted(used), "names": names})} if used else {}
+    folder_rows = {(row.mailbox_id, row.name): row for row in io.lock_folders(sorted(used), names)} if used else {}
     # Running state per folder: [uidnext, highest_modseq, added, unseen added].
     state = {row.id: [row.uidnext, row.highest_modseq, 0, 0] for row in folder_rows.values()}
 
     results: list[DeliveryResult | BaseException] = []
-    message_rows: list[dict[str, Any]] = []
+    message_rows: list[tuple[Any, ...]] = []
     events: list[audit.Event] = []
     pending: list[tuple[dict[str, DeliveryOutcome], str, int, int]] = []
     for request in requests:
@@ -123,6 +231,7 @@ def deliver_batch(s: Connection, requests: Sequence[DeliveryRequest]) -> list[De
             continue
         outcomes: dict[str, DeliveryOutcome] = {}
         changed: list[FolderChanged] = []
+        summary = request.summary
         for address in request.targets:
             box = boxes.get(address)
             if box is None:
@@ -141,32 +250,27 @@ def deliver_batch(s: Connection, requests: Sequence[DeliveryRequest]) -> list[De
             running[0], running[1] = uid + 1, modseq
             running[2] += 1
             running[3] += 0 if request.seen else 1
-            message_rows.append({
-                "folder_id": target.id, "uid": uid, "blob_sha256": request.sha, "size": request.size,
-                "internal_date": request.when, "flags": request.flags, "seen": request.seen,
-                "deleted": request.deleted, "modseq": modseq, "from_addr": request.summary.from_addr,
-                "to_addrs": request.summary.to_addrs, "subject": request.summary.subject,
-                "date_header": request.summary.date, "message_id": request.summary.message_id,
-                "has_attachments": request.summary.has_attachments, "extra": request.extra,
-            })
+            # In _MESSAGE_COLUMNS order.
+            message_rows.append((
+                target.id, uid, request.sha, request.size, request.when, request.flags, request.seen,
+                request.deleted, modseq, summary.from_addr, summary.to_addrs, summary.subject, summary.date,
+                summary.message_id, summary.has_attachments, request.extra))
             events.append(audit.Event(
                 request.action, actor=request.actor, mailbox=address, ip=request.ip,
                 message=f"{target.name}/{target.uidvalidity}/{uid}",
                 details={"sender": request.sender, "size": request.size, "sha256": request.sha,
-                         "message_id": request.summary.message_id}))
+                         "message_id": summary.message_id}))
             pending.append((outcomes, address, uid, target.uidvalidity))
             changed.append(FolderChanged(box.id, target.id, "new"))
         results.append((outcomes, changed))
 
     if message_rows:
-        ids = s.execute(_INSERT_MESSAGES, message_rows).scalars().all()
+        ids = io.insert_messages(message_rows)
         for (outcomes, address, uid, uidvalidity), message_id in zip(pending, ids, strict=True):
             outcomes[address] = DeliveryOutcome(address, True, uid, uidvalidity, message_id)
-        s.execute(_ADVANCE_FOLDERS, [{"fid": fid, "next_uid": v[0], "modseq": v[1], "added": v[2], "unseen": v[3]}
-                                     for fid, v in state.items() if v[2]])
-        s.execute(_SET_USED_BYTES, [{"bid": row.id, "new_used": used[row.id]} for row in boxes.values()
-                                    if used[row.id] != row.used_bytes])
-        audit.record_many(s, events)
+        io.advance_folders([(fid, v[0], v[1], v[2], v[3]) for fid, v in state.items() if v[2]])
+        io.set_used_bytes([(row.id, used[row.id]) for row in boxes.values() if used[row.id] != row.used_bytes])
+        audit.record_many(io.s, events)
     # Outcomes were filled in place; keep each request's recipients in its own order.
     for result in results:
         if isinstance(result, tuple):
