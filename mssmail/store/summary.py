@@ -12,6 +12,8 @@ from email.message import Message as EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
+from mssmail.store import headerscan
+
 MAX_FIELD = 4000
 
 
@@ -100,8 +102,9 @@ def _has_attachments(raw: bytes, headers: EmailMessage, start: int, end: int, de
     return False
 
 
-def summarize(raw: bytes) -> Summary:
-    """Never raises: broken MIME gives empty fields, not an error.
+def summarize_reference(raw: bytes) -> Summary:
+    """The email-package implementation, kept as the reference the fast path must agree
+    with (and falls back to). Never raises: broken MIME gives empty fields, not an error.
 
     Only header blocks are parsed: the message's own, then each part's when looking
     for attachments.
@@ -123,3 +126,96 @@ def summarize(raw: bytes) -> Summary:
         message_id=_decode(msg.get("Message-ID"))[:998],
         has_attachments=attachments,
     )
+
+
+_TOP_FIELDS = frozenset({b"from", b"to", b"cc", b"subject", b"date", b"message-id",
+                         b"content-type", b"content-disposition"})
+_PART_FIELDS = frozenset({b"content-type", b"content-disposition"})
+
+
+def _block_end(raw: bytes, start: int, end: int) -> tuple[int, int]:
+    """`_header_end` without scanning the whole body for a bare-LF blank line when a CRLF
+    one comes first: same result, a search bounded by the CRLF blank line."""
+    crlf = raw.find(b"\r\n\r\n", start, end)
+    lf = raw.find(b"\n\n", start, end if crlf < 0 else crlf + 1)
+    if crlf >= 0 and lf < 0:
+        return crlf + 2, crlf + 4
+    if lf >= 0:
+        return lf + 1, lf + 2
+    return end, end
+
+
+def _fast_has_attachments(raw: bytes, fields: headerscan.Fields, start: int, end: int, depth: int) -> bool:
+    """`_has_attachments` on header fields read by headerscan (Unsure when in doubt)."""
+    content_type = fields.get(b"content-type")
+    ctype = headerscan.ascii_text(content_type[0]) if content_type else None
+    if headerscan.content_maintype(ctype) != "multipart":
+        disposition_field = fields.get(b"content-disposition")
+        disposition = headerscan.ascii_text(disposition_field[0]) if disposition_field else None
+        return ((disposition or "").lower().startswith("attachment")
+                or (depth > 0 and headerscan.has_filename(disposition, ctype)))
+    boundary = headerscan.get_boundary(ctype or "")
+    if not isinstance(boundary, str) or not boundary or depth >= MAX_DEPTH:
+        return False
+    _, body = _block_end(raw, start, end)
+    delimiter = b"--" + boundary.encode("utf-8", "replace")
+    at, delimiters = body, []
+    while True:
+        found = raw.find(delimiter, at, end)
+        if found < 0:
+            break
+        if found == body or raw[found - 1:found] == b"\n":
+            delimiters.append(found)
+        at = found + len(delimiter)
+    if delimiters and raw[delimiters[-1] + len(delimiter):delimiters[-1] + len(delimiter) + 2] != b"--":
+        delimiters.append(end)
+    for begin, stop in itertools.pairwise(delimiters):
+        line_end = raw.find(b"\n", begin, stop)
+        if line_end < 0:
+            continue
+        header_end, _ = _block_end(raw, line_end + 1, stop)
+        part = headerscan.scan_fields(raw[line_end + 1:header_end], _PART_FIELDS)
+        if _fast_has_attachments(raw, part, line_end + 1, stop, depth + 1):
+            return True
+    return False
+
+
+def _decode_text(value: bytes | None) -> str:
+    """`_decode` of a raw field value: the email package only when there may be encoded words."""
+    if value is None:
+        return ""
+    text = headerscan.as_text(value)
+    if "=?" in text:
+        return _decode(text)
+    return " ".join(text.split())[:MAX_FIELD]
+
+
+def summarize_fast(raw: bytes) -> Summary:
+    """One scan per header block, no email-package parse; raises headerscan.Unsure
+    on input it does not reproduce exactly."""
+    header_end, _ = _block_end(raw, 0, len(raw))
+    fields = headerscan.scan_fields(raw[:header_end], _TOP_FIELDS)
+    attachments = _fast_has_attachments(raw, fields, 0, len(raw), 0)
+    addressees = fields.get(b"to", []) + fields.get(b"cc", [])
+    to = ", ".join(_decode_text(v) for v in addressees)
+    date = headerscan.first(fields, b"date")
+    return Summary(
+        from_addr=_decode_text(headerscan.first(fields, b"from")),
+        to_addrs=to[:MAX_FIELD],
+        subject=_decode_text(headerscan.first(fields, b"subject")),
+        date=_date(None if date is None else headerscan.as_text(date)),
+        message_id=_decode_text(headerscan.first(fields, b"message-id"))[:998],
+        has_attachments=attachments,
+    )
+
+
+def summarize(raw: bytes) -> Summary:
+    """Never raises: broken MIME gives empty fields, not an error.
+
+    The fast path reads header blocks itself; whatever it is not sure to read as the
+    email package does goes to summarize_reference.
+    """
+    try:
+        return summarize_fast(raw)
+    except Exception:  # headerscan.Unsure, or anything unforeseen: the reference decides
+        return summarize_reference(raw)
