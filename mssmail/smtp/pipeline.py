@@ -24,6 +24,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from mssmail.smtp import hooks
+from mssmail.store.summary import summarize
 
 log = logging.getLogger("mss.smtp")
 MAX_BATCH = 64
@@ -86,12 +87,32 @@ class DeliveryPipeline:
             except BaseException as exc:  # never leave a caller waiting
                 log.exception("delivery batch failed")
                 self._post([(item[4], None, exc) for item in batch])
+            # While the batch commits: the next batch's temporary files.
+            self._refill_spares()
 
     def _prepare_and_queue(self, batch: list[_Item]) -> None:
-        requests, waiting, failed = [], [], []
+        prepared, failed = [], []
         for data, recipients, request, inbound_filters, future in batch:
             try:
                 content, fields = prepare(self.store, data, recipients, inbound_filters, request)
+                if "stored" not in fields:
+                    fields["stored"] = (None, summarize(content))
+                prepared.append((content, recipients, fields, future))
+            except Exception as exc:
+                failed.append((future, None, exc))
+        unwritten = [item for item in prepared if item[2]["stored"][0] is None]
+        try:
+            # Two filesystem flushes for the whole batch, not two per message.
+            digests = self.store.blobs.put_many([content for content, *_ in unwritten])
+        except Exception as exc:
+            failed.extend((future, None, exc) for *_, future in unwritten)
+            prepared = [item for item in prepared if item[2]["stored"][0] is not None]
+        else:
+            for (_content, _recipients, fields, _future), sha in zip(unwritten, digests, strict=True):
+                fields["stored"] = (sha, fields["stored"][1])
+        requests, waiting = [], []
+        for content, recipients, fields, future in prepared:
+            try:
                 requests.append(self.store.delivery_request(content, recipients, **fields))
                 waiting.append(future)
             except Exception as exc:
@@ -118,6 +139,12 @@ class DeliveryPipeline:
 
         for commit in commits:
             commit.add_done_callback(one_done)
+
+    def _refill_spares(self) -> None:
+        try:
+            self.store.blobs.refill_spares()
+        except OSError:
+            log.exception("could not prepare temporary blob files")
 
     def _post(self, settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more

@@ -3,16 +3,28 @@
 A blob is written to a temporary file, fsynced, renamed to `ab/<sha256>` and its
 directory fsynced, so that once `put()` returns the bytes survive a crash; only then
 may the row that names the blob be committed (DESIGN rule 2).
+
+`put_many` does the same for a batch with one flush in all instead of two per blob:
+each blob is written complete, renamed to its digest, and one `syncfs` (Linux) makes
+every file and directory entry durable at once; until then no row names the blob. A
+crash before the flush can leave a short file under a digest, so a blob found already
+there is compared with the bytes being stored and written again if it differs. Its
+temporary files are "spares" created ahead of time: on ext4 creating an inode between
+flushes costs far more than creating many at once (measured on the development VM:
+0.04 ms each in bulk, ~0.5 ms each interleaved with fsyncs).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import hashlib
 import os
 import re
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 CHUNK = 1024 * 1024
@@ -21,6 +33,41 @@ _DIGEST = re.compile("[0-9a-f]{64}")
 
 class BlobNotFound(KeyError):
     pass
+
+
+def _load_syncfs() -> object | None:
+    """libc's syncfs(2) (Linux), or None: then each file and directory is fsynced."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        function = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
+
+
+_syncfs = _load_syncfs()
+SPARES = 64  # temporary files kept ready for put_many
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _holds(path: str, data: bytes) -> bool:
+    """Whether the file at `path` has exactly these bytes."""
+    try:
+        with open(path, "rb", buffering=0) as f:
+            return f.readall() == data
+    except OSError:
+        return False
 
 
 def _fsync_dir(path: Path) -> None:
@@ -41,7 +88,10 @@ class BlobStore:
         self._dir_fds: dict[str, int] = {}
         self._tmp_prefix = f"{self.tmp}{os.sep}"
         self._root_prefix = f"{self.root}{os.sep}"
+        self._spares: list[str] = []
+        self._root_fd: int | None = None
         self._prepare_fanout()
+        self._remove_dead_spares()
 
     def _prepare_fanout(self) -> None:
         """The 256 fan-out directories exist (and are durable) before any blob is written,
@@ -55,6 +105,81 @@ class BlobStore:
         if created and self.durable:
             _fsync_dir(self.root)
 
+    def _remove_dead_spares(self) -> None:
+        """Spares are named `<pid>-<random>.spare`: those of a process that is gone were
+        never used (a used spare is renamed to its digest) and can go."""
+        for entry in os.scandir(self.tmp):
+            pid, _, rest = entry.name.partition("-")
+            if rest.endswith(".spare") and pid.isdigit() and not _pid_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+    def refill_spares(self, count: int = SPARES) -> None:
+        """Create empty temporary files for later `put_many` calls (idle time is the
+        moment: a batch then pays for no inode creation)."""
+        with self._lock:
+            missing = count - len(self._spares)
+        made = []
+        prefix = f"{self._tmp_prefix}{os.getpid()}-"
+        for _ in range(missing):
+            name = f"{prefix}{uuid.uuid4().hex}.spare"
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            made.append(name)
+        with self._lock:
+            self._spares.extend(made)
+
+    def _take_spare(self) -> tuple[str, int]:
+        with self._lock:
+            name = self._spares.pop() if self._spares else None
+        if name is not None:
+            with contextlib.suppress(FileNotFoundError):
+                return name, os.open(name, os.O_WRONLY | os.O_TRUNC)
+        name = f"{self._tmp_prefix}{os.getpid()}-{uuid.uuid4().hex}.spare"
+        return name, os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+    def put_many(self, datas: Sequence[bytes]) -> list[str]:
+        """`put` for a batch held in memory: every blob durable on return, with one
+        filesystem flush for the whole batch (see the module docstring)."""
+        if not self.durable or _syncfs is None:
+            return [self.put(data) for data in datas]
+        shas = [hashlib.sha256(data).hexdigest() for data in datas]
+        descriptors: list[int] = []
+        seen: set[str] = set()
+        try:
+            for data, sha in zip(datas, shas, strict=True):
+                if sha in seen:
+                    continue
+                seen.add(sha)
+                final = f"{self._root_prefix}{sha[:2]}/{sha}"
+                if os.path.exists(final):
+                    # Written by another batch (flushed, or flushed below with ours), or
+                    # left incomplete by a crash before its flush: then written again.
+                    if not _holds(final, data):
+                        self.put_chunks([data])
+                    continue
+                name, fd = self._take_spare()
+                descriptors.append(fd)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                # Complete before it has its name: only a crash can leave a blob short.
+                os.replace(name, final)
+            self._flush()
+        finally:
+            for fd in descriptors:
+                os.close(fd)
+        return shas
+
+    def _flush(self) -> None:
+        if self._root_fd is None:
+            with self._lock:
+                if self._root_fd is None:
+                    self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        assert _syncfs is not None
+        if _syncfs(self._root_fd) != 0:  # type: ignore[operator]
+            error = ctypes.get_errno()
+            raise OSError(error, f"syncfs of {self.root}: {os.strerror(error)}")
+
     def path(self, sha256: str) -> Path:
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
             raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
@@ -67,9 +192,15 @@ class BlobStore:
         """Store bytes held in memory; the same content already stored is not written again
         (a submission's copy in Sent, a message to several local mailboxes)."""
         sha = hashlib.sha256(data).hexdigest()
-        if os.path.exists(f"{self._root_prefix}{sha[:2]}/{sha}"):
+        final = f"{self._root_prefix}{sha[:2]}/{sha}"
+        if os.path.exists(final) and _holds(final, data):
             if self.durable:
-                # Its writer may still be between rename and directory fsync.
+                # Its writer (`put_many`) may not have flushed it yet.
+                fd = os.open(final, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
                 os.fsync(self._directory_fd(sha[:2]))
             return sha
         return self.put_chunks([data])
@@ -96,11 +227,8 @@ class BlobStore:
         finally:
             os.close(fd)
         sha = digest.hexdigest()
-        final = f"{self._root_prefix}{sha[:2]}/{sha}"
-        if os.path.exists(final):
-            os.unlink(tmp_path)
-            return sha
-        os.replace(tmp_path, final)
+        # Over a blob already there, too: it may be one a crash left short (`put_many`).
+        os.replace(tmp_path, f"{self._root_prefix}{sha[:2]}/{sha}")
         if self.durable:
             os.fsync(self._directory_fd(sha[:2]))
         return sha
@@ -121,6 +249,13 @@ class BlobStore:
             for fd in self._dir_fds.values():
                 os.close(fd)
             self._dir_fds.clear()
+            if self._root_fd is not None:
+                os.close(self._root_fd)
+                self._root_fd = None
+            spares, self._spares = self._spares, []
+        for name in spares:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
 
     def read(self, sha256: str) -> bytes:
         # A string path and an unbuffered file: a FETCH or a SEARCH reads thousands.
