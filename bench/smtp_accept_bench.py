@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """SMTP acceptance with durable storage, side by side with a bare aiosmtpd server.
 
-    .venv/bin/python bench/smtp_accept_bench.py [--messages 600] [--quick]
+    .venv/bin/python bench/smtp_accept_bench.py [--messages 600] [--rounds 3]
 
-For each server (bare aiosmtpd whose handler discards, `mss serve --only smtp` on
-SQLite, the same on PostgreSQL), each transport (plain, STARTTLS) and each concurrency
-(1, 8, 32 connections), an asyncio client sends 10 KB messages with a base64
-attachment over persistent connections and measures messages/s and the latency of
-each transaction (MAIL to the reply after DATA). The server's peak RSS is VmHWM.
+The servers (bare aiosmtpd whose handler discards, `mss serve --only smtp` on SQLite,
+the same on PostgreSQL) run side by side; for each transport (plain, STARTTLS) and each
+concurrency (1, 8, 32 connections) an asyncio client loads each server in turn (with
+--rounds N, N times alternately, keeping each server's median round), sending 10 KB
+messages with a base64 attachment over persistent connections, and measures
+messages/s and the latency of each transaction (MAIL to the reply after DATA). The
+server's peak RSS is VmHWM.
 Not a test: run by hand, results go into docs/performance.md.
 """
 
@@ -196,12 +198,76 @@ def drop_schema(schema: str) -> None:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+def start_server(kind: str, work: Path, workers: int | None) -> dict:
+    """One server of the comparison, started and left running for the whole run."""
+    if kind == "bare":
+        bare_ca = MssInstance(work / "ca", "a.example", demo=False)
+        server = BareServer(bare_ca.data / "pki" / "server.pem", bare_ca.data / "pki" / "server.key")
+        return {"kind": kind, "name": "aiosmtpd (discard)", "port": server.port, "pid": server.pid,
+                "ca": bare_ca.ca_file, "stop": server.stop, "inst": None, "schema": None}
+    schema = url = None
+    if kind == "postgresql":
+        schema, url = pg_schema()
+    inst = MssInstance(work / kind, "a.example", database_url=url)
+    inst.configure("limits", "max_connections_per_ip", "100")
+    if workers is not None:
+        inst.configure("smtp", "workers", str(workers))
+    inst.start("smtp")
+    assert inst.process is not None
+    return {"kind": kind, "name": f"mss ({kind})", "port": inst.ports["smtp"], "pid": inst.process.pid,
+            "ca": inst.ca_file, "stop": inst.stop, "inst": inst, "schema": schema}
+
+
+def measure(server: dict, transport: str, concurrency: int, total: int, messages: list[bytes],
+            profile: str | None) -> dict:
+    """One load on one server: rate, latencies and CPU per message."""
+    pid = server["pid"]
+    tls_ctx = ssl.create_default_context(cafile=str(server["ca"]))
+    spies = []
+    if profile and server["inst"] is not None:
+        Path(profile).mkdir(parents=True, exist_ok=True)
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        for member in process_tree(pid):  # the server and its SMTP workers
+            out = Path(profile) / f"{server['kind']}-{transport}-c{concurrency}-{member}.txt"
+            spies.append(subprocess.Popen(
+                [py_spy, "record", "--gil", "--threads", "--format", "raw", "--pid", str(member), "-o", str(out)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(1)
+    cpu_before = cpu_seconds(pid)
+    client_before = time.process_time()
+    elapsed, lat = asyncio.run(load(server["port"], tls_ctx if transport == "starttls" else None,
+                                    concurrency, total, messages))
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)
+    for spy in spies:
+        spy.wait(30)
+    client_cpu = time.process_time() - client_before
+    cpu_after = cpu_seconds(pid)
+    spent = {p: (u - cpu_before.get(p, (0, 0))[0], k - cpu_before.get(p, (0, 0))[1])
+             for p, (u, k) in cpu_after.items()}
+    lat.sort()
+    return {
+        "server": server["name"], "transport": transport, "c": concurrency, "msgs": total,
+        "rate": total / elapsed,
+        "p50": statistics.median(lat) * 1000,
+        "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
+        "cpu": sum(u + k for u, k in spent.values()) / total * 1000,
+        "split": ", ".join(f"{'serve' if p == pid else p}: {u / total * 1000:.2f} user + "
+                           f"{k / total * 1000:.2f} sys" for p, (u, k) in spent.items()),
+        "client_cpu": client_cpu / total * 1000,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=600, help="messages per run (c=1 runs a third)")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--servers", default="bare,sqlite,postgresql")
     parser.add_argument("--transports", default="plain,starttls")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternate the servers this many times per case and keep each one's "
+                             "median round: a shared machine's load drifts, and the ratio to the "
+                             "bare server is only fair between loads run close together")
     parser.add_argument("--workers", type=int, default=None,
                         help="[smtp] workers for the mss servers (default: the configuration's default)")
     parser.add_argument("--profile", metavar="DIR",
@@ -212,76 +278,35 @@ def main() -> None:
     messages = [make_message(n) for n in range(50)]
     rows = []
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"message {len(messages[0])} bytes")
-    for server_kind in args.servers.split(","):
-        schema = None
-        if server_kind == "bare":
-            inst = None
-            bare_ca = MssInstance(work / "ca", "a.example", demo=False)
-            server = BareServer(bare_ca.data / "pki" / "server.pem", bare_ca.data / "pki" / "server.key")
-            port, pid, ca = server.port, server.pid, bare_ca.ca_file
-        else:
-            url = None
-            if server_kind == "postgresql":
-                schema, url = pg_schema()
-            inst = MssInstance(work / server_kind, "a.example", database_url=url)
-            inst.configure("limits", "max_connections_per_ip", "100")
-            if args.workers is not None:
-                inst.configure("smtp", "workers", str(args.workers))
-            inst.start("smtp")
-            assert inst.process is not None
-            port, pid, ca = inst.ports["smtp"], inst.process.pid, inst.ca_file
-        tls_ctx = ssl.create_default_context(cafile=str(ca))
+          f"message {len(messages[0])} bytes; load average before: {os.getloadavg()[0]:.2f}")
+    # All servers run side by side from the start; each case loads them in turn.
+    servers = [start_server(kind, work, args.workers) for kind in args.servers.split(",")]
+    try:
         for transport in args.transports.split(","):
             for concurrency in (int(c) for c in args.concurrency.split(",")):
                 total = args.messages if concurrency > 1 else max(100, args.messages // 3)
-                spies = []
-                if args.profile and inst is not None:
-                    Path(args.profile).mkdir(parents=True, exist_ok=True)
-                    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-                    for member in process_tree(pid):  # the server and its SMTP workers
-                        out = Path(args.profile) / f"{server_kind}-{transport}-c{concurrency}-{member}.txt"
-                        spies.append(subprocess.Popen(
-                            [py_spy, "record", "--gil", "--threads", "--format", "raw", "--pid", str(member), "-o", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-                    time.sleep(1)
-                cpu_before = cpu_seconds(pid)
-                client_before = time.process_time()
-                elapsed, lat = asyncio.run(load(port, tls_ctx if transport == "starttls" else None,
-                                                concurrency, total, messages))
-                for spy in spies:
-                    spy.send_signal(signal.SIGINT)
-                for spy in spies:
-                    spy.wait(30)
-                client_cpu = time.process_time() - client_before
-                cpu_after = cpu_seconds(pid)
-                spent = {p: (u - cpu_before.get(p, (0, 0))[0], k - cpu_before.get(p, (0, 0))[1])
-                         for p, (u, k) in cpu_after.items()}
-                cpu = sum(u + k for u, k in spent.values())
-                split = ", ".join(f"{'serve' if p == pid else p}: {u / total * 1000:.2f} user + "
-                                  f"{k / total * 1000:.2f} sys" for p, (u, k) in spent.items())
-                lat.sort()
-                row = {
-                    "server": "aiosmtpd (discard)" if server_kind == "bare" else f"mss ({server_kind})",
-                    "transport": transport, "c": concurrency, "msgs": total,
-                    "rate": total / elapsed,
-                    "p50": statistics.median(lat) * 1000,
-                    "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
-                    "rss": peak_rss_mb(pid),
-                    "cpu": cpu / total * 1000,
-                }
-                rows.append(row)
-                print(f"{row['server']:<20} {transport:<8} c={concurrency:<3} {row['rate']:8.1f} msg/s  "
-                      f"p50 {row['p50']:6.1f} ms  p99 {row['p99']:6.1f} ms  peak RSS {row['rss']:.0f} MB  "
-                      f"server CPU {row['cpu']:.2f} ms/msg ({split}); client CPU "
-                      f"{client_cpu / total * 1000:.2f} ms/msg",
-                      flush=True)
-        if inst is not None:
-            inst.stop()
-        else:
-            server.stop()
-        if schema:
-            drop_schema(schema)
+                runs: dict[str, list[dict]] = {server["name"]: [] for server in servers}
+                for _round in range(args.rounds):
+                    for server in servers:
+                        row = measure(server, transport, concurrency, total, messages, args.profile)
+                        runs[server["name"]].append(row)
+                        if args.rounds > 1:
+                            print(f"  round {_round + 1}: {row['server']:<20} {row['rate']:8.1f} msg/s", flush=True)
+                for server in servers:
+                    ordered = sorted(runs[server["name"]], key=lambda r: r["rate"])
+                    row = ordered[len(ordered) // 2]
+                    row["rss"] = peak_rss_mb(server["pid"])
+                    rows.append(row)
+                    print(f"{row['server']:<20} {transport:<8} c={concurrency:<3} {row['rate']:8.1f} msg/s  "
+                          f"p50 {row['p50']:6.1f} ms  p99 {row['p99']:6.1f} ms  peak RSS {row['rss']:.0f} MB  "
+                          f"server CPU {row['cpu']:.2f} ms/msg ({row['split']}); client CPU "
+                          f"{row['client_cpu']:.2f} ms/msg", flush=True)
+    finally:
+        for server in servers:
+            server["stop"]()
+            if server["schema"]:
+                drop_schema(server["schema"])
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
     print()
     print("| server | transport | concurrency | messages/s | p50 ms | p99 ms | peak RSS MB | server CPU ms/msg |")
     print("|---|---|---|---|---|---|---|---|")
