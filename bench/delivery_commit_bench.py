@@ -29,8 +29,6 @@ from mssmail.store.delivery import DeliveryRequest  # noqa: E402
 from mssmail.store.service import Store  # noqa: E402
 from mssmail.store.summary import summarize  # noqa: E402
 
-ADDRESS = "claire.durand@a.example"
-
 
 def _thread_cpu_ns(native_id: int | None) -> int:
     """CPU time of one thread of this process, from the kernel's scheduler statistics."""
@@ -40,14 +38,14 @@ def _thread_cpu_ns(native_id: int | None) -> int:
         return int(f.read().split()[0])
 
 
-def _requests(store: Store, count: int) -> list[DeliveryRequest]:
+def _requests(store: Store, count: int, address: str) -> list[DeliveryRequest]:
     out = []
     for n in range(count):
-        raw = (f"From: a@b.example\r\nTo: {ADDRESS}\r\nSubject: bench {n}\r\n"
+        raw = (f"From: a@b.example\r\nTo: {address}\r\nSubject: bench {n}\r\n"
                f"Message-ID: <{n}@b.example>\r\nDate: Sun, 29 Nov 2026 21:00:00 +0000\r\n\r\n"
                + "body line\r\n" * 50).encode()
         out.append(DeliveryRequest(
-            summary=summarize(raw), sha=store.blobs.put(raw), size=len(raw), targets=(ADDRESS,),
+            summary=summarize(raw), sha=store.blobs.put(raw), size=len(raw), targets=(address,),
             folder="INBOX", flags="", seen=False, deleted=False, when=datetime.now(UTC),
             action=audit.DELIVERY, actor="a@b.example", sender="a@b.example", ip="127.0.0.1",
             extra={"tls": True}))
@@ -58,9 +56,10 @@ def run(url: str, root: Path, batches: int, k: int) -> None:
     store = Store(url, root / "blobs", durable=False)
     store.migrate()
     store.ensure_domain("a.example")
-    store.create_mailbox(ADDRESS)
-    requests = _requests(store, batches * k)
-    warm = _requests(store, 4 * k)
+    address = f"claire.durand.{k}@a.example"  # one database URL may serve several runs
+    store.create_mailbox(address)
+    requests = _requests(store, batches * k, address)
+    warm = _requests(store, 4 * k, address)
     for i in range(0, len(warm), k):
         for future in store.queue_deliveries(warm[i:i + k]):
             future.result()
@@ -81,6 +80,7 @@ def run(url: str, root: Path, batches: int, k: int) -> None:
           f"sys {system / n * 1e6:.0f}), wall {wall / n * 1e6:7.1f} µs/msg")
     with store.db.read() as s:
         assert audit.verify(s).ok
+    store.remove_mailbox(address)
     store.close()
 
 
