@@ -28,6 +28,8 @@ CONTENT_TYPES = [b"multipart/mixed; boundary=b", b'multipart/mixed; boundary="b"
                  b"multipart/mixed; boundary*=b", b"text/plain", b"text/plain; name=cr.pdf",
                  b'application/pdf; name="cr.pdf"', b"application/pdf; name*=utf-8''cr.pdf", b"image/png; name=\"\"",
                  b"multipart/mixed;\r\n boundary=b", b"multipart/mixed; boundary=\xc3\xa9", b"text"]
+DATES = [b"Mon, 2 Nov 2026 10:00:00 +0100", b"2 Nov 2026 10:00 -0000", b"Mon, 2 Nov 2026 10:00:00 GMT",
+         b"Mon,\r\n 2 Nov 2026 10:00:00 +0100", b"Tue, 31 Feb 2026 25:00:00 +9999", b"yesterday"]
 DISPOSITIONS = [b"attachment", b"ATTACHMENT; filename=a.pdf", b"inline", b'inline; filename="a.pdf"',
                 b"inline; filename=\"\"", b"inline; filename*=utf-8''a.pdf", b"attachment\xc3\xa9", b"form-data"]
 
@@ -57,7 +59,9 @@ def header_block(draw, structural: list[bytes]) -> bytes:
             lines.append(draw(st.sampled_from(ODD_LINES)))
         else:
             separator = draw(st.sampled_from([b": ", b":", b":\t", b":  "]))
-            lines.append(_case(draw, draw(st.sampled_from(NAMES))) + separator + draw(values()))
+            name = draw(st.sampled_from(NAMES))
+            value = draw(st.sampled_from(DATES)) if name == "Date" and draw(st.booleans()) else draw(values())
+            lines.append(_case(draw, name) + separator + value)
     order = draw(st.permutations(range(len(lines))))
     eol = draw(st.sampled_from([b"\r\n", b"\n"]))
     return b"".join(lines[i] + eol for i in order) + (eol if draw(st.integers(0, 5)) else b"")
