@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
@@ -110,7 +110,8 @@ class Database:
                     yield connection
             except BaseException:
                 self._writer = None
-                connection.close()
+                with suppress(Exception):  # the transaction's own error is the one to report
+                    connection.close()
                 raise
 
     def dispose(self) -> None:
