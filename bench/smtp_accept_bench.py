@@ -198,6 +198,22 @@ def drop_schema(schema: str) -> None:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+CLEANED = Path(tempfile.gettempdir()) / "mss-smtp-bench.cleaned"
+QUIET_AFTER_CLEANUP = 35.0
+
+
+def wait_after_last_cleanup() -> None:
+    """ext4 without a journal (this VM's disk) skips, when it allocates an inode, each one
+    freed in the last 30 seconds, at a cost per inode skipped: a run that starts right
+    after the previous run deleted its thousands of files pays for it in every file it
+    creates. Wait until those deletions are old."""
+    with contextlib.suppress(OSError, ValueError):
+        remaining = float(CLEANED.read_text()) + QUIET_AFTER_CLEANUP - time.time()
+        if remaining > 0:
+            print(f"waiting {remaining:.0f} s: the previous run's files were deleted just now", flush=True)
+            time.sleep(remaining)
+
+
 def start_server(kind: str, work: Path, workers: int | None) -> dict:
     """One server of the comparison, started and left running for the whole run."""
     if kind == "bare":
@@ -274,6 +290,7 @@ def main() -> None:
                         help="record each process of each mss run with py-spy (pip install py-spy) into "
                              "DIR/*.txt (collapsed stacks of the thread holding the GIL: Python CPU)")
     args = parser.parse_args()
+    wait_after_last_cleanup()
     work = Path(tempfile.mkdtemp(prefix="smtp-bench-"))
     messages = [make_message(n) for n in range(50)]
     rows = []
@@ -318,6 +335,7 @@ def main() -> None:
         if r["server"] == "mss (sqlite)" and (r["transport"], r["c"]) in bare:
             print(f"mss sqlite / bare, {r['transport']} c={r['c']}: {r['rate'] / bare[(r['transport'], r['c'])]:.0%}")
     shutil.rmtree(work, ignore_errors=True)
+    CLEANED.write_text(str(time.time()))
 
 
 if __name__ == "__main__":

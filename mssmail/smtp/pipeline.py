@@ -63,6 +63,7 @@ class DeliveryPipeline:
         self.loop = loop
         self._pending: list[_Item] = []
         self._cond = threading.Condition()
+        store.blobs.spares.start()  # temporary files for the batches' blobs, made ahead
         self._thread = threading.Thread(target=self._run, name="smtp-deliveries", daemon=True)
         self._thread.start()
 
@@ -87,8 +88,6 @@ class DeliveryPipeline:
             except BaseException as exc:  # never leave a caller waiting
                 log.exception("delivery batch failed")
                 self._post([(item[4], None, exc) for item in batch])
-            # While the batch commits: the next batch's temporary files.
-            self._refill_spares()
 
     def _prepare_and_queue(self, batch: list[_Item]) -> None:
         prepared, failed = [], []
@@ -139,12 +138,6 @@ class DeliveryPipeline:
 
         for commit in commits:
             commit.add_done_callback(one_done)
-
-    def _refill_spares(self) -> None:
-        try:
-            self.store.blobs.refill_spares()
-        except OSError:
-            log.exception("could not prepare temporary blob files")
 
     def _post(self, settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more

@@ -6,10 +6,12 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 from mssmail.store import blobs as blobs_module
+from mssmail.store import spares
 from mssmail.store.blobs import BlobStore
 
 
@@ -35,7 +37,7 @@ def test_put_many_stores_each_blob_under_its_digest(store):
 
 
 def test_put_many_uses_spares_and_leaves_the_unused_ones(store):
-    store.refill_spares(8)
+    store.spares.fill(8)
     assert len(_leftovers(store)) == 8
     datas = [b"first", b"second", b"third"]
     digests = store.put_many(datas)
@@ -44,6 +46,21 @@ def test_put_many_uses_spares_and_leaves_the_unused_ones(store):
     assert len(remaining) == 5 and all(name.startswith(f"{os.getpid()}-") for name in remaining)
     store.close()
     assert _leftovers(store) == []  # closing removes the unused spares
+
+
+def test_the_maker_thread_keeps_spares_ready(store):
+    store.spares.start()
+    deadline = time.monotonic() + 10
+    while store.spares.ready() < spares.TARGET and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store.spares.ready() == spares.TARGET
+    store.put_many([os.urandom(100) for _ in range(spares.TARGET - spares.LOW + 1)])
+    deadline = time.monotonic() + 10
+    while store.spares.ready() < spares.TARGET and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store.spares.ready() == spares.TARGET  # woken below the low mark, filled again
+    store.close()
+    assert _leftovers(store) == []
 
 
 def test_put_many_with_duplicates_and_existing_blobs(store):
@@ -55,7 +72,7 @@ def test_put_many_with_duplicates_and_existing_blobs(store):
 
 
 def test_a_reused_spare_holds_only_the_new_bytes(store):
-    store.refill_spares(1)
+    store.spares.fill(1)
     (spare,) = _leftovers(store)
     (store.tmp / spare).write_bytes(b"stale bytes from elsewhere, longer than the message")
     sha = store.put_many([b"short", b"other"])[0]
