@@ -102,7 +102,9 @@ class DeliveryPipeline:
         unwritten = [item for item in prepared if item[2]["stored"][0] is None]
         try:
             # Two filesystem flushes for the whole batch, not two per message.
-            digests = self.store.blobs.put_many([content for content, *_ in unwritten])
+            # The committer flushes them before it commits the rows (Store.committer_flushes).
+            digests = self.store.blobs.put_many([content for content, *_ in unwritten],
+                                                flush=not self.store.committer_flushes)
         except Exception as exc:
             failed.extend((future, None, exc) for *_, future in unwritten)
             prepared = [item for item in prepared if item[2]["stored"][0] is not None]

@@ -49,6 +49,15 @@ def _load_syncfs() -> object | None:
 _syncfs = _load_syncfs()
 
 
+def flush_filesystem(fd: int, name: object) -> None:
+    """syncfs(2) of the filesystem holding the open file `fd` (`name` for the error)."""
+    if _syncfs is None:
+        raise OSError(f"syncfs is not available here to flush {name}")
+    if _syncfs(fd) != 0:  # type: ignore[operator]
+        error = ctypes.get_errno()
+        raise OSError(error, f"syncfs of {name}: {os.strerror(error)}")
+
+
 def _holds(path: str, data: bytes) -> bool:
     """Whether the file at `path` has exactly these bytes."""
     try:
@@ -92,10 +101,10 @@ class BlobStore:
         if created and self.durable:
             _fsync_dir(self.root)
 
-    def put_many(self, datas: Sequence[bytes]) -> list[str]:
+    def put_many(self, datas: Sequence[bytes], flush: bool = True) -> list[str]:
         """`put` for a batch held in memory: every blob durable on return, with one
         filesystem flush for the whole batch (see the module docstring)."""
-        if not self.durable or _syncfs is None:
+        if not self.can_flush:
             return [self.put(data) for data in datas]
         shas = [hashlib.sha256(data).hexdigest() for data in datas]
         descriptors: list[int] = []
@@ -119,21 +128,28 @@ class BlobStore:
                     view = view[os.write(fd, view):]
                 # Complete before it has its name: only a crash can leave a blob short.
                 os.replace(name, final)
-            self._flush()
+            if flush:
+                self._flush()
         finally:
             for fd in descriptors:
                 os.close(fd)
         return shas
+
+    @property
+    def can_flush(self) -> bool:
+        """Whether `flush` exists here (syncfs): else each blob is fsynced as written."""
+        return self.durable and _syncfs is not None
+
+    def flush(self) -> None:
+        """Make every file written so far on this filesystem durable (syncfs)."""
+        self._flush()
 
     def _flush(self) -> None:
         if self._root_fd is None:
             with self._lock:
                 if self._root_fd is None:
                     self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        assert _syncfs is not None
-        if _syncfs(self._root_fd) != 0:  # type: ignore[operator]
-            error = ctypes.get_errno()
-            raise OSError(error, f"syncfs of {self.root}: {os.strerror(error)}")
+        flush_filesystem(self._root_fd, self.root)
 
     def path(self, sha256: str) -> Path:
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):

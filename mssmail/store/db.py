@@ -70,6 +70,8 @@ class Database:
         # SQLite: the one write connection of `write_connection`, kept open under the
         # write lock (see there).
         self._writer: Connection | None = None
+        # "NORMAL" when the group committer makes its commits durable itself (syncfs).
+        self.writer_synchronous: str | None = None
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -105,6 +107,9 @@ class Database:
             connection = self._writer
             if connection is None:
                 connection = self._writer = self._write_engine.connect()
+                if self.writer_synchronous:  # outside any transaction: SQLite requires it
+                    connection.connection.driver_connection.execute(  # type: ignore[union-attr]
+                        f"PRAGMA synchronous={self.writer_synchronous}")
             try:
                 with connection.begin():
                     yield connection

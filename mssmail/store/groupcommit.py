@@ -7,6 +7,13 @@ request waiting at that moment, runs each in its own SAVEPOINT (one failing requ
 rolls back alone), commits once, and only then releases the callers: each is still
 acknowledged only after its rows are durable.
 
+Where the store can flush its files itself (Linux syncfs, `Store.committer_flushes`), the
+committer makes the blob files of a batch durable: one flush per cycle, run while the
+batch's statements are, and the batch commits only after it. On SQLite the writer
+then commits without its own fsync and each caller is released after the next cycle's
+flush (which starts after that commit): one flush a cycle instead of two, and no
+second thread flushing against the first.
+
 Requests wrapped in `BatchWork` go further: all those of a batch that share a batch
 function are handed to it together, so that it can write them with a fixed number of
 statements (deliveries: a handful per transaction instead of ten per message). If that
@@ -16,9 +23,10 @@ SAVEPOINT, so one bad request still cannot fail the others.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -49,9 +57,18 @@ class BatchWork:
         return result
 
 
+Outcome = tuple[Future[Any], bool, Any]
+
+
 class GroupCommitter:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, flush: Callable[[], None] | None = None,
+                 deferred_sync: bool = False) -> None:
+        """`flush`: makes durable what was written without it (blob files of the works,
+        and the database's own commits when `deferred_sync`: its writer then commits
+        without fsync and each future waits for the next flush)."""
         self.db = db
+        self._flush = flush
+        self._deferred = deferred_sync and flush is not None
         self._pending: list[tuple[Callable[[Connection], Any], Future[Any]]] = []
         self._cond = threading.Condition()
         self._closed = False
@@ -80,16 +97,62 @@ class GroupCommitter:
         self._thread.join(10)
 
     def _run(self) -> None:
+        unflushed: list[Outcome] = []  # committed, waiting for a flush to be durable
+        flusher = ThreadPoolExecutor(1, thread_name_prefix="store-flush") if self._flush else None
         while True:
             with self._cond:
-                while not self._pending and not self._closed:
+                while not self._pending and not unflushed and not self._closed:
                     self._cond.wait()
-                if not self._pending and self._closed:
+                if not self._pending and not unflushed and self._closed:
+                    if flusher is not None:
+                        flusher.shutdown()
                     return
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            self._commit(batch)
+            if flusher is None:
+                self._settle(self._commit(batch))
+                continue
+            unflushed = self._flushed_cycle(flusher, batch, unflushed)
 
-    def _commit(self, batch: list[tuple[Callable[[Connection], Any], Future[Any]]]) -> None:
+    def _flushed_cycle(self, flusher: ThreadPoolExecutor, batch: list[tuple[Callable[[Connection], Any], Future[Any]]],
+                       unflushed: list[Outcome]) -> list[Outcome]:
+        """One flush, run while the batch's statements are: it makes durable the files
+        written for the batch (queued after them) and the last cycle's deferred commits
+        (committed before it starts). The batch commits only once it is done; its own
+        commit, if deferred, waits for the next cycle's flush."""
+        assert self._flush is not None
+        flushing = flusher.submit(self._flush)
+        waiting = [unflushed]
+
+        def flushed() -> None:
+            error = flushing.exception()
+            previous, waiting[0] = waiting[0], []
+            if error is not None:
+                # Committed but not known durable: their callers must not be told so.
+                self._settle([(future, False, error) for future, _ok, _value in previous])
+                raise error
+            self._settle(previous)
+
+        outcomes = self._commit(batch, before_commit=flushed) if batch else []
+        if waiting[0]:  # no transaction reached its commit: settle the last cycle here
+            with contextlib.suppress(BaseException):
+                flushed()
+        if self._deferred:
+            return outcomes
+        self._settle(outcomes)
+        return []
+
+    @staticmethod
+    def _settle(outcomes: list[Outcome]) -> None:
+        for future, ok, value in outcomes:
+            if future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    def _commit(self, batch: list[tuple[Callable[[Connection], Any], Future[Any]]],
+                before_commit: Callable[[], None] | None = None) -> list[Outcome]:
         groups: dict[Callable[..., Any], list[tuple[BatchWork, Future[Any]]]] = {}
         singles: list[tuple[Callable[[Connection], Any], Future[Any]]] = []
         for work, future in batch:
@@ -98,35 +161,32 @@ class GroupCommitter:
             else:
                 singles.append((work, future))
         try:
-            outcomes = self._transaction(groups, singles)
+            return self._transaction(groups, singles, before_commit)
         except _GroupFailed:
             # A batch call failed as a whole and took the transaction with it: nothing
             # was written; run every request alone, each in its own SAVEPOINT.
             try:
-                outcomes = self._transaction({}, list(batch))
+                return self._transaction({}, list(batch), before_commit)
             except BaseException as exc:
-                self._fail_all(batch, exc)
-                return
+                return [(future, False, exc) for _work, future in batch]
         except BaseException as exc:  # the commit itself failed: nobody is durable
-            self._fail_all(batch, exc)
-            return
-        for future, ok, value in outcomes:
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
+            return [(future, False, exc) for _work, future in batch]
 
     def _transaction(self, groups: dict[Callable[..., Any], list[tuple[BatchWork, Future[Any]]]],
-                     singles: list[tuple[Callable[[Connection], Any], Future[Any]]]
+                     singles: list[tuple[Callable[[Connection], Any], Future[Any]]],
+                     before_commit: Callable[[], None] | None = None,
                      ) -> list[tuple[Future[Any], bool, Any]]:
         """One write transaction; a group runs without a SAVEPOINT (two statements fewer
-        per commit), and if it fails as a whole the transaction is abandoned."""
+        per commit), and if it fails as a whole the transaction is abandoned.
+        `before_commit` runs last inside it: if it raises, nothing is committed."""
         outcomes: list[tuple[Future[Any], bool, Any]] = []
         if not groups and len(singles) == 1:
             # Alone in its transaction: no SAVEPOINT needed, a failure rolls back everything.
             work, future = singles[0]
             with self.db.write_connection() as connection:
                 outcomes.append((future, True, work(connection)))
+                if before_commit is not None:
+                    before_commit()
             return outcomes
         with self.db.write_connection() as connection:
             for batch_fn, items in groups.items():
@@ -145,10 +205,12 @@ class GroupCommitter:
                 except BaseException as exc:  # this request alone fails
                     savepoint.rollback()
                     outcomes.append((future, False, exc))
+            if before_commit is not None:
+                before_commit()
         return outcomes
 
     @staticmethod
-    def _fail_all(batch: list[tuple[Callable[[Connection], Any], Future[Any]]], exc: BaseException) -> None:
+    def _fail_all(batch: list[tuple[Any, Future[Any]]], exc: BaseException) -> None:
         for _work, future in batch:
             if not future.done():
                 future.set_exception(exc)

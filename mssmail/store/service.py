@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from mssmail.store.blobs import BlobStore
+from mssmail.store.blobs import BlobStore, flush_filesystem
 from mssmail.store.db import Database
 from mssmail.store.delivery import DeliveryOps
 from mssmail.store.events import ChangeBus
@@ -50,7 +51,17 @@ class Store(MailboxAdmin, AuthOps, DeliveryOps, OutboundOps, MessageOps):
         # Concurrent deliveries share one write transaction (group commit): SQLite has one
         # writer, and on PostgreSQL deliveries to one mailbox queue on its row lock anyway
         # (measured: 183 -> 298 msg/s at 8 connections, p99 122 -> 50 ms).
-        self._committer = GroupCommitter(self.db)
+        # Where syncfs exists, the committer makes the blobs of a batch durable with the
+        # database commits of the batch before it: one flush a cycle (see groupcommit).
+        self.committer_flushes = self.blobs.can_flush
+        self._db_dir_fd: int | None = None
+        if self.committer_flushes and self.db.is_sqlite:
+            self.db.writer_synchronous = "NORMAL"
+            database = Path(self.db.engine.url.database or ".").resolve().parent
+            if database.stat().st_dev != Path(blob_root).stat().st_dev:
+                self._db_dir_fd = os.open(database, os.O_RDONLY | os.O_DIRECTORY)
+        self._committer = GroupCommitter(self.db, flush=self._flush_files if self.committer_flushes else None,
+                                         deferred_sync=self.db.is_sqlite)
         self.changes = ChangeBus()
         self.default_quota = default_quota
         self.auth_delay_after = auth_delay_after
@@ -95,11 +106,20 @@ class Store(MailboxAdmin, AuthOps, DeliveryOps, OutboundOps, MessageOps):
         """Run `work` in a Core write transaction shared with concurrent callers."""
         return self._committer.submit(work)
 
+    def _flush_files(self) -> None:
+        """syncfs of the blobs' filesystem and, for SQLite, of the database's if another."""
+        self.blobs.flush()
+        if self._db_dir_fd is not None:
+            flush_filesystem(self._db_dir_fd, "the database")
+
     def close(self) -> None:
         self.executor.shutdown(wait=True)
         self._committer.close()
         self.blobs.close()
         self.db.dispose()
+        if self._db_dir_fd is not None:
+            os.close(self._db_dir_fd)
+            self._db_dir_fd = None
 
     # Small helpers shared by the operation mixins.
     @staticmethod

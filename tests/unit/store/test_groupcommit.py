@@ -13,7 +13,7 @@ from concurrent.futures import Future
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from mssmail import audit
 from mssmail.store.delivery import DeliveryRequest, deliver_batch
@@ -130,3 +130,66 @@ def test_a_batch_that_fails_as_a_whole_falls_back_to_one_request_at_a_time(store
     with store.db.read() as s:
         assert s.execute(select(func.count()).select_from(Message)).scalar() == 2
         assert audit.verify(s).ok
+
+
+def _recording_committer(store, flush, deferred: bool) -> GroupCommitter:
+    return GroupCommitter(store.db, flush=flush, deferred_sync=deferred)
+
+
+@pytest.mark.parametrize("deferred", [True, False])
+def test_a_flushing_committer_commits_only_after_the_flush(store, deferred):
+    """The flush runs while the batch's statements do, and the batch commits only once it
+    is done; with a deferred sync (SQLite's writer without fsync) the caller is released
+    only after the next flush, which starts after that commit."""
+    with store.db.write_connection() as connection:
+        connection.exec_driver_sql("CREATE TABLE IF NOT EXISTS flush_probe (n INTEGER)")
+    seen: list[int] = []
+
+    def flush() -> None:
+        time.sleep(0.2)  # the statements run meanwhile; their commit must wait
+        with store.db.read() as session:
+            seen.append(session.execute(text("SELECT count(*) FROM flush_probe")).scalar_one())
+
+    committer = _recording_committer(store, flush, deferred)
+    try:
+        future = committer.submit_many([lambda c: c.exec_driver_sql("INSERT INTO flush_probe VALUES (1)")
+                                        and "done"])[0]
+        assert future.result(10) == "done"
+        assert seen[0] == 0  # not committed while its flush ran
+        if deferred:
+            assert seen[1:] == [1]  # released after the flush that followed the commit
+        else:
+            assert seen == [0]
+    finally:
+        committer.close()
+        with store.db.write_connection() as connection:
+            connection.exec_driver_sql("DROP TABLE flush_probe")
+
+
+def test_a_failed_flush_fails_the_callers_it_was_to_make_durable(store):
+    calls = {"n": 0}
+
+    def flush() -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the one after the commit
+            raise OSError(5, "I/O error")
+
+    committer = _recording_committer(store, flush, True)
+    try:
+        future = committer.submit_many([lambda _connection: "written"])[0]
+        with pytest.raises(OSError, match="I/O error"):
+            future.result(10)
+        assert committer.submit_many([lambda _connection: "next"])[0].result(10) == "next"
+    finally:
+        committer.close()
+
+
+def test_the_store_writer_commits_without_fsync_only_when_the_committer_flushes(store):
+    if not store.db.is_sqlite:
+        assert store.db.writer_synchronous is None
+        return
+    expected = "NORMAL" if store.committer_flushes else None
+    assert store.db.writer_synchronous == expected
+    with store.db.write_connection() as connection:
+        level = connection.connection.driver_connection.execute("PRAGMA synchronous").fetchone()[0]
+    assert level == (1 if store.committer_flushes else 2)  # NORMAL = 1, FULL = 2
