@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
@@ -71,16 +72,9 @@ def _headers(raw: bytes, start: int = 0, end: int | None = None) -> EmailMessage
     return BytesHeaderParser(policy=compat32).parsebytes(raw[start:header_end])
 
 
-def _has_attachments(raw: bytes, headers: EmailMessage, start: int, end: int, depth: int = 0) -> bool:
-    """Walk the MIME tree of raw[start:end] by boundaries, parsing only part headers:
-    a 10 MB attachment costs a few `find` calls, not a line-by-line parse."""
-    if headers.get_content_maintype() != "multipart":
-        disposition = (headers.get("Content-Disposition", "") or "").lower()
-        return disposition.startswith("attachment") or (depth > 0 and bool(headers.get_filename()))
-    boundary = headers.get_param("boundary")
-    if not isinstance(boundary, str) or not boundary or depth >= MAX_DEPTH:
-        return False
-    _, body = _header_end(raw, start, end)
+def _parts(raw: bytes, body: int, end: int, boundary: str) -> Iterator[tuple[int, int]]:
+    """(start after the delimiter line, end) of each part of the multipart body at
+    raw[body:end], found by `find` on the delimiter: no line-by-line parse."""
     delimiter = b"--" + boundary.encode("utf-8", "replace")
     at, delimiters = body, []
     while True:
@@ -94,10 +88,23 @@ def _has_attachments(raw: bytes, headers: EmailMessage, start: int, end: int, de
         delimiters.append(end)  # truncated: no closing delimiter, the last part runs to the end
     for begin, stop in itertools.pairwise(delimiters):
         line_end = raw.find(b"\n", begin, stop)
-        if line_end < 0:
-            continue
-        part_headers = _headers(raw, line_end + 1, stop)
-        if _has_attachments(raw, part_headers, line_end + 1, stop, depth + 1):
+        if line_end >= 0:
+            yield line_end + 1, stop
+
+
+def _has_attachments(raw: bytes, headers: EmailMessage, start: int, end: int, depth: int = 0) -> bool:
+    """Walk the MIME tree of raw[start:end] by boundaries, parsing only part headers:
+    a 10 MB attachment costs a few `find` calls, not a line-by-line parse."""
+    if headers.get_content_maintype() != "multipart":
+        disposition = (headers.get("Content-Disposition", "") or "").lower()
+        return disposition.startswith("attachment") or (depth > 0 and bool(headers.get_filename()))
+    boundary = headers.get_param("boundary")
+    if not isinstance(boundary, str) or not boundary or depth >= MAX_DEPTH:
+        return False
+    _, body = _header_end(raw, start, end)
+    for part_start, stop in _parts(raw, body, end, boundary):
+        part_headers = _headers(raw, part_start, stop)
+        if _has_attachments(raw, part_headers, part_start, stop, depth + 1):
             return True
     return False
 
@@ -158,24 +165,10 @@ def _fast_has_attachments(raw: bytes, fields: headerscan.Fields, start: int, end
     if not isinstance(boundary, str) or not boundary or depth >= MAX_DEPTH:
         return False
     _, body = _block_end(raw, start, end)
-    delimiter = b"--" + boundary.encode("utf-8", "replace")
-    at, delimiters = body, []
-    while True:
-        found = raw.find(delimiter, at, end)
-        if found < 0:
-            break
-        if found == body or raw[found - 1:found] == b"\n":
-            delimiters.append(found)
-        at = found + len(delimiter)
-    if delimiters and raw[delimiters[-1] + len(delimiter):delimiters[-1] + len(delimiter) + 2] != b"--":
-        delimiters.append(end)
-    for begin, stop in itertools.pairwise(delimiters):
-        line_end = raw.find(b"\n", begin, stop)
-        if line_end < 0:
-            continue
-        header_end, _ = _block_end(raw, line_end + 1, stop)
-        part = headerscan.scan_fields(raw[line_end + 1:header_end], _PART_FIELDS)
-        if _fast_has_attachments(raw, part, line_end + 1, stop, depth + 1):
+    for part_start, stop in _parts(raw, body, end, boundary):
+        header_end, _ = _block_end(raw, part_start, stop)
+        part = headerscan.scan_fields(raw[part_start:header_end], _PART_FIELDS)
+        if _fast_has_attachments(raw, part, part_start, stop, depth + 1):
             return True
     return False
 
