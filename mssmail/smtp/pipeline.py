@@ -4,10 +4,11 @@ Why: handing each message to the store's thread pool costs, per message, a threa
 wake-up, a future, a hand-off to the committer thread and one back, each a fight for
 the interpreter lock with the event loop and the other store threads. Here the loop
 appends the message to a list; one thread takes every message waiting, runs the
-inbound filters, summarises and writes each blob (fsynced), hands the whole batch to
-the group committer at once and, without waiting for that commit, goes on with the
-next batch (its blobs are written while the previous batch commits). One callback per
-batch wakes the loop once the commit is done: durable before acknowledged.
+inbound filters, summarises and writes each blob (`BlobStore.put_many`: flushed by the
+group committer before it commits the rows where it can flush, else fsynced here),
+hands the whole batch to the group committer at once and, without waiting for that
+commit, goes on with the next batch. One callback per batch wakes the loop once the
+commit is durable: durable before acknowledged.
 
 Large messages do not come here (`LocalGateway.deliver`): one 10 MB blob would hold
 up the small messages of its batch.
@@ -101,8 +102,8 @@ class DeliveryPipeline:
                 failed.append((future, None, exc))
         unwritten = [item for item in prepared if item[2]["stored"][0] is None]
         try:
-            # Two filesystem flushes for the whole batch, not two per message.
-            # The committer flushes them before it commits the rows (Store.committer_flushes).
+            # Written complete and named; the committer flushes them, with one syncfs for
+            # the batch, before it commits the rows (Store.committer_flushes).
             digests = self.store.blobs.put_many([content for content, *_ in unwritten],
                                                 flush=not self.store.committer_flushes)
         except Exception as exc:
