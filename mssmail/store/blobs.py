@@ -129,7 +129,7 @@ class BlobStore:
                 # Complete before it has its name: only a crash can leave a blob short.
                 os.replace(name, final)
             if flush:
-                self._flush()
+                self.flush()
         finally:
             for fd in descriptors:
                 os.close(fd)
@@ -142,9 +142,6 @@ class BlobStore:
 
     def flush(self) -> None:
         """Make every file written so far on this filesystem durable (syncfs)."""
-        self._flush()
-
-    def _flush(self) -> None:
         if self._root_fd is None:
             with self._lock:
                 if self._root_fd is None:

@@ -175,11 +175,11 @@ class GroupCommitter:
     def _transaction(self, groups: dict[Callable[..., Any], list[tuple[BatchWork, Future[Any]]]],
                      singles: list[tuple[Callable[[Connection], Any], Future[Any]]],
                      before_commit: Callable[[], None] | None = None,
-                     ) -> list[tuple[Future[Any], bool, Any]]:
+                     ) -> list[Outcome]:
         """One write transaction; a group runs without a SAVEPOINT (two statements fewer
         per commit), and if it fails as a whole the transaction is abandoned.
         `before_commit` runs last inside it: if it raises, nothing is committed."""
-        outcomes: list[tuple[Future[Any], bool, Any]] = []
+        outcomes: list[Outcome] = []
         if not groups and len(singles) == 1:
             # Alone in its transaction: no SAVEPOINT needed, a failure rolls back everything.
             work, future = singles[0]
@@ -208,12 +208,6 @@ class GroupCommitter:
             if before_commit is not None:
                 before_commit()
         return outcomes
-
-    @staticmethod
-    def _fail_all(batch: list[tuple[Any, Future[Any]]], exc: BaseException) -> None:
-        for _work, future in batch:
-            if not future.done():
-                future.set_exception(exc)
 
 
 class _GroupFailed(Exception):

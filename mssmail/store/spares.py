@@ -52,8 +52,10 @@ class SpareFiles:
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
 
-    def _new_name(self) -> str:
-        return f"{self.prefix}{os.getpid()}-{uuid.uuid4().hex}.spare"
+    def _create(self) -> tuple[str, int]:
+        """A new empty spare: (name, descriptor open for writing)."""
+        name = f"{self.prefix}{os.getpid()}-{uuid.uuid4().hex}.spare"
+        return name, os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 
     def start(self) -> None:
         """Keep spares ready from now on (a thread; the SMTP delivery path calls this)."""
@@ -68,8 +70,8 @@ class SpareFiles:
             with self._cond:
                 if self._closed or len(self._ready) >= count:
                     return
-            name = self._new_name()
-            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            name, fd = self._create()
+            os.close(fd)
             with self._cond:
                 if self._closed:
                     os.unlink(name)
@@ -100,8 +102,7 @@ class SpareFiles:
         if name is not None:
             with contextlib.suppress(FileNotFoundError):
                 return name, os.open(name, os.O_WRONLY | os.O_TRUNC)
-        name = self._new_name()
-        return name, os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        return self._create()
 
     def ready(self) -> int:
         with self._cond:
