@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def mss(data: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), "--data", str(data), *args],
-                          input=input, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "cli", "--data", str(data), *args],
+                          input=input, capture_output=True, text=True, timeout=120, cwd=ROOT)
 
 
 @pytest.fixture(scope="module")

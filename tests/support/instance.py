@@ -15,7 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-MSS = [sys.executable, str(ROOT / "cli.py")]
+# `python -m cli` runs the `mss` command of this checkout; ROOT goes first on PYTHONPATH so
+# the checkout's `cli` package is found whatever the working directory (`mss serve` runs
+# in the data directory) and however the venv was installed.
+MSS = [sys.executable, "-m", "cli"]
 PORT_KEYS = ("smtp", "submission", "imap", "imaps", "ldap", "web")
 
 
@@ -42,6 +45,8 @@ class MssInstance:
         self.domain = domain
         self.env = {**os.environ, **(env or {})}
         self.env.pop("MSS_DATA", None)
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), self.env.get("PYTHONPATH", "")) if p)
         if database_url:
             self.env["MSS_DATABASE_URL"] = database_url
         self.process: subprocess.Popen[str] | None = None
