@@ -14,6 +14,22 @@ def run_checks(config: Config) -> Iterator[tuple[bool, str]]:
     yield from _check_database(config)
     yield from _check_certificates(config)
     yield from _check_ports(config)
+    yield from _check_password_hash(config)
+
+
+def _check_password_hash(config: Config) -> Iterator[tuple[bool, str]]:
+    """The time of one Argon2 check here, with the configured cost ([limits] auth_hash_*)."""
+    from mssmail.store.passwords import AuthSettings, measure_hash
+
+    settings = AuthSettings.from_limits(config.limits)
+    seconds = measure_hash(settings)
+    what = (f"password hash: one check takes {seconds * 1000:.0f} ms here "
+            f"(argon2id m={settings.hash_memory_kib} KiB, t={settings.hash_time_cost}, "
+            f"p={settings.hash_parallelism}; {settings.hash_workers} threads)")
+    if seconds > 1.0:
+        yield False, what + ": too slow, lower auth_hash_memory or auth_hash_time_cost"
+    else:
+        yield True, what
 
 
 def _check_database(config: Config) -> Iterator[tuple[bool, str]]:

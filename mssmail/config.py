@@ -203,17 +203,31 @@ class LimitsConfig(Section):
     auth_delay_after: int = Field(default=3, ge=1)
     auth_lockout_after: int = Field(default=10, ge=1)
     auth_lockout_time: int = 900
+    # Source throttling (mssmail/store/passwords.py): auth_lockout_after failures from one
+    # address, or auth_network_lockout_after from its /24 or /64, block that source for
+    # auth_lockout_time; counters expire auth_failure_window after their last failure.
+    auth_network_lockout_after: int = Field(default=30, ge=1)
+    auth_failure_window: int = 900
+    # Argon2 (argon2id) cost and its own thread pool with a bounded queue.
+    auth_hash_memory: int = 19 * 1024 * 1024
+    auth_hash_time_cost: int = Field(default=2, ge=1, le=50)
+    auth_hash_parallelism: int = Field(default=1, ge=1, le=16)
+    auth_hash_workers: int = Field(default=2, ge=1, le=64)
+    auth_hash_queue: int = Field(default=16, ge=0, le=10_000)
+    auth_cache_ttl: int = 120
     imap_max_literal: int = 64 * 1024 * 1024
     imap_max_line: int = 64 * 1024
     imap_idle_timeout: int = 1800
     default_quota: int = 2 * 1024**3
 
-    @field_validator("max_message_size", "imap_max_literal", "imap_max_line", "default_quota", mode="before")
+    @field_validator("max_message_size", "imap_max_literal", "imap_max_line", "default_quota",
+                     "auth_hash_memory", mode="before")
     @classmethod
     def _size(cls, v: Any) -> int:
         return parse_size(v)
 
-    @field_validator("smtp_timeout", "auth_lockout_time", "imap_idle_timeout", mode="before")
+    @field_validator("smtp_timeout", "auth_lockout_time", "imap_idle_timeout", "auth_failure_window",
+                     "auth_cache_ttl", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> int:
         return parse_duration(v)

@@ -58,6 +58,7 @@ class AuthOutcome:
     address: str = ""
     delay: float = 0.0  # seconds to wait before answering a failure
     locked: bool = False
+    temporary: bool = False  # try later: source blocked or hash pool full
 
 
 Stored = tuple[str, Summary]  # (SHA-256, summary) of a blob an SMTP worker made durable
@@ -128,8 +129,9 @@ class LocalGateway:
         return await self.store.run(self.store.recipient_state, address)
 
     async def authenticate(self, login: str, password: str, ip: str, service: str) -> AuthOutcome:
-        result = await self.store.run(self.store.authenticate, login, password, ip=ip, service=service)
-        return AuthOutcome(result.ok, result.address, result.delay, result.locked)
+        # The hash runs on the store's own Argon2 pool, not on its shared threads.
+        result = await self.store.authenticate_async(login, password, ip=ip, service=service)
+        return AuthOutcome(result.ok, result.address, result.delay, result.locked, result.temporary)
 
     async def accessible_mailboxes(self, login: str) -> list[tuple[str, str]]:
         return await self.store.run(self.store.accessible_mailboxes, login)

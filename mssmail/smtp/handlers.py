@@ -234,7 +234,8 @@ class SubmissionHandler(BaseHandler):
                               message=render(replies.AUTH_OK))
         if result.delay:
             await asyncio.sleep(result.delay)
-        reply = replies.AUTH_LOCKED if result.locked else replies.AUTH_FAILED
+        reply = (replies.AUTH_LOCKED if result.locked else replies.AUTH_BUSY if result.temporary
+                 else replies.AUTH_FAILED)
         return AuthResult(success=False, handled=False, message=render(reply))
 
     async def allowed_senders(self, session: Session) -> list[str]:

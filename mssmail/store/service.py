@@ -75,7 +75,9 @@ class Store(MailboxAdmin, AuthOps, DeliveryOps, OutboundOps, MessageOps):
 
     @classmethod
     def from_config(cls, config: Config) -> Store:
-        return cls(
+        from mssmail.store.passwords import AuthSettings
+
+        store = cls(
             config.database_url,
             config.path("blobs"),
             default_quota=config.limits.default_quota,
@@ -85,6 +87,8 @@ class Store(MailboxAdmin, AuthOps, DeliveryOps, OutboundOps, MessageOps):
             auth_lockout_time=config.limits.auth_lockout_time,
             echo=config.database.echo,
         )
+        store.configure_auth(AuthSettings.from_limits(config.limits))
+        return store
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a blocking store call on the store's thread pool."""
@@ -114,6 +118,8 @@ class Store(MailboxAdmin, AuthOps, DeliveryOps, OutboundOps, MessageOps):
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
+        if self._auth is not None:
+            self._auth.pool.close()
         self._committer.close()
         self.blobs.close()
         self.db.dispose()

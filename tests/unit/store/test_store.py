@@ -80,18 +80,23 @@ def test_disabled_mailbox_refuses_mail(store):
     assert store.deliver(RAW, ["b@a.example"])["b@a.example"].code == 550
 
 
-def test_authentication_delay_and_lockout(store):
-    store.auth_lockout_after = 4
+def test_authentication_delay_and_source_block(store):
+    from mssmail.store.passwords import AuthSettings
+
+    store.configure_auth(AuthSettings(delay_after=3, ip_block_after=4, network_block_after=100,
+                                      hash_memory_kib=8, hash_time_cost=1))
     store.create_mailbox("b@a.example", password="correct horse")
     assert store.authenticate("b@a.example", "correct horse", ip="127.0.0.1").ok
     results = [store.authenticate("b@a.example", "wrong", ip="127.0.0.1") for _ in range(4)]
     assert [r.ok for r in results] == [False] * 4
     assert results[0].delay == 0 and results[3].delay > 0
-    assert results[3].locked
-    # Locked: even the right password is refused.
-    assert not store.authenticate("b@a.example", "correct horse", ip="127.0.0.1").ok
-    store.unlock("b@a.example")
-    assert store.authenticate("b@a.example", "correct horse").ok
+    # The source is blocked: even the right password is refused from there, for now...
+    blocked = store.authenticate("b@a.example", "correct horse", ip="127.0.0.1")
+    assert not blocked.ok and blocked.locked and blocked.temporary
+    # ...but the account is not: its owner logs in from elsewhere.
+    assert store.authenticate("b@a.example", "correct horse", ip="192.0.2.7").ok
+    store.unlock("127.0.0.1")
+    assert store.authenticate("b@a.example", "correct horse", ip="127.0.0.1").ok
     # Unknown accounts fail the same way (no enumeration).
     assert store.authenticate("ghost@a.example", "x").reason == "bad credentials"
 
