@@ -1,0 +1,140 @@
+"""Bytes to lines for the text formats (HPRIM Net, HPRIM Santé).
+
+The rule (samples README, formats notes §1): strip a UTF-8 BOM; if the bytes are valid
+UTF-8 they are UTF-8, otherwise CP1252 (the Windows superset of the printable
+ISO-8859-1 range that French practice software writes). Line ends may be CRLF, LF or
+bare CR, even mixed.
+
+Lines are decoded one at a time from the original bytes instead of decoding the whole
+file first: a 50 MB lab file then costs its bytes plus the parsed result, not a second
+full copy as text (the connector benchmark bounds peak memory at 3x the input).
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+UTF8_BOM = b"\xef\xbb\xbf"
+_CHUNK = 1 << 20
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_C1_RANGE = re.compile(rb"[\x80-\x9f]")
+
+
+def _cp1252_table() -> dict[int, str]:
+    # The five bytes CP1252 leaves undefined (0x81 0x8D 0x8F 0x90 0x9D) keep their
+    # ISO-8859-1 meaning (a C1 control) instead of failing the whole file.
+    table: dict[int, str] = {}
+    for byte in range(0x80, 0xA0):
+        try:
+            table[byte] = bytes([byte]).decode("cp1252")
+        except UnicodeDecodeError:
+            table[byte] = chr(byte)
+    return table
+
+
+_CP1252_FROM_LATIN1 = str.maketrans({chr(b): c for b, c in _cp1252_table().items()})
+
+
+@dataclass(frozen=True, slots=True)
+class TextLayout:
+    """How a text file is written: what the parser detected, for the record.
+
+    ``encoding`` is ``utf-8`` (valid UTF-8 with non-ASCII bytes), ``cp1252`` (not UTF-8
+    and using a byte in 0x80-0x9F, where CP1252 and ISO-8859-1 differ) or
+    ``iso-8859-1`` (everything else, ASCII included: the historical HPRIM charset).
+    ``line_ending`` is ``CRLF``, ``LF``, ``CR``, ``mixed`` or ``none``.
+    """
+
+    encoding: str
+    line_ending: str
+    start: int  # offset of the first byte after a BOM
+
+    def decode(self, raw: bytes) -> str:
+        if self.encoding == "utf-8":
+            return raw.decode("utf-8")
+        if self.encoding == "iso-8859-1":
+            return raw.decode("latin-1")
+        try:
+            return raw.decode("cp1252")
+        except UnicodeDecodeError:
+            return raw.decode("latin-1").translate(_CP1252_FROM_LATIN1)
+
+
+def _is_utf8(data: bytes, start: int) -> bool:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        for offset in range(start, len(data), _CHUNK):
+            decoder.decode(data[offset:offset + _CHUNK])
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _line_ending(data: bytes) -> str:
+    crlf = data.count(b"\r\n")
+    cr = data.count(b"\r") - crlf
+    lf = data.count(b"\n") - crlf
+    kinds = [name for name, count in (("CRLF", crlf), ("LF", lf), ("CR", cr)) if count]
+    if not kinds:
+        return "none"
+    return kinds[0] if len(kinds) == 1 else "mixed"
+
+
+def detect_layout(data: bytes) -> TextLayout:
+    """Choose the charset and describe the line ends of ``data`` (no copy of the text)."""
+    start = len(UTF8_BOM) if data.startswith(UTF8_BOM) else 0
+    if data.isascii():
+        encoding = "iso-8859-1"
+    elif _is_utf8(data, start):
+        encoding = "utf-8"
+    elif _C1_RANGE.search(data):
+        encoding = "cp1252"
+    else:
+        encoding = "iso-8859-1"
+    return TextLayout(encoding=encoding, line_ending=_line_ending(data), start=start)
+
+
+def iter_raw_lines(data: bytes, start: int = 0) -> Iterator[bytes]:
+    """Physical lines of ``data`` without their line end (CRLF, LF or CR).
+
+    Only CR and LF end a line: form feeds, vertical tabs and U+2028 are content, unlike
+    ``str.splitlines``. A final line end does not open an empty last line.
+    """
+    end = len(data)
+    if b"\r" not in data or data.count(b"\r") == data.count(b"\r\n"):
+        # LF or CRLF only: the common case, a plain find loop.
+        find = data.find
+        strip_cr = b"\r" in data
+        position = start
+        while position < end:
+            stop = find(b"\n", position)
+            if stop < 0:
+                stop = end
+            line = data[position:stop]
+            yield line[:-1] if strip_cr and line.endswith(b"\r") else line
+            position = stop + 1
+        return
+    position = start
+    for match in _LINE_END.finditer(data, start):
+        yield data[position:match.start()]
+        position = match.end()
+    if position < end:
+        yield data[position:]
+
+
+def iter_lines(data: bytes, layout: TextLayout | None = None) -> Iterator[tuple[int, str]]:
+    """(1-based physical line number, decoded text) for every line of ``data``."""
+    layout = layout or detect_layout(data)
+    decode = layout.decode
+    for number, raw in enumerate(iter_raw_lines(data, layout.start), 1):
+        yield number, decode(raw)
+
+
+def decode_text(data: bytes) -> str:
+    """The whole of ``data`` as text by the same rule (for small inputs and tests)."""
+    layout = detect_layout(data)
+    return layout.decode(data[layout.start:])

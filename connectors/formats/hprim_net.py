@@ -1,0 +1,370 @@
+"""HPRIM Net (HPRIM Médecin 3.0 text) lab reports: ``parse_hprim_net(bytes)``.
+
+Layout (H.PR.I.M. Médecins v3.0, 1997, as implemented by the LGCs that read it; see
+docs/connectors.md): each record is a 12-line header (patient id, name, first name,
+two address lines, postcode + city, birth date, NIR + key, request number, request
+date, sender, recipient), the human-readable report, then optionally a machine block
+``****LAB****`` of ``TEX|text`` and ``RES|...`` lines; ``****FIN****`` closes the
+record, ``****FINFICHIER****`` the file. Several records (patients) may follow each
+other in one file.
+
+Refused (ParseError): a header with fewer than 12 lines, a ``****LAB****`` block not
+closed by ``****FIN****``, an empty file. Tolerated with a warning: no
+``****FINFICHIER****``, a record without ``****LAB****``, a last record not closed by
+``****FIN****``, an invalid NIR key, a NIR month that is not the birth month, an
+unknown flag.
+
+Pure function: no I/O, no logging, no state between calls.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .decoding import detect_layout, iter_lines
+from .errors import ParseError
+from .flags import interpret_flag
+from .nir import nir_birth_month, nir_key_is_valid
+
+KIND = "hprim_net"
+HEADER_LINES = 12
+MARKER_LAB = "****LAB****"
+MARKER_END = "****FIN****"
+MARKER_END_OF_FILE = "****FINFICHIER****"
+_MARKERS = frozenset({MARKER_LAB, MARKER_END, MARKER_END_OF_FILE})
+# RES|label|code|type|value|unit|low|high|flag|status|value2|unit2|low2|high2|
+# index after split on "|", RES = 0 (formats notes §1; Mediboard expects 14 fields).
+RES_FIELDS = ("label", "code", "type", "value", "unit", "low", "high", "flag", "status",
+              "value2", "unit2", "low2", "high2")
+_RES_WIDTH = len(RES_FIELDS) + 1
+HEADER_NAMES = ("patient id", "last name", "first name", "address 1", "address 2",
+                "postcode and city", "birth date", "NIR", "request id", "request date",
+                "sender", "recipient")
+_POSTCODE_CITY = re.compile(r"^(\S+)\s+(.*)$")
+_SHARED_MAX = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    """Sender (line 11) or recipient (line 12): a 10-column code then a name."""
+
+    code: str
+    name: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "name": self.name}
+
+
+@dataclass(frozen=True, slots=True)
+class HprimNetPatient:
+    id: str
+    last_name: str
+    first_name: str
+    address1: str
+    address2: str
+    postcode: str
+    city: str
+    birth_date: str | None  # ISO YYYY-MM-DD, None when absent or unreadable
+    nir: str  # the insured person's NIR: not necessarily the patient's, never an INS
+    nir_key: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "last_name": self.last_name, "first_name": self.first_name,
+                "address1": self.address1, "address2": self.address2,
+                "postcode": self.postcode, "city": self.city, "birth_date": self.birth_date,
+                "nir": self.nir, "nir_key": self.nir_key}
+
+
+@dataclass(frozen=True, slots=True)
+class HprimNetResult:
+    """One ``RES`` line. Values stay strings as written (``"4,8"``, ``"<2"``)."""
+
+    label: str
+    code: str
+    type: str
+    value: str
+    unit: str
+    low: str
+    high: str
+    flag: str
+    status: str
+    value2: str
+    unit2: str
+    low2: str
+    high2: str
+    abnormal: bool | None
+    off_scale: str | None
+    line: int
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {name: getattr(self, name) for name in RES_FIELDS}
+        out["abnormal"] = self.abnormal
+        if self.off_scale is not None:
+            out["off_scale"] = self.off_scale
+        out["line"] = self.line
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class HprimNetRecord:
+    """One patient's report: header, free text, LAB block."""
+
+    start_line: int
+    patient: HprimNetPatient
+    request_id: str
+    request_date: str | None
+    sender: Party
+    recipient: Party
+    body_text: str
+    results: tuple[HprimNetResult, ...]
+    lab_text: tuple[str, ...]
+    has_lab: bool
+    end_line: int
+
+    @property
+    def abnormal_count(self) -> int:
+        return sum(1 for result in self.results if result.abnormal)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start_line": self.start_line, "patient": self.patient.to_dict(),
+                "request_id": self.request_id, "request_date": self.request_date,
+                "sender": self.sender.to_dict(), "recipient": self.recipient.to_dict(),
+                "body_text": self.body_text,
+                "results": [result.to_dict() for result in self.results],
+                "lab_text": list(self.lab_text)}
+
+
+@dataclass(frozen=True, slots=True)
+class HprimNetFile:
+    records: tuple[HprimNetRecord, ...]
+    has_finfichier: bool
+    encoding: str
+    line_ending: str
+    warnings: tuple[str, ...]
+
+    kind = KIND
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"format": KIND, "encoding": self.encoding,
+                               "line_ending": self.line_ending,
+                               "has_finfichier": self.has_finfichier,
+                               "records": [record.to_dict() for record in self.records]}
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
+
+
+def parse_date(text: str) -> str | None:
+    """HPRIM Net dates are ``DD/MM/YYYY`` (sometimes followed by a time); a few senders
+    write ``YYYY-MM-DD`` or ``DDMMYYYY``. Returns ISO ``YYYY-MM-DD`` or None."""
+    token = text.split(" ", 1)[0].strip() if text else ""
+    if not token:
+        return None
+    try:
+        if len(token) == 10 and token[2] == "/" and token[5] == "/":
+            day, month, year = int(token[:2]), int(token[3:5]), int(token[6:])
+        elif len(token) == 10 and token[4] == "-" and token[7] == "-":
+            year, month, day = int(token[:4]), int(token[5:7]), int(token[8:])
+        elif len(token) == 8 and token.isdigit():
+            day, month, year = int(token[:2]), int(token[2:4]), int(token[4:])
+        else:
+            return None
+        return _dt.date(year, month, day).isoformat()
+    except ValueError:
+        return None
+
+
+def _marker(text: str) -> str | None:
+    if "****" not in text:
+        return None
+    candidate = text.strip().upper()
+    return candidate if candidate in _MARKERS else None
+
+
+def _party(text: str) -> Party:
+    # Lines 11/12: code in the first 10 columns (space padded), then the name.
+    return Party(code=text[:10].strip(), name=text[10:].strip())
+
+
+class _Builder:
+    """Collects one parse; mutable while the lines stream in, frozen at the end."""
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+        self.records: list[HprimNetRecord] = []
+        self.shared: dict[str, str] = {}
+
+    def share(self, text: str) -> str:
+        # Units, flags, codes and labels repeat on every record of a big file: keep one
+        # copy of each short string (the benchmark bounds memory at 3x the input).
+        if len(text) > _SHARED_MAX:
+            return text
+        return self.shared.setdefault(text, text)
+
+    def patient(self, header: list[tuple[int, str]]) -> HprimNetPatient:
+        values = [text.strip() for _, text in header]
+        start = header[0][0]
+        postcode, city = "", values[5]
+        match = _POSTCODE_CITY.match(values[5])
+        if match:
+            postcode, city = match.group(1), match.group(2).strip()
+        birth_date = parse_date(values[6])
+        if values[6] and birth_date is None:
+            self.warnings.append(f"line {start + 6}, header line 7 (birth date): "
+                                 f"unreadable date {values[6]!r}")
+        nir, key = self.nir(values[7], start + 7)
+        if nir and key and not nir_key_is_valid(nir, key):
+            self.warnings.append(f"line {start + 7}, header line 8 (NIR): key {key} does not "
+                                 "match the NIR")
+        month = nir_birth_month(nir)
+        if birth_date and month is not None and month != int(birth_date[5:7]):
+            self.warnings.append(f"line {start + 7}, header line 8 (NIR): NIR month {month:02d} "
+                                 f"is not the birth month {birth_date[5:7]}")
+        return HprimNetPatient(id=values[0], last_name=values[1], first_name=values[2],
+                               address1=values[3], address2=values[4], postcode=postcode,
+                               city=city, birth_date=birth_date, nir=nir, nir_key=key)
+
+    def nir(self, text: str, line: int) -> tuple[str, str]:
+        compact = text.replace(" ", "")
+        if len(compact) == 15:
+            return compact[:13], compact[13:]
+        if len(compact) != 13 and compact:
+            self.warnings.append(f"line {line}, header line 8 (NIR): {len(compact)} characters, "
+                                 "13 or 15 expected")
+        return compact, ""
+
+    def result(self, number: int, text: str) -> HprimNetResult:
+        fields = text.split("|")
+        if len(fields) < _RES_WIDTH:
+            fields.extend([""] * (_RES_WIDTH - len(fields)))
+        share = self.share
+        values = [share(field.strip()) for field in fields[1:_RES_WIDTH]]
+        flag = values[7]
+        abnormal, off_scale, known = interpret_flag(flag)
+        if not known:
+            self.warnings.append(f"line {number}, RES field 8 (flag): unknown flag {flag!r}, "
+                                 "counted as not abnormal")
+        return HprimNetResult(*values, abnormal=abnormal, off_scale=off_scale, line=number)
+
+
+def parse_hprim_net(data: bytes) -> HprimNetFile:
+    """Parse an HPRIM Net file (or mail body) into its records; see the module doc."""
+    layout = detect_layout(data)
+    build = _Builder()
+    warnings = build.warnings
+    state = "between"
+    header: list[tuple[int, str]] = []
+    body: list[str] = []
+    results: list[HprimNetResult] = []
+    lab_text: list[str] = []
+    lab_line = 0
+    has_finfichier = False
+    trailing_noted = False
+    last_line = 0
+
+    def finish(end_line: int, has_lab: bool) -> None:
+        start, _ = header[0]
+        values = header
+        build.records.append(HprimNetRecord(
+            start_line=start, patient=build.patient(header), request_id=values[8][1].strip(),
+            request_date=_request_date(values[9], build), sender=_party(values[10][1]),
+            recipient=_party(values[11][1]), body_text="\n".join(body),
+            results=tuple(results), lab_text=tuple(lab_text), has_lab=has_lab,
+            end_line=end_line))
+
+    for number, text in iter_lines(data, layout):
+        last_line = number
+        if state == "lab":
+            head = text[:4]
+            if head == "RES|":
+                results.append(build.result(number, text))
+                continue
+            if head == "TEX|":
+                lab_text.append(text[4:].strip())
+                continue
+            marker = _marker(text)
+            if marker == MARKER_END:
+                finish(number, True)
+                state = "between"
+            elif marker is not None:
+                raise ParseError(KIND, lab_line, "LAB section",
+                                 f"****LAB**** section not closed by ****FIN**** "
+                                 f"({marker} at line {number})")
+            elif text.strip().upper() in ("TEX", "TEX|"):
+                lab_text.append("")
+            elif text.strip():
+                warnings.append(f"line {number}: line in the LAB section is neither TEX nor "
+                                "RES; ignored")
+            continue
+        if state == "body":
+            marker = _marker(text)
+            if marker is None:
+                body.append(text)
+            elif marker == MARKER_LAB:
+                state, lab_line = "lab", number
+            elif marker == MARKER_END:
+                finish(number, False)
+                state = "between"
+            else:
+                warnings.append(f"line {header[0][0]}: record not closed by ****FIN****")
+                finish(number, False)
+                has_finfichier, state = True, "done"
+            continue
+        if state == "header":
+            marker = _marker(text)
+            if marker is not None:
+                raise ParseError(KIND, number, f"header line {len(header) + 1} "
+                                 f"({HEADER_NAMES[len(header)]})",
+                                 f"header truncated: {marker} where 12 header lines are "
+                                 f"expected (record starting at line {header[0][0]})")
+            header.append((number, text))
+            if len(header) == HEADER_LINES:
+                state, body, results, lab_text = "body", [], [], []
+            continue
+        if state == "between":
+            if not text.strip():
+                continue
+            marker = _marker(text)
+            if marker == MARKER_END_OF_FILE:
+                has_finfichier, state = True, "done"
+            elif marker is not None:
+                warnings.append(f"line {number}: {marker} outside a record; ignored")
+            else:
+                header, state = [(number, text)], "header"
+            continue
+        # state == "done": after ****FINFICHIER****
+        if text.strip() and not trailing_noted:
+            warnings.append(f"line {number}: text after ****FINFICHIER**** ignored")
+            trailing_noted = True
+
+    if state == "header":
+        raise ParseError(KIND, header[0][0], "header",
+                         f"header truncated: {len(header)} of 12 lines before the end of "
+                         "the file")
+    if state == "lab":
+        raise ParseError(KIND, lab_line, "LAB section",
+                         "****LAB**** section not closed by ****FIN**** before the end of "
+                         "the file")
+    if state == "body":
+        warnings.append(f"line {header[0][0]}: record not closed by ****FIN****")
+        finish(last_line, False)
+    if not build.records:
+        raise ParseError(KIND, None, None, "no HPRIM Net record (empty file)")
+    if not has_finfichier:
+        warnings.append("no ****FINFICHIER**** at the end of the file")
+    return HprimNetFile(records=tuple(build.records), has_finfichier=has_finfichier,
+                        encoding=layout.encoding, line_ending=layout.line_ending,
+                        warnings=tuple(warnings))
+
+
+def _request_date(line: tuple[int, str], build: _Builder) -> str | None:
+    number, text = line
+    value = text.strip()
+    parsed = parse_date(value)
+    if value and parsed is None:
+        build.warnings.append(f"line {number}, header line 10 (request date): unreadable "
+                              f"date {value!r}")
+    return parsed

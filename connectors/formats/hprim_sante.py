@@ -1,0 +1,568 @@
+"""HPRIM Santé 2.x lab results: ``parse_hprim_sante(bytes, escape_mode=...)``.
+
+Structure (HPRIM Santé 2.2-2.5, ASTM E1238 lineage; formats notes §2): one record per
+line, ``H`` first with the 5 delimiters (field, component, repeat, escape,
+sub-component) right after the ``H``, then ``P`` (patient), ``OBR`` (request),
+``OBX`` (result), ``C`` (comment on the previous record), ``A`` (continuation of the
+previous record, for records longer than 220 characters) and ``L`` (trailer) last.
+Field positions are the index after splitting on the field separator with the record
+type at 0; for ``H`` the delimiter string itself is field 1.
+
+Refused (ParseError): no ``H`` first, an HL7 ``MSH`` file, duplicate delimiters,
+``OBR`` before any ``P``, ``OBX`` before any ``OBR``, no ``L`` trailer (a truncated
+file), a record after ``L``, a second ``H``.
+
+Escapes: the public HPRIM Santé text is not available; two readings exist. The
+default ``hl7_named`` decodes the HL7/ASTM named sequences ``\\F\\ \\S\\ \\R\\ \\E\\ \\T\\``
+and ``\\.br\\`` (written with the declared escape character) and leaves unknown ones
+untouched; ``literal_next`` (libHprim's reading) takes the character after the escape
+character literally. The mode is a per-sender setting.
+
+Pure function: no I/O, no logging, no state between calls.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .decoding import TextLayout, detect_layout, iter_lines
+from .errors import ParseError
+from .flags import interpret_flag
+
+KIND = "hprim_sante"
+EscapeMode = Literal["hl7_named", "literal_next"]
+ESCAPE_MODES: tuple[str, ...] = ("hl7_named", "literal_next")
+_SKIPPED_RECORDS = frozenset({"FAC", "ACT", "REG", "AP", "AC", "ERR"})
+_RANGE_BETWEEN = re.compile(r"^\s*(-?\d+(?:[.,]\d+)?)\s*-\s*(-?\d+(?:[.,]\d+)?)\s*$")
+_RANGE_BELOW = re.compile(r"^\s*<\s*(-?\d+(?:[.,]\d+)?)\s*$")
+_RANGE_ABOVE = re.compile(r"^\s*>\s*(-?\d+(?:[.,]\d+)?)\s*$")
+_SHARED_MAX = 16
+_NOISE = "\x00\x01\x02\x03\x04\x0b\x0c\x1a\x1c\x1d\x1e\x1f"
+
+
+@dataclass(frozen=True, slots=True)
+class Delimiters:
+    """The five characters after ``H``, in the order the standard declares them."""
+
+    field: str
+    component: str
+    repeat: str
+    escape: str
+    subcomponent: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"field": self.field, "component": self.component, "repeat": self.repeat,
+                "escape": self.escape, "subcomponent": self.subcomponent}
+
+
+class Escaper:
+    """Decode and encode one file's escape sequences (delimiters and mode fixed)."""
+
+    def __init__(self, delimiters: Delimiters, mode: str = "hl7_named") -> None:
+        if mode not in ESCAPE_MODES:
+            raise ValueError(f"unknown HPRIM Santé escape mode {mode!r}")
+        self.delimiters = delimiters
+        self.mode = mode
+        esc = re.escape(delimiters.escape)
+        self._named = {"F": delimiters.field, "S": delimiters.component,
+                       "R": delimiters.repeat, "E": delimiters.escape,
+                       "T": delimiters.subcomponent, ".br": "\n"}
+        if mode == "hl7_named":
+            self._pattern = re.compile(esc + r"(F|S|R|E|T|\.br)" + esc)
+        else:
+            self._pattern = re.compile(esc + r"(.)", re.DOTALL)
+
+    def decode(self, text: str) -> str:
+        if self.delimiters.escape not in text:
+            return text
+        if self.mode == "hl7_named":
+            return self._pattern.sub(lambda m: self._named[m.group(1)], text)
+        return self._pattern.sub(lambda m: m.group(1), text)
+
+    def encode(self, text: str) -> str:
+        """The inverse of :meth:`decode` for any text (used by the HPRIM Santé writer
+        and the round-trip property test)."""
+        d = self.delimiters
+        specials = (d.escape, d.field, d.component, d.repeat, d.subcomponent)
+        if self.mode == "literal_next":
+            return "".join(d.escape + ch if ch in specials else ch for ch in text)
+        names = {d.escape: "E", d.field: "F", d.component: "S", d.repeat: "R",
+                 d.subcomponent: "T", "\n": ".br"}
+        return "".join(f"{d.escape}{names[ch]}{d.escape}" if ch in names else ch
+                       for ch in text)
+
+
+@dataclass(frozen=True, slots=True)
+class HprimSanteHeader:
+    filename: str
+    sender_id: str
+    sender_name: str
+    message_type: str
+    receiver_id: str
+    receiver_name: str
+    processing_id: str
+    version: str
+    datetime: str | None
+    line: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"filename": self.filename, "sender_id": self.sender_id,
+                "sender_name": self.sender_name, "message_type": self.message_type,
+                "receiver_id": self.receiver_id, "receiver_name": self.receiver_name,
+                "processing_id": self.processing_id, "version": self.version,
+                "datetime": self.datetime}
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    street: str
+    street2: str
+    city: str
+    postcode: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"street": self.street, "street2": self.street2, "city": self.city,
+                "postcode": self.postcode}
+
+
+@dataclass(frozen=True, slots=True)
+class CodedTest:
+    code: str
+    label: str
+    coding_system: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "label": self.label}
+
+
+@dataclass(frozen=True, slots=True)
+class Prescriber:
+    id: str
+    last_name: str
+    first_name: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "last_name": self.last_name, "first_name": self.first_name}
+
+
+@dataclass(frozen=True, slots=True)
+class HprimSanteResult:
+    """One ``OBX``. ``value`` is the field as written (a CE value keeps its components;
+    ``value_code``/``value_label`` split it); ``range`` is raw, ``low``/``high`` a
+    convenience split of ``a-b``, ``<b`` and ``>a``."""
+
+    seq: str
+    value_type: str
+    code: str
+    label: str
+    coding_system: str
+    value: str
+    unit: str
+    range: str
+    flag: str
+    status: str
+    datetime: str | None
+    abnormal: bool | None
+    off_scale: str | None
+    low: str | None
+    high: str | None
+    comments: tuple[str, ...]
+    value_code: str | None
+    value_label: str | None
+    line: int
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "seq": self.seq, "value_type": self.value_type, "code": self.code,
+            "label": self.label, "coding_system": self.coding_system, "value": self.value,
+            "unit": self.unit, "range": self.range, "flag": self.flag, "status": self.status,
+            "datetime": self.datetime, "abnormal": self.abnormal}
+        if self.off_scale is not None:
+            out["off_scale"] = self.off_scale
+        out.update({"low": self.low, "high": self.high, "comments": list(self.comments)})
+        if self.value_type == "CE":
+            out["value_code"] = self.value_code
+            out["value_label"] = self.value_label
+        out["line"] = self.line
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class HprimSanteRequest:
+    seq: str
+    line: int
+    placer_id: str
+    filler_id: str
+    tests: tuple[CodedTest, ...]
+    priority: str
+    collection_datetime: str | None
+    reception_datetime: str | None
+    prescriber: Prescriber
+    status: str
+    comments: tuple[str, ...]
+    results: tuple[HprimSanteResult, ...]
+
+    @property
+    def abnormal_count(self) -> int:
+        return sum(1 for result in self.results if result.abnormal)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "line": self.line, "placer_id": self.placer_id,
+                "filler_id": self.filler_id, "tests": [t.to_dict() for t in self.tests],
+                "priority": self.priority, "collection_datetime": self.collection_datetime,
+                "reception_datetime": self.reception_datetime,
+                "prescriber": self.prescriber.to_dict(), "status": self.status,
+                "comments": list(self.comments),
+                "results": [r.to_dict() for r in self.results]}
+
+
+@dataclass(frozen=True, slots=True)
+class HprimSantePatient:
+    seq: str
+    line: int
+    id_prescriber: str
+    id_lab: str
+    last_name: str
+    first_name: str
+    birth_name: str
+    birth_date: str | None
+    sex: str
+    address: Address
+    requests: tuple[HprimSanteRequest, ...]
+    comments: tuple[str, ...]
+
+    @property
+    def abnormal_count(self) -> int:
+        return sum(request.abnormal_count for request in self.requests)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "seq": self.seq, "line": self.line, "id_prescriber": self.id_prescriber,
+            "id_lab": self.id_lab, "last_name": self.last_name, "first_name": self.first_name,
+            "birth_name": self.birth_name, "birth_date": self.birth_date, "sex": self.sex,
+            "address": self.address.to_dict(),
+            "requests": [r.to_dict() for r in self.requests]}
+        if self.comments:
+            out["comments"] = list(self.comments)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class HprimSanteFile:
+    delimiters: Delimiters
+    header: HprimSanteHeader
+    patients: tuple[HprimSantePatient, ...]
+    encoding: str
+    line_ending: str
+    escape_mode: str
+    warnings: tuple[str, ...]
+
+    kind = KIND
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"format": KIND, "delimiters": self.delimiters.to_dict(),
+                               "header": self.header.to_dict(),
+                               "patients": [p.to_dict() for p in self.patients],
+                               "encoding": self.encoding, "line_ending": self.line_ending}
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
+
+
+def parse_datetime(text: str) -> str | None:
+    """``YYYYMMDD[HHMM[SS]]`` -> ``YYYY-MM-DD[THH:MM[:SS]]``; None when absent or not
+    one of these shapes."""
+    if not text.isdigit():
+        return None
+    n = len(text)
+    if n not in (8, 12, 14):
+        return None
+    month, day = int(text[4:6]), int(text[6:8])
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return None
+    out = f"{text[:4]}-{text[4:6]}-{text[6:8]}"
+    if n >= 12:
+        if int(text[8:10]) > 23 or int(text[10:12]) > 59:
+            return None
+        out += f"T{text[8:10]}:{text[10:12]}"
+    if n == 14:
+        if int(text[12:14]) > 60:
+            return None
+        out += f":{text[12:14]}"
+    return out
+
+
+def split_range(text: str) -> tuple[str | None, str | None]:
+    """(low, high) of a reference range written ``a-b``, ``<b`` or ``>a``."""
+    match = _RANGE_BETWEEN.match(text)
+    if match:
+        return match.group(1), match.group(2)
+    match = _RANGE_BELOW.match(text)
+    if match:
+        return None, match.group(1)
+    match = _RANGE_ABOVE.match(text)
+    if match:
+        return match.group(1), None
+    return None, None
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A record whose ``A|`` continuations may still arrive."""
+
+    line: int
+    text: str
+
+
+@dataclass(slots=True)
+class _OpenResult:
+    fields: dict[str, Any]
+    comments: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _OpenRequest:
+    fields: dict[str, Any]
+    comments: list[str] = field(default_factory=list)
+    results: list[_OpenResult] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _OpenPatient:
+    fields: dict[str, Any]
+    comments: list[str] = field(default_factory=list)
+    requests: list[_OpenRequest] = field(default_factory=list)
+
+
+def _read_delimiters(line: int, text: str) -> Delimiters:
+    if text.startswith("MSH"):
+        raise ParseError(KIND, line, "MSH", "HL7 v2 message (MSH segment), not an HPRIM "
+                         "Santé file")
+    if not text.startswith("H") or len(text) < 6:
+        raise ParseError(KIND, line, "H", "the first record must be the H header")
+    chars = text[1:6]
+    if len(set(chars)) != 5:
+        raise ParseError(KIND, line, "H field 1 (delimiters)",
+                         f"delimiters {chars!r} are not 5 different characters")
+    if any(ch.isalnum() or ch.isspace() for ch in chars):
+        raise ParseError(KIND, line, "H field 1 (delimiters)",
+                         f"delimiters {chars!r} contain a letter, digit or space")
+    if len(text) > 6 and text[6] != chars[0]:
+        raise ParseError(KIND, line, "H field 1 (delimiters)",
+                         "the delimiters are not followed by the field separator")
+    return Delimiters(*chars)
+
+
+def _records(data: bytes, layout: TextLayout) -> Iterator[_Pending]:
+    """Logical records, streamed: physical lines with their ``A|`` continuations joined,
+    blank lines dropped (one record of lookahead, never the whole file as text)."""
+    pending: _Pending | None = None
+    continuation = ""
+    for number, raw in iter_lines(data, layout):
+        # Non-printable bytes around a record are transport noise (the standard's record
+        # terminator is CR; anything after it up to the next record is ignored).
+        text = raw.strip(_NOISE)
+        if not text.strip():
+            continue
+        if pending is None:
+            continuation = "A" + (text[1] if len(text) > 1 else "|")
+            pending = _Pending(number, text)
+        elif text.startswith(continuation):
+            # HPRIM Santé §B.1 (via libHprim): the text after "A|" is appended to the
+            # previous record as is, no separator inserted; then the record is split.
+            pending.text += text[2:]
+        else:
+            yield pending
+            pending = _Pending(number, text)
+    if pending is not None:
+        yield pending
+
+
+def parse_hprim_sante(data: bytes, escape_mode: str = "hl7_named") -> HprimSanteFile:
+    """Parse an HPRIM Santé file; see the module doc for what is refused."""
+    if escape_mode not in ESCAPE_MODES:
+        raise ValueError(f"unknown HPRIM Santé escape mode {escape_mode!r}")
+    warnings: list[str] = []
+    layout = detect_layout(data)
+    records = _records(data, layout)
+    first = next(records, None)
+    if first is None:
+        raise ParseError(KIND, None, None, "empty file: no H header")
+    delimiters = _read_delimiters(first.line, first.text)
+    escaper = Escaper(delimiters, escape_mode)
+    parser = _RecordParser(delimiters, escaper, warnings)
+    header = parser.header(first.line, first.text)
+    patients: list[_OpenPatient] = []
+    last: Any = None  # the record a C comment attaches to
+    trailer_line: int | None = None
+    sep = delimiters.field
+    last_line = first.line
+    for record in records:
+        last_line = record.line
+        kind, _, _ = record.text.partition(sep)
+        kind = kind.strip().upper()
+        if trailer_line is not None:
+            raise ParseError(KIND, record.line, kind or "record",
+                             f"record after the L trailer of line {trailer_line}")
+        if kind == "OBX":
+            if last is None or not patients or not patients[-1].requests:
+                raise ParseError(KIND, record.line, "OBX", "OBX result before any OBR request")
+            request = patients[-1].requests[-1]
+            result = _OpenResult(parser.result(record.line, record.text))
+            request.results.append(result)
+            last = result
+        elif kind == "OBR":
+            if not patients:
+                raise ParseError(KIND, record.line, "OBR", "OBR request before any P patient")
+            request = _OpenRequest(parser.request(record.line, record.text))
+            patients[-1].requests.append(request)
+            last = request
+        elif kind == "P":
+            patient = _OpenPatient(parser.patient(record.line, record.text))
+            patients.append(patient)
+            last = patient
+        elif kind == "C":
+            text = parser.comment(record.text)
+            if last is None:
+                warnings.append(f"line {record.line}: C comment on the H header ignored: "
+                                f"{text[:60]!r}")
+            else:
+                last.comments.append(text)
+        elif kind == "L":
+            trailer_line = record.line
+        elif kind == "H":
+            raise ParseError(KIND, record.line, "H", "second H header inside the file")
+        elif kind == "MSH":
+            raise ParseError(KIND, record.line, "MSH", "HL7 v2 segment in an HPRIM Santé file")
+        elif kind in _SKIPPED_RECORDS:
+            warnings.append(f"line {record.line}: {kind} record skipped (not a result)")
+        else:
+            warnings.append(f"line {record.line}: unknown record type {kind!r} skipped")
+    if trailer_line is None:
+        raise ParseError(KIND, last_line, "L", "no L trailer: the file is truncated")
+    return HprimSanteFile(
+        delimiters=delimiters, header=header,
+        patients=tuple(_freeze_patient(p) for p in patients), encoding=layout.encoding,
+        line_ending=layout.line_ending, escape_mode=escape_mode, warnings=tuple(warnings))
+
+
+def _freeze_patient(patient: _OpenPatient) -> HprimSantePatient:
+    requests = tuple(
+        HprimSanteRequest(**request.fields, comments=tuple(request.comments),
+                          results=tuple(HprimSanteResult(**result.fields,
+                                                         comments=tuple(result.comments))
+                                        for result in request.results))
+        for request in patient.requests)
+    return HprimSantePatient(**patient.fields, requests=requests,
+                             comments=tuple(patient.comments))
+
+
+class _RecordParser:
+    """Field extraction for one file's delimiters."""
+
+    def __init__(self, delimiters: Delimiters, escaper: Escaper, warnings: list[str]) -> None:
+        self.d = delimiters
+        self.decode: Callable[[str], str] = escaper.decode
+        self.warnings = warnings
+        self.shared: dict[str, str] = {}
+
+    def fields(self, text: str, width: int) -> list[str]:
+        parts = text.split(self.d.field)
+        if len(parts) < width:
+            parts.extend([""] * (width - len(parts)))
+        return parts
+
+    def value(self, raw: str) -> str:
+        text = self.decode(raw).strip()
+        if len(text) <= _SHARED_MAX:
+            return self.shared.setdefault(text, text)
+        return text
+
+    def components(self, raw: str, count: int) -> list[str]:
+        parts = [self.value(part) for part in raw.split(self.d.component)]
+        if len(parts) < count:
+            parts.extend([""] * (count - len(parts)))
+        return parts
+
+    def date(self, raw: str, line: int, where: str) -> str | None:
+        text = raw.strip()
+        if not text:
+            return None
+        parsed = parse_datetime(text)
+        if parsed is None:
+            self.warnings.append(f"line {line}, {where}: unreadable date {text!r}")
+        return parsed
+
+    def header(self, line: int, text: str) -> HprimSanteHeader:
+        f = self.fields(text, 14)
+        sender = self.components(f[4], 2)
+        receiver = self.components(f[9], 2)
+        version = self.components(f[12], 1)[0]
+        return HprimSanteHeader(
+            filename=self.value(f[2]), sender_id=sender[0], sender_name=sender[1],
+            message_type=self.value(f[6]), receiver_id=receiver[0], receiver_name=receiver[1],
+            processing_id=self.value(f[11]), version=version,
+            datetime=self.date(f[13], line, "H field 13 (date)"), line=line)
+
+    def patient(self, line: int, text: str) -> dict[str, Any]:
+        f = self.fields(text, 11)
+        name = self.components(f[5], 2)
+        address = self.components(f[10], 5)
+        sex = self.value(f[8])
+        return {"seq": self.value(f[1]), "line": line, "id_prescriber": self.value(f[2]),
+                "id_lab": self.value(f[3]), "last_name": name[0], "first_name": name[1],
+                "birth_name": self.value(f[6]),
+                "birth_date": self.date(f[7], line, "P field 7 (birth date)"), "sex": sex,
+                "address": Address(street=address[0], street2=address[1], city=address[2],
+                                   postcode=address[4])}
+
+    def request(self, line: int, text: str) -> dict[str, Any]:
+        f = self.fields(text, 26)
+        tests = []
+        for repeat in f[4].split(self.d.repeat):
+            if not repeat.strip():
+                continue
+            code, label, system = self.components(repeat, 3)[:3]
+            tests.append(CodedTest(code=code, label=label, coding_system=system))
+        prescriber = self.components(f[16], 3)
+        return {"seq": self.value(f[1]), "line": line, "placer_id": self.value(f[2]),
+                "filler_id": self.value(f[3]), "tests": tuple(tests),
+                "priority": self.value(f[5]),
+                "collection_datetime": self.date(f[7], line, "OBR field 7 (collection)"),
+                "reception_datetime": self.date(f[14], line, "OBR field 14 (reception)"),
+                "prescriber": Prescriber(id=prescriber[0], last_name=prescriber[1],
+                                         first_name=prescriber[2]),
+                "status": self.value(f[25])}
+
+    def result(self, line: int, text: str) -> dict[str, Any]:
+        f = self.fields(text, 15)
+        value_type = self.value(f[2])
+        code, label, system = self.components(f[3], 3)[:3]
+        value_code = value_label = None
+        if value_type == "CE":
+            # The CE value keeps its components as written; code and label split out.
+            value = f[5].strip()
+            value_code, value_label = self.components(f[5], 2)[:2]
+        else:
+            value = self.value(f[5])
+        range_text = self.value(f[7])
+        low, high = split_range(range_text)
+        flag = self.value(f[8])
+        abnormal, off_scale, known = interpret_flag(flag)
+        if not known:
+            self.warnings.append(f"line {line}, OBX field 8 (flag): unknown flag {flag!r}, "
+                                 "counted as not abnormal")
+        return {"seq": self.value(f[1]), "value_type": value_type, "code": code,
+                "label": label, "coding_system": system, "value": value,
+                "unit": self.value(f[6]), "range": range_text, "flag": flag,
+                "status": self.value(f[11]),
+                "datetime": self.date(f[14], line, "OBX field 14 (date)"),
+                "abnormal": abnormal, "off_scale": off_scale, "low": low, "high": high,
+                "value_code": value_code, "value_label": value_label, "line": line}
+
+    def comment(self, text: str) -> str:
+        f = self.fields(text, 4)
+        return self.value(f[3])
