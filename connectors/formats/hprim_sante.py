@@ -75,6 +75,31 @@ class Escaper:
         else:
             self._pattern = re.compile(esc + r"(.)", re.DOTALL)
 
+    def split(self, text: str, separator: str) -> list[str]:
+        """Split on ``separator``. In ``literal_next`` mode an escaped separator is
+        content, so the split must skip escape pairs (they stay for :meth:`decode`);
+        named sequences never contain a delimiter, so a plain split is exact."""
+        esc = self.delimiters.escape
+        if self.mode == "hl7_named" or esc not in text:
+            return text.split(separator)
+        parts: list[str] = []
+        current: list[str] = []
+        index, length = 0, len(text)
+        while index < length:
+            char = text[index]
+            if char == esc and index + 1 < length:
+                current.append(text[index:index + 2])
+                index += 2
+                continue
+            if char == separator:
+                parts.append("".join(current))
+                current = []
+            else:
+                current.append(char)
+            index += 1
+        parts.append("".join(current))
+        return parts
+
     def decode(self, text: str) -> str:
         if self.delimiters.escape not in text:
             return text
@@ -311,10 +336,15 @@ def split_range(text: str) -> tuple[str | None, str | None]:
 
 @dataclass(slots=True)
 class _Pending:
-    """A record whose ``A|`` continuations may still arrive."""
+    """A record whose ``A|`` continuations may still arrive (parts joined once, so a
+    record continued a thousand times costs linear, not quadratic, copying)."""
 
     line: int
-    text: str
+    parts: list[str]
+
+    @property
+    def text(self) -> str:
+        return self.parts[0] if len(self.parts) == 1 else "".join(self.parts)
 
 
 @dataclass(slots=True)
@@ -369,14 +399,14 @@ def _records(data: bytes, layout: TextLayout) -> Iterator[_Pending]:
             continue
         if pending is None:
             continuation = "A" + (text[1] if len(text) > 1 else "|")
-            pending = _Pending(number, text)
+            pending = _Pending(number, [text])
         elif text.startswith(continuation):
             # HPRIM Santé §B.1 (via libHprim): the text after "A|" is appended to the
             # previous record as is, no separator inserted; then the record is split.
-            pending.text += text[2:]
+            pending.parts.append(text[2:])
         else:
             yield pending
-            pending = _Pending(number, text)
+            pending = _Pending(number, [text])
     if pending is not None:
         yield pending
 
@@ -402,7 +432,8 @@ def parse_hprim_sante(data: bytes, escape_mode: str = "hl7_named") -> HprimSante
     last_line = first.line
     for record in records:
         last_line = record.line
-        kind, _, _ = record.text.partition(sep)
+        text = record.text
+        kind, _, _ = text.partition(sep)
         kind = kind.strip().upper()
         if trailer_line is not None:
             raise ParseError(KIND, record.line, kind or "record",
@@ -411,26 +442,26 @@ def parse_hprim_sante(data: bytes, escape_mode: str = "hl7_named") -> HprimSante
             if last is None or not patients or not patients[-1].requests:
                 raise ParseError(KIND, record.line, "OBX", "OBX result before any OBR request")
             request = patients[-1].requests[-1]
-            result = _OpenResult(parser.result(record.line, record.text))
+            result = _OpenResult(parser.result(record.line, text))
             request.results.append(result)
             last = result
         elif kind == "OBR":
             if not patients:
                 raise ParseError(KIND, record.line, "OBR", "OBR request before any P patient")
-            request = _OpenRequest(parser.request(record.line, record.text))
+            request = _OpenRequest(parser.request(record.line, text))
             patients[-1].requests.append(request)
             last = request
         elif kind == "P":
-            patient = _OpenPatient(parser.patient(record.line, record.text))
+            patient = _OpenPatient(parser.patient(record.line, text))
             patients.append(patient)
             last = patient
         elif kind == "C":
-            text = parser.comment(record.text)
+            comment = parser.comment(text)
             if last is None:
                 warnings.append(f"line {record.line}: C comment on the H header ignored: "
-                                f"{text[:60]!r}")
+                                f"{comment[:60]!r}")
             else:
-                last.comments.append(text)
+                last.comments.append(comment)
         elif kind == "L":
             trailer_line = record.line
         elif kind == "H":
@@ -466,11 +497,12 @@ class _RecordParser:
     def __init__(self, delimiters: Delimiters, escaper: Escaper, warnings: list[str]) -> None:
         self.d = delimiters
         self.decode: Callable[[str], str] = escaper.decode
+        self.split = escaper.split
         self.warnings = warnings
         self.shared: dict[str, str] = {}
 
     def fields(self, text: str, width: int) -> list[str]:
-        parts = text.split(self.d.field)
+        parts = self.split(text, self.d.field)
         if len(parts) < width:
             parts.extend([""] * (width - len(parts)))
         return parts
@@ -482,7 +514,7 @@ class _RecordParser:
         return text
 
     def components(self, raw: str, count: int) -> list[str]:
-        parts = [self.value(part) for part in raw.split(self.d.component)]
+        parts = [self.value(part) for part in self.split(raw, self.d.component)]
         if len(parts) < count:
             parts.extend([""] * (count - len(parts)))
         return parts
@@ -522,7 +554,7 @@ class _RecordParser:
     def request(self, line: int, text: str) -> dict[str, Any]:
         f = self.fields(text, 26)
         tests = []
-        for repeat in f[4].split(self.d.repeat):
+        for repeat in self.split(f[4], self.d.repeat):
             if not repeat.strip():
                 continue
             code, label, system = self.components(repeat, 3)[:3]

@@ -24,7 +24,9 @@ import io
 import os
 import re
 import stat
+import struct
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,7 +185,7 @@ def _check_name(name: str, where: str) -> None:
 def _zip_entries(data: bytes, limits: XdmLimits) -> dict[str, bytes]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, struct.error) as exc:
         raise ParseError(KIND, None, "zip", f"not a readable ZIP archive: {exc}") from None
     with archive:
         infos = archive.infolist()
@@ -218,8 +220,9 @@ def _zip_entries(data: bytes, limits: XdmLimits) -> dict[str, bytes]:
                             raise ParseError(KIND, None, info.filename,
                                              "archive larger than allowed once decompressed")
                         chunks.append(chunk)
-            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError,
-                    RuntimeError, zipfile.LargeZipFile) as exc:
+            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError,
+                    ValueError, zlib.error, struct.error) as exc:
+                # zipfile reports a corrupt archive with any of these (found by fuzzing).
                 raise ParseError(KIND, None, info.filename, f"unreadable entry: {exc}") from None
             entries[info.filename] = b"".join(chunks)
         return entries

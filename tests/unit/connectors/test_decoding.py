@@ -1,0 +1,62 @@
+"""Charset choice, line ends and NIR keys."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from connectors.formats.decoding import decode_text, detect_layout, iter_lines, iter_raw_lines
+from connectors.formats.nir import nir_birth_month, nir_key, nir_key_is_valid
+
+
+def test_bom_is_stripped_and_utf8_wins_when_valid():
+    data = b"\xef\xbb\xbfL\xc3\x89A\r\n"
+    layout = detect_layout(data)
+    assert layout.encoding == "utf-8" and layout.start == 3
+    assert list(iter_lines(data)) == [(1, "LÉA")]
+
+
+def test_invalid_utf8_is_cp1252_even_for_undefined_bytes():
+    data = "Œuf – été".encode("cp1252") + b" \x81"
+    assert detect_layout(data).encoding == "cp1252"
+    assert decode_text(data) == "Œuf – été \x81"
+    assert detect_layout("é".encode("latin-1")).encoding == "iso-8859-1"
+    assert detect_layout(b"ascii only").encoding == "iso-8859-1"
+
+
+def test_line_ends_crlf_lf_cr_and_mixed():
+    assert list(iter_raw_lines(b"a\r\nb\r\n")) == [b"a", b"b"]
+    assert list(iter_raw_lines(b"a\nb")) == [b"a", b"b"]
+    assert list(iter_raw_lines(b"a\rb\r")) == [b"a", b"b"]
+    assert list(iter_raw_lines(b"a\r\nb\nc\rd")) == [b"a", b"b", b"c", b"d"]
+    assert list(iter_raw_lines(b"a\r\n\r\nb")) == [b"a", b"", b"b"]
+    # Form feed, vertical tab and NEL are content, not line ends (unlike str.splitlines).
+    assert list(iter_raw_lines(b"a\x0cb\x0bc\x85d\n")) == [b"a\x0cb\x0bc\x85d"]
+    assert detect_layout(b"a\r\nb\r\n").line_ending == "CRLF"
+    assert detect_layout(b"a\nb\r").line_ending == "mixed"
+    assert detect_layout(b"a\rb").line_ending == "CR"
+    assert detect_layout(b"ab").line_ending == "none"
+
+
+@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\r\n",
+                                               blacklist_categories=["Cs"])), min_size=1),
+       st.sampled_from(["\r\n", "\n", "\r"]))
+def test_lines_round_trip_through_any_line_end(lines: list[str], end: str):
+    data = end.join(lines).encode("utf-8")
+    decoded = [text for _, text in iter_lines(data)]
+    expected = list(lines)
+    if expected and expected[-1] == "":
+        expected.pop()  # a final line end does not open an empty last line
+    assert decoded == expected
+
+
+def test_nir_keys():
+    assert nir_key("2480226123456") == 7
+    assert nir_key_is_valid("2480226123456", "07")
+    assert not nir_key_is_valid("2480226123456", "08")
+    # Corsica: 2A counts as 19, 2B as 18 before the modulo.
+    assert nir_key("185022A123456") == 97 - int("1850219123456") % 97
+    assert nir_key("185022B123456") == 97 - int("1850218123456") % 97
+    assert nir_key("not a nir") is None
+    assert nir_birth_month("2480226123456") == 2
+    assert nir_birth_month("2489926123456") is None
