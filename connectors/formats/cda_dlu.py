@@ -132,6 +132,8 @@ class CdaHeader:
     author: Person | None
     custodian_id: str | None
     custodian_name: str | None
+    parent_root: str | None = None  # relatedDocument[@typeCode='RPLC']: what this replaces
+    parent_extension: str | None = None
 
     @property
     def unique_id(self) -> str | None:
@@ -279,6 +281,7 @@ def _read_header(root: etree._Element, warnings: list[str]) -> CdaHeader:
         author_person = Person(family=family, given=given, idnat_ps=_idnat_ps(author))
     custodian = root.find("h:custodian/h:assignedCustodian/h:representedCustodianOrganization",
                           NS)
+    parent = root.find("h:relatedDocument[@typeCode='RPLC']/h:parentDocument", NS)
     return CdaHeader(
         id_root=_attr(root, "h:id", "root"), id_extension=_attr(root, "h:id", "extension"),
         set_id=_attr(root, "h:setId", "extension") or _attr(root, "h:setId", "root"),
@@ -293,7 +296,9 @@ def _read_header(root: etree._Element, warnings: list[str]) -> CdaHeader:
                             "value"),
         patient=_patient(root, warnings), author=author_person,
         custodian_id=_attr(custodian, "h:id", "extension"),
-        custodian_name=_text(_first(custodian, "h:name")) or None)
+        custodian_name=_text(_first(custodian, "h:name")) or None,
+        parent_root=_attr(parent, "h:id", "root"), parent_extension=_attr(parent, "h:id",
+                                                                          "extension"))
 
 
 def parse_cda_header(data: bytes) -> tuple[CdaHeader, tuple[str, ...]]:

@@ -177,7 +177,7 @@ def parse_date(text: str) -> str | None:
         return None
 
 
-def _marker(text: str) -> str | None:
+def record_marker(text: str) -> str | None:
     if "****" not in text:
         return None
     candidate = text.strip().upper()
@@ -285,7 +285,7 @@ def parse_hprim_net(data: bytes) -> HprimNetFile:
             if head == "TEX|":
                 lab_text.append(text[4:].strip())
                 continue
-            marker = _marker(text)
+            marker = record_marker(text)
             if marker == MARKER_END:
                 finish(number, True)
                 state = "between"
@@ -300,7 +300,7 @@ def parse_hprim_net(data: bytes) -> HprimNetFile:
                                 "RES; ignored")
             continue
         if state == "body":
-            marker = _marker(text)
+            marker = record_marker(text)
             if marker is None:
                 body.append(text)
             elif marker == MARKER_LAB:
@@ -314,7 +314,7 @@ def parse_hprim_net(data: bytes) -> HprimNetFile:
                 has_finfichier, state = True, "done"
             continue
         if state == "header":
-            marker = _marker(text)
+            marker = record_marker(text)
             if marker is not None:
                 raise ParseError(KIND, number, f"header line {len(header) + 1} "
                                  f"({HEADER_NAMES[len(header)]})",
@@ -327,7 +327,7 @@ def parse_hprim_net(data: bytes) -> HprimNetFile:
         if state == "between":
             if not text.strip():
                 continue
-            marker = _marker(text)
+            marker = record_marker(text)
             if marker == MARKER_END_OF_FILE:
                 has_finfichier, state = True, "done"
             elif marker is not None:

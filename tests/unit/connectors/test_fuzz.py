@@ -9,16 +9,29 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
+import hl7
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors.formats import (
+    Dlu,
+    HprimNetFile,
+    HprimSanteFile,
     ParseError,
     parse_cda_dlu,
     parse_content,
     parse_hprim_net,
     parse_hprim_sante,
 )
+from connectors.formats.fhir import bundle_from_cda, bundle_from_hprim_net, bundle_from_hprim_sante
+from connectors.formats.hl7v2 import (
+    Hl7Options,
+    MailContext,
+    mdm_from_cda,
+    oru_r01_from_hprim_net,
+    oru_r01_from_hprim_sante,
+)
+from connectors.formats.hprim_out import render_dlu, render_hprim_sante_patient, render_record
 from connectors.formats.xdm import read_xdm, read_xdm_entries
 
 from .samples import make_zip, sample_bytes, xdm_files
@@ -40,6 +53,28 @@ def only_parse_errors(parse: Callable[[bytes], Any], data: bytes) -> None:
         assert exc.line is None or exc.line >= 1
         return
     result.to_dict()  # a result that was accepted must also serialise
+    render_outputs(result)
+
+
+OPTIONS = Hl7Options(control_id="1", timestamp="20260101000000")
+
+
+def render_outputs(result: Any) -> None:
+    """Whatever a parser accepted, every serialiser must render without an exception."""
+    if isinstance(result, HprimNetFile):
+        for record in result.records:
+            hl7.parse(oru_r01_from_hprim_net(record, OPTIONS))
+            bundle_from_hprim_net(record)
+            render_record(record)
+    elif isinstance(result, HprimSanteFile):
+        for patient in result.patients:
+            hl7.parse(oru_r01_from_hprim_sante(result, patient, OPTIONS))
+            bundle_from_hprim_sante(result, patient)
+            render_hprim_sante_patient(result, patient)
+    elif isinstance(result, Dlu):
+        render_dlu(result)
+        bundle_from_cda(b"<x/>", result.header)
+        mdm_from_cda(b"<x/>", result.header, MailContext(sender="a@b.example"), OPTIONS)
 
 
 @st.composite
