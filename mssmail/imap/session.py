@@ -25,7 +25,6 @@ from typing import Any
 
 from mssmail.imap import fetch, grammar, names, render, search
 from mssmail.imap.grammar import AUTH, NOT_AUTH, SELECTED, FetchArgs, ListArgs, Request, SearchArgs
-from mssmail.imap.searchkeys import Key, Node, needs_content
 from mssmail.imap.selected import BadSequence, SelectedView, SyncPlan
 from mssmail.imap.seqset import SeqSet, compress, compress_ordered
 from mssmail.imap.tokens import ParseError
@@ -621,24 +620,11 @@ class Session:
         sel = self._sel()
         args: SearchArgs = request.args[0]
         view = sel.view
-        rows = await self.store.run(self.store.search_rows, sel.ref, search.COLUMNS,
-                                    search.columns_for(args.criteria, modseq=_uses_modseq(args.criteria)))
-        address = sel.ref.address
-        ctx = search.Context(seq_of=view.seq_of, exists=view.exists, max_uid=view.max_uid,
-                             loader=lambda sha: self.store.view(address, self.store.blob_for(sha)),
-                             now=datetime.now(UTC))
-        known = set(view.uids)
-        rows = [r for r in rows if r[search.UID] in known]
-        matched, read = await self.store.run(search.run, args.criteria, rows, ctx)
-        matched = view.live(matched)
-        if read or needs_content(args.criteria):
-            await self.store.run(self.store.audit_search, sel.ref, _criteria_text(args.criteria),
-                                 read, len(matched), ip=self.peer_ip)
-        numbers = matched if request.uid else [view.seq_of(u) or 0 for u in matched]
-        modseq = None
-        if _uses_modseq(args.criteria) and matched:
-            by_uid = {r[search.UID]: r[search.MODSEQ] for r in rows}
-            modseq = max(by_uid[u] for u in matched)
+        criteria = search.compile_criteria(args.criteria, search.View(view.uids, datetime.now(UTC)))
+        found = await self.store.run(self.store.search, sel.ref, criteria, ip=self.peer_ip, within=view.uids)
+        matched = view.live(found.uids)
+        numbers = matched if request.uid else search.sequence_numbers(matched, view.seq_of)
+        modseq = found.highest_modseq if matched else None
         if args.returns is None:
             line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
             if modseq is not None:
@@ -754,12 +740,9 @@ class Session:
                 buffer.clear()
 
     def _structure_bytes(self, ref: FolderRef, metas: Sequence[MessageMeta]) -> dict[int, bytes]:
-        """Bytes to work out ENVELOPE/BODYSTRUCTURE once (then cached): not a read by the
-        user, who gets no content from it, so not an audited read."""
-        extras = {m.uid: m.extra for m in self.store.messages_meta(ref, _ranges([m.uid for m in metas]),
-                                                                   with_extra=True)}
-        return {m.uid: self.store.view(ref.address, self.store.blob_for(m.sha256), extras.get(m.uid))
-                for m in metas}
+        """Bytes to work out ENVELOPE/BODYSTRUCTURE once (then cached): the user gets no
+        content from it, so one `structure` audit event per call, not a read per message."""
+        return self.store.messages_content(ref, metas, purpose="structure", ip=self.peer_ip)
 
     async def cmd_store(self, request: Request) -> Outcome:
         sel = self._sel()
@@ -888,19 +871,3 @@ def _ranges(uids: Sequence[int]) -> list[tuple[int, int]]:
         else:
             out.append((uid, uid))
     return out
-
-
-def _uses_modseq(node: Node) -> bool:
-    if isinstance(node, Key):
-        return node.kind == "modseq"
-    children = getattr(node, "keys", None)
-    if children is not None:
-        return any(_uses_modseq(k) for k in children)
-    if hasattr(node, "left"):
-        return _uses_modseq(node.left) or _uses_modseq(node.right)  # type: ignore[union-attr]
-    return _uses_modseq(node.key)  # type: ignore[union-attr]
-
-
-def _criteria_text(node: Node) -> str:
-    return repr(node)[:500]
-

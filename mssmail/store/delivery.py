@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from mssmail import audit
 from mssmail.store.driversql import Driver, driver_for, process_columns
-from mssmail.store.errors import FolderNotFound, MailboxNotFound, QuotaExceeded
+from mssmail.store.errors import FolderNotFound
 from mssmail.store.events import FolderChanged
 from mssmail.store.groupcommit import BatchWork
 from mssmail.store.models import Folder, Mailbox, Message
@@ -394,80 +394,3 @@ class DeliveryOps:
             when=internal_date or datetime.now(UTC),
             action=action, actor=actor or sender, sender=sender, ip=ip, extra=extra or {},
         )
-
-    def append(
-        self: Store,
-        address: str,
-        folder: str,
-        raw: bytes,
-        *,
-        flags: Iterable[str] = (),
-        internal_date: datetime | None = None,
-        actor: str = "",
-        ip: str = "",
-    ) -> tuple[int, int]:
-        """IMAP APPEND: durable before it returns; (uidvalidity, uid)."""
-        summary = summarize(raw)
-        size = len(raw)
-        with self.db.read() as s:
-            mailbox = s.execute(select(Mailbox).where(Mailbox.address == address.lower())).scalar_one_or_none()
-            if mailbox is None:
-                raise MailboxNotFound(f"no mailbox {address}.")
-            if mailbox.used_bytes + size > mailbox.quota_bytes:
-                raise QuotaExceeded(f"mailbox {address} is over its quota.")
-        sha = self.blobs.put(raw)
-        with self.db.write() as s:
-            mailbox = s.execute(
-                select(Mailbox).where(Mailbox.address == address.lower()).with_for_update()
-            ).scalar_one()
-            if mailbox.used_bytes + size > mailbox.quota_bytes:
-                raise QuotaExceeded(f"mailbox {address} is over its quota.")
-            target = self._lock_folder(s, mailbox, folder)
-            message = self._insert_message(s, mailbox, target, sha, size, summary,
-                                           self.norm_flags(flags), internal_date or datetime.now(UTC), None)
-            s.flush()
-            audit.record(s, audit.APPEND, actor=actor or address, mailbox=mailbox.address, ip=ip,
-                         message=f"{target.name}/{target.uidvalidity}/{message.uid}",
-                         details={"size": size, "sha256": sha})
-            result = (target.uidvalidity, message.uid)
-            event = FolderChanged(mailbox.id, target.id, "new")
-        self.changes.publish(event)
-        return result
-
-    def read_message(self: Store, address: str, folder: str, uid: int, *, actor: str = "",
-                     ip: str = "", audited: bool = True) -> bytes:
-        """The stored bytes of one message; each read is an audit event."""
-        with self.db.read() as s:
-            row = s.execute(
-                select(Message.blob_sha256, Folder.uidvalidity, Folder.name)
-                .join(Folder, Message.folder_id == Folder.id)
-                .join(Mailbox, Folder.mailbox_id == Mailbox.id)
-                .where(Mailbox.address == address.lower(), Folder.name == folder, Message.uid == uid)
-            ).first()
-        if row is None:
-            raise FolderNotFound(f"no message {uid} in {address}/{folder}.")
-        data = self.blobs.read(row[0])
-        if audited:
-            with self.db.write() as s:
-                audit.record(s, audit.READ, actor=actor or address, mailbox=address.lower(), ip=ip,
-                             message=f"{row[2]}/{row[1]}/{uid}")
-        return data
-
-    def list_messages(self: Store, address: str, folder: str = "INBOX", limit: int = 50,
-                      offset: int = 0) -> list[dict[str, Any]]:
-        with self.db.read() as s:
-            rows = s.execute(
-                select(Message)
-                .join(Folder, Message.folder_id == Folder.id)
-                .join(Mailbox, Folder.mailbox_id == Mailbox.id)
-                .where(Mailbox.address == address.lower(), Folder.name == folder)
-                .order_by(Message.uid.desc()).limit(limit).offset(offset)
-            ).scalars().all()
-            return [
-                {"uid": m.uid, "from": m.from_addr, "to": m.to_addrs, "subject": m.subject,
-                 "date": m.date_header.isoformat() if m.date_header else None,
-                 "message_id": m.message_id, "size": m.size, "flags": m.flags.split(),
-                 "has_attachments": m.has_attachments, "sha256": m.blob_sha256,
-                 "internal_date": m.internal_date.isoformat()}
-                for m in rows
-            ]

@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import bindparam, delete, func, insert, null, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, null, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from mssmail import audit
+from mssmail.store.actors import Actor, ActorKind, as_actor
 from mssmail.store.errors import (
     AccessDenied,
     FolderExists,
@@ -42,6 +43,7 @@ from mssmail.store.errors import (
 )
 from mssmail.store.events import FolderChanged
 from mssmail.store.models import Delegation, Folder, Mailbox, Message
+from mssmail.store.query import contains
 from mssmail.store.summary import summarize
 
 if TYPE_CHECKING:
@@ -70,7 +72,12 @@ class ReadOnly(AccessDenied):
 
 @dataclass(frozen=True)
 class FolderRef:
-    """One folder of one mailbox, reached by `actor` with `rights` (owner, full, read)."""
+    """One folder of one mailbox, reached by `principal` with `rights` (owner, full,
+    read); `actor` is how audit events name the principal (`Actor.audit_name`).
+
+    Handed out only by `folder_open` / `open_folder`, after the access check: every call
+    that takes a ref acts within these rights.
+    """
 
     actor: str
     address: str
@@ -79,6 +86,7 @@ class FolderRef:
     name: str
     uidvalidity: int
     rights: str
+    principal: Actor
 
     @property
     def writable(self) -> bool:
@@ -220,23 +228,31 @@ class MessageOps:
         for event in dict.fromkeys(events):
             self.changes.publish(event)
 
-    def _access(self: Store, s: Session, actor: str, address: str) -> tuple[int, str, str]:
-        """(mailbox id, address, rights) if `actor` may open `address`, else AccessDenied."""
-        actor, address = actor.strip().lower(), address.strip().lower()
+    def _access(self: Store, s: Session | Connection, actor: Actor | str,
+                address: str) -> tuple[int, str, str]:
+        """(mailbox id, address, rights) if `actor` may open `address`, else AccessDenied.
+
+        A user: `owner` of their own mailbox, the delegated rights on another (not if
+        it is disabled). An administrator or a system component: `full` on any mailbox
+        (see `mssmail.store.actors`)."""
+        who = as_actor(actor)
+        address = address.strip().lower()
         row = s.execute(select(Mailbox.id, Mailbox.address, Mailbox.disabled)
                         .where(Mailbox.address == address)).first()
         if row is None:
             raise MailboxNotFound(f"no mailbox {address}.")
-        if address == actor:
+        if who.kind is not ActorKind.USER:
+            return row.id, row.address, "full"
+        if address == who.name:
             return row.id, row.address, "owner"
         if row.disabled:
             raise AccessDenied(f"mailbox {address} is disabled.")
         rights = s.execute(
             select(Delegation.rights).join(Mailbox, Delegation.delegate_id == Mailbox.id)
-            .where(Delegation.mailbox_id == row.id, Mailbox.address == actor)
+            .where(Delegation.mailbox_id == row.id, Mailbox.address == who.name)
         ).scalar_one_or_none()
         if rights is None:
-            raise AccessDenied(f"{actor} has no access to {address}.")
+            raise AccessDenied(f"{who.name} has no access to {address}.")
         return row.id, row.address, rights
 
     @staticmethod
@@ -260,7 +276,7 @@ class MessageOps:
         return current + 1
 
     # --- folders --------------------------------------------------------------------
-    def folder_list(self: Store, actor: str, address: str) -> list[FolderInfo]:
+    def folder_list(self: Store, actor: Actor | str, address: str) -> list[FolderInfo]:
         with self.db.read() as s:
             mailbox_id, _, _ = self._access(s, actor, address)
             rows = s.execute(
@@ -270,7 +286,7 @@ class MessageOps:
             ).all()
         return [FolderInfo(*row) for row in rows]
 
-    def folder_create(self: Store, actor: str, address: str, name: str, *,
+    def folder_create(self: Store, actor: Actor | str, address: str, name: str, *,
                       special_use: str | None = None, ip: str = "") -> FolderInfo:
         name = check_folder_name(name)
         if special_use is not None and special_use not in SPECIAL_USES:
@@ -279,7 +295,7 @@ class MessageOps:
         def work(s: Session) -> tuple[FolderInfo, FolderChanged]:
             mailbox_id, box, rights = self._access(s, actor, address)
             if rights not in WRITE_RIGHTS:
-                raise ReadOnly(f"{actor} may only read {box}.")
+                raise ReadOnly(f"{as_actor(actor).name} may only read {box}.")
             exists = s.execute(select(Folder.id).where(Folder.mailbox_id == mailbox_id,
                                                        Folder.name == name)).first()
             if exists:
@@ -289,7 +305,7 @@ class MessageOps:
                             message_count=0, unseen_count=0)
             s.add(folder)
             s.flush()
-            audit.record(s, audit.ADMIN, actor=actor, mailbox=box, ip=ip,
+            audit.record(s, audit.ADMIN, actor=as_actor(actor).audit_name, mailbox=box, ip=ip,
                          details={"op": "folder.create", "folder": name})
             info = FolderInfo(name, special_use, True, 0, 0, 1, folder.uidvalidity, 1)
             return info, FolderChanged(mailbox_id, folder.id, "folder")
@@ -298,7 +314,7 @@ class MessageOps:
         self._publish([event])
         return info
 
-    def folder_delete(self: Store, actor: str, address: str, name: str, *, ip: str = "") -> int:
+    def folder_delete(self: Store, actor: Actor | str, address: str, name: str, *, ip: str = "") -> int:
         """Remove a folder and its messages (not its sub-folders); how many messages went."""
         name = normalize_folder_name(name)
         if name == "INBOX":
@@ -307,7 +323,7 @@ class MessageOps:
         def work(s: Session) -> tuple[int, FolderChanged]:
             mailbox_id, box, rights = self._access(s, actor, address)
             if rights not in WRITE_RIGHTS:
-                raise ReadOnly(f"{actor} may only read {box}.")
+                raise ReadOnly(f"{as_actor(actor).name} may only read {box}.")
             used = s.execute(select(Mailbox.used_bytes).where(Mailbox.id == mailbox_id)
                              .with_for_update()).scalar_one()
             folder = self._folder_row(s, mailbox_id, name, lock=True)
@@ -317,7 +333,7 @@ class MessageOps:
             s.execute(delete(_F).where(_F.c.id == folder.id))
             s.execute(update(_MB).where(_MB.c.id == mailbox_id)
                       .values(used_bytes=max(used - int(size), 0)))
-            audit.record(s, audit.ADMIN, actor=actor, mailbox=box, ip=ip,
+            audit.record(s, audit.ADMIN, actor=as_actor(actor).audit_name, mailbox=box, ip=ip,
                          details={"op": "folder.delete", "folder": name, "messages": count,
                                   "uidvalidity": folder.uidvalidity})
             return count, FolderChanged(mailbox_id, folder.id, "folder")
@@ -326,7 +342,7 @@ class MessageOps:
         self._publish([event])
         return count
 
-    def folder_rename(self: Store, actor: str, address: str, old: str, new: str, *,
+    def folder_rename(self: Store, actor: Actor | str, address: str, old: str, new: str, *,
                       ip: str = "") -> None:
         """RFC 3501 section 6.3.5: sub-folders follow; renaming INBOX moves its messages."""
         old, new = normalize_folder_name(old), check_folder_name(new)
@@ -338,7 +354,7 @@ class MessageOps:
         def work(s: Session) -> list[FolderChanged]:
             mailbox_id, box, rights = self._access(s, actor, address)
             if rights not in WRITE_RIGHTS:
-                raise ReadOnly(f"{actor} may only read {box}.")
+                raise ReadOnly(f"{as_actor(actor).name} may only read {box}.")
             source = self._folder_row(s, mailbox_id, old, lock=True)
             taken = s.execute(select(Folder.name).where(
                 Folder.mailbox_id == mailbox_id,
@@ -365,13 +381,13 @@ class MessageOps:
                     s.execute(update(_F).where(_F.c.id == child_id)
                               .values(name=new + child_name[len(old):]))
                     events.append(FolderChanged(mailbox_id, child_id, "folder"))
-            audit.record(s, audit.ADMIN, actor=actor, mailbox=box, ip=ip,
+            audit.record(s, audit.ADMIN, actor=as_actor(actor).audit_name, mailbox=box, ip=ip,
                          details={"op": "folder.rename", "from": old, "to": new})
             return events
 
         self._publish(self._write(work))
 
-    def folder_subscribe(self: Store, actor: str, address: str, name: str, subscribed: bool) -> None:
+    def folder_subscribe(self: Store, actor: Actor | str, address: str, name: str, subscribed: bool) -> None:
         def work(s: Session) -> None:
             mailbox_id, _, _ = self._access(s, actor, address)
             folder = self._folder_row(s, mailbox_id, name)
@@ -379,7 +395,7 @@ class MessageOps:
 
         self._write(work)
 
-    def folder_open(self: Store, actor: str, address: str, name: str, *, uids: bool = True) -> Opened:
+    def folder_open(self: Store, actor: Actor | str, address: str, name: str, *, uids: bool = True) -> Opened:
         """SELECT/EXAMINE: the folder's state and its UIDs, as of one moment.
 
         The state is read before the UIDs: anything committed in between has a
@@ -389,7 +405,8 @@ class MessageOps:
         with self.db.engine.connect() as s:
             mailbox_id, box, rights = self._access(s, actor, address)
             row = self._folder_row(s, mailbox_id, name)
-            ref = FolderRef(actor.strip().lower(), box, mailbox_id, row.id, row.name, row.uidvalidity, rights)
+            who = as_actor(actor)
+            ref = FolderRef(who.audit_name, box, mailbox_id, row.id, row.name, row.uidvalidity, rights, who)
             state = FolderState(row.uidvalidity, row.uidnext, row.message_count, row.unseen_count,
                                 row.highest_modseq)
             uid_list: list[int] = []
@@ -437,7 +454,7 @@ class MessageOps:
             return None
         return FolderState(*row)
 
-    def folder_size(self: Store, actor: str, address: str, name: str) -> int:
+    def folder_size(self: Store, actor: Actor | str, address: str, name: str) -> int:
         """STATUS SIZE (RFC 8438): the octets of the folder's messages."""
         with self.db.read() as s:
             mailbox_id, _, _ = self._access(s, actor, address)
@@ -458,7 +475,7 @@ class MessageOps:
             return list(s.execute(select(Message.uid).where(Message.folder_id == ref.folder_id)
                                   .order_by(Message.uid)).scalars().all())
 
-    def quota_of(self: Store, actor: str, address: str) -> tuple[int, int]:
+    def quota_of(self: Store, actor: Actor | str, address: str) -> tuple[int, int]:
         """(used, limit) in octets, for QUOTA (RFC 9208)."""
         with self.db.read() as s:
             mailbox_id, _, _ = self._access(s, actor, address)
@@ -496,8 +513,6 @@ class MessageOps:
             rows = connection.execute(query).all()
         out = [MessageMeta(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7] or {}, r[8]) for r in rows]
         if ranges is not None and len(ranges) > 50:
-            from mssmail.imap.seqset import contains  # pure helper
-
             out = [m for m in out if contains(ranges, m.uid)]
         return out
 
@@ -506,7 +521,7 @@ class MessageOps:
         """(uid, *columns) of every message of the folder, for SEARCH; a column not in
         `needed` (when given) comes back as None, without being read."""
         allowed = {"flags", "size", "internal_date", "date_header", "from_addr", "to_addrs", "subject",
-                   "modseq", "blob_sha256", "extra", "id"}
+                   "modseq", "blob_sha256", "has_attachments", "extra", "id"}
         bad = [c for c in columns if c not in allowed]
         if bad:
             raise ValueError(f"not a searchable column: {bad[0]}")
@@ -516,10 +531,24 @@ class MessageOps:
         with self.db.engine.connect() as connection:
             return [tuple(r) for r in connection.execute(query).all()]
 
-    def blob_for(self: Store, sha256: str) -> bytes:
-        """Stored bytes by digest, unaudited: only for server-side work (SEARCH, caching)
-        whose result is not the message's bytes."""
-        return self.blobs.read(sha256)
+    def messages_content(self: Store, ref: FolderRef, metas: Sequence[MessageMeta], *,
+                         purpose: str, ip: str = "") -> dict[int, bytes]:
+        """The bytes of messages as their reader sees them (`store.view`), for work done
+        on the reader's behalf whose result is not the bytes (IMAP works out ENVELOPE and
+        BODYSTRUCTURE once and caches them): within the ref's rights, one audit event
+        for the call (action `purpose`, e.g. "structure") instead of one read per message."""
+        wanted = {m.uid for m in metas}
+        rows = [m for m in self.messages_meta(ref, _ranges(wanted), with_extra=True) if m.uid in wanted]
+        if not rows:
+            return {}
+
+        def work(s: Session) -> None:
+            audit.record(s, purpose, actor=ref.actor, mailbox=ref.address, ip=ip,
+                         message=f"{ref.name}/{ref.uidvalidity}",
+                         details={"uids": _compress(m.uid for m in rows), "count": len(rows)})
+
+        self._write(work)
+        return {m.uid: self.view(ref.address, self.blobs.read(m.sha256), m.extra) for m in rows}
 
     def audit_search(self: Store, ref: FolderRef, criteria: str, scanned: int, matched: int, *,
                      ip: str = "") -> None:
@@ -780,7 +809,7 @@ class MessageOps:
             raise ReadOnly(f"{ref.actor} may only read {ref.address}.")
 
         def work(s: Session) -> tuple[int, list[int], list[int], list[FolderChanged]]:
-            target_mailbox, target_box, rights = self._access(s, ref.actor, address)
+            target_mailbox, target_box, rights = self._access(s, ref.principal, address)
             if rights not in WRITE_RIGHTS:
                 raise ReadOnly(f"{ref.actor} may only read {target_box}.")
             # Lock mailboxes in address order, as deliveries do.
@@ -821,7 +850,7 @@ class MessageOps:
             self._publish(events)
         return uidvalidity, src, dst
 
-    def messages_append(self: Store, actor: str, address: str, name: str,
+    def messages_append(self: Store, actor: Actor | str, address: str, name: str,
                         messages: Sequence[tuple[bytes, Sequence[str], datetime | None]], *,
                         ip: str = "", cache: Callable[[bytes], bytes | None] | None = None
                         ) -> tuple[int, list[int]]:
@@ -834,7 +863,7 @@ class MessageOps:
         with self.db.read() as s:
             mailbox_id, box, rights = self._access(s, actor, address)
             if rights not in WRITE_RIGHTS:
-                raise ReadOnly(f"{actor} may only read {box}.")
+                raise ReadOnly(f"{as_actor(actor).name} may only read {box}.")
             self._folder_row(s, mailbox_id, name)
             used, quota = s.execute(select(Mailbox.used_bytes, Mailbox.quota_bytes)
                                     .where(Mailbox.id == mailbox_id)).one()
@@ -872,7 +901,7 @@ class MessageOps:
                 unseen_count=_F.c.unseen_count + unseen))
             s.execute(update(_MB).where(_MB.c.id == mailbox_id).values(
                 used_bytes=_MB.c.used_bytes + total))
-            who = actor.strip().lower()
+            who = as_actor(actor).audit_name
             audit.record_many(s, [
                 audit.Event(audit.APPEND, who, box, f"{folder.name}/{folder.uidvalidity}/{uid}", ip,
                             {"size": size, "sha256": sha})

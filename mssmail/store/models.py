@@ -246,3 +246,34 @@ class OutboundMessage(Base):
     state: Mapped[str] = mapped_column(String(20), default="queued")
     delay_warned: Mapped[bool] = mapped_column(Boolean, default=False)
     lease_until: Mapped[datetime | None] = mapped_column()
+
+
+class Job(Base):
+    """One unit of background work (a connector delivery, an MDN...), leased by a worker.
+
+    `key` makes an insert idempotent: the same work enqueued twice (a delivery retried
+    after a crash) is one job. `mailbox` and `message_id` name the message the job is
+    about, when there is one; the job is inserted in the transaction that stores the
+    message, so neither is ever committed without the other (see `mssmail.store.jobs`).
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_due", "kind", "state", "next_attempt"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    payload: Mapped[dict] = mapped_column(default=dict)
+    # What the worker recorded it has done so far (steps of an exactly-once delivery).
+    progress: Mapped[dict] = mapped_column(default=dict)
+    # pending, running, done, failed (waiting for its retry), dead (no more retries)
+    state: Mapped[str] = mapped_column(String(10), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    mailbox: Mapped[str] = mapped_column(String(320), default="", index=True)
+    message_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()

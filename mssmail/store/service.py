@@ -13,11 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from mssmail.store.api import MessageAPI
 from mssmail.store.blobs import BlobStore, flush_filesystem
 from mssmail.store.db import Database
 from mssmail.store.delivery import DeliveryOps
 from mssmail.store.events import ChangeBus
 from mssmail.store.groupcommit import GroupCommitter
+from mssmail.store.jobs import JobOps
 from mssmail.store.mailboxes import MailboxAdmin
 from mssmail.store.messages import MessageOps
 from mssmail.store.outbound import OutboundOps
@@ -32,7 +34,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class Store(MailboxAdmin, AuthOps, DeliveryOps, OutboundOps, MessageOps):
+class Store(MailboxAdmin, AuthOps, DeliveryOps, OutboundOps, JobOps, MessageAPI, MessageOps):
     def __init__(
         self,
         url: str,

@@ -14,6 +14,7 @@ import pytest
 
 from mssmail.store.service import Store
 from tests.support.instance import MssInstance
+from tests.support.mailbox import summaries
 
 pytestmark = pytest.mark.timeout(300)
 TOTAL = 1000
@@ -76,15 +77,15 @@ def test_kill9_during_load_loses_nothing_acknowledged(tmp_path: Path, workers: i
     inst.start("smtp")  # the server comes back on the same data
     assert inst.stop() == 0
     with Store(f"sqlite:///{inst.data / 'mss.db'}", inst.data / "blobs", pool_size=2) as store:
-        stored = store.list_messages("claire.durand@a.example", limit=TOTAL * 2)
-        counts = Counter(m["message_id"] for m in stored)
+        stored = summaries(store, "claire.durand@a.example")
+        counts = Counter(m.message_id for m in stored)
         assert max(counts.values()) == 1, "a message was stored twice"
-        by_id = {m["message_id"]: m for m in stored}
+        by_id = {m.message_id: m for m in stored}
         for n in acked:
             row = by_id.get(f"<load-{n}@a.example>")
             assert row is not None, f"message {n} got 250 but is not in the store"
-            blob = store.blobs.read(row["sha256"])
-            assert hashlib.sha256(blob).hexdigest() == row["sha256"]
+            blob = store.blobs.read(row.sha256)
+            assert hashlib.sha256(blob).hexdigest() == row.sha256
             assert strip_trace(blob) == message(n)
         with store.db.read() as session:
             from mssmail import audit

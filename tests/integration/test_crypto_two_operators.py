@@ -20,6 +20,7 @@ import pytest
 from mssmail.config import load_config
 from mssmail.store.service import Store
 from tests.support.instance import MssInstance
+from tests.support.mailbox import contents
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -37,8 +38,7 @@ def _stored_inbox(inst: MssInstance, address: str, timeout: float = 60) -> list[
     while True:
         store = Store.from_config(load_config(inst.data))
         try:
-            found = [store.read_message(address, "INBOX", m["uid"], audited=False)
-                     for m in store.list_messages(address, "INBOX")]
+            found = contents(store, address)
         finally:
             store.close()
         if found or time.monotonic() > deadline:

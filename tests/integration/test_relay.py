@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mssmail.queue.outbound import enqueue
+from mssmail.store.api import MessageSummary
 from tests.integration.test_relay_support import (
     Recorder,
     free_port,
@@ -17,6 +18,7 @@ from tests.integration.test_relay_support import (
     run_worker,
     start_peer,
 )
+from tests.support.mailbox import content, summaries
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -52,8 +54,8 @@ def sender_store(store):
     return store
 
 
-def _inbox(store) -> list[dict]:
-    return store.list_messages(SENDER, "INBOX")
+def _inbox(store) -> list[MessageSummary]:
+    return summaries(store, SENDER)
 
 
 def _item(store, item_id: int) -> dict:
@@ -99,7 +101,7 @@ def test_remote_down_retried_then_dsn_after_max_age(sender_store, data_dir, pkis
     assert item["attempts"] >= 2
     assert "Connection refused" in item["last_error"] or "refused" in item["last_error"].lower()
     [bounce] = _inbox(store)
-    report = store.read_message(SENDER, "INBOX", bounce["uid"]).decode()
+    report = content(store, SENDER, bounce.uid).decode()
     assert "multipart/report; report-type=delivery-status" in report
     assert "Action: failed" in report and "Status: 5.4.7" in report
     assert f"Final-Recipient: rfc822; {RCPT}" in report
@@ -188,7 +190,7 @@ def test_permanent_rejection_and_no_route(sender_store, data_dir, pkis):
     statuses = {e["address"]: e["status"] for e in _item(store, item_id)["recipients"]}
     assert statuses == {RCPT: "sent", bad: "failed", "x@c.example": "failed"}
     [bounce] = _inbox(store)  # one DSN: both failures of one attempt, none for <>
-    report = store.read_message(SENDER, "INBOX", bounce["uid"]).decode()
+    report = content(store, SENDER, bounce.uid).decode()
     assert "Final-Recipient: rfc822; nobody@b.example" in report and "Status: 5.1.1" in report
     assert "Final-Recipient: rfc822; x@c.example" in report and "Status: 5.4.4" in report
     assert f"Final-Recipient: rfc822; {RCPT}" not in report
@@ -203,7 +205,7 @@ def test_delay_warning_sent_once(sender_store, data_dir, pkis):
     item = _item(store, item_id)
     assert item["state"] == "queued" and item["delay_warned"]
     [warning] = _inbox(store)
-    report = store.read_message(SENDER, "INBOX", warning["uid"]).decode()
+    report = content(store, SENDER, warning.uid).decode()
     assert "Action: delayed" in report and "Will-Retry-Until:" in report
 
 

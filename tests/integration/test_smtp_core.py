@@ -16,6 +16,7 @@ import pytest
 from mssmail.store.service import Store
 from tests.conftest import PG_AVAILABLE, _drop_schema, _pg_schema_url
 from tests.support.instance import MssInstance
+from tests.support.mailbox import contents
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -76,7 +77,7 @@ def open_store(inst: MssInstance) -> Store:
 
 def stored_inbox(inst: MssInstance, local: str, folder: str = "INBOX") -> list[bytes]:
     with open_store(inst) as store:
-        return [store.blobs.read(m["sha256"]) for m in store.list_messages(inst.address(local), folder, limit=1000)]
+        return contents(store, inst.address(local), folder)
 
 
 def strip_trace(stored: bytes) -> bytes:

@@ -18,6 +18,7 @@ import pytest
 
 from mssmail.store.service import Store
 from tests.support.instance import MssInstance
+from tests.support.mailbox import summaries
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -54,8 +55,7 @@ def message(subject: str, extra_header: str = "") -> bytes:
 
 def stored(inst: MssInstance) -> dict[str, bytes]:
     with Store(f"sqlite:///{inst.data / 'mss.db'}", inst.data / "blobs", pool_size=2) as store:
-        return {m["message_id"]: store.blobs.read(m["sha256"])
-                for m in store.list_messages("claire.durand@a.example", limit=1000)}
+        return {m.message_id: store.blobs.read(m.sha256) for m in summaries(store, "claire.durand@a.example")}
 
 
 def blob_count(inst: MssInstance) -> int:

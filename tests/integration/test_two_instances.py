@@ -14,6 +14,7 @@ import pytest
 from mssmail.config import load_config
 from mssmail.store.service import Store
 from tests.support.instance import MssInstance
+from tests.support.mailbox import contents
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -45,8 +46,7 @@ def _wait_inbox(inst: MssInstance, address: str, count: int, timeout: float = 40
 def _stored(inst: MssInstance, address: str) -> list[bytes]:
     store = Store.from_config(load_config(inst.data))
     try:
-        return [store.read_message(address, "INBOX", m["uid"], audited=False)
-                for m in store.list_messages(address, "INBOX")]
+        return contents(store, address)
     finally:
         store.close()
 

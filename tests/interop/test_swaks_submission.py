@@ -9,6 +9,7 @@ import pytest
 
 from mssmail.store.service import Store
 from tests.support.instance import MssInstance
+from tests.support.mailbox import summaries
 
 pytestmark = [pytest.mark.timeout(120),
               pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")]
@@ -28,7 +29,7 @@ def swaks(*args: str) -> subprocess.CompletedProcess[str]:
 
 def subjects(inst: MssInstance, address: str) -> list[str]:
     with Store(f"sqlite:///{inst.data / 'mss.db'}", inst.data / "blobs", pool_size=1) as store:
-        return [m["subject"] for m in store.list_messages(address)]
+        return [m.subject for m in summaries(store, address)]
 
 
 def test_swaks_submission_with_starttls_and_auth(server: MssInstance):

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mssmail.imap import search
+from mssmail.store import query as search
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyzKLMXYZ0123456789 -_.,:;=?\"'()" + "éàüß" + search.CASEFOLD_TO_ASCII
 WORDS = st.text(alphabet=ALPHABET, min_size=0, max_size=25)

@@ -11,6 +11,7 @@ from sqlalchemy import update
 from mssmail import audit
 from mssmail.store.errors import MailboxExists, MailboxNotFound, QuotaExceeded, StoreError
 from mssmail.store.models import AuditEvent
+from tests.support.mailbox import content, summaries
 
 RAW = (b"From: a@a.example\r\nTo: b@a.example\r\nSubject: =?utf-8?q?R=C3=A9sultats?=\r\n"
        b"Message-ID: <1@a.example>\r\nDate: Mon, 2 Nov 2026 10:00:00 +0100\r\n\r\nbody\r\n")
@@ -36,10 +37,10 @@ def test_deliver_is_byte_identical_and_counts(store):
     outcomes = store.deliver(RAW, ["b@a.example", "C@a.example", "x@a.example"], sender="a@a.example")
     assert outcomes["b@a.example"].ok and outcomes["c@a.example"].ok
     assert outcomes["x@a.example"].code == 550
-    assert store.read_message("b@a.example", "INBOX", outcomes["b@a.example"].uid) == RAW
-    listed = store.list_messages("b@a.example")
-    assert listed[0]["subject"] == "Résultats"
-    assert listed[0]["sha256"] == hashlib.sha256(RAW).hexdigest()
+    assert content(store, "b@a.example", outcomes["b@a.example"].uid) == RAW
+    listed = summaries(store, "b@a.example")
+    assert listed[0].subject == "Résultats"
+    assert listed[0].sha256 == hashlib.sha256(RAW).hexdigest()
     info = store.mailbox_info("b@a.example")
     assert info["used_bytes"] == len(RAW)
     assert info["folders"][0] == {"name": "INBOX", "messages": 1, "unseen": 1, "special_use": None}
@@ -71,7 +72,7 @@ def test_quota_refuses_delivery_and_append(store):
     second = store.deliver(RAW, ["b@a.example"])["b@a.example"]
     assert (second.ok, second.code) == (False, 552)
     with pytest.raises(QuotaExceeded):
-        store.append("b@a.example", "INBOX", RAW)
+        store.append(store.open_folder("b@a.example", "b@a.example", "INBOX"), RAW)
 
 
 def test_disabled_mailbox_refuses_mail(store):
@@ -104,7 +105,7 @@ def test_authentication_delay_and_source_block(store):
 def test_audit_chain_detects_edit_and_removal(store):
     store.create_mailbox("b@a.example")
     store.deliver(RAW, ["b@a.example"])
-    store.read_message("b@a.example", "INBOX", 1, actor="b@a.example")
+    store.message_view(store.open_folder("b@a.example", "b@a.example", "INBOX"), 1, mark_seen=False)
     with store.db.read() as s:
         result = audit.verify(s)
     assert result.ok and result.checked == 3

@@ -1,0 +1,405 @@
+"""The reader/writer API every front end calls: IMAP, the webmail, connectors, the CLI.
+
+One entry: `open_folder(actor, address, name)` checks the actor's rights on the mailbox
+(owner, delegate `read` or `full`, administrator, system component: see
+`mssmail.store.actors`) and hands out a `FolderRef`; every other call takes the ref and
+stays within its rights. What reads a message's content is audited before the content
+is returned (`message_view`, `message_part`, `search`); what changes messages is audited
+in the transaction of the change (`set_flags`, `move`, `copy`, `expunge`, `append`).
+Listing metadata (`message_page`) is not audited, as for IMAP ENVELOPE.
+
+The IMAP-shaped methods of `MessageOps` (`folder_open`, `messages_meta`,
+`messages_read`, `messages_store`...) are the lower layer: IMAP calls them directly
+where it needs their batch shape for speed; they take the same refs and do the same
+checks. No front end reads the ORM or the blob files itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from mssmail import audit
+from mssmail.store import mimeview, query
+from mssmail.store.actors import Actor, ActorKind, as_actor
+from mssmail.store.errors import StoreError
+from mssmail.store.messages import FolderRef, ReadOnly
+from mssmail.store.mimeview import PartInfo
+from mssmail.store.models import Mailbox, Message
+from mssmail.store.query import Query
+
+if TYPE_CHECKING:
+    from mssmail.store.service import Store
+
+__all__ = ["Actor", "ActorKind", "Appended", "FolderRef", "MessageAPI", "MessageNotFound", "MessagePart",
+           "MessageSummary", "MessageView", "Order", "Page", "PartInfo", "Protection", "SearchResult",
+           "Transfer", "as_actor"]
+
+Order = Literal["arrival", "date", "from", "subject", "size"]
+ORDERS: tuple[Order, ...] = ("arrival", "date", "from", "subject", "size")
+MAX_PAGE = 500
+
+
+class MessageNotFound(StoreError):
+    pass
+
+
+class BadCursor(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class Protection:
+    """What crypto found on reception (`extra["signature_report"]`): signed, encrypted,
+    the overall verdict ("valid", "untrusted", "tampered"... None when not looked at)."""
+
+    signed: bool = False
+    encrypted: bool = False
+    verdict: str | None = None
+    decrypted: bool | None = None
+
+    @classmethod
+    def of(cls, extra: dict[str, Any] | None) -> Protection:
+        report = (extra or {}).get("signature_report")
+        if not isinstance(report, dict):
+            return cls()
+        return cls(bool(report.get("signers")), bool(report.get("encrypted")),
+                   report.get("verdict"), report.get("decrypted"))
+
+
+def _document_kinds(extra: dict[str, Any] | None, flags: Sequence[str]) -> tuple[str, ...]:
+    kinds: list[str] = []
+    docs = (extra or {}).get("documents")
+    if isinstance(docs, list):
+        kinds += [str(d.get("kind", "")) for d in docs if isinstance(d, dict) and d.get("kind")]
+    lowered = {f.lower() for f in flags}
+    kinds += [k for k, flag in (("hprim", "$hprim"), ("dlu", "$dlu")) if flag in lowered]
+    return tuple(dict.fromkeys(kinds))
+
+
+@dataclass(frozen=True)
+class MessageSummary:
+    """One row of a folder listing."""
+
+    uid: int
+    flags: tuple[str, ...]
+    size: int
+    internal_date: datetime
+    date: datetime | None  # the Date: header
+    from_addr: str
+    to_addrs: str
+    subject: str
+    has_attachments: bool
+    protection: Protection
+    documents: tuple[str, ...]  # kinds of health documents found: "hprim_net", "dlu"...
+    message_id: str  # the Message-ID header
+    sha256: str  # digest of the stored bytes (content-addressed blob)
+
+    @property
+    def seen(self) -> bool:
+        return any(f.lower() == "\\seen" for f in self.flags)
+
+    @property
+    def hprim(self) -> bool:
+        return any(k.lower().startswith("hprim") for k in self.documents)
+
+    @property
+    def dlu(self) -> bool:
+        return any(k.lower().startswith("dlu") for k in self.documents)
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page of a listing; `next_cursor` (None on the last page) asks for the next one.
+    In arrival order, newest first, `next_before_uid` is the same thing as a UID
+    (`?avant=UID` in the webmail)."""
+
+    items: tuple[MessageSummary, ...]
+    next_cursor: str | None
+    next_before_uid: int | None
+
+
+@dataclass(frozen=True)
+class MessageView:
+    """A message as its reader sees it: decrypted where the server holds the reader's
+    key (the store's view filters), with its MIME parts."""
+
+    summary: MessageSummary
+    raw: bytes
+    headers: tuple[tuple[str, str], ...]  # decoded (RFC 2047), in order
+    text: str | None  # the first text/plain part that is not an attachment
+    html: str | None  # the first text/html part that is not an attachment
+    parts: tuple[PartInfo, ...]
+    marked_seen: bool
+
+    @property
+    def attachments(self) -> tuple[PartInfo, ...]:
+        return tuple(p for p in self.parts if p.is_attachment)
+
+
+@dataclass(frozen=True)
+class MessagePart:
+    info: PartInfo
+    data: bytes  # transfer encoding undone
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Result of a copy or move: the target folder's UIDVALIDITY and the UIDs, pairwise."""
+
+    uidvalidity: int
+    source_uids: tuple[int, ...]
+    target_uids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Appended:
+    uidvalidity: int
+    uids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Matching UIDs (ascending), how many messages were looked at and read, and the
+    highest mod-sequence among the matches (when the query used MODSEQ)."""
+
+    uids: tuple[int, ...]
+    scanned: int
+    read: int
+    highest_modseq: int | None
+
+
+_SUMMARY_COLUMNS = (Message.uid, Message.flags, Message.size, Message.internal_date, Message.date_header,
+                    Message.from_addr, Message.to_addrs, Message.subject, Message.has_attachments,
+                    Message.extra, Message.message_id, Message.blob_sha256)
+
+
+def _summary(row: Any) -> MessageSummary:
+    flags = tuple(row.flags.split()) if row.flags else ()
+    extra = row.extra or {}
+    return MessageSummary(row.uid, flags, row.size, row.internal_date, row.date_header, row.from_addr or "",
+                          row.to_addrs or "", row.subject or "", bool(row.has_attachments), Protection.of(extra),
+                          _document_kinds(extra, flags), row.message_id or "", row.blob_sha256)
+
+
+def _sort_key(order: Order) -> ColumnElement[Any] | None:
+    if order == "arrival":
+        return None
+    if order == "date":
+        return func.coalesce(Message.date_header, Message.internal_date)
+    if order == "from":
+        return Message.from_addr.expression
+    if order == "subject":
+        return Message.subject.expression
+    return Message.size.expression
+
+
+def _encode_cursor(order: Order, value: Any, uid: int) -> str:
+    if isinstance(value, datetime):
+        value = value.astimezone(UTC).isoformat()
+    text = json.dumps([order, value, uid], separators=(",", ":"), ensure_ascii=False)
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(order: Order, cursor: str) -> tuple[Any, int]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        kind, value, uid = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if kind != order or not isinstance(uid, int):
+            raise ValueError
+        if order == "date":
+            value = datetime.fromisoformat(value)
+        elif (order == "size" and not isinstance(value, int)) or (order in ("from", "subject") and not isinstance(value, str)):
+            raise ValueError
+        return value, uid
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise BadCursor("this page link is not valid for this listing.") from None
+
+
+class MessageAPI:
+    """The front ends' calls (mixed into `Store`)."""
+
+    def open_folder(self: Store, actor: Actor | str, address: str, name: str) -> FolderRef:
+        """The folder `name` of mailbox `address` for `actor`, or AccessDenied /
+        MailboxNotFound / FolderNotFound."""
+        return self.folder_open(actor, address, name, uids=False).ref
+
+    def message_page(self: Store, ref: FolderRef, *, order: Order = "arrival", descending: bool = True,
+                     limit: int = 50, cursor: str | None = None,
+                     before_uid: int | None = None) -> Page:
+        """A page of the folder's messages, keyset-paginated on (sort key, UID): page
+        1,000 costs what page 1 does, and a message arriving between two pages neither
+        repeats nor hides one. `before_uid` is the cursor of arrival order, descending.
+        Not audited: metadata, as IMAP ENVELOPE."""
+        if order not in ORDERS:
+            raise ValueError(f"order is one of {', '.join(ORDERS)}.")
+        limit = max(1, min(limit, MAX_PAGE))
+        key = _sort_key(order)
+        uid_col = Message.uid
+        query_ = select(*_SUMMARY_COLUMNS).where(Message.folder_id == ref.folder_id)
+        if key is not None:
+            query_ = query_.add_columns(key.label("sort_key"))
+        after: tuple[Any, int] | None = None
+        if before_uid is not None:
+            if order != "arrival" or not descending:
+                raise ValueError("before_uid pages arrival order, newest first.")
+            query_ = query_.where(uid_col < before_uid)
+        elif cursor is not None:
+            after = _decode_cursor(order, cursor)
+        if after is not None:
+            value, uid = after
+            if key is None:
+                query_ = query_.where(uid_col < uid if descending else uid_col > uid)
+            elif descending:
+                query_ = query_.where(or_(key < value, and_(key == value, uid_col < uid)))
+            else:
+                query_ = query_.where(or_(key > value, and_(key == value, uid_col > uid)))
+        if key is not None:
+            query_ = query_.order_by(key.desc() if descending else key.asc())
+        query_ = query_.order_by(uid_col.desc() if descending else uid_col.asc()).limit(limit + 1)
+        with self.db.engine.connect() as connection:
+            rows = connection.execute(query_).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        items = tuple(_summary(r) for r in rows)
+        next_cursor = next_before = None
+        if more and rows:
+            last = rows[-1]
+            next_cursor = _encode_cursor(order, None if key is None else last.sort_key, last.uid)
+            if order == "arrival" and descending:
+                next_before = last.uid
+        return Page(items, next_cursor, next_before)
+
+    def message_summary(self: Store, ref: FolderRef, uid: int) -> MessageSummary:
+        """One message's listing row (not audited: metadata)."""
+        with self.db.engine.connect() as connection:
+            row = connection.execute(select(*_SUMMARY_COLUMNS).where(
+                Message.folder_id == ref.folder_id, Message.uid == uid)).first()
+        if row is None:
+            raise MessageNotFound(f"no message {uid} in {ref.name}.")
+        return _summary(row)
+
+    def message_view(self: Store, ref: FolderRef, uid: int, *, mark_seen: bool = True,
+                     ip: str = "") -> MessageView:
+        """Read one message: audited (`read`), \\Seen set when asked and the ref may
+        write, decrypted where the server holds the key, with its MIME parts."""
+        summary = self.message_summary(ref, uid)
+        metas, data, marked = self.messages_read(ref, [uid], mark_seen=mark_seen, ip=ip, with_cache=False)
+        if not metas:
+            raise MessageNotFound(f"no message {uid} in {ref.name}.")
+        raw = data[uid]
+        if marked:
+            summary = MessageSummary(**{**summary.__dict__, "flags": tuple(metas[0].flags.split())})
+        tree = mimeview.parse_tree(raw)
+        headers = tuple((name, query.decode_words(str(value))) for name, value in tree.headers.items())
+        parts = tuple(mimeview.list_parts(tree))
+        text = html = None
+        for part in parts:
+            if part.is_attachment or part.content_type not in ("text/plain", "text/html"):
+                continue
+            entity = mimeview.find_part(tree, mimeview.parse_part_id(part.part_id))
+            if entity is None:
+                continue
+            if part.content_type == "text/plain" and text is None:
+                text = query.decoded_text(entity)
+            elif part.content_type == "text/html" and html is None:
+                html = query.decoded_text(entity)
+        return MessageView(summary, raw, headers, text, html, parts, uid in marked)
+
+    def message_part(self: Store, ref: FolderRef, uid: int, part_id: str, *, ip: str = "") -> MessagePart:
+        """One part's decoded bytes (an attachment): audited as a `read` with
+        `details.part`, before the bytes are returned."""
+        try:
+            numbers = mimeview.parse_part_id(part_id)
+        except ValueError as exc:
+            raise MessageNotFound(str(exc)) from None
+        metas = self.messages_meta(ref, [(uid, uid)], with_extra=True)
+        if not metas:
+            raise MessageNotFound(f"no message {uid} in {ref.name}.")
+        meta = metas[0]
+        raw = self.view(ref.address, self.blobs.read(meta.sha256), meta.extra)
+        tree = mimeview.parse_tree(raw)
+        entity = mimeview.find_part(tree, numbers)
+        if entity is None:
+            raise MessageNotFound(f"message {uid} has no part {part_id}.")
+        info = next((p for p in mimeview.list_parts(tree) if p.part_id == part_id), None)
+        if info is None:  # a container (multipart) part: described as itself
+            info = PartInfo(part_id, entity.content_type, "", len(entity.body), "", "", False)
+
+        def work(s: Session) -> None:
+            audit.record(s, audit.READ, actor=ref.actor, mailbox=ref.address, ip=ip, message=ref.ref(uid),
+                         details={"sha256": meta.sha256, "part": part_id})
+
+        self._write(work)
+        return MessagePart(info, query.decoded_body(entity))
+
+    def set_flags(self: Store, ref: FolderRef, uids: Sequence[int], mode: Literal["+", "-", ""],
+                  flags: Sequence[str], *, ip: str = "") -> dict[int, tuple[str, int]]:
+        """Add (`+`), remove (`-`) or replace (`""`) flags: {uid: (flags, modseq)}."""
+        result, _failed = self.messages_store(ref, uids, mode, flags, ip=ip)
+        return result
+
+    def copy(self: Store, ref: FolderRef, uids: Sequence[int], address: str, name: str, *,
+             ip: str = "") -> Transfer:
+        """Copy into a folder of a mailbox the actor may write (quota checked)."""
+        uidvalidity, src, dst = self.messages_copy(ref, uids, address, name, ip=ip)
+        return Transfer(uidvalidity, tuple(src), tuple(dst))
+
+    def move(self: Store, ref: FolderRef, uids: Sequence[int], address: str, name: str, *,
+             ip: str = "") -> Transfer:
+        uidvalidity, src, dst = self.messages_copy(ref, uids, address, name, move=True, ip=ip)
+        return Transfer(uidvalidity, tuple(src), tuple(dst))
+
+    def expunge(self: Store, ref: FolderRef, uids: Sequence[int] | None = None, *,
+                ip: str = "") -> list[int]:
+        """Remove the messages flagged \\Deleted (only among `uids` if given)."""
+        return self.messages_expunge(ref, uids, ip=ip)
+
+    def append(self: Store, ref: FolderRef, raw: bytes, *, flags: Iterable[str] = (),
+               internal_date: datetime | None = None, ip: str = "") -> Appended:
+        """Store a message into the ref's folder (a draft, a filed copy): durable before
+        it returns, audited (`append`); the ref must be writable."""
+        if not ref.writable:
+            raise ReadOnly(f"{ref.principal.name} may only read {ref.address}.")
+        uidvalidity, uids = self.messages_append(ref.principal, ref.address, ref.name,
+                                                 [(raw, list(flags), internal_date)], ip=ip)
+        return Appended(uidvalidity, tuple(uids))
+
+    def search(self: Store, ref: FolderRef, criteria: Query, *, ip: str = "",
+               within: Iterable[int] | None = None) -> SearchResult:
+        """UIDs of the folder's messages that match `criteria` (only among `within`
+        when given: IMAP passes the UIDs its session knows). A search that looks into
+        content (text, patients, or headers the summary lacks) is one `search` audit
+        event, recorded before the answer is returned."""
+        modseq = query.uses_modseq(criteria)
+        rows = self.search_rows(ref, query.COLUMNS, query.columns_for(criteria, modseq=modseq))
+        if within is not None:
+            known = set(within)
+            rows = [r for r in rows if r[query.UID] in known]
+        address = ref.address
+        matched, read = query.evaluate(criteria, rows,
+                                       lambda sha: self.view(address, self.blobs.read(sha)))
+        if read or query.reads_content(criteria):
+            self.audit_search(ref, query.describe(criteria), read, len(matched), ip=ip)
+        highest = None
+        if modseq and matched:
+            by_uid = {r[query.UID]: r[query.MODSEQ] for r in rows}
+            highest = max(by_uid[u] for u in matched)
+        return SearchResult(tuple(matched), len(rows), read, highest)
+
+    def mailbox_settings(self: Store, address: str) -> dict[str, Any]:
+        """A local mailbox's settings (crypto policy overrides...), {} for any other
+        address. Read by the server's own policy code (crypto), not a front end."""
+        with self.db.read() as s:
+            value = s.execute(select(Mailbox.settings).where(
+                Mailbox.address == address.strip().lower())).scalar_one_or_none()
+        return dict(value or {})

@@ -1,0 +1,76 @@
+"""The one place the store gets a message's MIME tree from.
+
+Everything in the store that looks inside a message (search, the message view, one
+part's bytes) goes through `parse_tree`, so switching parsers is one import here. Today
+that is the offset-keeping tree of `mssmail/imap/mimetree.py`; the shared MIME package
+(`mssmail/mime/`, issue 11 part 3) replaces it when it lands, and then the store no
+longer imports anything of `mssmail.imap`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mssmail.imap.mimetree import Entity, find_part, header_length, parse
+
+__all__ = ["Entity", "PartInfo", "find_part", "header_length", "list_parts", "parse_part_id", "parse_tree"]
+
+
+def parse_tree(raw: bytes) -> Entity:
+    """The MIME tree of a message (bounded depth and part count)."""
+    return parse(raw)
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    """One leaf of a message as a reader lists it: `part_id` is the IMAP part number
+    (RFC 3501 section 6.4.5, "1.2"), usable with `MessageAPI.message_part`."""
+
+    part_id: str
+    content_type: str
+    filename: str
+    size: int  # octets as stored (still transfer-encoded)
+    disposition: str  # "inline", "attachment" or ""
+    content_id: str
+    is_attachment: bool
+
+
+def parse_part_id(part_id: str) -> tuple[int, ...]:
+    """"1.2.3" -> (1, 2, 3); ValueError for anything else."""
+    numbers = tuple(int(n) for n in part_id.split("."))
+    if not numbers or any(n < 1 for n in numbers) or len(numbers) > 40:
+        raise ValueError(f"not a part number: {part_id!r}")
+    return numbers
+
+
+def _filename(entity: Entity) -> str:
+    try:
+        name = entity.headers.get_filename() or entity.headers.get_param("name") or ""
+    except Exception:
+        return ""
+    if isinstance(name, tuple):  # RFC 2231 (charset, language, value)
+        name = name[2]
+    return str(name)
+
+
+def list_parts(top: Entity) -> list[PartInfo]:
+    """The leaves of a message, depth first, with their part numbers. A message/rfc822
+    part is one leaf (an attachment: a forwarded message), as mail clients show it."""
+    out: list[PartInfo] = []
+
+    def visit(entity: Entity, number: str) -> None:
+        container = entity
+        if entity.is_multipart and entity.children:
+            for index, child in enumerate(container.children, 1):
+                visit(child, f"{number}.{index}" if number else str(index))
+            return
+        disposition = str(entity.headers.get("content-disposition", "")).split(";")[0].strip().lower()
+        filename = _filename(entity)
+        content_type = entity.content_type
+        attachment = disposition == "attachment" or bool(filename) or entity.is_message or not (
+            content_type.startswith("text/") or disposition == "inline")
+        out.append(PartInfo(number or "1", content_type, filename, len(entity.body), disposition,
+                            str(entity.headers.get("content-id", "")).strip().strip("<>"), attachment))
+
+    visit(top, "")
+    return out

@@ -1,0 +1,576 @@
+"""Search queries over a folder: a typed tree, and its evaluation (sans-IO).
+
+Every front end searches with the same tree: IMAP SEARCH compiles its keys into it
+(`mssmail/imap/search.py`), the webmail builds it from a search box. The store runs
+it (`api.MessageAPI.search`), so a search means the same everywhere.
+
+Evaluation: the tree compiles once into nested closures over (row, content). Cheap tests
+(flags, dates, sizes, the stored From/To/Subject summary, `extra`) run on the row;
+header fields the summary lacks and full text read the message through `Content`, only
+for rows the cheap tests kept. String matching is a case-insensitive substring test
+(RFC 3501 section 6.4.4) on the decoded text: RFC 2047 words in headers, transfer
+encodings and charsets in bodies.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import quopri
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from email.header import decode_header, make_header
+from typing import Any
+
+from mssmail.store import mimeview
+
+# --- the tree ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class All:
+    """Every message."""
+
+
+@dataclass(frozen=True)
+class And:
+    items: tuple[Query, ...]
+
+
+@dataclass(frozen=True)
+class Or:
+    items: tuple[Query, ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    item: Query
+
+
+@dataclass(frozen=True)
+class Text:
+    """`value` in the decoded text: headers and bodies, or the bodies only."""
+
+    value: str
+    body_only: bool = False
+
+
+@dataclass(frozen=True)
+class Header:
+    """A header field (lower-case name) containing `value`; "" matches a field that is there."""
+
+    field: str
+    value: str
+
+
+def From(value: str) -> Header:
+    return Header("from", value)
+
+
+def To(value: str) -> Header:
+    return Header("to", value)
+
+
+def Subject(value: str) -> Header:
+    return Header("subject", value)
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """Days (UTC) from `since` (included) to `before` (excluded) of the arrival
+    (`internal`) or the Date: header (`sent`; the arrival where it has none)."""
+
+    source: str  # "internal" | "sent"
+    since: date | None = None
+    before: date | None = None
+
+
+@dataclass(frozen=True)
+class Arrived:
+    """Arrival instants from `at_or_after` (included) to `before` (excluded)."""
+
+    at_or_after: datetime | None = None
+    before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A system flag or keyword set (`present`) or not, compared case-insensitively."""
+
+    name: str
+    present: bool = True
+
+
+@dataclass(frozen=True)
+class Size:
+    larger_than: int | None = None
+    smaller_than: int | None = None
+
+
+@dataclass(frozen=True)
+class Uids:
+    """UIDs in these inclusive ranges, ascending."""
+
+    ranges: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Modseq:
+    """Changed at or after this mod-sequence (RFC 7162 section 3.1.5)."""
+
+    at_least: int
+
+
+@dataclass(frozen=True)
+class HasAttachment:
+    value: bool = True
+
+
+@dataclass(frozen=True)
+class HasDocument:
+    """A health document of this kind was found in the message by a connector
+    (`extra["documents"]`, kind prefix: "hprim", "dlu", "cda", "xdm") or the
+    matching keyword (`$HPRIM`, `$DLU`) is set."""
+
+    kind: str = "hprim"
+
+
+def HprimPresent() -> HasDocument:
+    return HasDocument("hprim")
+
+
+@dataclass(frozen=True)
+class Patient:
+    """A patient whose name (in a document a connector indexed) contains `name`."""
+
+    name: str
+
+
+Query = (All | And | Or | Not | Text | Header | DateRange | Arrived | Flag | Size | Uids | Modseq
+         | HasAttachment | HasDocument | Patient)
+LEAVES = (All, Text, Header, DateRange, Arrived, Flag, Size, Uids, Modseq, HasAttachment, HasDocument, Patient)
+
+
+def children(node: Query) -> tuple[Query, ...]:
+    if isinstance(node, And | Or):
+        return node.items
+    if isinstance(node, Not):
+        return (node.item,)
+    return ()
+
+
+def walk(node: Query) -> Iterable[Query]:
+    yield node
+    for child in children(node):
+        yield from walk(child)
+
+
+def reads_content(node: Query) -> bool:
+    """Whether evaluating `node` looks into what a message says (its text, or the
+    patients of its documents): such a search is audited like a read."""
+    return any(isinstance(n, Text | Patient) for n in walk(node))
+
+
+def uses_modseq(node: Query) -> bool:
+    return any(isinstance(n, Modseq) for n in walk(node))
+
+
+def describe(node: Query) -> str:
+    """A short text of the query for the audit trail."""
+    return repr(node)[:500]
+
+
+# --- rows -------------------------------------------------------------------------------
+
+# Rows come from MessageOps.search_rows with these columns after the UID.
+COLUMNS = ("flags", "size", "internal_date", "date_header", "from_addr", "to_addrs", "subject",
+           "modseq", "blob_sha256", "has_attachments", "extra")
+UID, FLAGS, SIZE, INTERNAL, SENT, FROM, TO, SUBJECT, MODSEQ, SHA, ATTACH, EXTRA = range(12)
+SUMMARY_MAX = 4000  # Summary fields are cut there (mssmail/store/summary.py)
+Row = tuple[Any, ...]
+
+
+def columns_for(node: Query, *, modseq: bool = False) -> list[str]:
+    """The COLUMNS that evaluating `node` reads (the others may come back as None): a
+    subject search over 100,000 rows need not load their dates, flags and addresses."""
+    needed: set[int] = {MODSEQ} if modseq else set()
+    for leaf in walk(node):
+        if isinstance(leaf, Flag):
+            needed.add(FLAGS)
+        elif isinstance(leaf, Size):
+            needed.add(SIZE)
+        elif isinstance(leaf, DateRange):
+            needed.update((INTERNAL,) if leaf.source == "internal" else (INTERNAL, SENT))
+        elif isinstance(leaf, Arrived):
+            needed.add(INTERNAL)
+        elif isinstance(leaf, Modseq):
+            needed.add(MODSEQ)
+        elif isinstance(leaf, Text):
+            needed.add(SHA)
+        elif isinstance(leaf, HasAttachment):
+            needed.add(ATTACH)
+        elif isinstance(leaf, HasDocument):
+            needed.update((EXTRA, FLAGS))
+        elif isinstance(leaf, Patient):
+            needed.add(EXTRA)
+        elif isinstance(leaf, Header):
+            needed.add(SHA)  # any header may need the message (a summary cut at SUMMARY_MAX)
+            if leaf.field in ("from", "subject"):
+                needed.add(FROM if leaf.field == "from" else SUBJECT)
+            elif leaf.field in ("to", "cc"):
+                needed.add(TO)
+    return [name for index, name in enumerate(COLUMNS, 1) if index in needed]
+
+
+# --- content ----------------------------------------------------------------------------
+
+
+def fold(text: str) -> str:
+    return text.casefold()
+
+
+def decode_words(value: str) -> str:
+    """An unfolded header value with RFC 2047 encoded words decoded."""
+    value = re.sub(r"\r?\n(?=[ \t])", "", value)
+    try:
+        return str(make_header(decode_header(value)))
+    except Exception:
+        return value
+
+
+class Content:
+    """The message of one row, read on first use."""
+
+    __slots__ = ("_loader", "_raw", "_tree", "sha")
+
+    def __init__(self, sha: str, loader: Callable[[str], bytes]) -> None:
+        self.sha = sha
+        self._loader = loader
+        self._raw: bytes | None = None
+        self._tree: mimeview.Entity | None = None
+
+    @property
+    def was_read(self) -> bool:
+        return self._raw is not None
+
+    @property
+    def raw(self) -> bytes:
+        if self._raw is None:
+            self._raw = self._loader(self.sha)
+        return self._raw
+
+    @property
+    def tree(self) -> mimeview.Entity:
+        if self._tree is None:
+            self._tree = mimeview.parse_tree(self.raw)
+        return self._tree
+
+    def header_values(self, name: str) -> list[str]:
+        values = self.tree.headers.get_all(name) or []
+        return [decode_words(str(v)) for v in values]
+
+    def contains_text(self, needle: str, body_only: bool) -> bool:
+        """Whether the (decoded) text or body contains `needle`, case-insensitively.
+
+        The answer is that of `contains_text_decoded`; `_quick_verdict` gives it without
+        parsing or decoding when the raw bytes show that decoding cannot reveal the needle.
+        """
+        raw = self.raw
+        header_end = mimeview.header_length(raw)
+        lowered = raw.lower()
+        try:
+            encoded = needle.encode("ascii").lower()
+        except UnicodeEncodeError:
+            encoded = needle.encode("utf-8").lower()
+        if lowered.find(encoded, header_end if body_only else 0) >= 0:
+            return True
+        if _PLAIN_NEEDLE.fullmatch(needle):
+            verdict = _quick_verdict(raw, lowered, header_end, encoded, body_only)
+            if verdict is not None:
+                return verdict
+        wanted = fold(needle)
+        return any(wanted in fold(text) for text in _texts(self.tree, not body_only))
+
+    def contains_text_decoded(self, needle: str, body_only: bool) -> bool:
+        """The definition: the raw text or body contains `needle` (ASCII case-insensitively),
+        or the decoded text does (casefolded). Kept for tests of `contains_text`."""
+        tree = self.tree
+        target = tree.body if body_only else tree.raw
+        try:
+            encoded = needle.encode("ascii").lower()
+        except UnicodeEncodeError:
+            encoded = needle.encode("utf-8").lower()
+        if encoded in target.lower():
+            return True
+        wanted = fold(needle)
+        return any(wanted in fold(text) for text in _texts(tree, not body_only))
+
+
+# An ASCII needle without white space: only those get `_quick_verdict`. (Unfolding a
+# header joins lines around a space or tab, so a needle with white space could match
+# across a fold that the raw bytes still hold.)
+_PLAIN_NEEDLE = re.compile(r"[!-~]+")
+# Characters whose casefold has ASCII letters (e.g. "\u017f" -> "s", "\ufb01" -> "fi"): in
+# decoded text they could complete an ASCII needle that the raw bytes do not hold.
+# tests/unit/imap/test_search_prefilter.py checks the list against all of Unicode.
+CASEFOLD_TO_ASCII = ("\u00df\u0130\u0149\u017f\u01f0\u1e96\u1e97\u1e98\u1e99\u1e9a\u1e9e\u212a"
+                     "\ufb00\ufb01\ufb02\ufb03\ufb04\ufb05\ufb06")
+# Their UTF-8 forms, each after a byte that French or German text rarely has: a one-byte
+# `in` is a memchr, a longer needle a much slower scan.
+_CASEFOLD_PROBES = tuple(
+    (probe, tuple(seq for seq in (c.encode("utf-8") for c in CASEFOLD_TO_ASCII) if probe in seq))
+    for probe in (b"\x9f", b"\xc4", b"\xc5", b"\xc7", b"\xe1", b"\xe2", b"\xef"))
+# A charset parameter that decodes ASCII bytes to themselves and nothing else to ASCII.
+_SAFE_CHARSET = re.compile(rb'charset\s*=\s*"?(?:utf-?8|us-ascii|ascii)(?=["\s;]|$)')
+
+
+def _may_casefold_to_ascii(raw: bytes) -> bool:
+    """Whether `raw` holds the UTF-8 form of a character of CASEFOLD_TO_ASCII."""
+    return any(probe in raw and any(seq in raw for seq in seqs) for probe, seqs in _CASEFOLD_PROBES)
+
+
+def _quick_verdict(raw: bytes, lowered: bytes, header_end: int, needle: bytes,
+                   body_only: bool) -> bool | None:
+    """The answer of the full search for a needle of `_PLAIN_NEEDLE` that the raw bytes
+    (`lowered`) do not contain, when the bytes show that decoding cannot reveal it;
+    None when the message must be decoded.
+
+    Decoded text differs from the raw bytes only through RFC 2047 words (`=?`), transfer
+    encodings (base64, quoted-printable), charsets other than UTF-8/ASCII, and non-ASCII
+    characters that casefold to ASCII; UTF-8 or ASCII decoding keeps every run of ASCII
+    bytes as it is, and an ASCII needle can only match inside such a run. So a message
+    whose bodies have none of these cannot match there; its header, when it has encoded
+    words, is decoded alone (as `_texts` does) instead of the whole message.
+    """
+    if lowered.find(b"=?", header_end) >= 0 or b"base64" in lowered or b"quoted-printable" in lowered:
+        return None
+    if b"charset" in lowered and lowered.count(b"charset") != len(_SAFE_CHARSET.findall(lowered)):
+        return None
+    if not raw.isascii() and _may_casefold_to_ascii(raw):
+        return None
+    if body_only or b"=?" not in lowered[:header_end]:
+        return False
+    wanted = needle.decode("ascii")
+    return wanted in fold(decode_words(raw[:header_end].decode("utf-8", "replace")))
+
+
+def _texts(entity: mimeview.Entity, with_headers: bool) -> list[str]:
+    """Decoded text of the headers (if asked) and of every text/* part."""
+    out: list[str] = []
+    if with_headers:
+        out.append(decode_words(entity.header.decode("utf-8", "replace")))
+    if entity.children:
+        for child in entity.children:
+            out += _texts(child, with_headers and entity.is_message)
+        return out
+    if entity.content_type.startswith("text/"):
+        out.append(decoded_text(entity))
+    return out
+
+
+def decoded_body(entity: mimeview.Entity) -> bytes:
+    """A leaf's body with its transfer encoding undone (RFC 2045 section 6)."""
+    encoding = str(entity.headers.get("content-transfer-encoding", "")).strip().lower()
+    body = entity.body
+    if encoding == "base64":
+        with contextlib.suppress(binascii.Error, ValueError):
+            return base64.b64decode(body, validate=False)
+    elif encoding == "quoted-printable":
+        return quopri.decodestring(body)
+    return body
+
+
+def decoded_text(entity: mimeview.Entity) -> str:
+    """A text leaf as text: transfer encoding undone, then its charset (UTF-8 by default)."""
+    body = decoded_body(entity)
+    charset = entity.headers.get_content_charset() or "utf-8"
+    try:
+        return body.decode(charset, "replace")
+    except LookupError:
+        return body.decode("utf-8", "replace")
+
+
+# --- evaluation -------------------------------------------------------------------------
+
+Test = Callable[[Row, Content], bool]
+
+
+def _day(value: datetime | None) -> date | None:
+    return value.astimezone(UTC).date() if value is not None else None
+
+
+def _header_test(field: str, needle: str) -> Test:
+    wanted = fold(needle)
+    if field in ("from", "subject") and wanted:
+        column = FROM if field == "from" else SUBJECT
+
+        def summary(row: Row, content: Content) -> bool:
+            value = row[column] or ""
+            if wanted in fold(value):
+                return True
+            if len(value) < SUMMARY_MAX:
+                return False  # the summary holds the whole decoded field
+            return any(wanted in fold(v) for v in content.header_values(field))
+
+        return summary
+    if field in ("to", "cc") and wanted:
+        def prefiltered(row: Row, content: Content) -> bool:
+            value = row[TO] or ""
+            if len(value) < SUMMARY_MAX and wanted not in fold(value):
+                return False  # To and Cc are both in the summary: a cheap "no"
+            return any(wanted in fold(v) for v in content.header_values(field))
+
+        return prefiltered
+
+    def header(row: Row, content: Content) -> bool:
+        values = content.header_values(field)
+        return bool(values) and (not wanted or any(wanted in fold(v) for v in values))
+
+    return header
+
+
+def _cost(node: Query) -> int:
+    if isinstance(node, Text):
+        return 3
+    if isinstance(node, Header):
+        return 2 if node.field not in ("from", "subject") else 0
+    return max((_cost(c) for c in children(node)), default=0)
+
+
+def _documents(row: Row) -> list[dict[str, Any]]:
+    extra = row[EXTRA]
+    docs = extra.get("documents") if isinstance(extra, dict) else None
+    return [d for d in docs if isinstance(d, dict)] if isinstance(docs, list) else []
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def compile_query(node: Query) -> Test:
+    """A predicate over (row, content) for `node`."""
+    if isinstance(node, And):
+        tests = [compile_query(k) for k in sorted(node.items, key=_cost)]  # what reads the message last
+        return lambda row, content: all(t(row, content) for t in tests)
+    if isinstance(node, Or):
+        tests = [compile_query(k) for k in node.items]
+        return lambda row, content: any(t(row, content) for t in tests)
+    if isinstance(node, Not):
+        inner = compile_query(node.item)
+        return lambda row, content: not inner(row, content)
+    return _leaf(node)
+
+
+def _leaf(key: Query) -> Test:
+    if isinstance(key, All):
+        return lambda row, content: True
+    if isinstance(key, Flag):
+        flag, present = key.name.lower(), key.present
+        return lambda row, content: (flag in row[FLAGS].lower().split()) == present
+    if isinstance(key, Header):
+        return _header_test(key.field.lower(), key.value)
+    if isinstance(key, Text):
+        needle, body_only = key.value, key.body_only
+        return lambda row, content: content.contains_text(needle, body_only)
+    if isinstance(key, Size):
+        larger, smaller = key.larger_than, key.smaller_than
+        return lambda row, content: ((larger is None or row[SIZE] > larger)
+                                     and (smaller is None or row[SIZE] < smaller))
+    if isinstance(key, DateRange):
+        column = INTERNAL if key.source == "internal" else SENT
+        since, before = key.since, key.before
+
+        def on_date(row: Row, content: Content) -> bool:
+            # Sent dates without a usable Date: header fall back to the internal date.
+            value = _day(row[column]) or _day(row[INTERNAL])
+            if value is None:
+                return False
+            return (since is None or value >= since) and (before is None or value < before)
+
+        return on_date
+    if isinstance(key, Arrived):
+        start, end = key.at_or_after, key.before
+        return lambda row, content: ((start is None or row[INTERNAL] >= start)
+                                     and (end is None or row[INTERNAL] < end))
+    if isinstance(key, Uids):
+        ranges = key.ranges
+        return lambda row, content: contains(ranges, row[UID])
+    if isinstance(key, Modseq):
+        threshold = key.at_least
+        return lambda row, content: row[MODSEQ] >= threshold
+    if isinstance(key, HasAttachment):
+        wanted = key.value
+        return lambda row, content: bool(row[ATTACH]) == wanted
+    if isinstance(key, HasDocument):
+        kind = key.kind.lower()
+        keyword = "$" + kind
+
+        def has_document(row: Row, content: Content) -> bool:
+            if keyword in (row[FLAGS] or "").lower().split():
+                return True
+            return any(str(d.get("kind", "")).lower().startswith(kind) for d in _documents(row))
+
+        return has_document
+    if isinstance(key, Patient):
+        wanted_name = fold(key.name)
+
+        def patient(row: Row, content: Content) -> bool:
+            return any(wanted_name in fold(text) for d in _documents(row) for text in _strings(d.get("patient")))
+
+        return patient
+    raise ValueError(f"not a query: {key!r}")
+
+
+def contains(ranges: Sequence[tuple[int, int]], value: int) -> bool:
+    """Whether `value` lies in one of the sorted, disjoint inclusive `ranges`."""
+    lo, hi = 0, len(ranges)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        first, last = ranges[mid]
+        if value < first:
+            hi = mid
+        elif value > last:
+            lo = mid + 1
+        else:
+            return True
+    return False
+
+
+def ranges_of(values: Iterable[int]) -> tuple[tuple[int, int], ...]:
+    """Sorted, merged inclusive ranges of the integers."""
+    out: list[tuple[int, int]] = []
+    for value in sorted(set(values)):
+        if out and value == out[-1][1] + 1:
+            out[-1] = (out[-1][0], value)
+        else:
+            out.append((value, value))
+    return tuple(out)
+
+
+def evaluate(node: Query, rows: Sequence[Row], loader: Callable[[str], bytes]) -> tuple[list[int], int]:
+    """UIDs of the matching rows (in row order) and how many messages were read."""
+    test = compile_query(node)
+    matched: list[int] = []
+    read = 0
+    for row in rows:
+        content = Content(row[SHA], loader)
+        if test(row, content):
+            matched.append(row[UID])
+        if content.was_read:
+            read += 1
+    return matched, read
+
+
+__all__ = ["COLUMNS", "All", "And", "Arrived", "Content", "DateRange", "Flag", "From", "HasAttachment",
+           "HasDocument", "Header", "HprimPresent", "Modseq", "Not", "Or", "Patient", "Query", "Size",
+           "Subject", "Text", "To", "Uids", "columns_for", "compile_query", "evaluate", "reads_content"]
