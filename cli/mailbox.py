@@ -91,11 +91,14 @@ def mailbox_show(env: Env, address: str, show_messages: int, as_json: bool) -> N
     print_table([(f["name"], f["messages"], f["unseen"]) for f in info["folders"]],
                 ["FOLDER", "MESSAGES", "UNSEEN"])
     if show_messages:
-        recent = env.store.list_messages(address, "INBOX", limit=show_messages)
+        from mssmail.store.actors import Actor
+
+        inbox = env.store.open_folder(Actor.admin(), address, "INBOX")
+        recent = env.store.message_page(inbox, limit=show_messages).items
         if recent:
             click.echo("")
-            print_table([(m["uid"], (m["date"] or "")[:16], m["from"][:40], m["subject"][:50],
-                          human_size(m["size"])) for m in recent],
+            print_table([(m.uid, m.date.isoformat()[:16] if m.date else "", m.from_addr[:40], m.subject[:50],
+                          human_size(m.size)) for m in recent],
                         ["UID", "DATE", "FROM", "SUBJECT", "SIZE"])
 
 

@@ -230,8 +230,18 @@ class MessageAPI:
 
     def open_folder(self: Store, actor: Actor | str, address: str, name: str) -> FolderRef:
         """The folder `name` of mailbox `address` for `actor`, or AccessDenied /
-        MailboxNotFound / FolderNotFound."""
-        return self.folder_open(actor, address, name, uids=False).ref
+        MailboxNotFound / FolderNotFound. An administrator opening a mailbox is an
+        audit event (`admin`, op `folder.open`): even its listing shows who wrote to
+        whom about what, and the owner is not the one looking."""
+        ref = self.folder_open(actor, address, name, uids=False).ref
+        if ref.principal.kind is ActorKind.ADMIN:
+            def work(s: Session) -> None:
+                audit.record(s, audit.ADMIN, actor=ref.actor, mailbox=ref.address,
+                             message=f"{ref.name}/{ref.uidvalidity}",
+                             details={"op": "folder.open", "folder": ref.name})
+
+            self._write(work)
+        return ref
 
     def message_page(self: Store, ref: FolderRef, *, order: Order = "arrival", descending: bool = True,
                      limit: int = 50, cursor: str | None = None,
