@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cli.common import Env, main, operational, pass_env
+from cli.common import Env, fail, main, operational, pass_env
 
 
 @main.command()
@@ -26,24 +26,39 @@ def init(env: Env, domain: str, demo: bool, force: bool) -> None:
         click.echo(line)
 
 
+def _services(only: str) -> list[str] | None:
+    """The --only names, checked: an unknown or unavailable one is a usage error (exit 2)
+    that lists the valid names, before anything starts."""
+    from mssmail.service import COMPONENTS, resolve
+
+    names = [n.strip().lower() for n in only.split(",") if n.strip()]
+    if not names:
+        return None
+    available = [n for n in COMPONENTS if resolve(COMPONENTS[n]) is not None]
+    bad = [n for n in names if n not in available]
+    if bad:
+        what = "unknown or unavailable service" + ("s" if len(bad) > 1 else "")
+        raise click.BadParameter(f"{what} {', '.join(bad)}; valid names: {', '.join(available)}.",
+                                 param_hint="--only")
+    return names
+
+
 @main.command()
 @click.option("--only", default="", help="Comma-separated subset: smtp,submission,relay,imap,ldap,web,connectors.")
 @pass_env
 @operational
 def serve(env: Env, only: str) -> None:
-    """Run the listeners until SIGTERM or SIGINT."""
-    import logging
-
+    """Run the listeners until SIGTERM or SIGINT. Exit 1, with one sentence, when one
+    cannot start; the log is JSON lines in DATA/logs/mss.log and on stderr."""
+    from mssmail import logs
     from mssmail.service import serve as run_server
+    from mssmail.service import startup_sentence
 
+    names = _services(only)
     config = env.config
-    logging.basicConfig(level=config.server.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # aiosmtpd logs every SMTP command at INFO, addresses included: personal data in the
-    # logs and a tenth of the event loop's time under load. Our own handlers log what matters.
-    if config.server.log_level != "DEBUG":
-        logging.getLogger("mail.log").setLevel(logging.WARNING)
-        # Alembic announces each of its plugins at INFO on every start.
-        logging.getLogger("alembic").setLevel(logging.WARNING)
-    names = [n.strip() for n in only.split(",") if n.strip()] or None
-    sys.exit(run_server(config, names))
+    logs.configure(config)
+    try:
+        code = run_server(config, names)
+    except Exception as exc:  # e.g. the database is unreachable: one sentence, no traceback
+        fail(startup_sentence(exc))
+    sys.exit(code)

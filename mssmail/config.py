@@ -63,12 +63,20 @@ class ServerConfig(Section):
     tls_cert: str = "pki/server.pem"
     tls_key: str = "pki/server.key"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_file: str = "logs/mss.log"
+    log_max_size: int = 10 * 1024 * 1024
+    log_backups: int = Field(default=10, ge=0)
     shutdown_grace: int = 20
 
     @field_validator("shutdown_grace", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> int:
         return parse_duration(v)
+
+    @field_validator("log_max_size", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int:
+        return parse_size(v)
 
 
 class DatabaseConfig(Section):
@@ -181,6 +189,8 @@ class CryptoConfig(Section):
     encrypt_outgoing: Literal["never", "when-possible", "required"] = "never"
     authserv_id: str = ""  # defaults to the host name
     sign_attachments: bool = True  # a detached <name>.p7s beside each attachment
+    # The sender's signing certificate is revoked or expired: send unsigned, or refuse.
+    unusable_signer: Literal["send-unsigned", "refuse"] = "refuse"
     verify_incoming: bool = True
 
 
@@ -190,6 +200,17 @@ class ConnectorsConfig(Section):
     max_attempts: int = Field(default=20, ge=1)
 
     @field_validator("poll_interval", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> int:
+        return parse_duration(v)
+
+
+class AuditConfig(Section):
+    # A signed checkpoint of the audit chain's head into checkpoint_dir this often (0: never).
+    checkpoint_interval: int = 3600
+    checkpoint_dir: str = "audit"
+
+    @field_validator("checkpoint_interval", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> int:
         return parse_duration(v)
@@ -248,6 +269,7 @@ class Config(Section):
     crypto: CryptoConfig = Field(default_factory=CryptoConfig)
     connectors: ConnectorsConfig = Field(default_factory=ConnectorsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
 
     # --- derived values -------------------------------------------------
     @property

@@ -10,12 +10,15 @@ on the same loop (DESIGN rule 5). Each capability is a *component*: an object wi
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib
 import logging
+import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from mssmail.config import Config
@@ -50,6 +53,41 @@ class ServerContext:
     loop: asyncio.AbstractEventLoop
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
     components: dict[str, Component] = field(default_factory=dict)
+
+
+class StartupError(Exception):
+    """A service could not start; the message is one sentence for the operator."""
+
+    def __init__(self, service: str, sentence: str) -> None:
+        super().__init__(sentence)
+        self.service = service
+
+
+_ASYNCIO_ADDRESS = re.compile(r"\('?([^',()]+)'?, (\d+)(?:, \d+, \d+)?\)")
+
+
+def startup_sentence(exc: BaseException) -> str:
+    """One sentence for why a listener could not start: `Couldn't listen on
+    127.0.0.1:2389: address already in use`, from asyncio's and Twisted's errors alike."""
+    interface = getattr(exc, "interface", None)
+    port = getattr(exc, "port", None)
+    cause = getattr(exc, "socketError", None) or exc
+    code = getattr(cause, "errno", None)
+    if code is None and cause.args and isinstance(cause.args[0], int):
+        code = cause.args[0]
+    if interface is None and isinstance(exc, OSError):
+        match = _ASYNCIO_ADDRESS.search(str(exc))
+        if match:
+            interface, port = match.group(1), match.group(2)
+    reasons = {errno.EADDRINUSE: "address already in use", errno.EACCES: "permission denied",
+               errno.EADDRNOTAVAIL: "address not available on this host"}
+    if port is not None and code in reasons:
+        return f"Couldn't listen on {interface or '0.0.0.0'}:{port}: {reasons[code]}"
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror.lower()}{where}"
+    text = str(exc).strip().rstrip(".") or exc.__class__.__name__
+    return text.splitlines()[0]
 
 
 def install_reactor(loop: asyncio.AbstractEventLoop) -> None:
@@ -93,15 +131,23 @@ async def run_components(ctx: ServerContext, only: Sequence[str] | None,
                 if only:
                     out(f"{name}: not available in this build")
                 continue
-            component = factory(ctx)
-            if component is None:
-                continue
-            for line in await component.start():
+            try:
+                component = factory(ctx)
+                if component is None:
+                    continue
+                lines = await component.start()
+            except Exception as exc:
+                raise StartupError(name, startup_sentence(exc)) from exc
+            for line in lines:
                 out(line)
             started.append(component)
             ctx.components[name] = component
         out(f"mss ready: {len(started)} service(s) running; SIGTERM stops")
-        await stop_requested.wait()
+        checkpoints = asyncio.ensure_future(checkpoint_schedule(ctx))
+        try:
+            await stop_requested.wait()
+        finally:
+            checkpoints.cancel()
     finally:
         ctx.shutting_down.set()
         grace = float(ctx.config.server.shutdown_grace)
@@ -114,6 +160,39 @@ async def run_components(ctx: ServerContext, only: Sequence[str] | None,
             ctx.loop.remove_signal_handler(sig)
     out("mss stopped")
     return 0
+
+
+async def checkpoint_schedule(ctx: ServerContext) -> None:
+    """Every `[audit] checkpoint_interval`, a signed checkpoint of the audit chain's head
+    into `[audit] checkpoint_dir` (when the chain has grown since the last one), and an
+    `audit.checkpoint` log line: both are anchors outside the database."""
+    from mssmail import audit, logs
+
+    interval = ctx.config.audit.checkpoint_interval
+    if interval <= 0:
+        return
+    directory = ctx.config.path(ctx.config.audit.checkpoint_dir)
+    pki = ctx.config.path("pki")
+    last: tuple[int, str] | None = None
+
+    def write() -> tuple[Path, int, str] | None:
+        with ctx.store.db.read() as session:
+            head = audit.head(session)
+            if head == last:
+                return None
+            return audit.write_checkpoint(session, pki, directory), *head
+
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            written = await ctx.store.run(write)
+        except Exception as exc:
+            log.error("audit checkpoint failed: %s", startup_sentence(exc))
+            continue
+        if written is not None:
+            path, seq, digest = written
+            last = (seq, digest)
+            logs.event(logs.AUDIT_CHECKPOINT, seq=seq, hash=digest, path=str(path))
 
 
 def install_plugins(store: Any, config: Config) -> list[str]:
@@ -138,6 +217,7 @@ def serve(config: Config, only: Sequence[str] | None = None,
     install_reactor(loop)
     from twisted.internet import defer, reactor
 
+    from mssmail import logs
     from mssmail.store.service import Store
 
     store = Store.from_config(config)
@@ -153,9 +233,14 @@ def serve(config: Config, only: Sequence[str] | None = None,
     async def main() -> None:
         try:
             result["code"] = await run_components(ctx, only, flush_out)
+        except StartupError as exc:
+            # One sentence, never a traceback (the log line carries the service name).
+            logs.event(logs.SERVE_ERROR, level=logging.ERROR, service=exc.service, reason=str(exc))
+            print(f"mss: {exc}", file=sys.stderr)
+            result["code"] = 1
         except Exception as exc:
-            log.exception("mss serve failed")
-            print(f"mss serve: {exc}", file=sys.stderr)
+            logs.event(logs.SERVE_ERROR, level=logging.ERROR, reason=startup_sentence(exc))
+            print(f"mss: {startup_sentence(exc)}", file=sys.stderr)
             result["code"] = 1
         finally:
             reactor.stop()  # type: ignore[attr-defined]

@@ -23,11 +23,13 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
+from mssmail import logs
 from mssmail.imap import fetch, grammar, names, render, search
 from mssmail.imap.grammar import AUTH, NOT_AUTH, SELECTED, FetchArgs, ListArgs, Request, SearchArgs
 from mssmail.imap.selected import BadSequence, SelectedView, SyncPlan
 from mssmail.imap.seqset import SeqSet, compress, compress_ordered
 from mssmail.imap.tokens import ParseError
+from mssmail.store.blobs import BlobCorrupt
 from mssmail.store.errors import (
     AccessDenied,
     FolderExists,
@@ -257,6 +259,9 @@ class Session:
             await asyncio.sleep(result.delay)
         if not result.ok:
             self.auth_failures += 1
+            logs.event(logs.LOGIN_LOCKOUT if result.locked else logs.LOGIN_FAILURE, level=logging.WARNING,
+                       peer=self.peer_ip, service="imap", user=user[:320],
+                       reason="locked" if result.locked else "invalid credentials")
             text = "account temporarily locked" if result.locked else "invalid credentials"
             await self._tagged(request, "NO", text, "AUTHENTICATIONFAILED")
             if self.auth_failures >= MAX_AUTH_FAILURES:
@@ -850,6 +855,8 @@ def _clean(text: str) -> str:
 
 
 def _code_of(exc: StoreError) -> str:
+    if isinstance(exc, BlobCorrupt):
+        return "CORRUPTION"  # RFC 5530 section 3
     if isinstance(exc, MailboxNotFound | FolderNotFound):
         return "NONEXISTENT"
     if isinstance(exc, ReadOnly):

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from mssmail import audit
+from mssmail import audit, logs
 from mssmail.queue import backoff, client, dsn, notify, routes
 from mssmail.store.outbound import RecipientResult
 
@@ -182,7 +182,10 @@ class RelayWorker:
         failed = [self._status(r, res, dsn.FAILED) for r, res in results.items() if res.status == "failed"]
         for rcpt, res in results.items():
             level = logging.INFO if res.status == "sent" else logging.WARNING
-            log.log(level, "relay: queue/%s to %s: %s %s %s", item["id"], rcpt, res.status, res.code, res.text)
+            logs.event(logs.RELAY_ATTEMPT, level=level, queue_id=str(item["id"]), peer=res.remote or None,
+                       sender=item["sender"], recipient=rcpt, attempt=attempts,
+                       outcome={"sent": "delivered", "failed": "bounced"}.get(res.status, res.status),
+                       code=res.code or None, reason=res.text)
         if failed:
             await self._notify_sender(item, raw, failed, now)
         if warn:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import MISSING, AuthResult, Envelope, LoginPassword, Session
 
+from mssmail import logs
 from mssmail.smtp import hooks, policy, replies
 from mssmail.smtp.gateway import LocalGateway
 from mssmail.smtp.received import new_queue_id, received_header
@@ -232,6 +233,9 @@ class SubmissionHandler(BaseHandler):
         if result.ok:
             return AuthResult(success=True, auth_data=LoginPassword(result.address.encode(), b""),
                               message=render(replies.AUTH_OK))
+        logs.event(logs.LOGIN_LOCKOUT if result.locked else logs.LOGIN_FAILURE, level=logging.WARNING,
+                   peer=server.peer_ip, service=self.service, user=user[:320],
+                   reason="locked" if result.locked else "invalid credentials")
         if result.delay:
             await asyncio.sleep(result.delay)
         reply = (replies.AUTH_LOCKED if result.locked else replies.AUTH_BUSY if result.temporary

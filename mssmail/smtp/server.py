@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, syntax
 
+from mssmail import logs
 from mssmail.smtp import data, replies
 
 if TYPE_CHECKING:
@@ -71,6 +72,16 @@ class MssSMTP(SMTP):
             await super().smtp_DATA(arg)
             return
         await data.smtp_DATA(self, arg)
+
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        """aiosmtpd's, and the operator's log line for what the handler decided (a
+        delivery, or a refusal of MAIL, RCPT or DATA: `mssmail.logs.smtp_outcome`)."""
+        status = await super()._call_handler_hook(command, *args)
+        if command in ("MAIL", "RCPT", "DATA") and isinstance(status, str):
+            logs.smtp_outcome(self.listener.name, self.peer_ip, command, status,
+                              self.envelope.mail_from if command != "MAIL" else args[0],
+                              args[0] if command == "RCPT" else self.envelope.rcpt_tos)
+        return status
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str):

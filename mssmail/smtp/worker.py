@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 
+from mssmail import logs
 from mssmail.config import Config
 from mssmail.service import ServerContext
 from mssmail.smtp.gateway import RemoteGateway
@@ -80,10 +81,8 @@ def main(argv: list[str]) -> int:
     # Ctrl-C reaches the whole process group: the parent decides, then sends SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     config = Config.model_validate_json(sys.stdin.buffer.read())
-    logging.basicConfig(level=config.server.log_level, stream=sys.stderr,
-                        format=f"%(asctime)s %(levelname)s %(name)s[{service} worker {index}]: %(message)s")
-    if config.server.log_level != "DEBUG":
-        logging.getLogger("mail.log").setLevel(logging.WARNING)
+    # JSON lines to stderr and DATA/logs/mss.log, which the main process rotates.
+    logs.configure(config, process=f"{service} worker {index}", rotate=False)
     asyncio.run(serve(config, service, int(handoff_fd), int(channel_fd)))
     return 0
 
