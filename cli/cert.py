@@ -133,7 +133,8 @@ def cert_list(env: Env, as_json: bool) -> None:
     if as_json:
         print_json(entries)
         return
-    print_table([(e["address"], e["usage"], e["serial"][:16], e["rpps"] or "", e["not_after"][:10],
+    # The whole serial: what `mss cert revoke SERIAL` takes.
+    print_table([(e["address"], e["usage"], e["serial"], e["rpps"] or "", e["not_after"][:10],
                   "revoked" if e["revoked"] else "", "yes" if e["has_key"] else "no") for e in entries],
                 ["ADDRESS", "USAGE", "SERIAL", "RPPS", "EXPIRES", "STATUS", "KEY"])
 
@@ -183,6 +184,13 @@ def cert_protect(env: Env, file: str, signer: str | None, recipients: tuple[str,
     cred = ks.get(signer, "signature") if signer else None
     if signer and (cred is None or cred.key is None):
         fail(f"the server holds no signature key for {signer.lower()}.")
+    if cred is not None:
+        from crypto.signerstatus import serial_of, unusable_reason
+
+        why = unusable_reason(ks, cred.certificate)
+        if why:
+            fail(f"the signature certificate {serial_of(cred.certificate)} of {signer.lower()} is {why}; "
+                 "it cannot sign.")
     certs = []
     trust = trust_for(env.config, ks)
     for rcpt in recipients:
@@ -238,7 +246,8 @@ def cert_pgp_export(env: Env, address: str) -> None:
 @pass_env
 @operational
 def cert_report(env: Env, file: str, address: str | None, as_json: bool) -> None:
-    """Verify a message file (.eml) and print its signature report (French)."""
+    """Verify a message file (.eml) and print its signature report (French); exit 1
+    unless the signature is valid (tampered, revoked, expired, untrusted, unsigned)."""
     from crypto.analyse import analyse_message
     from crypto.context import trust_for
     from crypto.report import render_fr
@@ -250,3 +259,6 @@ def cert_report(env: Env, file: str, address: str | None, as_json: bool) -> None
         print_json(report.to_dict())
     else:
         click.echo(render_fr(report), nl=False)
+    # Exit 0 only for a valid signature: a script can trust `mss cert report F && ...`.
+    if report.verdict != "valid":
+        sys.exit(1)

@@ -200,11 +200,15 @@ class KeyStore:
         return Credential(address.lower(), usage, certs[0], certs[1:], key)
 
     def find_by_serial(self, serial: str) -> dict[str, Any] | None:
-        serial = serial.lower().removeprefix("0x").lstrip("0") or "0"
-        for entry in self._read_json(INDEX):
+        """The entry with this hex serial (as `mss cert list` shows it; colons and a 0x
+        prefix allowed), or with a unique prefix of it of at least 8 digits."""
+        serial = serial.lower().replace(":", "").removeprefix("0x").lstrip("0") or "0"
+        entries = self._read_json(INDEX)
+        for entry in entries:
             if entry["serial"] == serial:
                 return entry
-        return None
+        matches = [e for e in entries if len(serial) >= 8 and e["serial"].startswith(serial)]
+        return matches[0] if len({e["serial"] for e in matches}) == 1 else None
 
     # --- revocation ------------------------------------------------------------------
     def revoke(self, what: str) -> list[str]:

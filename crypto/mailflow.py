@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 # RFC 3463 / RFC 5321 reply for a recipient we must encrypt to but cannot.
 REPLY_NO_CERTIFICATE = (550, "5.7.1 No encryption certificate for {rcpt}: encryption is required")
 REPLY_NO_SIGNING_KEY = (550, "5.7.1 No signature key held by the server for {sender}")
+# RFC 3463 5.7.1: the policy demands a signature and the sender's certificate may not sign.
+REPLY_SIGNER_UNUSABLE = (550, "5.7.1 The signature certificate of {sender} is {why}: not sent; "
+                              "ask the administrator for a new certificate")
 
 AR_HEADER = "Authentication-Results"
 # RFC 7281 section 3: smime results.
@@ -97,6 +100,9 @@ def protect_outgoing(config: Any, store: Any, sender: str, recipients: list[str]
         if signer is None or signer.key is None:
             code, text = REPLY_NO_SIGNING_KEY
             raise PolicyRefusal(code, text.format(sender=sender))
+        signer = _usable_signer(config, sender, signer, ks)
+        if signer is None and policy.encrypt == "never":
+            return message
     certs: list[x509.Certificate] = []
     if policy.encrypt != "never":
         missing = []
@@ -116,8 +122,30 @@ def protect_outgoing(config: Any, store: Any, sender: str, recipients: list[str]
             own = ks.get(sender, "encryption")  # so the sender can read the Sent copy
             if own is not None and own.certificate not in certs:
                 certs.append(own.certificate)
+    if signer is None and not certs:
+        return message  # nothing left to do (an unusable signer, no one to encrypt to)
     return analyse.protect_message(message, signer, certs or None,
                                    per_attachment=config.crypto.sign_attachments)
+
+
+def _usable_signer(config: Any, sender: str, signer: Any, ks: KeyStore) -> Any:
+    """The signer, or None (send unsigned) when its certificate is revoked or expired and
+    `[crypto] unusable_signer` is "send-unsigned"; PolicyRefusal when it is "refuse".
+    Either way the log says so (`signing.refused`); a refusal also tells the sender."""
+    from crypto.signerstatus import serial_of, unusable_reason
+    from mssmail import logs
+
+    why = unusable_reason(ks, signer.certificate)
+    if why is None:
+        return signer
+    action = config.crypto.unusable_signer
+    logs.event(logs.SIGNING_REFUSED, level=logging.WARNING, sender=sender,
+               serial=serial_of(signer.certificate), reason=f"signature certificate {why}",
+               action="unsigned" if action == "send-unsigned" else "refused")
+    if action == "send-unsigned":
+        return None
+    code, text = REPLY_SIGNER_UNUSABLE
+    raise PolicyRefusal(code, text.format(sender=sender, why=why))
 
 
 # --- reception ---------------------------------------------------------------------------

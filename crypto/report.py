@@ -120,11 +120,46 @@ def _date(value: str | None) -> str:
     return value[:19].replace("T", " à ") + " UTC"
 
 
+# Details the verifiers write in French already; any other (English, from a library or
+# an exception) is replaced by one said in French from the signer's structured fields.
+_FRENCH_DETAILS = ("signature vérifiée", "signature OpenPGP vérifiée", "message illisible")
+
+
+def _detail_fr(s: SignerReport) -> str:
+    """The signer's detail in French: the doctor reads this report, in one language."""
+    if s.detail.startswith(_FRENCH_DETAILS):
+        return s.detail
+    if s.status == TAMPERED:
+        return "le contenu ne correspond plus à la signature"
+    if s.status == REVOKED:
+        return "le certificat du signataire a été révoqué par son autorité"
+    if s.status == EXPIRED:
+        if s.chain_status == "not-yet-valid":
+            return "le certificat du signataire n'est pas encore valide"
+        if s.chain_status == "expired":
+            return f"le certificat du signataire a expiré le {_date(s.not_after)}"
+        return "le message a été signé hors de la période de validité du certificat"
+    if s.status == UNTRUSTED:
+        if s.detail.startswith("the certificate is for"):
+            return f"le certificat est celui de {s.email}, pas celui de l'expéditeur"
+        if "in the future" in s.detail:
+            return "la date de signature est dans le futur"
+        if s.method == "pgp":
+            return "la clé OpenPGP du signataire n'est pas connue ici"
+        return _CHAIN_FR.get(s.chain_status, "certificat non reconnu")
+    if s.status == INVALID:
+        return "signature illisible, malformée ou d'un algorithme non pris en charge"
+    return _STATUS_FR.get(s.status, s.status)
+
+
 def render_fr(report: SignatureReport | dict[str, Any]) -> str:
-    """The "Rapport de signature" shown to the doctor (plain text, French)."""
+    """The "Rapport de signature" shown to the doctor (plain text, French only)."""
     r = SignatureReport.from_dict(report) if isinstance(report, dict) else report
+    summary = r.summary
+    if r.decrypted is False:  # the summary is then the decryption error, in English
+        summary = "message chiffré que le serveur ne peut pas déchiffrer (aucune clé ne convient)"
     lines = ["Rapport de signature", "====================",
-             f"Verdict : {_STATUS_FR.get(r.verdict, r.verdict).upper()} ({r.summary})"]
+             f"Verdict : {_STATUS_FR.get(r.verdict, r.verdict).upper()} ({summary})"]
     if r.encrypted:
         lines.append("Chiffrement : message chiffré" + (
             f" ({r.encryption})" if r.encryption else "") + (
@@ -132,7 +167,7 @@ def render_fr(report: SignatureReport | dict[str, Any]) -> str:
     for i, s in enumerate(r.signers, 1):
         lines += ["", f"Signature {i} ({'S/MIME' if s.method == 'smime' else 'OpenPGP'}) : "
                       f"{_STATUS_FR.get(s.status, s.status)}",
-                  f"  Détail : {s.detail}",
+                  f"  Détail : {_detail_fr(s)}",
                   f"  Signataire : {s.subject or 'inconnu'}"]
         if s.rpps:
             lines.append(f"  Identifiant RPPS : {s.rpps}")

@@ -13,6 +13,7 @@ def run_checks(config: Config) -> Iterator[tuple[bool, str]]:
     yield True, f"configuration loaded (domain {config.server.domain})"
     yield from _check_database(config)
     yield from _check_certificates(config)
+    yield from _check_user_certificates(config)
     yield from _check_ports(config)
     yield from _check_password_hash(config)
 
@@ -80,6 +81,31 @@ def _check_certificates(config: Config) -> Iterator[tuple[bool, str]]:
     for name in config.trust.ca_files:
         path = config.path(name)
         yield (Path(path).exists(), f"trust anchor {path}" + ("" if Path(path).exists() else " is missing"))
+
+
+def _check_user_certificates(config: Config) -> Iterator[tuple[bool, str]]:
+    """The certificates the server signs, decrypts or presents with: revoked or expired
+    is a problem (exit 1), expiring within 30 days a warning on an ok line."""
+    from crypto.context import keystore_for
+    from crypto.signerstatus import EXPIRY_WARNING, certificates_in_use
+
+    try:
+        in_use = list(certificates_in_use(keystore_for(config)))
+    except Exception as exc:
+        yield False, f"certificates under {config.path('pki')} unreadable: {exc}"
+        return
+    soon = 0
+    for cert in in_use:
+        what = f"{cert.usage} certificate {cert.serial} of {cert.address}"
+        if cert.problem == "expired":
+            yield False, f"{what} expired on {cert.not_after:%Y-%m-%d} and is still in use"
+        elif cert.problem:
+            yield False, f"{what} is {cert.problem} and is still in use"
+        elif cert.days_left < EXPIRY_WARNING.days:
+            soon += 1
+            yield True, f"warning: {what} expires in {cert.days_left} day(s) ({cert.not_after:%Y-%m-%d})"
+    if in_use:
+        yield True, f"{len(in_use)} user certificate(s) in use" + (f", {soon} expiring within 30 days" if soon else "")
 
 
 def _check_ports(config: Config) -> Iterator[tuple[bool, str]]:

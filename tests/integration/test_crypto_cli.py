@@ -92,8 +92,10 @@ def test_protect_then_report_in_french(inst: MssInstance, tmp_path: Path) -> Non
                                "--json").stdout)
     assert data["verdict"] == "valid" and data["decrypted"] is True
     # Without Claire's key the server cannot open it: no false "valid".
-    closed = json.loads(inst.mss("cert", "report", str(tmp_path / "p.eml"), "--json").stdout)
+    closed_run = inst.mss("cert", "report", str(tmp_path / "p.eml"), "--json", check=False)
+    closed = json.loads(closed_run.stdout)
     assert closed["verdict"] != "valid" and closed["decrypted"] is False
+    assert closed_run.returncode == 1  # not valid: a script must not take it as verified
     missing = inst.mss("cert", "protect", str(tmp_path / "m.eml"), "--encrypt-to", "nobody@a.example", check=False)
     assert missing.returncode == 1 and "nobody@a.example" in missing.stderr
 
