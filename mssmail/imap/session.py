@@ -261,7 +261,7 @@ class Session:
             self.auth_failures += 1
             logs.event(logs.LOGIN_LOCKOUT if result.locked else logs.LOGIN_FAILURE, level=logging.WARNING,
                        peer=self.peer_ip, service="imap", user=user[:320],
-                       reason="locked" if result.locked else "invalid credentials")
+                       reason=getattr(result, "reason", "") or ("source blocked" if result.locked else "invalid credentials"))
             text = "account temporarily locked" if result.locked else "invalid credentials"
             await self._tagged(request, "NO", text, "AUTHENTICATIONFAILED")
             if self.auth_failures >= MAX_AUTH_FAILURES:

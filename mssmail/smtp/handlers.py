@@ -235,7 +235,7 @@ class SubmissionHandler(BaseHandler):
                               message=render(replies.AUTH_OK))
         logs.event(logs.LOGIN_LOCKOUT if result.locked else logs.LOGIN_FAILURE, level=logging.WARNING,
                    peer=server.peer_ip, service=self.service, user=user[:320],
-                   reason="locked" if result.locked else "invalid credentials")
+                   reason=getattr(result, "reason", "") or ("source blocked" if result.locked else "invalid credentials"))
         if result.delay:
             await asyncio.sleep(result.delay)
         reply = (replies.AUTH_LOCKED if result.locked else replies.AUTH_BUSY if result.temporary
