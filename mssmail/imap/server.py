@@ -37,6 +37,11 @@ log = logging.getLogger("mss.imap")
 READ_SIZE = 256 * 1024
 PREAUTH_TIMEOUT = 120  # seconds a client may stay connected without logging in
 HANDSHAKE_TIMEOUT = 30
+# After LOGOUT or BYE, our TLS close_notify is sent and the socket closed at the latest this
+# many seconds later, whether or not the client answers with its own (asyncio waits 30 s by
+# default: imaptest, which waits for the server to close first, sat out the whole wait).
+# Implicit TLS only: StreamWriter.start_tls (STARTTLS) takes no such setting before 3.12.
+SHUTDOWN_TIMEOUT = 2
 
 
 class ImapConnection:
@@ -235,6 +240,7 @@ class ImapListener:
             server = await asyncio.start_server(
                 lambda r, w: self._serve(r, w, True), host=config.bind_of(config.imaps),
                 port=config.imaps.port, ssl=self.tls_context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+                ssl_shutdown_timeout=SHUTDOWN_TIMEOUT,
                 limit=READ_SIZE)
             self.servers.append(server)
             port = server.sockets[0].getsockname()[1]
