@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .decoding import detect_layout, iter_lines
+from .decoding import TextLayout, detect_layout, iter_line_blocks
 from .errors import ParseError
 from .flags import interpret_flag
 from .nir import nir_birth_month, nir_key_is_valid
@@ -45,6 +46,7 @@ HEADER_NAMES = ("patient id", "last name", "first name", "address 1", "address 2
                 "sender", "recipient")
 _POSTCODE_CITY = re.compile(r"^(\S+)\s+(.*)$")
 _SHARED_MAX = 16
+_EMPTY = [""] * _RES_WIDTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,11 +239,12 @@ class _Builder:
         return compact, ""
 
     def result(self, number: int, text: str) -> HprimNetResult:
-        fields = text.split("|")
+        fields = text.split("|", _RES_WIDTH)
         if len(fields) < _RES_WIDTH:
-            fields.extend([""] * (_RES_WIDTH - len(fields)))
-        share = self.share
-        values = [share(field.strip()) for field in fields[1:_RES_WIDTH]]
+            fields.extend(_EMPTY[:_RES_WIDTH - len(fields)])
+        # Every field shared: a big file repeats its labels, units, ranges and values.
+        share = self.shared.setdefault
+        values = [share(field, field) for field in map(str.strip, fields[1:_RES_WIDTH])]
         flag = values[7]
         abnormal, off_scale, known = interpret_flag(flag)
         if not known:
@@ -263,7 +266,6 @@ def parse_hprim_net(data: bytes) -> HprimNetFile:
     lab_line = 0
     has_finfichier = False
     trailing_noted = False
-    last_line = 0
 
     def finish(end_line: int, has_lab: bool) -> None:
         start, _ = header[0]
@@ -275,8 +277,7 @@ def parse_hprim_net(data: bytes) -> HprimNetFile:
             results=tuple(results), lab_text=tuple(lab_text), has_lab=has_lab,
             end_line=end_line))
 
-    for number, text in iter_lines(data, layout):
-        last_line = number
+    for number, text in _numbered(data, layout):
         if state == "lab":
             head = text[:4]
             if head == "RES|":
@@ -350,7 +351,7 @@ def parse_hprim_net(data: bytes) -> HprimNetFile:
                          "the file")
     if state == "body":
         warnings.append(f"line {header[0][0]}: record not closed by ****FIN****")
-        finish(last_line, False)
+        finish(header[0][0] + HEADER_LINES + len(body) - 1, False)
     if not build.records:
         raise ParseError(KIND, None, None, "no HPRIM Net record (empty file)")
     if not has_finfichier:
@@ -358,6 +359,11 @@ def parse_hprim_net(data: bytes) -> HprimNetFile:
     return HprimNetFile(records=tuple(build.records), has_finfichier=has_finfichier,
                         encoding=layout.encoding, line_ending=layout.line_ending,
                         warnings=tuple(warnings))
+
+
+def _numbered(data: bytes, layout: TextLayout) -> Iterator[tuple[int, str]]:
+    for first, lines in iter_line_blocks(data, layout):
+        yield from enumerate(lines, first)
 
 
 def _request_date(line: tuple[int, str], build: _Builder) -> str | None:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .decoding import TextLayout, detect_layout, iter_lines
+from .decoding import TextLayout, detect_layout, iter_line_blocks
 from .errors import ParseError
 from .flags import interpret_flag
 
@@ -36,6 +36,9 @@ KIND = "hprim_sante"
 EscapeMode = Literal["hl7_named", "literal_next"]
 ESCAPE_MODES: tuple[str, ...] = ("hl7_named", "literal_next")
 _SKIPPED_RECORDS = frozenset({"FAC", "ACT", "REG", "AP", "AC", "ERR"})
+_EMPTY = [""] * 32
+_MISSING = object()
+_KNOWN = frozenset({"OBX", "OBR", "P", "C", "L", "H"})
 _RANGE_BETWEEN = re.compile(r"^\s*(-?\d+(?:[.,]\d+)?)\s*-\s*(-?\d+(?:[.,]\d+)?)\s*$")
 _RANGE_BELOW = re.compile(r"^\s*<\s*(-?\d+(?:[.,]\d+)?)\s*$")
 _RANGE_ABOVE = re.compile(r"^\s*>\s*(-?\d+(?:[.,]\d+)?)\s*$")
@@ -194,10 +197,10 @@ class HprimSanteResult:
     off_scale: str | None
     low: str | None
     high: str | None
-    comments: tuple[str, ...]
     value_code: str | None
     value_label: str | None
     line: int
+    comments: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -335,21 +338,8 @@ def split_range(text: str) -> tuple[str | None, str | None]:
 
 
 @dataclass(slots=True)
-class _Pending:
-    """A record whose ``A|`` continuations may still arrive (parts joined once, so a
-    record continued a thousand times costs linear, not quadratic, copying)."""
-
-    line: int
-    parts: list[str]
-
-    @property
-    def text(self) -> str:
-        return self.parts[0] if len(self.parts) == 1 else "".join(self.parts)
-
-
-@dataclass(slots=True)
 class _OpenResult:
-    fields: dict[str, Any]
+    fields: tuple[Any, ...]  # HprimSanteResult's arguments but the comments
     comments: list[str] = field(default_factory=list)
 
 
@@ -357,14 +347,14 @@ class _OpenResult:
 class _OpenRequest:
     fields: dict[str, Any]
     comments: list[str] = field(default_factory=list)
-    results: list[_OpenResult] = field(default_factory=list)
+    results: list[HprimSanteResult] = field(default_factory=list)
 
 
 @dataclass(slots=True)
 class _OpenPatient:
     fields: dict[str, Any]
     comments: list[str] = field(default_factory=list)
-    requests: list[_OpenRequest] = field(default_factory=list)
+    requests: list[HprimSanteRequest] = field(default_factory=list)
 
 
 def _read_delimiters(line: int, text: str) -> Delimiters:
@@ -386,29 +376,32 @@ def _read_delimiters(line: int, text: str) -> Delimiters:
     return Delimiters(*chars)
 
 
-def _records(data: bytes, layout: TextLayout) -> Iterator[_Pending]:
-    """Logical records, streamed: physical lines with their ``A|`` continuations joined,
-    blank lines dropped (one record of lookahead, never the whole file as text)."""
-    pending: _Pending | None = None
+def _records(data: bytes, layout: TextLayout) -> Iterator[tuple[int, str]]:
+    """Logical records (line, text), streamed: physical lines with their ``A|``
+    continuations joined, blank lines dropped; one record of lookahead, never the whole
+    file as text."""
+    pending_line = 0
+    pending: list[str] = []
     continuation = ""
-    for number, raw in iter_lines(data, layout):
-        # Non-printable bytes around a record are transport noise (the standard's record
-        # terminator is CR; anything after it up to the next record is ignored).
-        text = raw.strip(_NOISE)
-        if not text.strip():
-            continue
-        if pending is None:
-            continuation = "A" + (text[1] if len(text) > 1 else "|")
-            pending = _Pending(number, [text])
-        elif text.startswith(continuation):
-            # HPRIM Santé §B.1 (via libHprim): the text after "A|" is appended to the
-            # previous record as is, no separator inserted; then the record is split.
-            pending.parts.append(text[2:])
-        else:
-            yield pending
-            pending = _Pending(number, [text])
-    if pending is not None:
-        yield pending
+    for first, lines in iter_line_blocks(data, layout):
+        for number, raw in enumerate(lines, first):
+            # Non-printable bytes around a record are transport noise (the standard's
+            # record terminator is CR; anything after it up to the next record is ignored).
+            text = raw.strip(_NOISE) if raw[-1:] < " " or raw[:1] < " " else raw
+            if not text or text.isspace():
+                continue
+            if not pending:
+                continuation = "A" + (text[1] if len(text) > 1 else "|")
+                pending_line, pending = number, [text]
+            elif text.startswith(continuation):
+                # HPRIM Santé §B.1 (via libHprim): the text after "A|" is appended to the
+                # previous record as is, no separator inserted; then the record is split.
+                pending.append(text[2:])
+            else:
+                yield pending_line, pending[0] if len(pending) == 1 else "".join(pending)
+                pending_line, pending = number, [text]
+    if pending:
+        yield pending_line, pending[0] if len(pending) == 1 else "".join(pending)
 
 
 def parse_hprim_sante(data: bytes, escape_mode: str = "hl7_named") -> HprimSanteFile:
@@ -421,73 +414,86 @@ def parse_hprim_sante(data: bytes, escape_mode: str = "hl7_named") -> HprimSante
     first = next(records, None)
     if first is None:
         raise ParseError(KIND, None, None, "empty file: no H header")
-    delimiters = _read_delimiters(first.line, first.text)
+    first_line, first_text = first
+    delimiters = _read_delimiters(first_line, first_text)
     escaper = Escaper(delimiters, escape_mode)
     parser = _RecordParser(delimiters, escaper, warnings)
-    header = parser.header(first.line, first.text)
-    patients: list[_OpenPatient] = []
-    last: Any = None  # the record a C comment attaches to
+    header = parser.header(first_line, first_text)
+    patients: list[HprimSantePatient] = []
+    # Records are frozen as soon as nothing more can attach to them (a C comment only
+    # follows its record), so the file is never held twice: once as builders, once frozen.
+    patient: _OpenPatient | None = None
+    request: _OpenRequest | None = None
+    result: _OpenResult | None = None
+    last: Any = None  # the builder a C comment attaches to
     trailer_line: int | None = None
     sep = delimiters.field
-    last_line = first.line
-    for record in records:
-        last_line = record.line
-        text = record.text
-        kind, _, _ = text.partition(sep)
-        kind = kind.strip().upper()
+    last_line = first_line
+    for number, text in records:
+        last_line = number
+        kind = text[:text.find(sep)] if sep in text else text
+        if kind not in _KNOWN:
+            kind = kind.strip().upper()
         if trailer_line is not None:
-            raise ParseError(KIND, record.line, kind or "record",
+            raise ParseError(KIND, number, kind or "record",
                              f"record after the L trailer of line {trailer_line}")
-        if kind == "OBX":
-            if last is None or not patients or not patients[-1].requests:
-                raise ParseError(KIND, record.line, "OBX", "OBX result before any OBR request")
-            request = patients[-1].requests[-1]
-            result = _OpenResult(parser.result(record.line, text))
-            request.results.append(result)
-            last = result
-        elif kind == "OBR":
-            if not patients:
-                raise ParseError(KIND, record.line, "OBR", "OBR request before any P patient")
-            request = _OpenRequest(parser.request(record.line, text))
-            patients[-1].requests.append(request)
-            last = request
-        elif kind == "P":
-            patient = _OpenPatient(parser.patient(record.line, text))
-            patients.append(patient)
-            last = patient
-        elif kind == "C":
+        if kind == "C":
             comment = parser.comment(text)
             if last is None:
-                warnings.append(f"line {record.line}: C comment on the H header ignored: "
+                warnings.append(f"line {number}: C comment on the H header ignored: "
                                 f"{comment[:60]!r}")
             else:
                 last.comments.append(comment)
-        elif kind == "L":
-            trailer_line = record.line
+            continue
+        if result is not None:
+            assert request is not None
+            request.results.append(HprimSanteResult(*result.fields, tuple(result.comments))
+                                   if result.comments else HprimSanteResult(*result.fields))
+            result = None
+        if kind == "OBX":
+            if request is None:
+                raise ParseError(KIND, number, "OBX", "OBX result before any OBR request")
+            result = last = _OpenResult(parser.result(number, text))
+            continue
+        if kind in ("OBR", "P", "L") and request is not None:
+            assert patient is not None
+            patient.requests.append(_freeze_request(request))
+            request = None
+        if kind == "OBR":
+            if patient is None:
+                raise ParseError(KIND, number, "OBR", "OBR request before any P patient")
+            request = last = _OpenRequest(parser.request(number, text))
+        elif kind in ("P", "L"):
+            if patient is not None:
+                patients.append(_freeze_patient(patient))
+                patient = None
+            if kind == "P":
+                patient = last = _OpenPatient(parser.patient(number, text))
+            else:
+                trailer_line = number
         elif kind == "H":
-            raise ParseError(KIND, record.line, "H", "second H header inside the file")
+            raise ParseError(KIND, number, "H", "second H header inside the file")
         elif kind == "MSH":
-            raise ParseError(KIND, record.line, "MSH", "HL7 v2 segment in an HPRIM Santé file")
+            raise ParseError(KIND, number, "MSH", "HL7 v2 segment in an HPRIM Santé file")
         elif kind in _SKIPPED_RECORDS:
-            warnings.append(f"line {record.line}: {kind} record skipped (not a result)")
+            warnings.append(f"line {number}: {kind} record skipped (not a result)")
         else:
-            warnings.append(f"line {record.line}: unknown record type {kind!r} skipped")
+            warnings.append(f"line {number}: unknown record type {kind!r} skipped")
     if trailer_line is None:
         raise ParseError(KIND, last_line, "L", "no L trailer: the file is truncated")
     return HprimSanteFile(
-        delimiters=delimiters, header=header,
-        patients=tuple(_freeze_patient(p) for p in patients), encoding=layout.encoding,
-        line_ending=layout.line_ending, escape_mode=escape_mode, warnings=tuple(warnings))
+        delimiters=delimiters, header=header, patients=tuple(patients),
+        encoding=layout.encoding, line_ending=layout.line_ending, escape_mode=escape_mode,
+        warnings=tuple(warnings))
+
+
+def _freeze_request(request: _OpenRequest) -> HprimSanteRequest:
+    return HprimSanteRequest(**request.fields, comments=tuple(request.comments),
+                             results=tuple(request.results))
 
 
 def _freeze_patient(patient: _OpenPatient) -> HprimSantePatient:
-    requests = tuple(
-        HprimSanteRequest(**request.fields, comments=tuple(request.comments),
-                          results=tuple(HprimSanteResult(**result.fields,
-                                                         comments=tuple(result.comments))
-                                        for result in request.results))
-        for request in patient.requests)
-    return HprimSantePatient(**patient.fields, requests=requests,
+    return HprimSantePatient(**patient.fields, requests=tuple(patient.requests),
                              comments=tuple(patient.comments))
 
 
@@ -500,6 +506,8 @@ class _RecordParser:
         self.split = escaper.split
         self.warnings = warnings
         self.shared: dict[str, str] = {}
+        self.ranges: dict[str, tuple[str | None, str | None]] = {}
+        self.dates: dict[str, str | None] = {}
 
     def fields(self, text: str, width: int) -> list[str]:
         parts = self.split(text, self.d.field)
@@ -569,31 +577,53 @@ class _RecordParser:
                                          first_name=prescriber[2]),
                 "status": self.value(f[25])}
 
-    def result(self, line: int, text: str) -> dict[str, Any]:
-        f = self.fields(text, 15)
-        value_type = self.value(f[2])
-        code, label, system = self.components(f[3], 3)[:3]
+    def result(self, line: int, text: str) -> tuple[Any, ...]:
+        """HprimSanteResult's arguments (but the comments) for one OBX.
+
+        The hot path of a big file: a record without the escape character (nearly all)
+        is split with ``str.split`` and its strings shared, with no decoding call per
+        field; ranges and dates, which repeat, are converted once per distinct value."""
+        d = self.d
+        if d.escape in text:
+            f = self.fields(text, 15)
+            values = [self.value(x) for x in f[:15]]
+            test = self.components(f[3], 3)
+        else:
+            f = text.split(d.field, 15)
+            if len(f) < 15:
+                f.extend(_EMPTY[:15 - len(f)])
+            share = self.shared.setdefault
+            values = [share(x, x) for x in map(str.strip, f[:15])]
+            test = [share(x, x) for x in map(str.strip, f[3].split(d.component, 3))]
+            if len(test) < 3:
+                test.extend(_EMPTY[:3 - len(test)])
+        value_type = values[2]
         value_code = value_label = None
         if value_type == "CE":
             # The CE value keeps its components as written; code and label split out.
             value = f[5].strip()
             value_code, value_label = self.components(f[5], 2)[:2]
         else:
-            value = self.value(f[5])
-        range_text = self.value(f[7])
-        low, high = split_range(range_text)
-        flag = self.value(f[8])
+            value = values[5]
+        range_text = values[7]
+        bounds = self.ranges.get(range_text)
+        if bounds is None:
+            bounds = self.ranges[range_text] = split_range(range_text)
+        flag = values[8]
         abnormal, off_scale, known = interpret_flag(flag)
         if not known:
             self.warnings.append(f"line {line}, OBX field 8 (flag): unknown flag {flag!r}, "
                                  "counted as not abnormal")
-        return {"seq": self.value(f[1]), "value_type": value_type, "code": code,
-                "label": label, "coding_system": system, "value": value,
-                "unit": self.value(f[6]), "range": range_text, "flag": flag,
-                "status": self.value(f[11]),
-                "datetime": self.date(f[14], line, "OBX field 14 (date)"),
-                "abnormal": abnormal, "off_scale": off_scale, "low": low, "high": high,
-                "value_code": value_code, "value_label": value_label, "line": line}
+        raw_date = values[14]
+        when = self.dates.get(raw_date, _MISSING)
+        if when is _MISSING:
+            when = self.dates[raw_date] = self.date(raw_date, line, "OBX field 14 (date)")
+        elif when is None and raw_date:
+            self.warnings.append(f"line {line}, OBX field 14 (date): unreadable date "
+                                 f"{raw_date!r}")
+        return (values[1], value_type, test[0], test[1], test[2], value, values[6], range_text,
+                flag, values[11], when, abnormal, off_scale, bounds[0], bounds[1], value_code,
+                value_label, line)
 
     def comment(self, text: str) -> str:
         f = self.fields(text, 4)
