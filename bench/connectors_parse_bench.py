@@ -7,8 +7,12 @@ Generates an HPRIM Net file and an HPRIM Santé file of --size (realistic record
 12-line header, a readable report and a LAB block of 15 results per patient for HPRIM
 Net; P, OBR, 15 OBX and a comment per patient for HPRIM Santé, CP1252 with accents,
 CRLF), then parses each in a fresh process so its peak RSS (ru_maxrss) is its own.
-Reported per format: MB/s of the parse alone (reading the file excluded), the
-process's peak RSS, and that peak as a multiple of the input size. Targets (issue 13):
+Reported per format and mode (``full``: the whole result built; ``stream``: the
+streaming readers, one record or patient at a time, as a router consumes a big file):
+MB/s of the parse alone (reading the file excluded) in wall time and in CPU time (the
+CPU figure is what the parser costs when the machine is shared), the process's peak
+RSS (interpreter, modules, the input bytes and the result), and that peak as a
+multiple of the input size. Targets (issue 13):
 HPRIM Net >= 30 MB/s, HPRIM Santé >= 15 MB/s, peak RSS <= 3x the input. Best of
 --repeat runs. Run it alone: flock /tmp/mss-bench.lock .venv/bin/python bench/...
 """
@@ -104,26 +108,43 @@ def generate(kind: str, size: int, path: Path) -> int:
     return count
 
 
-def child(kind: str, path: str) -> None:
-    """Parse one file; print the parse time, counts and memory as JSON."""
-    from connectors.formats import parse_hprim_net, parse_hprim_sante
+def child(kind: str, mode: str, path: str) -> None:
+    """Parse one file; print the parse time, counts and memory as JSON.
+
+    ``full``: ``parse_hprim_*`` builds the whole result. ``stream``: the readers yield
+    one record (patient) at a time, as a router handles a big file."""
+    from connectors.formats import (
+        HprimNetReader,
+        HprimSanteReader,
+        parse_hprim_net,
+        parse_hprim_sante,
+    )
 
     idle = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     data = Path(path).read_bytes()
-    started = time.perf_counter()
-    if kind == "hprim-net":
+    started, cpu_started = time.perf_counter(), time.process_time()
+    if kind == "hprim-net" and mode == "full":
         parsed = parse_hprim_net(data)
         results = sum(len(r.results) for r in parsed.records)
         parts = len(parsed.records)
+    elif kind == "hprim-net":
+        parts = results = 0
+        for parts, record in enumerate(HprimNetReader(data).records(), 1):  # noqa: B007
+            results += len(record.results)
+    elif mode == "full":
+        parsed_sante = parse_hprim_sante(data)
+        results = sum(len(q.results) for p in parsed_sante.patients for q in p.requests)
+        parts = len(parsed_sante.patients)
     else:
-        parsed = parse_hprim_sante(data)
-        results = sum(len(q.results) for p in parsed.patients for q in p.requests)
-        parts = len(parsed.patients)
+        parts = results = 0
+        for parts, patient in enumerate(HprimSanteReader(data).patients(), 1):  # noqa: B007
+            results += sum(len(q.results) for q in patient.requests)
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"seconds": elapsed, "bytes": len(data), "parts": parts,
-                      "results": results, "idle_rss": idle, "peak_rss": peak,
-                      "warnings": len(parsed.warnings)}))
+    print(json.dumps({"seconds": elapsed, "cpu_seconds": cpu, "bytes": len(data),
+                      "parts": parts, "results": results, "idle_rss": idle,
+                      "peak_rss": peak}))
 
 
 def main() -> None:
@@ -131,7 +152,9 @@ def main() -> None:
     parser.add_argument("--size", default="50M")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--formats", default="hprim-net,hprim-sante")
-    parser.add_argument("--child", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--modes", default="full,stream")
+    parser.add_argument("--child", nargs=3, metavar=("KIND", "MODE", "PATH"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
@@ -139,26 +162,31 @@ def main() -> None:
     size = parse_size(args.size)
     targets = {"hprim-net": 30.0, "hprim-sante": 15.0}
     with tempfile.TemporaryDirectory(prefix="mss-conn-bench-") as tmp:
-        print(f"{'format':<12} {'size MB':>8} {'patients':>9} {'results':>9} {'MB/s':>7} "
-              f"{'peak RSS MB':>12} {'x input':>8} {'idle MB':>8}  target")
+        print(f"{'format':<12} {'mode':<7} {'size MB':>8} {'patients':>9} {'results':>9} "
+              f"{'MB/s':>6} {'cpu MB/s':>9} {'peak RSS MB':>12} {'x input':>8} "
+              f"{'idle MB':>8}  target")
         for kind in args.formats.split(","):
             path = Path(tmp) / f"bench.{kind}"
             generate(kind, size, path)
-            best: dict | None = None
-            for _ in range(args.repeat):
-                out = subprocess.run([sys.executable, __file__, "--child", kind, str(path)],
-                                     capture_output=True, text=True, check=True)
-                run = json.loads(out.stdout)
-                if best is None or run["seconds"] < best["seconds"]:
-                    best = run
-            assert best is not None
-            mb = best["bytes"] / 1e6
-            rate = mb / best["seconds"]
-            ratio = best["peak_rss"] / best["bytes"]
-            verdict = "met" if rate >= targets[kind] and ratio <= 3 else "NOT met"
-            print(f"{kind:<12} {mb:>8.1f} {best['parts']:>9} {best['results']:>9} {rate:>7.1f} "
-                  f"{best['peak_rss'] / 1e6:>12.1f} {ratio:>8.2f} {best['idle_rss'] / 1e6:>8.1f}"
-                  f"  >= {targets[kind]:.0f} MB/s, <= 3x: {verdict}")
+            for mode in args.modes.split(","):
+                best: dict | None = None
+                for _ in range(args.repeat):
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--child", kind, mode, str(path)],
+                        capture_output=True, text=True, check=True)
+                    run = json.loads(out.stdout)
+                    if best is None or run["seconds"] < best["seconds"]:
+                        best = run
+                assert best is not None
+                mb = best["bytes"] / 1e6
+                rate, cpu_rate = mb / best["seconds"], mb / best["cpu_seconds"]
+                ratio = best["peak_rss"] / best["bytes"]
+                verdict = "met" if rate >= targets[kind] and ratio <= 3 else "NOT met"
+                print(f"{kind:<12} {mode:<7} {mb:>8.1f} {best['parts']:>9} "
+                      f"{best['results']:>9} {rate:>6.1f} {cpu_rate:>9.1f} "
+                      f"{best['peak_rss'] / 1e6:>12.1f} {ratio:>8.2f} "
+                      f"{best['idle_rss'] / 1e6:>8.1f}  >= {targets[kind]:.0f} MB/s, <= 3x: "
+                      f"{verdict}", flush=True)
 
 
 if __name__ == "__main__":

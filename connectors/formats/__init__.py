@@ -6,10 +6,10 @@ reading an unzipped XDM directory when given one), logs, or keeps state between 
 from .cda_dlu import Dlu, parse_cda_dlu, parse_cda_header
 from .detect import detect_kind, parse_content
 from .errors import ParseError
-from .hprim_net import HprimNetFile, parse_hprim_net
-from .hprim_sante import HprimSanteFile, parse_hprim_sante
+from .hprim_net import HprimNetFile, HprimNetReader, parse_hprim_net
+from .hprim_sante import HprimSanteFile, HprimSanteReader, parse_hprim_sante
 from .xdm import XdmLimits, XdmPackage, read_xdm
 
-__all__ = ["Dlu", "HprimNetFile", "HprimSanteFile", "ParseError", "XdmLimits", "XdmPackage",
+__all__ = ["Dlu", "HprimNetFile", "HprimNetReader", "HprimSanteFile", "HprimSanteReader", "ParseError", "XdmLimits", "XdmPackage",
            "detect_kind", "parse_cda_dlu", "parse_cda_header", "parse_content",
            "parse_hprim_net", "parse_hprim_sante", "read_xdm"]

@@ -200,7 +200,6 @@ class _Builder:
 
     def __init__(self) -> None:
         self.warnings: list[str] = []
-        self.records: list[HprimNetRecord] = []
         self.shared: dict[str, str] = {}
 
     def share(self, text: str) -> str:
@@ -257,112 +256,136 @@ class _Builder:
         return HprimNetResult(*values, abnormal=abnormal, off_scale=off_scale, line=number)
 
 
+class HprimNetReader:
+    """Streaming reader: ``records()`` yields each record as soon as its ``****FIN****``
+    is read, so a router can handle a 50 MB file holding the input and one record, not
+    the whole result. It raises ParseError at the first refused construct, possibly
+    after having yielded earlier records: treat what it yielded as final only once the
+    iteration ends. ``warnings`` and ``has_finfichier`` are complete then."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.layout = detect_layout(data)
+        self._build = _Builder()
+        self.warnings = self._build.warnings
+        self.has_finfichier = False
+
+    def records(self) -> Iterator[HprimNetRecord]:
+        data, layout, build = self._data, self.layout, self._build
+        warnings = build.warnings
+        count = 0
+        state = "between"
+        header: list[tuple[int, str]] = []
+        body: list[str] = []
+        results: list[HprimNetResult] = []
+        lab_text: list[str] = []
+        lab_line = 0
+        has_finfichier = False
+        trailing_noted = False
+
+        def finish(end_line: int, has_lab: bool) -> HprimNetRecord:
+            start, _ = header[0]
+            values = header
+            return HprimNetRecord(
+                start_line=start, patient=build.patient(header), request_id=values[8][1].strip(),
+                request_date=_request_date(values[9], build), sender=_party(values[10][1]),
+                recipient=_party(values[11][1]), body_text="\n".join(body),
+                results=tuple(results), lab_text=tuple(lab_text), has_lab=has_lab,
+                end_line=end_line)
+
+        for number, text in _numbered(data, layout):
+            if state == "lab":
+                head = text[:4]
+                if head == "RES|":
+                    results.append(build.result(number, text))
+                    continue
+                if head == "TEX|":
+                    lab_text.append(text[4:].strip())
+                    continue
+                marker = record_marker(text)
+                if marker == MARKER_END:
+                    yield finish(number, True)
+                    count += 1
+                    state = "between"
+                elif marker is not None:
+                    raise ParseError(KIND, lab_line, "LAB section",
+                                     f"****LAB**** section not closed by ****FIN**** "
+                                     f"({marker} at line {number})")
+                elif text.strip().upper() in ("TEX", "TEX|"):
+                    lab_text.append("")
+                elif text.strip():
+                    warnings.append(f"line {number}: line in the LAB section is neither TEX nor "
+                                    "RES; ignored")
+                continue
+            if state == "body":
+                marker = record_marker(text)
+                if marker is None:
+                    body.append(text)
+                elif marker == MARKER_LAB:
+                    state, lab_line = "lab", number
+                elif marker == MARKER_END:
+                    yield finish(number, False)
+                    count += 1
+                    state = "between"
+                else:
+                    warnings.append(f"line {header[0][0]}: record not closed by ****FIN****")
+                    yield finish(number, False)
+                    count += 1
+                    has_finfichier, state = True, "done"
+                continue
+            if state == "header":
+                marker = record_marker(text)
+                if marker is not None:
+                    raise ParseError(KIND, number, f"header line {len(header) + 1} "
+                                     f"({HEADER_NAMES[len(header)]})",
+                                     f"header truncated: {marker} where 12 header lines are "
+                                     f"expected (record starting at line {header[0][0]})")
+                header.append((number, text))
+                if len(header) == HEADER_LINES:
+                    state, body, results, lab_text = "body", [], [], []
+                continue
+            if state == "between":
+                if not text.strip():
+                    continue
+                marker = record_marker(text)
+                if marker == MARKER_END_OF_FILE:
+                    has_finfichier, state = True, "done"
+                elif marker is not None:
+                    warnings.append(f"line {number}: {marker} outside a record; ignored")
+                else:
+                    header, state = [(number, text)], "header"
+                continue
+            # state == "done": after ****FINFICHIER****
+            if text.strip() and not trailing_noted:
+                warnings.append(f"line {number}: text after ****FINFICHIER**** ignored")
+                trailing_noted = True
+
+        if state == "header":
+            raise ParseError(KIND, header[0][0], "header",
+                             f"header truncated: {len(header)} of 12 lines before the end of "
+                             "the file")
+        if state == "lab":
+            raise ParseError(KIND, lab_line, "LAB section",
+                             "****LAB**** section not closed by ****FIN**** before the end of "
+                             "the file")
+        if state == "body":
+            warnings.append(f"line {header[0][0]}: record not closed by ****FIN****")
+            yield finish(header[0][0] + HEADER_LINES + len(body) - 1, False)
+            count += 1
+        if not count:
+            raise ParseError(KIND, None, None, "no HPRIM Net record (empty file)")
+        if not has_finfichier:
+            warnings.append("no ****FINFICHIER**** at the end of the file")
+        self.has_finfichier = has_finfichier
+
+
 def parse_hprim_net(data: bytes) -> HprimNetFile:
     """Parse an HPRIM Net file (or mail body) into its records; see the module doc."""
-    layout = detect_layout(data)
-    build = _Builder()
-    warnings = build.warnings
-    state = "between"
-    header: list[tuple[int, str]] = []
-    body: list[str] = []
-    results: list[HprimNetResult] = []
-    lab_text: list[str] = []
-    lab_line = 0
-    has_finfichier = False
-    trailing_noted = False
-
-    def finish(end_line: int, has_lab: bool) -> None:
-        start, _ = header[0]
-        values = header
-        build.records.append(HprimNetRecord(
-            start_line=start, patient=build.patient(header), request_id=values[8][1].strip(),
-            request_date=_request_date(values[9], build), sender=_party(values[10][1]),
-            recipient=_party(values[11][1]), body_text="\n".join(body),
-            results=tuple(results), lab_text=tuple(lab_text), has_lab=has_lab,
-            end_line=end_line))
-
-    for number, text in _numbered(data, layout):
-        if state == "lab":
-            head = text[:4]
-            if head == "RES|":
-                results.append(build.result(number, text))
-                continue
-            if head == "TEX|":
-                lab_text.append(text[4:].strip())
-                continue
-            marker = record_marker(text)
-            if marker == MARKER_END:
-                finish(number, True)
-                state = "between"
-            elif marker is not None:
-                raise ParseError(KIND, lab_line, "LAB section",
-                                 f"****LAB**** section not closed by ****FIN**** "
-                                 f"({marker} at line {number})")
-            elif text.strip().upper() in ("TEX", "TEX|"):
-                lab_text.append("")
-            elif text.strip():
-                warnings.append(f"line {number}: line in the LAB section is neither TEX nor "
-                                "RES; ignored")
-            continue
-        if state == "body":
-            marker = record_marker(text)
-            if marker is None:
-                body.append(text)
-            elif marker == MARKER_LAB:
-                state, lab_line = "lab", number
-            elif marker == MARKER_END:
-                finish(number, False)
-                state = "between"
-            else:
-                warnings.append(f"line {header[0][0]}: record not closed by ****FIN****")
-                finish(number, False)
-                has_finfichier, state = True, "done"
-            continue
-        if state == "header":
-            marker = record_marker(text)
-            if marker is not None:
-                raise ParseError(KIND, number, f"header line {len(header) + 1} "
-                                 f"({HEADER_NAMES[len(header)]})",
-                                 f"header truncated: {marker} where 12 header lines are "
-                                 f"expected (record starting at line {header[0][0]})")
-            header.append((number, text))
-            if len(header) == HEADER_LINES:
-                state, body, results, lab_text = "body", [], [], []
-            continue
-        if state == "between":
-            if not text.strip():
-                continue
-            marker = record_marker(text)
-            if marker == MARKER_END_OF_FILE:
-                has_finfichier, state = True, "done"
-            elif marker is not None:
-                warnings.append(f"line {number}: {marker} outside a record; ignored")
-            else:
-                header, state = [(number, text)], "header"
-            continue
-        # state == "done": after ****FINFICHIER****
-        if text.strip() and not trailing_noted:
-            warnings.append(f"line {number}: text after ****FINFICHIER**** ignored")
-            trailing_noted = True
-
-    if state == "header":
-        raise ParseError(KIND, header[0][0], "header",
-                         f"header truncated: {len(header)} of 12 lines before the end of "
-                         "the file")
-    if state == "lab":
-        raise ParseError(KIND, lab_line, "LAB section",
-                         "****LAB**** section not closed by ****FIN**** before the end of "
-                         "the file")
-    if state == "body":
-        warnings.append(f"line {header[0][0]}: record not closed by ****FIN****")
-        finish(header[0][0] + HEADER_LINES + len(body) - 1, False)
-    if not build.records:
-        raise ParseError(KIND, None, None, "no HPRIM Net record (empty file)")
-    if not has_finfichier:
-        warnings.append("no ****FINFICHIER**** at the end of the file")
-    return HprimNetFile(records=tuple(build.records), has_finfichier=has_finfichier,
-                        encoding=layout.encoding, line_ending=layout.line_ending,
-                        warnings=tuple(warnings))
+    reader = HprimNetReader(data)
+    records = tuple(reader.records())
+    return HprimNetFile(records=records, has_finfichier=reader.has_finfichier,
+                        encoding=reader.layout.encoding, line_ending=reader.layout.line_ending,
+                        warnings=tuple(reader.warnings))
 
 
 def _numbered(data: bytes, layout: TextLayout) -> Iterator[tuple[int, str]]:

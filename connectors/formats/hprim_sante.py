@@ -401,97 +401,116 @@ def _records(data: bytes, layout: TextLayout) -> Iterator[tuple[int, str]]:
         yield pending_line, pending[0] if len(pending) == 1 else "".join(pending)
 
 
-def parse_hprim_sante(data: bytes, escape_mode: str = "hl7_named") -> HprimSanteFile:
-    """Parse an HPRIM Santé file; see the module doc for what is refused."""
-    if escape_mode not in ESCAPE_MODES:
-        raise ValueError(f"unknown HPRIM Santé escape mode {escape_mode!r}")
-    warnings: list[str] = []
-    layout = detect_layout(data)
-    records = _records(data, layout)
-    first = next(records, None)
-    if first is None:
-        raise ParseError(KIND, None, None, "empty file: no H header")
-    first_line, first_text = first
-    delimiters = _read_delimiters(first_line, first_text)
-    escaper = Escaper(delimiters, escape_mode)
-    parser = _RecordParser(delimiters, escaper, warnings)
-    header = parser.header(first_line, first_text)
-    patients: list[HprimSantePatient] = []
-    # Records are frozen as soon as nothing more can attach to them (a C comment only
-    # follows its record), so the file is never held twice: once as builders, once frozen.
-    patient: _OpenPatient | None = None
-    request: _OpenRequest | None = None
-    result: tuple[Any, ...] | None = None  # the last OBX's fields, until its comments end
-    result_comments: list[str] = []
-    last: Any = None  # the builder a C comment attaches to (_RESULT: the pending OBX)
-    trailer_line: int | None = None
-    sep = delimiters.field
-    obx_prefix = "OBX" + sep
-    number = first_line
-    for number, text in records:
-        if text.startswith(obx_prefix) and request is not None and trailer_line is None:
-            # The hot path: one more result in the open request.
+class HprimSanteReader:
+    """Streaming reader: the ``H`` header is read at once (``delimiters``, ``header``);
+    ``patients()`` yields each patient as soon as the next ``P`` or the ``L`` closes it,
+    so a router can handle a big file holding the input and one patient. ParseError may
+    come after earlier patients were yielded (a missing ``L`` is only seen at the end):
+    treat them as final once the iteration ends; ``warnings`` is complete then."""
+
+    def __init__(self, data: bytes, escape_mode: str = "hl7_named") -> None:
+        if escape_mode not in ESCAPE_MODES:
+            raise ValueError(f"unknown HPRIM Santé escape mode {escape_mode!r}")
+        self.escape_mode = escape_mode
+        self.warnings: list[str] = []
+        self.layout = detect_layout(data)
+        self._records = _records(data, self.layout)
+        first = next(self._records, None)
+        if first is None:
+            raise ParseError(KIND, None, None, "empty file: no H header")
+        self._first_line, first_text = first
+        self.delimiters = _read_delimiters(self._first_line, first_text)
+        self._parser = _RecordParser(self.delimiters, Escaper(self.delimiters, escape_mode),
+                                     self.warnings)
+        self.header = self._parser.header(self._first_line, first_text)
+
+    def patients(self) -> Iterator[HprimSantePatient]:
+        warnings, parser, records = self.warnings, self._parser, self._records
+        first_line = self._first_line
+        delimiters = self.delimiters
+        # Records are frozen as soon as nothing more can attach to them (a C comment only
+        # follows its record), so the file is never held twice: once as builders, once frozen.
+        patient: _OpenPatient | None = None
+        request: _OpenRequest | None = None
+        result: tuple[Any, ...] | None = None  # the last OBX's fields, until its comments end
+        result_comments: list[str] = []
+        last: Any = None  # the builder a C comment attaches to (_RESULT: the pending OBX)
+        trailer_line: int | None = None
+        sep = delimiters.field
+        obx_prefix = "OBX" + sep
+        number = first_line
+        for number, text in records:
+            if text.startswith(obx_prefix) and request is not None and trailer_line is None:
+                # The hot path: one more result in the open request.
+                if result is not None:
+                    request.results.append(HprimSanteResult(*result, tuple(result_comments))
+                                           if result_comments else HprimSanteResult(*result))
+                    result_comments = []
+                result = parser.result(number, text)
+                last = _RESULT
+                continue
+            kind = text[:text.find(sep)] if sep in text else text
+            if kind not in _KNOWN:
+                kind = kind.strip().upper()
+            if trailer_line is not None:
+                raise ParseError(KIND, number, kind or "record",
+                                 f"record after the L trailer of line {trailer_line}")
+            if kind == "C":
+                comment = parser.comment(text)
+                if last is None:
+                    warnings.append(f"line {number}: C comment on the H header ignored: "
+                                    f"{comment[:60]!r}")
+                elif last is _RESULT:
+                    result_comments.append(comment)
+                else:
+                    last.comments.append(comment)
+                continue
             if result is not None:
+                assert request is not None
                 request.results.append(HprimSanteResult(*result, tuple(result_comments))
                                        if result_comments else HprimSanteResult(*result))
-                result_comments = []
-            result = parser.result(number, text)
-            last = _RESULT
-            continue
-        kind = text[:text.find(sep)] if sep in text else text
-        if kind not in _KNOWN:
-            kind = kind.strip().upper()
-        if trailer_line is not None:
-            raise ParseError(KIND, number, kind or "record",
-                             f"record after the L trailer of line {trailer_line}")
-        if kind == "C":
-            comment = parser.comment(text)
-            if last is None:
-                warnings.append(f"line {number}: C comment on the H header ignored: "
-                                f"{comment[:60]!r}")
-            elif last is _RESULT:
-                result_comments.append(comment)
+                result, result_comments = None, []
+            if kind == "OBX":
+                # Only reached without an open request (the hot path above takes the others).
+                raise ParseError(KIND, number, "OBX", "OBX result before any OBR request")
+            if kind in ("OBR", "P", "L") and request is not None:
+                assert patient is not None
+                patient.requests.append(_freeze_request(request))
+                request = None
+            if kind == "OBR":
+                if patient is None:
+                    raise ParseError(KIND, number, "OBR", "OBR request before any P patient")
+                request = last = _OpenRequest(parser.request(number, text))
+            elif kind in ("P", "L"):
+                if patient is not None:
+                    yield _freeze_patient(patient)
+                    patient = None
+                if kind == "P":
+                    patient = last = _OpenPatient(parser.patient(number, text))
+                else:
+                    trailer_line = number
+            elif kind == "H":
+                raise ParseError(KIND, number, "H", "second H header inside the file")
+            elif kind == "MSH":
+                raise ParseError(KIND, number, "MSH", "HL7 v2 segment in an HPRIM Santé file")
+            elif kind in _SKIPPED_RECORDS:
+                warnings.append(f"line {number}: {kind} record skipped (not a result)")
             else:
-                last.comments.append(comment)
-            continue
-        if result is not None:
-            assert request is not None
-            request.results.append(HprimSanteResult(*result, tuple(result_comments))
-                                   if result_comments else HprimSanteResult(*result))
-            result, result_comments = None, []
-        if kind == "OBX":
-            # Only reached without an open request (the hot path above takes the others).
-            raise ParseError(KIND, number, "OBX", "OBX result before any OBR request")
-        if kind in ("OBR", "P", "L") and request is not None:
-            assert patient is not None
-            patient.requests.append(_freeze_request(request))
-            request = None
-        if kind == "OBR":
-            if patient is None:
-                raise ParseError(KIND, number, "OBR", "OBR request before any P patient")
-            request = last = _OpenRequest(parser.request(number, text))
-        elif kind in ("P", "L"):
-            if patient is not None:
-                patients.append(_freeze_patient(patient))
-                patient = None
-            if kind == "P":
-                patient = last = _OpenPatient(parser.patient(number, text))
-            else:
-                trailer_line = number
-        elif kind == "H":
-            raise ParseError(KIND, number, "H", "second H header inside the file")
-        elif kind == "MSH":
-            raise ParseError(KIND, number, "MSH", "HL7 v2 segment in an HPRIM Santé file")
-        elif kind in _SKIPPED_RECORDS:
-            warnings.append(f"line {number}: {kind} record skipped (not a result)")
-        else:
-            warnings.append(f"line {number}: unknown record type {kind!r} skipped")
-    if trailer_line is None:
-        raise ParseError(KIND, number, "L", "no L trailer: the file is truncated")
+                warnings.append(f"line {number}: unknown record type {kind!r} skipped")
+        if trailer_line is None:
+            raise ParseError(KIND, number, "L", "no L trailer: the file is truncated")
+
+
+
+
+def parse_hprim_sante(data: bytes, escape_mode: str = "hl7_named") -> HprimSanteFile:
+    """Parse an HPRIM Santé file; see the module doc for what is refused."""
+    reader = HprimSanteReader(data, escape_mode)
+    patients = tuple(reader.patients())
     return HprimSanteFile(
-        delimiters=delimiters, header=header, patients=tuple(patients),
-        encoding=layout.encoding, line_ending=layout.line_ending, escape_mode=escape_mode,
-        warnings=tuple(warnings))
+        delimiters=reader.delimiters, header=reader.header, patients=patients,
+        encoding=reader.layout.encoding, line_ending=reader.layout.line_ending,
+        escape_mode=escape_mode, warnings=tuple(reader.warnings))
 
 
 def _freeze_request(request: _OpenRequest) -> HprimSanteRequest:

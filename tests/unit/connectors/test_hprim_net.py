@@ -101,3 +101,19 @@ def test_dates():
     assert parse_date("1948-02-14") == "1948-02-14"
     assert parse_date("14021948") == "1948-02-14"
     assert parse_date("31/02/1948") is None and parse_date("") is None
+
+
+def test_reader_streams_the_records_parse_returns():
+    from connectors.formats import HprimNetReader
+
+    data = sample_bytes("hprnet_02_multi.hpr")
+    reader = HprimNetReader(data)
+    streamed = list(reader.records())
+    assert tuple(streamed) == parse_hprim_net(data).records and reader.has_finfichier
+    # A refusal after the first record: the first one was already yielded.
+    broken = data.split(b"****FIN****")
+    reader = HprimNetReader(b"****FIN****".join(broken[:2]))
+    records = reader.records()
+    assert next(records).patient.last_name == "KERGUELEN"
+    with pytest.raises(ParseError, match="not closed"):
+        next(records)

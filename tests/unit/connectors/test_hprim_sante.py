@@ -105,3 +105,17 @@ def test_skipped_and_unknown_records_are_warnings():
     parsed = parse_hprim_sante(hps(H, P, "FAC|1|x", "ZZZ|1", "L|1"))
     assert any("FAC record skipped" in w for w in parsed.warnings)
     assert any("unknown record type 'ZZZ'" in w for w in parsed.warnings)
+
+
+def test_reader_streams_patients_and_refuses_a_missing_trailer_at_the_end():
+    from connectors.formats import HprimSanteReader
+
+    data = sample_bytes("hps_02_multi.hps")
+    reader = HprimSanteReader(data)
+    assert reader.header.sender_id == "LAB0042"
+    assert tuple(reader.patients()) == parse_hprim_sante(data).patients
+    truncated = HprimSanteReader(data.replace(b"L|1\r\n", b""))
+    patients = truncated.patients()
+    assert next(patients).last_name == "KERGUELEN"
+    with pytest.raises(ParseError, match="no L trailer"):
+        next(patients)
