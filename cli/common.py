@@ -65,6 +65,8 @@ def operational(fn: F) -> F:
 
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            raise  # `mss ... | head`: click's main exits quietly on EPIPE
         except (ConfigError, StoreError, ValueError, OSError) as exc:
             fail(str(exc) if str(exc) else exc.__class__.__name__)
 

@@ -40,18 +40,24 @@ def _dir_rows(entries: list[Any]) -> list[dict[str, Any]]:
 
 
 @directory_group.command("search")
-@click.argument("ldap_filter")
+@click.argument("query")
 @click.option("--limit", default=50, show_default=True)
 @click.option("--unlisted", is_flag=True, help="Include unlisted (liste rouge) mailboxes.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_env
 @operational
-def directory_search(env: Env, ldap_filter: str, limit: int, unlisted: bool, as_json: bool) -> None:
-    """Search mailbox entries with an RFC 4515 filter, e.g. '(sn=mar*)'."""
+def directory_search(env: Env, query: str, limit: int, unlisted: bool, as_json: bool) -> None:
+    """Search mailbox entries. QUERY is free text, every word to be found (accents and case
+    ignored) in a name, mail, structure or city, or starting an RPPS/ADELI, FINESS or SIRET:
+    'martin', 'helene durand lyon', '10003456789'. A QUERY starting with '(' is an RFC 4515
+    filter instead, e.g. '(sn=mar*)'."""
     from directory import store as dstore
     from directory.filters import parse
 
-    entries = dstore.search(env.store, parse(ldap_filter), include_unlisted=unlisted, limit=limit)
+    if query.lstrip().startswith("("):
+        entries = dstore.search(env.store, parse(query), include_unlisted=unlisted, limit=limit)
+    else:
+        entries = dstore.search_text(env.store, query, include_unlisted=unlisted, limit=limit)
     if as_json:
         print_json(_ldap_view(env, entries))
         return

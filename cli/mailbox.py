@@ -8,6 +8,7 @@ import click
 
 from cli.common import (
     Env,
+    fail,
     human_size,
     main,
     operational,
@@ -34,13 +35,20 @@ def mailbox() -> None:
 @click.option("--quota", help="Quota, e.g. 2GB (default [limits] default_quota).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--new-domain", is_flag=True, help="The address's domain is a new one this server is to serve.")
 @pass_env
 @operational
 def mailbox_create(env: Env, address: str, mailbox_type: str, owner: str | None, display_name: str | None,
-                   quota: str | None, password_stdin: bool, as_json: bool) -> None:
-    """Create a mailbox with its standard folders."""
-    password = read_secret_stdin() if password_stdin else None
+                   quota: str | None, password_stdin: bool, as_json: bool, new_domain: bool) -> None:
+    """Create a mailbox with its standard folders. Its domain must be one this server
+    serves ([server] domain, or one added before with --new-domain)."""
     env.store.migrate()
+    domain = address.rpartition("@")[2].strip().lower()
+    ours = env.store.local_domains() | {env.config.server.domain.lower()}
+    if "@" in address and domain not in ours and not new_domain:
+        fail(f"{domain} is not a domain of this server (it serves {', '.join(sorted(ours))}); "
+             "give --new-domain to serve it too.")
+    password = read_secret_stdin() if password_stdin else None
     info = env.store.create_mailbox(address, mailbox_type, password=password, owner=owner,
                                     display_name=display_name,
                                     quota=parse_size(quota) if quota else None)

@@ -116,14 +116,21 @@ def add_mailbox(store: Any, *, address: str, bal_type: str, person_id: int | Non
         return m.id
 
 
-def search_sql(node: Filter, dialect: str, *, include_unlisted: bool = False, limit: int | None = None,
+def search_sql(node: Filter | None, dialect: str, *, include_unlisted: bool = False, limit: int | None = None,
                after: str | None = None, address: str | None = None, ordered: bool = True,
-               fields: tuple[str, ...] = ENTRY_FIELDS) -> tuple[str, list]:
-    """The SELECT of `fields` (address first) of the entries matching `node` (see `search`), with
-    its parameters, in the driver's placeholder style (qmark for sqlite3, format for psycopg)."""
+               fields: tuple[str, ...] = ENTRY_FIELDS,
+               clause: tuple[str, list[Any]] | None = None) -> tuple[str, list]:
+    """The SELECT of `fields` (address first) of the entries matching `node` (see `search`), or
+    the ready `clause` (SQL, parameters) of `text_clause`, with its parameters, in the driver's
+    placeholder style (qmark for sqlite3, format for psycopg)."""
     params: list[Any] = []
     columns = ", ".join([COLUMNS[f] for f in fields])
-    sql = f"SELECT {columns} FROM {FROM_ENTRIES} WHERE {where(node, dialect, params)}"
+    if clause is not None:
+        condition, params = clause[0], list(clause[1])
+    else:
+        assert node is not None
+        condition = where(node, dialect, params)
+    sql = f"SELECT {columns} FROM {FROM_ENTRIES} WHERE {condition}"
     if not include_unlisted:
         # Liste rouge is never published. coalesce() keeps the planner off the (unselective)
         # unlisted index: the filter's own index must drive the query.
@@ -203,6 +210,73 @@ def search(store: Any, node: Filter, *, include_unlisted: bool = False, limit: i
                              after=after, address=address, ordered=ordered)
     raw = store.db.engine.raw_connection()
     try:
+        return fetch(raw.driver_connection, sql, params)
+    finally:
+        raw.close()
+
+
+# --- free-text search ----------------------------------------------------------------------
+# What an operator types (`mss directory search MARTIN`, `hélène durand lyon`, an RPPS): each
+# word must be found, accents and case ignored, in a name, the mail address, the structure or
+# the city, or be the beginning of an identifier (RPPS, ADELI/national id, FINESS, SIRET).
+
+_TEXT_COLUMNS = ("p.family_lc", "p.given_lc", "m.display_lc", "m.address_lc", "s.name_lc", "s.city_lc")
+_ID_COLUMNS = ("p.ident", "p.national_id", "s.finess", "s.siret", "s.postal_code")
+# The lowercased columns keep their accents: folded in SQL, by PostgreSQL's translate() for
+# the single letters of French and its neighbours (œ and æ by replace()), and on SQLite by
+# `fold` itself registered on the connection (nested replace() calls overflow its parser).
+_ACCENTED = "àâäáãåçéèêëîïíìôöóòõùûüúÿýñ"
+_PLAIN = "aaaaaaceeeeiiiiooooouuuuyyn"
+MAX_WORDS = 8
+
+
+def fold(text: str) -> str:
+    """Lowercase without accents, as the SQL fold of `_fold_sql` compares."""
+    import unicodedata
+
+    text = text.lower().replace("œ", "oe").replace("æ", "ae")
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
+def _fold_sql(column: str, dialect: str) -> str:
+    if dialect == "sqlite":
+        return f"mss_fold({column})"
+    return f"replace(replace(translate({column}, '{_ACCENTED}', '{_PLAIN}'), 'œ', 'oe'), 'æ', 'ae')"
+
+
+def text_clause(query: str, dialect: str) -> tuple[str, list[Any]]:
+    """The WHERE clause (SQL with `?` marks, parameters) of a free-text query. Not indexed
+    (folding is computed per row): a scan, fine for an operator's search; an LDAP client's
+    filters keep their indexes."""
+    from directory.sqlfilter import _like_escape
+
+    words = [w for w in (fold(w) for w in query.split()) if w][:MAX_WORDS]
+    if not words:
+        raise ValueError("give a word to search for")
+    parts: list[str] = []
+    params: list[Any] = []
+    for word in words:
+        pattern = f"%{_like_escape(word)}%"
+        alternatives = [f"({_fold_sql(c, dialect)} LIKE ? ESCAPE '\\')" for c in _TEXT_COLUMNS]
+        params += [pattern] * len(_TEXT_COLUMNS)
+        if word.isalnum():
+            alternatives += [f"(upper({c}) LIKE ? ESCAPE '\\')" for c in _ID_COLUMNS]
+            params += [f"{_like_escape(word.upper())}%"] * len(_ID_COLUMNS)
+        parts.append("(" + " OR ".join(alternatives) + ")")
+    return " AND ".join(parts), params
+
+
+def search_text(store: Any, query: str, *, include_unlisted: bool = False,
+                limit: int | None = None) -> list[Entry]:
+    """Entries matching every word of `query` (see `text_clause`), in address order."""
+    dialect = store.db.engine.dialect.name
+    sql, params = search_sql(None, dialect, include_unlisted=include_unlisted,
+                             limit=limit, clause=text_clause(query, dialect))
+    raw = store.db.engine.raw_connection()
+    try:
+        if dialect == "sqlite":
+            raw.driver_connection.create_function(
+                "mss_fold", 1, lambda v: None if v is None else fold(v), deterministic=True)
         return fetch(raw.driver_connection, sql, params)
     finally:
         raw.close()

@@ -7,6 +7,7 @@ program with one sentence naming the file, the key and what is expected.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tomllib
@@ -308,20 +309,32 @@ SECTIONS: dict[str, type[Section]] = {
 }
 
 
+# MSS_* variables that are not settings: the command's own, and the test suite's.
+_OTHER_VARIABLES = ("MSS_DATA", "MSS_CONFIG")
+_RESERVED_PREFIXES = ("MSS_TEST_",)
+
+
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    """`MSS_SECTION_KEY=value` as {section: {key: value}}; the longest section name wins."""
+    """`MSS_SECTION_KEY=value` as {section: {key: value}}; the longest section name wins.
+    A variable that names no setting is a warning (a typo would otherwise go unnoticed)."""
     overrides: dict[str, dict[str, str]] = {}
     names = sorted(SECTIONS, key=len, reverse=True)
     for var, value in environ.items():
-        if not var.startswith("MSS_") or var in ("MSS_DATA", "MSS_CONFIG"):
+        if not var.startswith("MSS_") or var in _OTHER_VARIABLES or var.startswith(_RESERVED_PREFIXES):
             continue
         rest = var[4:].lower()
+        known = False
         for section in names:
             if rest.startswith(section + "_"):
                 key = rest[len(section) + 1:]
                 if key in SECTIONS[section].model_fields:
                     overrides.setdefault(section, {})[key] = value
+                    known = True
                 break
+        if not known:
+            logging.getLogger("mss.config").warning(
+                "mss: warning: %s is not a setting and is ignored (MSS_<SECTION>_<SETTING>, "
+                "e.g. MSS_SERVER_DOMAIN; or MSS_DATA, MSS_CONFIG).", var)
     return overrides
 
 

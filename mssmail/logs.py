@@ -159,6 +159,10 @@ class _SharedFileHandler(logging.handlers.RotatingFileHandler):
         super().emit(record)
 
 
+def _drop_login_data_warning(record: logging.LogRecord) -> bool:
+    return not (isinstance(record.msg, str) and record.msg.startswith("Session.login_data is deprecated"))
+
+
 def log_path(config: Config) -> Path:
     return config.path(config.server.log_file)
 
@@ -184,6 +188,9 @@ def configure(config: Config, *, process: str = "", rotate: bool = True, stderr:
         print(f"mss: cannot write the log file {path} ({exc.strerror}); logging to stderr only.",
               file=sys.stderr)
     root.setLevel(config.server.log_level)
+    # aiosmtpd sets its own deprecated Session.login_data after every successful AUTH and
+    # warns each time: a line per login that says nothing to an operator.
+    logging.getLogger("mail.log").addFilter(_drop_login_data_warning)
     # aiosmtpd logs every SMTP command at INFO, addresses included: personal data in the
     # logs and a tenth of the event loop's time under load. Our own events say what matters.
     if config.server.log_level != "DEBUG":

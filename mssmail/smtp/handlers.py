@@ -243,7 +243,9 @@ class SubmissionHandler(BaseHandler):
         return AuthResult(success=False, handled=False, message=render(reply))
 
     async def allowed_senders(self, session: Session) -> list[str]:
-        login = session.login_data.decode() if isinstance(session.login_data, bytes) else ""
+        # auth_data is what _authenticate returned (login_data is deprecated in aiosmtpd).
+        login_bytes = getattr(session.auth_data, "login", None)
+        login = login_bytes.decode() if isinstance(login_bytes, bytes) else ""
         mailboxes = await self.gateway.accessible_mailboxes(login)
         return [address for address, rights in mailboxes if rights in ("owner", "full")]
 
