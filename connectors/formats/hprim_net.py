@@ -23,6 +23,7 @@ import datetime as _dt
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, NamedTuple
 
 from .decoding import TextLayout, detect_layout, iter_line_blocks
@@ -201,6 +202,7 @@ class _Builder:
     def __init__(self) -> None:
         self.warnings: list[str] = []
         self.shared: dict[str, str] = {}
+        self.flags: dict[str, tuple[bool | None, str | None, bool]] = {}
 
     def share(self, text: str) -> str:
         # Units, flags, codes and labels repeat on every record of a big file: keep one
@@ -247,13 +249,18 @@ class _Builder:
             fields.extend(_EMPTY[:_RES_WIDTH - len(fields)])
         # Every field shared: a big file repeats its labels, units, ranges and values.
         share = self.shared.setdefault
-        values = [share(field, field) for field in map(str.strip, fields[1:_RES_WIDTH])]
+        if " |" in text or "| " in text or "\t" in text or text[-1:].isspace():
+            values = [share(field, field) for field in map(str.strip, fields[1:_RES_WIDTH])]
+        else:  # nothing to strip (the common case): skip 13 calls
+            values = [share(field, field) for field in fields[1:_RES_WIDTH]]
         flag = values[7]
-        abnormal, off_scale, known = interpret_flag(flag)
-        if not known:
+        meaning = self.flags.get(flag)
+        if meaning is None:
+            meaning = self.flags[flag] = interpret_flag(flag)
+        if not meaning[2]:
             self.warnings.append(f"line {number}, RES field 8 (flag): unknown flag {flag!r}, "
                                  "counted as not abnormal")
-        return HprimNetResult(*values, abnormal=abnormal, off_scale=off_scale, line=number)
+        return HprimNetResult(*values, meaning[0], meaning[1], number)
 
 
 class HprimNetReader:
@@ -294,6 +301,9 @@ class HprimNetReader:
                 end_line=end_line)
 
         for number, text in _numbered(data, layout):
+            if state == "body" and "****" not in text:
+                body.append(text)  # the readable report: most of a file's lines
+                continue
             if state == "lab":
                 head = text[:4]
                 if head == "RES|":
@@ -389,8 +399,8 @@ def parse_hprim_net(data: bytes) -> HprimNetFile:
 
 
 def _numbered(data: bytes, layout: TextLayout) -> Iterator[tuple[int, str]]:
-    for first, lines in iter_line_blocks(data, layout):
-        yield from enumerate(lines, first)
+    return chain.from_iterable(enumerate(lines, first)
+                               for first, lines in iter_line_blocks(data, layout))
 
 
 def _request_date(line: tuple[int, str], build: _Builder) -> str | None:
