@@ -60,3 +60,23 @@ def test_nir_keys():
     assert nir_key("not a nir") is None
     assert nir_birth_month("2480226123456") == 2
     assert nir_birth_month("2489926123456") is None
+
+
+@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\r\n",
+                                               blacklist_categories=["Cs"]), max_size=8),
+                min_size=1, max_size=12),
+       st.lists(st.sampled_from(["\r\n", "\n", "\r"]), min_size=1, max_size=12),
+       st.integers(1, 9), st.sampled_from(["utf-8", "cp1252"]))
+def test_blocks_cut_anywhere_give_the_same_lines(lines: list[str], ends: list[str], size: int,
+                                                 charset: str):
+    from connectors.formats.decoding import iter_line_blocks
+
+    text = "".join(line + ends[i % len(ends)] for i, line in enumerate(lines))
+    data = text.encode(charset, errors="replace")
+    whole = list(iter_lines(data))
+    numbered = [(first + i, line) for first, block in iter_line_blocks(data, block_size=size)
+                for i, line in enumerate(block)]
+    assert numbered == whole
+    layout = detect_layout(data)
+    # The block path agrees with the line-at-a-time reference (split bytes, decode each).
+    assert [line for _, line in whole] == [layout.decode(raw) for raw in iter_raw_lines(data)]
