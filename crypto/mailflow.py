@@ -86,9 +86,13 @@ def recipient_certificate(ks: KeyStore, address: str, store: Any,
 
 
 def protect_outgoing(config: Any, store: Any, sender: str, recipients: list[str], message: bytes,
-                     ks: KeyStore | None = None) -> bytes:
-    """Apply the signing/encryption policy to a submitted message (raises PolicyRefusal)."""
+                     ks: KeyStore | None = None, options: Any = None) -> bytes:
+    """Apply the signing/encryption policy to a submitted message (raises PolicyRefusal).
+    `options` (mssmail.delivery.filters.SubmitOptions: what the sender asked for) may
+    only raise the policy, never lower it."""
     policy = policy_for(config, store, sender)
+    if options is not None:
+        policy = Policy(*options.raise_policy(policy.sign, policy.encrypt))
     if not policy.sign and policy.encrypt == "never":
         return message
     if smime.is_smime(message) is not None:
@@ -301,9 +305,9 @@ def _may_be_enveloped(raw: bytes) -> bool:
 
 
 def _reject(code: int, text: str) -> Exception:
-    """mssmail.smtp.hooks.Reject(code, text) when that module exists, else PolicyRefusal."""
+    """mssmail.delivery.filters.Reject(code, text) when that module exists, else PolicyRefusal."""
     try:
-        hooks = importlib.import_module("mssmail.smtp.hooks")
+        hooks = importlib.import_module("mssmail.delivery.filters")
     except ModuleNotFoundError:
         return PolicyRefusal(code, text)
     reject = getattr(hooks, "Reject", None)
@@ -311,12 +315,13 @@ def _reject(code: int, text: str) -> Exception:
 
 
 def submission_filter(config: Any, store: Any) -> Any:
-    """filter(sender, recipients, data) -> data, raising Reject(550, "5.7.1 ...") per policy."""
+    """filter(sender, recipients, data, options) -> data, raising Reject(550, "5.7.1 ...") per
+    policy; `options` (the sender's SubmitOptions) only raise it."""
     ks = keystore_for(config)
 
-    def crypto_submission(sender: str, recipients: list[str], data: bytes) -> bytes:
+    def crypto_submission(sender: str, recipients: list[str], data: bytes, options: Any = None) -> bytes:
         try:
-            return protect_outgoing(config, store, sender, list(recipients), data, ks)
+            return protect_outgoing(config, store, sender, list(recipients), data, ks, options)
         except PolicyRefusal as refusal:
             raise _reject(refusal.code, refusal.text) from None
 
@@ -334,18 +339,14 @@ def inbound_filter(config: Any) -> Any:
 
 
 def install(store: Any, config: Any) -> list[str]:
-    """Register the view filter on `store`, and the SMTP filters when the hooks exist.
-
-    The SMTP hooks module (mssmail/smtp/hooks.py, with `inbound_filters` and
-    `submission_filters` lists) did not exist when this was written: the filters use the
-    signature (sender, recipients, data) and must be checked against it.
-    """
+    """Register the view filter on `store`, and the delivery filters
+    (mssmail/delivery/filters.py: `submission_filters`, `inbound_filters`)."""
     lines = []
     if not any(getattr(f, "__name__", "") == "decrypt_on_read" for f in store.view_filters):
         store.view_filters.append(view_filter_for(config))
         lines.append("crypto: decrypt-on-read view filter installed")
     try:
-        hooks = importlib.import_module("mssmail.smtp.hooks")
+        hooks = importlib.import_module("mssmail.delivery.filters")
     except ModuleNotFoundError:
         return lines
     for name, make in (("submission_filters", lambda: submission_filter(config, store)),
@@ -353,7 +354,7 @@ def install(store: Any, config: Any) -> list[str]:
         registry = getattr(hooks, name, None)
         if isinstance(registry, list):
             registry.append(make())
-            lines.append(f"crypto: registered in mssmail.smtp.hooks.{name}")
+            lines.append(f"crypto: registered in mssmail.delivery.filters.{name}")
     return lines
 
 

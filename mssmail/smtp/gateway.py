@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from mssmail.smtp import hooks
-from mssmail.smtp.pipeline import DeliveryPipeline, prepare
+from mssmail.delivery import filters
 from mssmail.store.blobs import BlobStore
 from mssmail.store.summary import Summary, summarize
 
@@ -38,8 +37,6 @@ DELIVERY_ACTIONS = ("delivery", "send")  # mssmail.audit.DELIVERY, mssmail.audit
 MAX_HEADER = 64 * 1024
 OK, REJECT, ERROR = 0, 1, 2
 SHA256 = re.compile(r"[0-9a-f]{64}")
-# Larger messages are stored on the thread pool rather than in the delivery pipeline.
-PIPELINE_MAX_SIZE = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -99,13 +96,14 @@ class RemoteError(Exception):
 
 
 class LocalGateway:
-    """Store operations of the SMTP path, run on the store's threads in this process."""
+    """Store operations of the SMTP path: deliveries and submissions through the
+    delivery service (`mssmail.delivery`), the rest on the store's threads."""
 
-    def __init__(self, store: Any, max_connections_per_ip: int) -> None:
+    def __init__(self, store: Any, max_connections_per_ip: int, config: Any = None) -> None:
         self.store = store
+        self.config = config
         self.max_per_ip = max_connections_per_ip
         self.per_ip: Counter[str] = Counter()
-        self._pipeline: DeliveryPipeline | None = None
 
     # Connection admission (RFC 5321 4.5.3.1 allows refusing with 421).
     async def admit(self, ip: str) -> bool:
@@ -136,46 +134,23 @@ class LocalGateway:
     async def accessible_mailboxes(self, login: str) -> list[tuple[str, str]]:
         return await self.store.run(self.store.accessible_mailboxes, login)
 
-    async def submission_filters(self, sender: str, recipients: list[str], data: bytes) -> bytes:
-        return await self.store.run(hooks.apply_submission, sender, recipients, data)
-
-    async def enqueue(self, sender: str, recipients: list[str], data: bytes) -> None:
-        from mssmail.queue import outbound
-
-        await self.store.run(outbound.enqueue, self.store, sender, recipients, data)
-
     async def deliver(self, sender: str, recipients: list[str], data: bytes, ip: str,
                       action: str = "delivery", stored: Stored | None = None) -> dict[str, Outcome]:
         """Inbound filters (crypto), then the store: durable when it returns."""
-        outcomes = await self._deliver(data, recipients, inbound_filters=True, sender=sender, ip=ip,
-                                       action=action, stored=stored)
+        from mssmail.delivery.service import DeliveryService
+
+        outcomes = await DeliveryService.of(self.store).deliver_message(
+            data, recipients, sender=sender, ip=ip, action=action, stored=stored)
         return {a: Outcome(o.ok, o.code, o.reason) for a, o in outcomes.items()}
 
-    async def file_sent(self, sender: str, recipients: list[str], data: bytes, ip: str,
-                        stored: Stored | None = None) -> None:
-        """The submitted message into the sender's Sent folder."""
-        await self._deliver(data, [sender], inbound_filters=False, sender=sender, folder="Sent",
-                            flags=["\\Seen"], action="send", ip=ip, extra={"recipients": recipients},
-                            stored=stored)
+    async def submit(self, actor: str, sender: str, recipients: list[str], raw: bytes, ip: str,
+                     queue_id: str, trace: bytes, allowed: list[str] | None) -> str:
+        """`mssmail.delivery.submission.submit`; the SMTP reply line."""
+        from mssmail.delivery.submission import submit
 
-    async def _deliver(self, data: bytes, recipients: list[str], *, inbound_filters: bool,
-                       **request: Any) -> dict[str, Any]:
-        if len(data) > PIPELINE_MAX_SIZE:
-            # On the thread pool: a large blob is written beside the others, not before them.
-            def work() -> tuple[dict[str, Any], list[Any]]:
-                content, fields = prepare(self.store, data, recipients, inbound_filters, dict(request))
-                return self.store.queue_deliveries(
-                    [self.store.delivery_request(content, recipients, **fields)])[0].result()
-
-            outcomes, changed = await self.store.run(work)
-        else:
-            if self._pipeline is None:
-                self._pipeline = DeliveryPipeline(self.store, asyncio.get_running_loop())
-            outcomes, changed = await self._pipeline.deliver(data, recipients, inbound_filters=inbound_filters,
-                                                             **request)
-        for event in changed:
-            self.store.changes.publish(event)
-        return outcomes
+        outcome = await submit(self.store, self.config, actor, sender, recipients, raw, ip=ip,
+                               service="submission", queue_id=queue_id, trace=trace, allowed=allowed)
+        return outcome.reply
 
 
 # --- parent side -------------------------------------------------------------------
@@ -253,7 +228,7 @@ class GatewayServer:
                 raise ValueError("bad request id")
             value = await self._run(str(header.get("op")), header.get("args"), payload)
             status = OK
-        except hooks.Reject as reject:
+        except filters.Reject as reject:
             status, value = REJECT, (reject.code, reject.text)
         except Exception as exc:
             log.exception("SMTP worker request %s failed", header.get("op"))
@@ -279,22 +254,19 @@ class GatewayServer:
             return await local.authenticate(login, password, ip, service)
         if op == "accessible_mailboxes":
             return await local.accessible_mailboxes(_text(_strings(args, 1)[0]))
-        if op == "submission_filters":
-            sender, recipients = _strings(args, 2)
-            return await local.submission_filters(_text(sender), _text_list(recipients), payload)
-        if op == "enqueue":
-            sender, recipients = _strings(args, 2)
-            return await local.enqueue(_text(sender), _text_list(recipients), payload)
+        if op == "submit":
+            actor, sender, recipients, ip, queue_id, trace_length, allowed = _strings(args, 7)
+            if not isinstance(trace_length, int) or not 0 <= trace_length <= min(len(payload), MAX_HEADER):
+                raise ValueError("bad trace length")
+            return await local.submit(_text(actor), _text(sender), _text_list(recipients),
+                                      payload[trace_length:], _text(ip), _text(queue_id), payload[:trace_length],
+                                      None if allowed is None else _text_list(allowed))
         if op == "deliver":
             sender, recipients, ip, action, stored = _strings(args, 5)
             if action not in DELIVERY_ACTIONS:
                 raise ValueError("bad delivery action")
             return await local.deliver(_text(sender), _text_list(recipients), payload, _text(ip), action,
                                        stored_from_json(stored))
-        if op == "file_sent":
-            sender, recipients, ip, stored = _strings(args, 4)
-            return await local.file_sent(_text(sender), _text_list(recipients), payload, _text(ip),
-                                         stored_from_json(stored))
         raise ValueError(f"unknown operation {op[:40]!r}")
 
 
@@ -325,7 +297,7 @@ class RemoteGateway:
                 if status == OK:
                     future.set_result(value)
                 elif status == REJECT:
-                    future.set_exception(hooks.Reject(*value))
+                    future.set_exception(filters.Reject(*value))
                 else:
                     future.set_exception(RemoteError(value))
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -366,20 +338,15 @@ class RemoteGateway:
     async def accessible_mailboxes(self, login: str) -> list[tuple[str, str]]:
         return await self.call("accessible_mailboxes", login)
 
-    async def submission_filters(self, sender: str, recipients: list[str], data: bytes) -> bytes:
-        return await self.call("submission_filters", sender, recipients, payload=data)
-
-    async def enqueue(self, sender: str, recipients: list[str], data: bytes) -> None:
-        await self.call("enqueue", sender, recipients, payload=data)
+    async def submit(self, actor: str, sender: str, recipients: list[str], raw: bytes, ip: str,
+                     queue_id: str, trace: bytes, allowed: list[str] | None) -> str:
+        return await self.call("submit", actor, sender, recipients, ip, queue_id, len(trace), allowed,
+                               payload=trace + raw)
 
     async def deliver(self, sender: str, recipients: list[str], data: bytes, ip: str,
                       action: str = "delivery") -> dict[str, Outcome]:
         stored = await self._store_blob(data)
         return await self.call("deliver", sender, recipients, ip, action, stored, payload=data)
-
-    async def file_sent(self, sender: str, recipients: list[str], data: bytes, ip: str) -> None:
-        stored = await self._store_blob(data)
-        await self.call("file_sent", sender, recipients, ip, stored, payload=data)
 
     async def _store_blob(self, data: bytes) -> dict[str, Any] | None:
         blobs = self.blobs

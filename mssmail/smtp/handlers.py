@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-import email.utils
 import functools
 import importlib.util
 import logging
 import time
 from base64 import b64decode
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import MISSING, AuthResult, Envelope, LoginPassword, Session
 
 from mssmail import logs
-from mssmail.smtp import hooks, policy, replies
+from mssmail.delivery import filters
+from mssmail.smtp import policy, replies
 from mssmail.smtp.gateway import LocalGateway
 from mssmail.smtp.received import new_queue_id, received_header
 from mssmail.smtp.replies import render
@@ -38,6 +36,10 @@ DOMAIN_CACHE_SECONDS = 30.0
 # stale "yes" costs at worst a refusal after DATA instead of at RCPT.
 RECIPIENT_CACHE_SECONDS = 5.0
 RECIPIENT_CACHE_SIZE = 10_000
+# How long the addresses a session may send as are believed (asked at its first MAIL
+# FROM, then given to `submit` for the From: check): a revoked delegation takes
+# effect within this time, on a session that stays open.
+ALLOWED_SENDERS_CACHE_SECONDS = 5.0
 
 
 class BaseHandler:
@@ -49,7 +51,7 @@ class BaseHandler:
         self.ctx = ctx
         self.config = ctx.config
         # LocalGateway or, in an SMTP worker process, gateway.RemoteGateway.
-        self.gateway = gateway or LocalGateway(ctx.store, ctx.config.limits.max_connections_per_ip)
+        self.gateway = gateway or LocalGateway(ctx.store, ctx.config.limits.max_connections_per_ip, ctx.config)
         self._local_domains: set[str] = set()
         self._domains_at = 0.0
         # address -> (believed until, quota_bytes - used_bytes) for mailboxes that take mail.
@@ -242,12 +244,24 @@ class SubmissionHandler(BaseHandler):
                  else replies.AUTH_FAILED)
         return AuthResult(success=False, handled=False, message=render(reply))
 
-    async def allowed_senders(self, session: Session) -> list[str]:
+    @staticmethod
+    def login_of(session: Session) -> str:
         # auth_data is what _authenticate returned (login_data is deprecated in aiosmtpd).
-        login_bytes = getattr(session.auth_data, "login", None)
-        login = login_bytes.decode() if isinstance(login_bytes, bytes) else ""
+        login = getattr(session.auth_data, "login", None)
+        return login.decode() if isinstance(login, bytes) else ""
+
+    async def allowed_senders(self, session: Session) -> list[str]:
+        """The addresses this session's login may send as: asked once per
+        ALLOWED_SENDERS_CACHE_SECONDS, not once at MAIL and again at DATA."""
+        login = self.login_of(session)
+        now = time.monotonic()
+        cached = getattr(session, "mss_allowed_senders", None)
+        if cached is not None and cached[0] == login and cached[1] > now:
+            return cached[2]  # type: ignore[no-any-return]
         mailboxes = await self.gateway.accessible_mailboxes(login)
-        return [address for address, rights in mailboxes if rights in ("owner", "full")]
+        allowed = [address for address, rights in mailboxes if rights in ("owner", "full")]
+        session.mss_allowed_senders = (login, now + ALLOWED_SENDERS_CACHE_SECONDS, allowed)  # type: ignore[attr-defined]
+        return allowed
 
     async def handle_MAIL(self, server: MssSMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
@@ -277,42 +291,22 @@ class SubmissionHandler(BaseHandler):
         return render(replies.RECIPIENT_OK)
 
     async def handle_DATA(self, server: MssSMTP, session: Session, envelope: Envelope) -> str:
+        """The store's submission service does the rest (`mssmail.delivery.submission`):
+        From: ownership, filters, relay queue, local and Sent copies."""
         try:
-            return await self._submit(server, session, envelope)
-        except hooks.Reject as reject:
+            queue_id = new_queue_id()
+            recipients = list(envelope.rcpt_tos)
+            return await self.gateway.submit(
+                self.login_of(session), envelope.mail_from or "", recipients, envelope.original_content or b"",
+                server.peer_ip, queue_id, self.trace(server, session, queue_id, recipients),
+                await self.allowed_senders(session))
+        except filters.Reject as reject:
             return f"{reject.code} {reject.text}"
         except Exception:
             log.exception("submission failed")
             return render(replies.TEMPORARY_FAILURE)
         finally:
             server.in_transaction = False
-
-    async def _submit(self, server: MssSMTP, session: Session, envelope: Envelope) -> str:
-        raw = envelope.original_content or b""
-        sender = envelope.mail_from or ""
-        recipients = list(envelope.rcpt_tos)
-        allowed = await self.allowed_senders(session)
-        from_addresses = policy.from_header_addresses(_header_values(raw, "From"))
-        if from_addresses and any(a not in allowed for a in from_addresses):
-            return render(replies.FROM_HEADER_NOT_OWNED)
-        queue_id = new_queue_id()
-        raw = _complete_headers(raw, self.config.hostname)
-        raw = await self.gateway.submission_filters(sender, recipients, raw)
-        data = self.trace(server, session, queue_id, recipients) + raw
-        local_domains = await self.local_domains()
-        local = [r for r in recipients if policy.domain_of(r) in local_domains]
-        remote = [r for r in recipients if r not in local]
-        if remote:
-            if not _relay_available():
-                return render(replies.RELAY_UNAVAILABLE)
-            await self.gateway.enqueue(sender, remote, data)
-        outcomes: dict[str, Any] = {}
-        if local:
-            outcomes = await self.deliver_local(server, sender, local, data)
-            if not any(o.ok for o in outcomes.values()) and not remote:
-                return _data_reply(outcomes, queue_id)
-        await self.gateway.file_sent(sender, recipients, data, server.peer_ip)
-        return f"250 2.0.0 OK queued as {queue_id}"
 
 
 @functools.cache
@@ -333,24 +327,6 @@ def _size_param(mail_options: list[str]) -> int | None:
             except ValueError:
                 return None
     return None
-
-
-def _header_values(raw: bytes, name: str) -> list[str]:
-    try:
-        headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:256 * 1024])
-    except Exception:
-        return []
-    return [str(v) for v in headers.get_all(name) or []]
-
-
-def _complete_headers(raw: bytes, hostname: str) -> bytes:
-    """RFC 6409 8.2/8.3: a submission server may add a missing Date and Message-ID."""
-    added = b""
-    if not _header_values(raw, "Date"):
-        added += f"Date: {email.utils.formatdate(localtime=False)}\r\n".encode()
-    if not _header_values(raw, "Message-ID"):
-        added += f"Message-ID: {email.utils.make_msgid(domain=hostname)}\r\n".encode()
-    return added + raw
 
 
 def _data_reply(outcomes: dict[str, Any], queue_id: str) -> str:

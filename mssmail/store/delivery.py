@@ -1,25 +1,28 @@
-"""Putting messages into mailboxes: SMTP delivery, IMAP APPEND, copies to Sent.
+"""Putting messages into mailboxes: the one write path of every delivery row.
 
-Order of durability (DESIGN rule 2): blob written and fsynced, then the rows and the
-audit event committed in one transaction (fsynced by the database), then callers may
-acknowledge. A crash between the two leaves an unreferenced blob, never a row
-without its bytes.
+SMTP MX and submission deliveries, the sender's Sent copy, the relay's DSNs and
+`Store.deliver` all end in `deliver_batch`, run by the group committer; the delivery
+service (`mssmail.delivery`) batches the work before it.
+
+Order of durability (DESIGN rule 2): blob written and flushed, then the rows, the
+audit events and any jobs of the delivery committed in one transaction, then callers
+may acknowledge. A crash between the two leaves an unreferenced blob, never a row
+without its bytes, nor a message without its jobs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from mssmail import audit
 from mssmail.store.driversql import Driver, driver_for, process_columns
-from mssmail.store.errors import FolderNotFound
+from mssmail.store.errors import FolderNotFound, StoreError
 from mssmail.store.events import FolderChanged
 from mssmail.store.groupcommit import BatchWork
 from mssmail.store.models import Folder, Mailbox, Message
@@ -47,8 +50,31 @@ def _flag_columns(flags: str) -> tuple[bool, bool]:
 
 
 @dataclass(frozen=True)
+class JobSpec:
+    """Work to do after a delivery (e.g. a connector's re-delivery), committed in the
+    delivery's own transaction: never a message acknowledged without its jobs, nor a
+    job without its message. The job table writes it with the ids of the delivered
+    message rows (see `job_writer`)."""
+
+    kind: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+# writer(connection, [(job, ids of the message rows its delivery wrote)]), in the
+# delivery's transaction; set by the job table's module (storeapi) when it is there.
+JobWriter = Callable[[Connection, list[tuple[JobSpec, list[int]]]], None]
+job_writer: JobWriter | None = None
+
+
+@dataclass(frozen=True)
 class DeliveryRequest:
-    """One message for one or more local recipients, its blob already durable."""
+    """One message for one or more local recipients, its blob already durable.
+
+    `then`: further copies written in the same transaction once this one reached at
+    least one recipient (or always, with `then_always`): a submission's Sent copy
+    rides with the recipients' copy, one durable batch, and does not exist if the
+    message was refused. `jobs`: committed with the rows when at least one copy was
+    written."""
 
     summary: Summary
     sha: str
@@ -64,9 +90,19 @@ class DeliveryRequest:
     sender: str
     ip: str
     extra: dict[str, Any]
+    then: tuple[DeliveryRequest, ...] = ()
+    then_always: bool = False
+    jobs: tuple[JobSpec, ...] = ()
 
 
-DeliveryResult = tuple[dict[str, DeliveryOutcome], list[FolderChanged]]
+class DeliveryResult(NamedTuple):
+    """Outcome by recipient, the folders that changed (to publish once committed),
+    and the outcomes of the request's `then` copies, in order (a copy not written
+    because the message reached nobody has none)."""
+
+    outcomes: dict[str, DeliveryOutcome]
+    changed: list[FolderChanged]
+    then: tuple[dict[str, DeliveryOutcome], ...] = ()
 
 
 class _Box(NamedTuple):
@@ -87,70 +123,29 @@ class _FolderRow(NamedTuple):
 
 
 _mailboxes, _folders, _messages = Mailbox.__table__, Folder.__table__, Message.__table__
-_MESSAGE_COLUMNS = ("folder_id", "uid", "blob_sha256", "size", "internal_date", "flags", "seen", "deleted",
-                    "modseq", "from_addr", "to_addrs", "subject", "date_header", "message_id", "has_attachments",
-                    "extra")
-# Built once: constructing a statement costs more than running it on this path.
-_LOCK_MAILBOXES = (
-    select(*(_mailboxes.c[name] for name in _Box._fields))
-    .where(_mailboxes.c.address.in_(bindparam("addresses", expanding=True)))
-    .order_by(_mailboxes.c.id).with_for_update()
-)
-_LOCK_FOLDERS = (
-    select(*(_folders.c[name] for name in _FolderRow._fields))
-    .where(_folders.c.mailbox_id.in_(bindparam("mailbox_ids", expanding=True)),
-           _folders.c.name.in_(bindparam("names", expanding=True)))
-    .order_by(_folders.c.id).with_for_update()
-)
-_INSERT_MESSAGES = insert(_messages).returning(_messages.c.id, sort_by_parameter_order=True)
-_ADVANCE_FOLDERS = update(_folders).where(_folders.c.id == bindparam("fid")).values(
-    uidnext=bindparam("next_uid"), highest_modseq=bindparam("modseq"),
-    message_count=_folders.c.message_count + bindparam("added"),
-    unseen_count=_folders.c.unseen_count + bindparam("unseen"))
-_SET_USED_BYTES = update(_mailboxes).where(_mailboxes.c.id == bindparam("bid")).values(
-    used_bytes=bindparam("new_used"))
+# The columns a delivery writes, in the order of each row `_deliver` builds.
+MESSAGE_COLUMNS = ("folder_id", "uid", "blob_sha256", "size", "internal_date", "flags", "seen", "deleted",
+                   "modseq", "from_addr", "to_addrs", "subject", "date_header", "message_id", "has_attachments",
+                   "extra")
 
 # (folder id, next uid, highest modseq, messages added, unseen added)
 FolderAdvance = tuple[int, int, int, int, int]
-
-
-class _CoreWrites:
-    """The statements of a batch delivery as SQLAlchemy Core: any dialect."""
-
-    def __init__(self, s: Connection) -> None:
-        self.s = s
-
-    def lock_mailboxes(self, addresses: list[str]) -> list[_Box]:
-        return [_Box._make(row) for row in self.s.execute(_LOCK_MAILBOXES, {"addresses": addresses})]
-
-    def lock_folders(self, mailbox_ids: list[int], names: list[str]) -> list[_FolderRow]:
-        return [_FolderRow._make(row) for row in self.s.execute(
-            _LOCK_FOLDERS, {"mailbox_ids": mailbox_ids, "names": names})]
-
-    def insert_messages(self, rows: list[tuple[Any, ...]]) -> list[int]:
-        """The new rows' ids, in the order of `rows` (values in `_MESSAGE_COLUMNS` order)."""
-        params = [dict(zip(_MESSAGE_COLUMNS, row, strict=True)) for row in rows]
-        return list(self.s.execute(_INSERT_MESSAGES, params).scalars().all())
-
-    def advance_folders(self, advances: list[FolderAdvance]) -> None:
-        self.s.execute(_ADVANCE_FOLDERS, [{"fid": fid, "next_uid": uid, "modseq": modseq, "added": added,
-                                           "unseen": unseen} for fid, uid, modseq, added, unseen in advances])
-
-    def set_used_bytes(self, used: list[tuple[int, int]]) -> None:
-        self.s.execute(_SET_USED_BYTES, [{"bid": bid, "new_used": value} for bid, value in used])
 
 
 # Rows per INSERT: 16 values each, well under SQLite's 32,766 and PostgreSQL's 65,535 parameters.
 _INSERT_CHUNK = 500
 
 
-class _DriverWrites(_CoreWrites):
-    """The same statements as pre-built SQL on the DBAPI cursor (see `driversql`): the
-    group committer runs them for every delivery, Core's per-statement Python cost was
-    most of the commit thread's time."""
+class _Writes:
+    """The statements of a batch delivery, pre-built SQL on the DBAPI cursor (see
+    `driversql`): the group committer runs them for every delivery, and Core's
+    per-statement Python cost was most of the commit thread's time. This is the one
+    code path that writes delivery rows (SMTP, submission, Sent copies, DSNs,
+    `Store.deliver`); tests/unit/store/test_driversql.py checks its rows against the
+    same deliveries written by SQLAlchemy Core statements."""
 
     def __init__(self, s: Connection, driver: Driver) -> None:
-        super().__init__(s)
+        self.s = s
         self.driver = driver
 
     def lock_mailboxes(self, addresses: list[str]) -> list[_Box]:
@@ -170,12 +165,12 @@ class _DriverWrites(_CoreWrites):
         """Multi-row INSERT ... RETURNING: the returned rows are matched back by
         (folder_id, uid), unique in the table, so their order does not matter."""
         d = self.driver
-        values = process_columns(rows, d.processors(_messages, _MESSAGE_COLUMNS))  # type: ignore[arg-type]
-        row_marks = f"({d.marks(len(_MESSAGE_COLUMNS))})"
+        values = process_columns(rows, d.processors(_messages, MESSAGE_COLUMNS))  # type: ignore[arg-type]
+        row_marks = f"({d.marks(len(MESSAGE_COLUMNS))})"
         ids: dict[tuple[int, int], int] = {}
         for start in range(0, len(values), _INSERT_CHUNK):
             chunk = values[start:start + _INSERT_CHUNK]
-            sql = (f"INSERT INTO {_messages.name} ({', '.join(_MESSAGE_COLUMNS)}) "
+            sql = (f"INSERT INTO {_messages.name} ({', '.join(MESSAGE_COLUMNS)}) "
                    f"VALUES {', '.join([row_marks] * len(chunk))} RETURNING id, folder_id, uid")
             params = [value for row in chunk for value in row]
             ids.update(((folder_id, uid), id_) for id_, folder_id, uid in d.execute(self.s, sql, params).fetchall())
@@ -202,19 +197,29 @@ def deliver_batch(s: Connection, requests: Sequence[DeliveryRequest]) -> list[De
     multi-row statements and the audit events as one chained batch. A request whose
     folder does not exist fails alone, before anything is written. This is the hot
     path of every delivery: under load the group committer hands it dozens of
-    messages per transaction, so its statements run on the DBAPI cursor where the
-    dialect allows, otherwise through Core (tests/unit/store/test_driversql.py checks
-    that both store the same rows).
+    messages per transaction, so its statements run on the DBAPI cursor.
     """
     driver = driver_for(s)
-    return _deliver(_CoreWrites(s) if driver is None else _DriverWrites(s, driver), requests)
+    if driver is None:
+        raise StoreError(f"deliveries need PostgreSQL or SQLite 3.35 or later, not {s.dialect.name}.")
+    return _deliver(_Writes(s, driver), requests)
 
 
-def _deliver(io: _CoreWrites, requests: Sequence[DeliveryRequest]) -> list[DeliveryResult | BaseException]:
-    addresses = sorted({a for r in requests for a in r.targets})
+class _Placed(NamedTuple):
+    """A copy given its UID, waiting for its row id."""
+
+    outcomes: dict[str, DeliveryOutcome]
+    address: str
+    uid: int
+    uidvalidity: int
+
+
+def _deliver(io: _Writes, requests: Sequence[DeliveryRequest]) -> list[DeliveryResult | BaseException]:
+    every = [copy for r in requests for copy in (r, *r.then)]
+    addresses = sorted({a for r in every for a in r.targets})
     boxes = {row.address: row for row in io.lock_mailboxes(addresses)} if addresses else {}
     used = {row.id: row.used_bytes for row in boxes.values()}
-    names = sorted({r.folder for r in requests})
+    names = sorted({r.folder for r in every})
     folder_rows = {(row.mailbox_id, row.name): row for row in io.lock_folders(sorted(used), names)} if used else {}
     # Running state per folder: [uidnext, highest_modseq, added, unseen added].
     state = {row.id: [row.uidnext, row.highest_modseq, 0, 0] for row in folder_rows.values()}
@@ -222,16 +227,15 @@ def _deliver(io: _CoreWrites, requests: Sequence[DeliveryRequest]) -> list[Deliv
     results: list[DeliveryResult | BaseException] = []
     message_rows: list[tuple[Any, ...]] = []
     events: list[audit.Event] = []
-    pending: list[tuple[dict[str, DeliveryOutcome], str, int, int]] = []
-    for request in requests:
-        missing = next((a for a in request.targets if a in boxes
-                        and (boxes[a].id, request.folder) not in folder_rows), None)
-        if missing is not None:
-            results.append(FolderNotFound(f"no folder {request.folder!r} in {missing}."))
-            continue
+    pending: list[_Placed] = []
+    # (jobs, index range in `pending` of the copies their delivery wrote)
+    jobs: list[tuple[tuple[JobSpec, ...], int, int]] = []
+
+    def place(request: DeliveryRequest, changed: list[FolderChanged]) -> tuple[dict[str, DeliveryOutcome], int]:
+        """Outcomes of one copy, its rows and events queued; how many recipients it reached."""
         outcomes: dict[str, DeliveryOutcome] = {}
-        changed: list[FolderChanged] = []
         summary = request.summary
+        reached = 0
         for address in request.targets:
             box = boxes.get(address)
             if box is None:
@@ -240,17 +244,21 @@ def _deliver(io: _CoreWrites, requests: Sequence[DeliveryRequest]) -> list[Deliv
             if box.disabled:
                 outcomes[address] = DeliveryOutcome(address, False, code=550, reason="5.2.1 Mailbox disabled")
                 continue
+            target = folder_rows.get((box.id, request.folder))
+            if target is None:  # only a `then` copy gets here (see the check below)
+                outcomes[address] = DeliveryOutcome(address, False, code=550,
+                                                    reason=f"5.2.0 No folder {request.folder}")
+                continue
             if used[box.id] + request.size > box.quota_bytes:
                 outcomes[address] = DeliveryOutcome(address, False, code=552, reason="5.2.2 Mailbox full")
                 continue
             used[box.id] += request.size
-            target = folder_rows[(box.id, request.folder)]
             running = state[target.id]
             uid, modseq = running[0], running[1] + 1
             running[0], running[1] = uid + 1, modseq
             running[2] += 1
             running[3] += 0 if request.seen else 1
-            # In _MESSAGE_COLUMNS order.
+            # In MESSAGE_COLUMNS order.
             message_rows.append((
                 target.id, uid, request.sha, request.size, request.when, request.flags, request.seen,
                 request.deleted, modseq, summary.from_addr, summary.to_addrs, summary.subject, summary.date,
@@ -260,80 +268,52 @@ def _deliver(io: _CoreWrites, requests: Sequence[DeliveryRequest]) -> list[Deliv
                 message=f"{target.name}/{target.uidvalidity}/{uid}",
                 details={"sender": request.sender, "size": request.size, "sha256": request.sha,
                          "message_id": summary.message_id}))
-            pending.append((outcomes, address, uid, target.uidvalidity))
+            pending.append(_Placed(outcomes, address, uid, target.uidvalidity))
             changed.append(FolderChanged(box.id, target.id, "new"))
-        results.append((outcomes, changed))
+            reached += 1
+        return outcomes, reached
+
+    for request in requests:
+        missing = next((a for a in request.targets if a in boxes
+                        and (boxes[a].id, request.folder) not in folder_rows), None)
+        if missing is not None:
+            results.append(FolderNotFound(f"no folder {request.folder!r} in {missing}."))
+            continue
+        if request.jobs and job_writer is None:
+            results.append(StoreError("this store has no job table: a delivery with jobs cannot be committed."))
+            continue
+        first = len(pending)
+        changed: list[FolderChanged] = []
+        outcomes, reached = place(request, changed)
+        followed: list[dict[str, DeliveryOutcome]] = []
+        if request.then and (reached or request.then_always):
+            followed = [place(copy, changed)[0] for copy in request.then]
+        if request.jobs and len(pending) > first:
+            jobs.append((request.jobs, first, len(pending)))
+        results.append(DeliveryResult(outcomes, changed, tuple(followed)))
 
     if message_rows:
         ids = io.insert_messages(message_rows)
-        for (outcomes, address, uid, uidvalidity), message_id in zip(pending, ids, strict=True):
-            outcomes[address] = DeliveryOutcome(address, True, uid, uidvalidity, message_id)
+        for placed, message_id in zip(pending, ids, strict=True):
+            placed.outcomes[placed.address] = DeliveryOutcome(placed.address, True, placed.uid,
+                                                              placed.uidvalidity, message_id)
         io.advance_folders([(fid, v[0], v[1], v[2], v[3]) for fid, v in state.items() if v[2]])
         io.set_used_bytes([(row.id, used[row.id]) for row in boxes.values() if used[row.id] != row.used_bytes])
         audit.record_many(io.s, events)
-    # Outcomes were filled in place; keep each request's recipients in its own order.
+        if jobs:
+            assert job_writer is not None
+            job_writer(io.s, [(job, ids[start:end]) for specs, start, end in jobs for job in specs])
+    # Outcomes were filled in place; keep each copy's recipients in its own order.
     for result in results:
-        if isinstance(result, tuple):
-            outcomes = result[0]
-            ordered = {a: outcomes[a] for a in sorted(outcomes)}
-            outcomes.clear()
-            outcomes.update(ordered)
+        if isinstance(result, DeliveryResult):
+            for outcomes in (result.outcomes, *result.then):
+                ordered = {a: outcomes[a] for a in sorted(outcomes)}
+                outcomes.clear()
+                outcomes.update(ordered)
     return results
 
 
 class DeliveryOps:
-    def _lock_folder(self: Store, s: Session, mailbox: Mailbox, folder_name: str) -> Folder:
-        query = select(Folder).where(Folder.mailbox_id == mailbox.id)
-        if folder_name.upper() == "INBOX":
-            query = query.where(Folder.name == "INBOX")
-        else:
-            query = query.where(Folder.name == folder_name)
-        folder = s.execute(query.with_for_update()).scalar_one_or_none()
-        if folder is None:
-            raise FolderNotFound(f"no folder {folder_name!r} in {mailbox.address}.")
-        return folder
-
-    def _insert_message(
-        self: Store,
-        s: Session,
-        mailbox: Mailbox,
-        folder: Folder,
-        sha: str,
-        size: int,
-        summary: Summary,
-        flags: str,
-        internal_date: datetime,
-        extra: dict[str, Any] | None,
-    ) -> Message:
-        seen, deleted = _flag_columns(flags)
-        uid = folder.uidnext
-        folder.uidnext = uid + 1
-        folder.highest_modseq += 1
-        folder.message_count += 1
-        if not seen:
-            folder.unseen_count += 1
-        mailbox.used_bytes += size
-        message = Message(
-            folder_id=folder.id,
-            uid=uid,
-            blob_sha256=sha,
-            size=size,
-            internal_date=internal_date,
-            flags=flags,
-            seen=seen,
-            deleted=deleted,
-            modseq=folder.highest_modseq,
-            from_addr=summary.from_addr,
-            to_addrs=summary.to_addrs,
-            subject=summary.subject,
-            date_header=summary.date,
-            message_id=summary.message_id,
-            has_attachments=summary.has_attachments,
-            extra=extra or {},
-        )
-        s.add(message)
-        return message
-
     def deliver(
         self: Store,
         raw: bytes,
@@ -352,7 +332,7 @@ class DeliveryOps:
         request = self.delivery_request(raw, recipients, sender=sender, folder=folder, flags=flags,
                                         action=action, actor=actor, ip=ip, internal_date=internal_date,
                                         extra=extra)
-        outcomes, changed = self.write_grouped(BatchWork(deliver_batch, request))
+        outcomes, changed, _then = self.write_grouped(BatchWork(deliver_batch, request))
         for event in changed:
             self.changes.publish(event)
         return outcomes
@@ -377,6 +357,9 @@ class DeliveryOps:
         internal_date: datetime | None = None,
         extra: dict[str, Any] | None = None,
         stored: tuple[str, Summary] | None = None,
+        then: Sequence[DeliveryRequest] = (),
+        then_always: bool = False,
+        jobs: Sequence[JobSpec] = (),
     ) -> DeliveryRequest:
         """All a delivery needs before its transaction; the blob is durable on return.
         `stored`: (SHA-256, summary) of `raw` when its blob is already durable (written
@@ -393,4 +376,5 @@ class DeliveryOps:
             flags=flag_text, seen=seen, deleted=deleted,
             when=internal_date or datetime.now(UTC),
             action=action, actor=actor or sender, sender=sender, ip=ip, extra=extra or {},
+            then=tuple(then), then_always=then_always, jobs=tuple(jobs),
         )

@@ -1,10 +1,13 @@
 """The delivery commit path on the DBAPI cursor stores exactly what Core stores.
 
-The same deliveries go into two fresh databases of one engine, once with pre-built
-driver SQL (`mssmail.store.driversql`) and once through SQLAlchemy Core (the driver
-switched off), with the clock of the audit trail frozen; the stored rows, read back
-raw (SQLite: values with their storage classes; PostgreSQL: each row as JSON text),
-must be identical.
+Deliveries have one write path, pre-built SQL on the DBAPI cursor
+(`mssmail.store.driversql`). Its reference is here: the same statements as
+SQLAlchemy Core (`CoreWrites`, the ORM twin the store no longer carries). The same
+deliveries (with Sent copies riding along, and copies not written because their
+message reached nobody) go into two fresh databases of one engine, once through each,
+with the clock of the audit trail frozen; the stored rows, read back raw (SQLite:
+values with their storage classes; PostgreSQL: each row as JSON text), must be
+identical.
 """
 
 from __future__ import annotations
@@ -14,16 +17,63 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from mssmail import audit
 from mssmail.store import delivery
-from mssmail.store.delivery import DeliveryRequest, deliver_batch
+from mssmail.store.delivery import MESSAGE_COLUMNS, DeliveryRequest, FolderAdvance, deliver_batch
 from mssmail.store.errors import FolderNotFound
 from mssmail.store.service import Store
 from mssmail.store.summary import Summary
 from tests.conftest import _drop_schema, _pg_schema_url
 
 FROZEN = datetime(2026, 11, 29, 21, 30, 15, 123456, tzinfo=UTC)
+
+
+_mailboxes, _folders, _messages = delivery._mailboxes, delivery._folders, delivery._messages
+_LOCK_MAILBOXES = (
+    select(*(_mailboxes.c[name] for name in delivery._Box._fields))
+    .where(_mailboxes.c.address.in_(bindparam("addresses", expanding=True)))
+    .order_by(_mailboxes.c.id).with_for_update()
+)
+_LOCK_FOLDERS = (
+    select(*(_folders.c[name] for name in delivery._FolderRow._fields))
+    .where(_folders.c.mailbox_id.in_(bindparam("mailbox_ids", expanding=True)),
+           _folders.c.name.in_(bindparam("names", expanding=True)))
+    .order_by(_folders.c.id).with_for_update()
+)
+_INSERT_MESSAGES = insert(_messages).returning(_messages.c.id, sort_by_parameter_order=True)
+_ADVANCE_FOLDERS = update(_folders).where(_folders.c.id == bindparam("fid")).values(
+    uidnext=bindparam("next_uid"), highest_modseq=bindparam("modseq"),
+    message_count=_folders.c.message_count + bindparam("added"),
+    unseen_count=_folders.c.unseen_count + bindparam("unseen"))
+_SET_USED_BYTES = update(_mailboxes).where(_mailboxes.c.id == bindparam("bid")).values(
+    used_bytes=bindparam("new_used"))
+
+
+class CoreWrites:
+    """The statements of `delivery._Writes` as SQLAlchemy Core: the reference."""
+
+    def __init__(self, s: Connection) -> None:
+        self.s = s
+
+    def lock_mailboxes(self, addresses: list[str]) -> list[delivery._Box]:
+        return [delivery._Box._make(row) for row in self.s.execute(_LOCK_MAILBOXES, {"addresses": addresses})]
+
+    def lock_folders(self, mailbox_ids: list[int], names: list[str]) -> list[delivery._FolderRow]:
+        return [delivery._FolderRow._make(row) for row in self.s.execute(
+            _LOCK_FOLDERS, {"mailbox_ids": mailbox_ids, "names": names})]
+
+    def insert_messages(self, rows: list[tuple]) -> list[int]:
+        params = [dict(zip(MESSAGE_COLUMNS, row, strict=True)) for row in rows]
+        return list(self.s.execute(_INSERT_MESSAGES, params).scalars().all())
+
+    def advance_folders(self, advances: list[FolderAdvance]) -> None:
+        self.s.execute(_ADVANCE_FOLDERS, [{"fid": fid, "next_uid": uid, "modseq": modseq, "added": added,
+                                           "unseen": unseen} for fid, uid, modseq, added, unseen in advances])
+
+    def set_used_bytes(self, used: list[tuple[int, int]]) -> None:
+        self.s.execute(_SET_USED_BYTES, [{"bid": bid, "new_used": value} for bid, value in used])
 
 
 class _FrozenDateTime(datetime):
@@ -49,9 +99,12 @@ def two_urls(request: pytest.FixtureRequest, tmp_path: Path, pg_available: bool)
 
 def _requests(store: Store) -> list[DeliveryRequest]:
     """Varied values: dates with and without a zone, None, booleans, unicode, nested JSON;
-    a missing folder, a disabled mailbox, an unknown one, one over its quota."""
+    a missing folder, a disabled mailbox, an unknown one, one over its quota; Sent copies
+    riding along (written, and not written when their message reached nobody, or
+    written anyway with `then_always`), a copy to a folder that is missing."""
     def make(n: int, targets: tuple[str, ...], folder: str = "INBOX", seen: bool = False,
-             date: datetime | None = None, extra: dict | None = None) -> DeliveryRequest:
+             date: datetime | None = None, extra: dict | None = None, then: tuple = (),
+             then_always: bool = False) -> DeliveryRequest:
         raw = f"Subject: n{n}\r\n\r\nbody {n} é\r\n".encode()
         summary = Summary(from_addr=f"Zoé <z{n}@b.example>", to_addrs="b@a.example, c@a.example",
                           subject=f"Sujet n°{n} — ✓", date=date, message_id=f"<{n}@b.example>",
@@ -61,7 +114,10 @@ def _requests(store: Store) -> list[DeliveryRequest]:
             flags="\\Seen" if seen else "", seen=seen, deleted=False,
             when=datetime(2026, 11, 29, 20, n % 60, 1, 999999, tzinfo=timezone(timedelta(hours=1))),
             action=audit.DELIVERY, actor="z@b.example", sender=f"z{n}@b.example", ip="192.0.2.7",
-            extra=extra if extra is not None else {})
+            extra=extra if extra is not None else {}, then=then, then_always=then_always)
+
+    def sent(n: int, folder: str = "Sent") -> DeliveryRequest:
+        return make(n, ("c@a.example",), folder=folder, seen=True, extra={"recipients": ["b@a.example"]})
     return [
         make(1, ("b@a.example",), date=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), extra={"tls": True}),
         make(2, ("b@a.example", "c@a.example"), seen=True,
@@ -72,6 +128,10 @@ def _requests(store: Store) -> list[DeliveryRequest]:
         make(5, ("b@a.example",), folder="Sent", seen=True),
         make(6, ("d@a.example",)),  # over its quota by now
         *(make(n, ("b@a.example", "c@a.example")) for n in range(7, 14)),
+        make(14, ("b@a.example",), then=(sent(15),)),
+        make(16, ("nobody@a.example",), then=(sent(17),)),  # reached nobody: no Sent copy
+        make(18, ("nobody@a.example",), then=(sent(19),), then_always=True),
+        make(20, ("b@a.example", "c@a.example"), then=(sent(21), sent(22, folder="Nope"))),
     ]
 
 
@@ -87,13 +147,18 @@ def _deliver(url: str, root: Path, use_driver: bool, monkeypatch: pytest.MonkeyP
             connection.exec_driver_sql("UPDATE folders SET uidvalidity = 1000 + id")
         with monkeypatch.context() as patch:
             if not use_driver:
-                patch.setattr(delivery, "driver_for", lambda _connection: None)
                 patch.setattr(audit, "driver_for", lambda _connection: None)
             patch.setattr(delivery, "_INSERT_CHUNK", 4)  # several INSERT statements
             requests = _requests(store)
+
+            def run(connection: Connection, batch: list[DeliveryRequest]) -> list:
+                if use_driver:
+                    return deliver_batch(connection, batch)
+                return delivery._deliver(CoreWrites(connection), batch)  # type: ignore[arg-type]
+
             with store.db.write_connection() as connection:
-                results = deliver_batch(connection, requests[:7])
-                results += deliver_batch(connection, requests[7:])
+                results = run(connection, requests[:7])
+                results += run(connection, requests[7:])
         return [_result(r) for r in results] + _stored(store)
     finally:
         store.close()
@@ -137,7 +202,11 @@ def test_driver_and_core_paths_store_identical_rows(two_urls, tmp_path: Path, mo
     with_core = _deliver(core_url, tmp_path / "core", False, monkeypatch)
     assert with_driver == with_core
     messages = dict(item for item in with_driver if isinstance(item, tuple) and item[0] == "messages")
-    assert len(messages["messages"]) == 1 + 2 + 1 + 1 + 14  # request 4: only c; 6: over quota
+    # request 4: only c; 6: over quota; then 1 + 1 (Sent) + 0 + 1 (then_always) + 2 + 1 (no folder Nope)
+    assert len(messages["messages"]) == 1 + 2 + 1 + 1 + 14 + 2 + 0 + 1 + 3
+    results = [r for r in with_driver if isinstance(r, delivery.DeliveryResult)]
+    assert [len(r.then) for r in results[-4:]] == [1, 0, 1, 2]
+    assert results[-1].then[0]["c@a.example"].ok and not results[-1].then[1]["c@a.example"].ok
 
 
 def test_the_driver_path_is_used(store) -> None:

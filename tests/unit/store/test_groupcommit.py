@@ -99,8 +99,8 @@ def test_a_request_for_a_missing_folder_fails_alone(store):
              BatchWork(deliver_batch, _request(store, 2, folder="Nope")),
              BatchWork(deliver_batch, _request(store, 3))]
     futures = _submit_together(committer, works)
-    first, _ = futures[0].result(5)
-    third, _ = futures[2].result(5)
+    first = futures[0].result(5).outcomes
+    third = futures[2].result(5).outcomes
     with pytest.raises(FolderNotFound):
         futures[1].result(5)
     assert sorted([first["b@a.example"].uid, third["b@a.example"].uid]) == [1, 2]
