@@ -11,7 +11,6 @@ import smtplib
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email import policy
@@ -381,8 +380,9 @@ def test_append_flags_date_uidplus_and_durable(server: MssInstance) -> None:
     assert b"\\Draft" in data[0][0] and b"$Label1" in data[0][0]
     assert b'INTERNALDATE " 1-Jan-2026 09:00:00 +0000"' in data[0][0]  # the same instant
     assert data[0][1] == message
-    assert c.append("No-such-folder", None, None, message)[0] == "NO"
-    assert b"TRYCREATE" in c.untagged_responses.get("NO", [b""])[0] or True
+    typ, data = c.append("No-such-folder", None, None, message)
+    # RFC 9051 6.3.12: the tagged NO says the folder could be created.
+    assert typ == "NO" and data[0].startswith(b"[TRYCREATE]"), data
     c.logout()
 
 
@@ -517,11 +517,9 @@ def test_idle_announces_new_mail_flags_and_expunge(server: MssInstance) -> None:
     exists = int(re.search(rb"\* (\d+) EXISTS", b"\n".join(lines)).group(1))
     idler.send(b"i IDLE\r\n")
     assert idler.line().startswith(b"+")
-    started = time.monotonic()
     send_mail(server, to, "arrivée pendant IDLE")
-    line = idler.line()
+    line = idler.line()  # the socket's timeout bounds the wait; no wall-time assert
     assert line == b"* %d EXISTS" % (exists + 1), line
-    assert time.monotonic() - started < 5
     other = login(server)
     other.select("INBOX")
     other.store(str(exists + 1), "+FLAGS", "(\\Flagged)")
@@ -553,9 +551,11 @@ def test_two_sessions_see_each_others_changes_without_idle(server: MssInstance) 
     fetches = first.untagged_responses.get("FETCH", [])
     assert any(b"\\Flagged" in f for f in fetches), fetches
     # UIDs are never reused; UIDVALIDITY is stable.
-    v1 = first.response("UIDVALIDITY")
+    _code, v1 = first.response("UIDVALIDITY")
+    assert v1 and v1[-1] and int(v1[-1]) > 0, v1
     first.select("INBOX")
-    assert first.response("UIDVALIDITY") == v1 or True
+    _code, v2 = first.response("UIDVALIDITY")
+    assert v2 and v2[-1] == v1[-1], (v1, v2)
     first.logout()
     second.logout()
 
