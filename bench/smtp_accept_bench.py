@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """SMTP acceptance with durable storage, side by side with a bare aiosmtpd server.
 
-    .venv/bin/python bench/smtp_accept_bench.py [--messages 600] [--rounds 3]
+    .venv/bin/python bench/smtp_accept_bench.py [--messages 600] [--rounds 3] [--port smtp,submission]
 
 The servers (bare aiosmtpd whose handler discards, `mss serve --only smtp` on SQLite,
-the same on PostgreSQL) run side by side; for each transport (plain, STARTTLS) and each
+the same on PostgreSQL) run side by side; for each port (the MX; with `--port
+submission`, the submission port too: STARTTLS, then AUTH PLAIN once per connection,
+to a local recipient, the Sent copy filed as well; the bare server then accepts any
+AUTH), each transport (plain, STARTTLS; submission needs STARTTLS) and each
 concurrency (1, 8, 32 connections) an asyncio client loads each server in turn (with
 --rounds N, N times alternately, keeping each server's median round), sending 10 KB
 messages with a base64 attachment over persistent connections, and measures
@@ -41,10 +44,12 @@ PG_URL = os.environ.get("MSS_TEST_PG_URL", "postgresql+psycopg://root@127.0.0.1:
 
 BARE_SERVER = r'''
 import asyncio, ssl, sys
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult
 class Discard:
     async def handle_DATA(self, server, session, envelope):
         return "250 2.0.0 OK"
+def anyone(server, session, envelope, mechanism, auth_data):
+    return AuthResult(success=True)
 async def main():
     port, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -52,7 +57,7 @@ async def main():
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: SMTP(Discard(), decode_data=False, enable_SMTPUTF8=True, tls_context=ctx,
-                     data_size_limit=50 * 1024 * 1024), "127.0.0.1", port)
+                     data_size_limit=50 * 1024 * 1024, authenticator=anyone), "127.0.0.1", port)
     print("ready", flush=True)
     await server.serve_forever()
 asyncio.run(main())
@@ -73,9 +78,10 @@ def make_message(n: int) -> bytes:
 class Client:
     """A minimal SMTP client: one connection, sequential transactions."""
 
-    def __init__(self, port: int, tls: ssl.SSLContext | None) -> None:
+    def __init__(self, port: int, tls: ssl.SSLContext | None, login: tuple[str, str] | None = None) -> None:
         self.port = port
         self.tls = tls
+        self.login = login  # AUTH PLAIN after STARTTLS (submission)
 
     async def _reply(self) -> bytes:
         while True:
@@ -96,6 +102,11 @@ class Client:
             await self.writer.start_tls(self.tls, server_hostname="localhost")
             self.writer.write(b"EHLO bench.a.example\r\n")
             await self._reply()
+        if self.login:
+            token = base64.b64encode(f"\0{self.login[0]}\0{self.login[1]}".encode()).decode()
+            self.writer.write(f"AUTH PLAIN {token}\r\n".encode())
+            reply = await self._reply()
+            assert reply.startswith(b"235"), reply
 
     async def send(self, data: bytes) -> float:
         started = time.perf_counter()
@@ -112,12 +123,12 @@ class Client:
 
 
 async def load(port: int, tls: ssl.SSLContext | None, concurrency: int, total: int,
-               messages: list[bytes]) -> tuple[float, list[float]]:
+               messages: list[bytes], login: tuple[str, str] | None = None) -> tuple[float, list[float]]:
     latencies: list[float] = []
     counter = iter(range(total))
 
     async def worker() -> None:
-        client = Client(port, tls)
+        client = Client(port, tls, login)
         await client.connect()
         for n in counter:
             latencies.append(await client.send(messages[n % len(messages)]))
@@ -219,8 +230,9 @@ def start_server(kind: str, work: Path, workers: int | None) -> dict:
     if kind == "bare":
         bare_ca = MssInstance(work / "ca", "a.example", demo=False)
         server = BareServer(bare_ca.data / "pki" / "server.pem", bare_ca.data / "pki" / "server.key")
-        return {"kind": kind, "name": "aiosmtpd (discard)", "port": server.port, "pid": server.pid,
-                "ca": bare_ca.ca_file, "stop": server.stop, "inst": None, "schema": None}
+        return {"kind": kind, "name": "aiosmtpd (discard)", "ports": {"smtp": server.port, "submission": server.port},
+                "pid": server.pid, "ca": bare_ca.ca_file, "stop": server.stop, "inst": None, "schema": None,
+                "login": ("jean.martin@a.example", "any")}
     schema = url = None
     if kind == "postgresql":
         schema, url = pg_schema()
@@ -228,13 +240,16 @@ def start_server(kind: str, work: Path, workers: int | None) -> dict:
     inst.configure("limits", "max_connections_per_ip", "100")
     if workers is not None:
         inst.configure("smtp", "workers", str(workers))
-    inst.start("smtp")
+        inst.configure("submission", "workers", str(workers))
+    inst.start("smtp", "submission")
     assert inst.process is not None
-    return {"kind": kind, "name": f"mss ({kind})", "port": inst.ports["smtp"], "pid": inst.process.pid,
-            "ca": inst.ca_file, "stop": inst.stop, "inst": inst, "schema": schema}
+    login = "jean.martin@a.example"
+    return {"kind": kind, "name": f"mss ({kind})", "ports": inst.ports, "pid": inst.process.pid,
+            "ca": inst.ca_file, "stop": inst.stop, "inst": inst, "schema": schema,
+            "login": (login, inst.passwords[login])}
 
 
-def measure(server: dict, transport: str, concurrency: int, total: int, messages: list[bytes],
+def measure(server: dict, port: str, transport: str, concurrency: int, total: int, messages: list[bytes],
             profile: str | None) -> dict:
     """One load on one server: rate, latencies and CPU per message."""
     pid = server["pid"]
@@ -244,15 +259,16 @@ def measure(server: dict, transport: str, concurrency: int, total: int, messages
         Path(profile).mkdir(parents=True, exist_ok=True)
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         for member in process_tree(pid):  # the server and its SMTP workers
-            out = Path(profile) / f"{server['kind']}-{transport}-c{concurrency}-{member}.txt"
+            out = Path(profile) / f"{server['kind']}-{port}-{transport}-c{concurrency}-{member}.txt"
             spies.append(subprocess.Popen(
                 [py_spy, "record", "--gil", "--threads", "--format", "raw", "--pid", str(member), "-o", str(out)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(1)
     cpu_before = cpu_seconds(pid)
     client_before = time.process_time()
-    elapsed, lat = asyncio.run(load(server["port"], tls_ctx if transport == "starttls" else None,
-                                    concurrency, total, messages))
+    elapsed, lat = asyncio.run(load(server["ports"][port], tls_ctx if transport == "starttls" else None,
+                                    concurrency, total, messages,
+                                    server["login"] if port == "submission" else None))
     for spy in spies:
         spy.send_signal(signal.SIGINT)
     for spy in spies:
@@ -263,7 +279,7 @@ def measure(server: dict, transport: str, concurrency: int, total: int, messages
              for p, (u, k) in cpu_after.items()}
     lat.sort()
     return {
-        "server": server["name"], "transport": transport, "c": concurrency, "msgs": total,
+        "server": server["name"], "port": port, "transport": transport, "c": concurrency, "msgs": total,
         "rate": total / elapsed,
         "p50": statistics.median(lat) * 1000,
         "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
@@ -280,6 +296,8 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--servers", default="bare,sqlite,postgresql")
     parser.add_argument("--transports", default="plain,starttls")
+    parser.add_argument("--port", default="smtp",
+                        help="smtp (the MX), submission (STARTTLS + AUTH PLAIN), or both: smtp,submission")
     parser.add_argument("--rounds", type=int, default=1,
                         help="alternate the servers this many times per case and keep each one's "
                              "median round: a shared machine's load drifts, and the ratio to the "
@@ -298,14 +316,16 @@ def main() -> None:
           f"message {len(messages[0])} bytes; load average before: {os.getloadavg()[0]:.2f}")
     # All servers run side by side from the start; each case loads them in turn.
     servers = [start_server(kind, work, args.workers) for kind in args.servers.split(",")]
+    cases = [(port, transport) for port in args.port.split(",") for transport in args.transports.split(",")
+             if port != "submission" or transport == "starttls"]  # no AUTH before TLS
     try:
-        for transport in args.transports.split(","):
+        for port, transport in cases:
             for concurrency in (int(c) for c in args.concurrency.split(",")):
                 total = args.messages if concurrency > 1 else max(100, args.messages // 3)
                 runs: dict[str, list[dict]] = {server["name"]: [] for server in servers}
                 for _round in range(args.rounds):
                     for server in servers:
-                        row = measure(server, transport, concurrency, total, messages, args.profile)
+                        row = measure(server, port, transport, concurrency, total, messages, args.profile)
                         runs[server["name"]].append(row)
                         if args.rounds > 1:
                             print(f"  round {_round + 1}: {row['server']:<20} {row['rate']:8.1f} msg/s", flush=True)
@@ -314,7 +334,7 @@ def main() -> None:
                     row = ordered[len(ordered) // 2]
                     row["rss"] = peak_rss_mb(server["pid"])
                     rows.append(row)
-                    print(f"{row['server']:<20} {transport:<8} c={concurrency:<3} {row['rate']:8.1f} msg/s  "
+                    print(f"{row['server']:<20} {port:<10} {transport:<8} c={concurrency:<3} {row['rate']:8.1f} msg/s  "
                           f"p50 {row['p50']:6.1f} ms  p99 {row['p99']:6.1f} ms  peak RSS {row['rss']:.0f} MB  "
                           f"server CPU {row['cpu']:.2f} ms/msg ({row['split']}); client CPU "
                           f"{row['client_cpu']:.2f} ms/msg", flush=True)
@@ -325,15 +345,17 @@ def main() -> None:
                 drop_schema(server["schema"])
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     print()
-    print("| server | transport | concurrency | messages/s | p50 ms | p99 ms | peak RSS MB | server CPU ms/msg |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| server | port | transport | concurrency | messages/s | p50 ms | p99 ms | peak RSS MB "
+          "| server CPU ms/msg |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['server']} | {r['transport']} | {r['c']} | {r['rate']:.0f} | {r['p50']:.1f} | "
+        print(f"| {r['server']} | {r['port']} | {r['transport']} | {r['c']} | {r['rate']:.0f} | {r['p50']:.1f} | "
               f"{r['p99']:.1f} | {r['rss']:.0f} | {r['cpu']:.2f} |")
-    bare = {(r["transport"], r["c"]): r["rate"] for r in rows if r["server"].startswith("aiosmtpd")}
+    bare = {(r["port"], r["transport"], r["c"]): r["rate"] for r in rows if r["server"].startswith("aiosmtpd")}
     for r in rows:
-        if r["server"] == "mss (sqlite)" and (r["transport"], r["c"]) in bare:
-            print(f"mss sqlite / bare, {r['transport']} c={r['c']}: {r['rate'] / bare[(r['transport'], r['c'])]:.0%}")
+        key = (r["port"], r["transport"], r["c"])
+        if r["server"].startswith("mss") and key in bare:
+            print(f"{r['server']} / bare, {r['port']} {r['transport']} c={r['c']}: {r['rate'] / bare[key]:.0%}")
     shutil.rmtree(work, ignore_errors=True)
     CLEANED.write_text(str(time.time()))
 

@@ -27,6 +27,8 @@ def create_demo(store: Any, config: Any) -> list[str]:
     saved = []
     for local, kind, owner, name in DEMO_MAILBOXES:
         password = secrets.token_urlsafe(9)
+        while password.startswith("-"):  # command-line tools (swaks) take it for an option
+            password = secrets.token_urlsafe(9)
         address = f"{local}@{domain}"
         store.create_mailbox(address, kind, password=password, owner=owner, display_name=name,
                              actor="mss init --demo")
