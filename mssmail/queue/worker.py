@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mssmail import audit, logs
+from mssmail.delivery.service import DeliveryService
 from mssmail.queue import backoff, client, dsn, notify, routes
 from mssmail.store.outbound import RecipientResult
 
@@ -217,8 +218,9 @@ class RelayWorker:
             arrival_date=item["created_at"], now=now, envelope_id=item["envelope_id"],
             expiry=backoff.expiry(item["created_at"], self.relay.max_age), queue_id=str(item["id"]),
         )
-        outcomes = await self.store.run(self.store.deliver, report, [sender], sender="",
-                                        action=audit.BOUNCE, actor="relay")
+        # Through the delivery service, as every delivery: batched with the others.
+        outcomes = await DeliveryService.of(self.store).deliver_message(
+            report, [sender], inbound_filters=False, sender="", action=audit.BOUNCE, actor="relay")
         for address, outcome in outcomes.items():
             if not outcome.ok:
                 log.error("relay: could not deliver the DSN for queue/%s to %s: %s",

@@ -12,6 +12,7 @@ without its bytes, nor a message without its jobs.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -51,19 +52,38 @@ def _flag_columns(flags: str) -> tuple[bool, bool]:
 
 @dataclass(frozen=True)
 class JobSpec:
-    """Work to do after a delivery (e.g. a connector's re-delivery), committed in the
-    delivery's own transaction: never a message acknowledged without its jobs, nor a
-    job without its message. The job table writes it with the ids of the delivered
-    message rows (see `job_writer`)."""
+    """Work to do after a delivery (e.g. a connector's parse or re-delivery), committed
+    in the delivery's own transaction: never a message acknowledged without its jobs,
+    nor a job without its message. One job per message row the delivery writes for its
+    recipients (not for its `then` copies), keyed by `key`, the recipient and the row
+    id: a replayed delivery does not duplicate its work."""
 
     kind: str
+    key: str = ""
     payload: dict[str, Any] = field(default_factory=dict)
 
 
-# writer(connection, [(job, ids of the message rows its delivery wrote)]), in the
-# delivery's transaction; set by the job table's module (storeapi) when it is there.
-JobWriter = Callable[[Connection, list[tuple[JobSpec, list[int]]]], None]
-job_writer: JobWriter | None = None
+# writer(connection, [(job, [(recipient, message row id), ...])]) in the delivery's
+# transaction: the store's job table (mssmail/store/jobs.py) when this build has it.
+JobWriter = Callable[[Connection, list[tuple[JobSpec, list[tuple[str, int]]]]], None]
+
+
+def _job_table_writer() -> JobWriter | None:
+    if importlib.util.find_spec("mssmail.store.jobs") is None:
+        return None
+
+    def write(connection: Connection, entries: list[tuple[JobSpec, list[tuple[str, int]]]]) -> None:
+        from mssmail.store import jobs as table  # type: ignore[attr-defined, unused-ignore]
+
+        table.enqueue(connection, [
+            table.NewJob(kind=spec.kind, key=table.job_key(spec.kind, spec.key, address, message_id),
+                         payload=spec.payload, mailbox=address, message_id=message_id)
+            for spec, rows in entries for address, message_id in rows])
+
+    return write
+
+
+job_writer: JobWriter | None = _job_table_writer()
 
 
 @dataclass(frozen=True)
@@ -73,8 +93,8 @@ class DeliveryRequest:
     `then`: further copies written in the same transaction once this one reached at
     least one recipient (or always, with `then_always`): a submission's Sent copy
     rides with the recipients' copy, one durable batch, and does not exist if the
-    message was refused. `jobs`: committed with the rows when at least one copy was
-    written."""
+    message was refused. `jobs`: committed with the rows when the message reached at
+    least one of its recipients."""
 
     summary: Summary
     sha: str
@@ -228,7 +248,7 @@ def _deliver(io: _Writes, requests: Sequence[DeliveryRequest]) -> list[DeliveryR
     message_rows: list[tuple[Any, ...]] = []
     events: list[audit.Event] = []
     pending: list[_Placed] = []
-    # (jobs, index range in `pending` of the copies their delivery wrote)
+    # (jobs, index range in `pending` of the rows written for the request's recipients)
     jobs: list[tuple[tuple[JobSpec, ...], int, int]] = []
 
     def place(request: DeliveryRequest, changed: list[FolderChanged]) -> tuple[dict[str, DeliveryOutcome], int]:
@@ -285,11 +305,11 @@ def _deliver(io: _Writes, requests: Sequence[DeliveryRequest]) -> list[DeliveryR
         first = len(pending)
         changed: list[FolderChanged] = []
         outcomes, reached = place(request, changed)
+        if request.jobs and reached:
+            jobs.append((request.jobs, first, len(pending)))
         followed: list[dict[str, DeliveryOutcome]] = []
         if request.then and (reached or request.then_always):
             followed = [place(copy, changed)[0] for copy in request.then]
-        if request.jobs and len(pending) > first:
-            jobs.append((request.jobs, first, len(pending)))
         results.append(DeliveryResult(outcomes, changed, tuple(followed)))
 
     if message_rows:
@@ -302,7 +322,9 @@ def _deliver(io: _Writes, requests: Sequence[DeliveryRequest]) -> list[DeliveryR
         audit.record_many(io.s, events)
         if jobs:
             assert job_writer is not None
-            job_writer(io.s, [(job, ids[start:end]) for specs, start, end in jobs for job in specs])
+            job_writer(io.s, [(job, [(placed.address, message_id) for placed, message_id
+                                     in zip(pending[start:end], ids[start:end], strict=True)])
+                              for specs, start, end in jobs for job in specs])
     # Outcomes were filled in place; keep each copy's recipients in its own order.
     for result in results:
         if isinstance(result, DeliveryResult):
