@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mssmail.delivery import filters
-from mssmail.store.summary import summarize
+from mssmail.store.summary import Summary, summarize
 
 if TYPE_CHECKING:
     from mssmail.store.delivery import DeliveryRequest, DeliveryResult
@@ -112,10 +112,14 @@ def _copies(store: Store, delivery: Delivery) -> list[tuple[bytes, list[str], di
         data = submission.trace + filters.apply_submission(submission.sender, submission.recipients, data,
                                                            submission.options)
     out = []
+    summaries: dict[int, tuple[bytes, Summary]] = {}  # copies with the same bytes: one summary
     for copy in (delivery.first, *delivery.then):
         content, fields = prepare(store, data, copy.recipients, copy.inbound_filters, dict(copy.fields))
         if "stored" not in fields:
-            fields["stored"] = (None, summarize(content))
+            known = summaries.get(id(content))
+            if known is None or known[0] is not content:
+                known = summaries[id(content)] = (content, summarize(content))
+            fields["stored"] = (None, known[1])
         out.append((content, copy.recipients, fields))
     return out
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import email.utils
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import TYPE_CHECKING
@@ -84,20 +85,35 @@ def allowed_senders(store: Store, actor: str) -> list[str]:
     return [address for address, rights in store.accessible_mailboxes(actor) if rights in SENDING_RIGHTS]
 
 
+class Headers:
+    """The header fields of a message, parsed once (the From: check and the header
+    completion both read them)."""
+
+    def __init__(self, raw: bytes) -> None:
+        end = raw.find(b"\r\n\r\n", 0, HEADER_SCAN)
+        head = raw[:HEADER_SCAN] if end < 0 else raw[:end + 4]
+        try:
+            self._parsed: Message | None = BytesHeaderParser(policy=compat32).parsebytes(head)
+        except Exception:
+            self._parsed = None
+
+    def values(self, name: str) -> list[str]:
+        if self._parsed is None:
+            return []
+        return [str(v) for v in self._parsed.get_all(name) or []]
+
+
 def header_values(raw: bytes, name: str) -> list[str]:
-    try:
-        headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:HEADER_SCAN])
-    except Exception:
-        return []
-    return [str(v) for v in headers.get_all(name) or []]
+    return Headers(raw).values(name)
 
 
-def complete_headers(raw: bytes, hostname: str) -> bytes:
+def complete_headers(raw: bytes, hostname: str, headers: Headers | None = None) -> bytes:
     """RFC 6409 8.2/8.3: a submission server may add a missing Date and Message-ID."""
+    headers = headers or Headers(raw)
     added = b""
-    if not header_values(raw, "Date"):
+    if not headers.values("Date"):
         added += f"Date: {email.utils.formatdate(localtime=False)}\r\n".encode()
-    if not header_values(raw, "Message-ID"):
+    if not headers.values("Message-ID"):
         added += f"Message-ID: {email.utils.make_msgid(domain=hostname)}\r\n".encode()
     return added + raw
 
@@ -133,7 +149,8 @@ async def submit(store: Store, config: Config, actor: str, sender: str, recipien
     if refused:
         return SubmitRefused.of(*refused)
     owned = {a.lower() for a in allowed}
-    from_addresses = policy.from_header_addresses(header_values(raw, "From"))
+    headers = Headers(raw)
+    from_addresses = policy.from_header_addresses(headers.values("From"))
     if from_addresses and any(a not in owned for a in from_addresses):
         return SubmitRefused.of(*replies.FROM_HEADER_NOT_OWNED)
     if not targets:
@@ -155,7 +172,7 @@ async def submit(store: Store, config: Config, actor: str, sender: str, recipien
     if remote and not relay_available():
         return SubmitRefused.of(*replies.RELAY_UNAVAILABLE)
     queue_id = queue_id or new_queue_id()
-    raw = complete_headers(raw, config.hostname)
+    raw = complete_headers(raw, config.hostname, headers)
     submission: Submission | None = Submission(sender, targets, options, trace)
     if remote:
         # The relay queue commits on its own, before the local copies: filters first, on
