@@ -14,6 +14,7 @@ from mssmail.config import Config
 from mssmail.delivery import filters
 from mssmail.delivery.filters import SubmitOptions
 from mssmail.delivery.submission import SubmitRefused, SubmitResult, submit
+from tests.support.mailbox import content, summaries
 
 ALICE, BOB, CAROL, LAB = "alice@a.example", "bob@a.example", "carol@a.example", "labo@a.example"
 RAW = (b"From: Alice <alice@a.example>\r\nTo: bob@a.example\r\nSubject: compte rendu\r\n"
@@ -56,7 +57,7 @@ def _send(store, config, sender=ALICE, recipients=(BOB,), raw=RAW, **kwargs):
 
 
 def _subjects(store, address: str, folder: str = "INBOX") -> list[str]:
-    return [m["subject"] for m in store.list_messages(address, folder)]
+    return [m.subject for m in summaries(store, address, folder)]
 
 
 def test_local_submission_stores_both_copies_in_one_commit(boxes, config, monkeypatch) -> None:
@@ -70,11 +71,10 @@ def test_local_submission_stores_both_copies_in_one_commit(boxes, config, monkey
     # One request, carrying the Sent copy: one transaction for both.
     assert [len(b) for b in batches] == [1] and [r.folder for r in batches[0][0].then] == ["Sent"]
     assert _subjects(store, BOB) == ["compte rendu"] and _subjects(store, ALICE, "Sent") == ["compte rendu"]
-    inbox = store.read_message(BOB, "INBOX", result.delivered[BOB].uid, audited=False)
+    inbox = content(store, BOB, result.delivered[BOB].uid)
     # Date and Message-ID were missing: added (RFC 6409 8.2, 8.3).
     assert b"\r\nDate: " in b"\r\n" + inbox and b"Message-ID: <" in inbox
-    sent = store.list_messages(ALICE, "Sent")[0]
-    assert "\\Seen" in sent["flags"]
+    assert summaries(store, ALICE, "Sent")[0].seen
 
 
 def test_a_refused_submission_stores_nothing(boxes, config) -> None:
@@ -128,8 +128,8 @@ def test_remote_recipients_are_queued_and_the_sent_copy_filed(boxes, config, rec
     stored = store.blobs.read(queued[0]["blob_sha256"])
     assert stored.startswith(b"Received: from test\r\n")  # the trace, after the filters
     assert _subjects(store, ALICE, "Sent") == ["compte rendu"]
-    sent = store.list_messages(ALICE, "Sent")[0]
-    assert store.blobs.read(sent["sha256"]) == stored  # what was queued is what was filed
+    sent = summaries(store, ALICE, "Sent")[0]
+    assert store.blobs.read(sent.sha256) == stored  # what was queued is what was filed
     assert recorded_filter == [(ALICE, [BOB, "dr.x@b.example"], filters.NO_OPTIONS)]
 
 

@@ -63,3 +63,16 @@ def test_jobs_without_a_job_table_are_refused(store, monkeypatch) -> None:
     with pytest.raises(StoreError, match="no job table"):
         _deliver(store, ["b@a.example"], [JobSpec("hprim.parse")])
     assert _count(store) == 0
+
+
+def test_the_job_table_gets_one_job_per_delivered_row(store) -> None:
+    """With the store's job table (the default writer): the jobs are claimable and name
+    their message rows."""
+    assert delivery.job_writer is not None
+    store.create_mailbox("b@a.example")
+    store.create_mailbox("c@a.example")
+    spec = JobSpec("hprim.parse", "part-2", {"part": "2"})
+    outcomes, _changed, _then = _deliver(store, ["b@a.example", "c@a.example"], [spec])
+    claimed = store.claim_jobs("hprim.parse", "tests", 60, limit=10)
+    assert sorted((j.mailbox, j.message_id, j.payload["part"]) for j in claimed) == sorted(
+        (address, o.message_id, "2") for address, o in outcomes.items())
