@@ -1,6 +1,6 @@
 """Validation of national identifiers (pure functions, no I/O).
 
-Rules from ../shared/research/mssante.md: RPPS is 11 digits whose last is a Luhn check digit;
+Rules of the national identifiers (ANS): RPPS is 11 digits whose last is a Luhn check digit;
 ADELI is 9 digits; FINESS is 9 characters (département may be 2A/2B) whose last is a Luhn-style
 key; SIRET is 14 digits, Luhn. A validator returns the normalised value or raises
 `IdentifierError` with a message a person can act on.

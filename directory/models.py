@@ -1,6 +1,6 @@
 """Directory tables: persons, structures, activities, mailboxes (BAL), certificates, PGP keys.
 
-Field names follow the national open-data files (../shared/research/mssante.md). Every attribute
+Field names follow the national open-data files (ANS open data). Every attribute
 an LDAP filter or the autocomplete can search has a lowercased copy (`*_lc`) with an index, so
 case-insensitive equality (RFC 4517 caseIgnoreMatch) and prefix matching become indexed SQL:
 on PostgreSQL those indexes use `text_pattern_ops` so `LIKE 'abc%'` can use them whatever the

@@ -2,7 +2,7 @@
 
 OIDs: standard ones for inetOrgPerson attributes; ours live under an arc we chose for the
 project (1.3.6.1.4.1.99999.1, to be replaced by an assigned enterprise number before
-publication). Names follow ../shared/research/mssante.md.
+publication). Names follow the ANS MSSanté directory schema.
 """
 
 from __future__ import annotations

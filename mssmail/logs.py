@@ -139,11 +139,11 @@ class _SharedFileHandler(logging.handlers.RotatingFileHandler):
     def __init__(self, path: Path, max_bytes: int, backups: int, rotate: bool) -> None:
         super().__init__(path, maxBytes=max_bytes if rotate else 0, backupCount=backups,
                          encoding="utf-8", delay=True)
-        self.rotate = rotate
+        self.owns_rotation = rotate  # (not `rotate`: the base class has a rotate() method)
         self._inode: tuple[int, int] | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        if not self.rotate and self.stream is not None:
+        if not self.owns_rotation and self.stream is not None:
             try:
                 st = os.stat(self.baseFilename)
                 current = (st.st_dev, st.st_ino)

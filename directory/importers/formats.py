@@ -2,7 +2,7 @@
 
 Everything here works on bytes and str handed in by the caller (directory/importers/run.py
 reads the file and writes the database). Column names and order follow
-../shared/research/mssante.md; docs/directory.md says how each column is mapped.
+the ANS open-data extraction files; docs/directory.md says how each column is mapped.
 """
 
 from __future__ import annotations
