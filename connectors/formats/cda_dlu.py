@@ -24,7 +24,7 @@ from typing import Any
 from lxml import etree
 
 from .errors import ParseError
-from .nir import ins_warnings
+from .nir import ins_warnings, nir_birth_month
 from .xmlsafe import parse_xml
 
 KIND = "cda_dlu"
@@ -36,6 +36,8 @@ LOINC = "2.16.840.1.113883.6.1"
 # INS assigning authorities (CI-SIS INS annex): INS-NIR, INS-NIA, and the test/demo OIDs.
 INS_OIDS = ("1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9", "1.2.250.1.213.1.4.10",
             "1.2.250.1.213.1.4.11")
+# The INS-NIA (.4.9) is a temporary number for people born abroad, not built like a NIR.
+NIR_BASED_INS_OIDS = ("1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.10", "1.2.250.1.213.1.4.11")
 IDNAT_PS_OID = "1.2.250.1.71.4.2.1"
 _PCC = "1.3.6.1.4.1.19376.1.5.3"
 # DLU section templateIds (CI-SIS DLU-EHPAD 2022.01) and the key each one fills.
@@ -233,9 +235,16 @@ def _patient(root: etree._Element, warnings: list[str]) -> CdaPatient:
             ins, ins_oid = extension, root_oid
         elif ipp is None and extension:
             ipp, ipp_oid = extension, root_oid
-    if ins:
-        warnings.extend(ins_warnings(ins, f"line {role.sourceline}, patientRole/id (INS)"))
     person = role.find("h:patient", NS)
+    birth_date = _attr(person, "h:birthTime", "value")
+    if ins:
+        where = f"line {role.sourceline}, patientRole/id (INS)"
+        warnings.extend(ins_warnings(ins, where))
+        month = nir_birth_month(ins)
+        if (ins_oid in NIR_BASED_INS_OIDS and month is not None and birth_date
+                and birth_date[4:6].isdigit() and int(birth_date[4:6]) != month):
+            warnings.append(f"{where}: NIR month {month:02d} is not the birth month "
+                            f"{birth_date[4:6]}")
     name = _first(person, "h:name")
     family = birth_name = ""
     families = name.findall("h:family", NS) if name is not None else []
@@ -253,7 +262,7 @@ def _patient(root: etree._Element, warnings: list[str]) -> CdaPatient:
         ins=ins, ins_oid=ins_oid, ipp=ipp, ipp_oid=ipp_oid, family=family,
         birth_name=birth_name or family, given=given,
         sex=_attr(person, "h:administrativeGenderCode", "code"),
-        birth_date=_attr(person, "h:birthTime", "value"),
+        birth_date=birth_date,
         street=_text(_first(addr, "h:streetAddressLine")),
         postcode=_text(_first(addr, "h:postalCode")), city=_text(_first(addr, "h:city")),
         line=role.sourceline or 0)

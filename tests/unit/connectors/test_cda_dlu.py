@@ -55,9 +55,13 @@ def test_trusted_person_falls_back_to_participant_ind():
     assert (person.given, person.relation_code, person.phone) == ("Paul", "SON", "+33600000000")
 
 
-def test_invalid_ins_key_is_a_warning():
+def test_invalid_ins_key_and_month_are_warnings():
     dlu = parse_cda_dlu(FULL.replace(b"248022612345607", b"248022612345608"))
     assert any("INS key" in w for w in dlu.warnings)
+    assert parse_cda_dlu(FULL).warnings == ()
+    moved = parse_cda_dlu(FULL.replace(b'<birthTime value="19480214"/>',
+                                       b'<birthTime value="19480314"/>'))
+    assert any("NIR month 02 is not the birth month 03" in w for w in moved.warnings)
 
 
 def test_xml_attacks_are_refused():
