@@ -628,6 +628,8 @@ class _RecordParser:
             seq = share(seq, seq).strip()
             value_type = share(value_type, value_type).strip()
             value = value.strip()
+            if len(value) <= 8:  # short values ("4.27", "NEG") repeat across a big file
+                value = share(value, value)
             unit = share(unit, unit).strip()
             status = share(status, status).strip()
             flag = flag.strip()
