@@ -12,6 +12,7 @@ from mssmail.config import Config
 def run_checks(config: Config) -> Iterator[tuple[bool, str]]:
     yield True, f"configuration loaded (domain {config.server.domain})"
     yield from _check_database(config)
+    yield from _check_audit(config)
     yield from _check_certificates(config)
     yield from _check_user_certificates(config)
     yield from _check_ports(config)
@@ -53,6 +54,34 @@ def _check_database(config: Config) -> Iterator[tuple[bool, str]]:
         yield True, f"database reachable and up to date ({config.database_url})"
     else:
         yield False, f"database schema is not up to date (at {sorted(current)}, expected {sorted(heads)}); run 'mss serve' or 'mss init'"
+
+
+def _check_audit(config: Config) -> Iterator[tuple[bool, str]]:
+    """The audit chain verifies (keyed), and its key is private. Message files are not
+    hashed here (that reads every one): `mss audit verify --blobs` does."""
+    from mssmail import audit
+    from mssmail.store.service import Store
+
+    key_path = config.path("pki/audit.key")
+    try:
+        store = Store.from_config(config)
+    except Exception as exc:
+        yield False, f"audit trail cannot be opened: {exc}"
+        return
+    try:
+        with store.db.read() as session:
+            result = audit.verify(session)
+    except Exception as exc:
+        yield False, f"audit trail cannot be read: {exc.__class__.__name__}: {exc}"
+        return
+    finally:
+        store.close()
+    if result.ok:
+        yield True, f"audit chain intact ({result.checked} events); 'mss audit verify --blobs' checks the message files"
+    else:
+        yield False, f"audit chain broken at event {result.broken_seq}: {result.reason}"
+    if key_path.exists() and key_path.stat().st_mode & 0o077:
+        yield False, f"{key_path} is readable by others (expected mode 0600)"
 
 
 def _check_certificates(config: Config) -> Iterator[tuple[bool, str]]:

@@ -142,6 +142,8 @@ def test_rewritten_chain_fails_without_the_key_and_against_a_checkpoint(tmp_path
     _rewrite_event(db, 1, None)
     plain = inst.mss("audit", "verify", check=False)
     assert plain.returncode == 1 and "event 1" in plain.stderr
+    checked = inst.mss("check", check=False)  # `mss check` no longer says all is well
+    assert checked.returncode == 1 and "audit chain broken at event 1" in checked.stdout
 
     # Re-hashed with the stolen HMAC key: the chain verifies, the checkpoint does not.
     db.write_bytes(original)
