@@ -9,14 +9,14 @@ bad input: a broken message gets a verdict.
 
 from __future__ import annotations
 
-from email.utils import getaddresses
-
 from cryptography import x509
 
-from crypto import attachments, mime, smime
+from crypto import attachments, smime
 from crypto import report as rep
 from crypto.keystore import Credential
 from crypto.pgp import Pgp, PgpError
+from mssmail import mime
+from mssmail.mime import addresses
 
 
 def protect_message(message: bytes, signer: Credential | None,
@@ -39,10 +39,10 @@ def protect_message(message: bytes, signer: Credential | None,
 def _pgp_kind(message: bytes) -> str | None:
     header_block, _ = mime.split_entity(message)
     msg = mime.parse_headers(header_block)
-    protocol = (msg.get_param("protocol") or "").lower()
-    if msg.get_content_type() == "multipart/encrypted" and "pgp-encrypted" in protocol:
+    protocol = (msg.param("protocol") or "").lower()
+    if msg.content_type() == "multipart/encrypted" and "pgp-encrypted" in protocol:
         return "encrypted"
-    if msg.get_content_type() == "multipart/signed" and "pgp-signature" in protocol:
+    if msg.content_type() == "multipart/signed" and "pgp-signature" in protocol:
         return "signed"
     return None
 
@@ -85,7 +85,7 @@ def analyse_message(message: bytes, trust: smime.Trust, creds: list[Credential] 
                 clear = outer + b"MIME-Version: 1.0\r\n" + mime.canonical(inner)
         if pgp is not None and _pgp_kind(clear) == "signed":
             header_block, body = mime.split_entity(clear)
-            boundary = mime.parse_headers(header_block).get_boundary() or ""
+            boundary = mime.parse_headers(header_block).boundary() or ""
             inner = (mime.multipart_parts(body, boundary) or [clear])[0]
         parts, signers = attachments.verify(inner, trust, pgp)
         report.parts += parts
@@ -106,8 +106,8 @@ def _check_sender(message: bytes, report: rep.SignatureReport) -> None:
     """RFC 8550 section 3: the From (or Sender) address must be in the signer's certificate."""
     header_block, _ = mime.split_entity(mime.canonical(message))
     headers = mime.parse_headers(header_block)
-    senders = {addr.lower() for _, addr in getaddresses(
-        [str(v) for v in (headers.get_all("From") or []) + (headers.get_all("Sender") or [])]) if addr}
+    senders = {m.address.lower() for f in headers.all("From") + headers.all("Sender")
+               for m in addresses.parse(f.value).mailboxes if m.domain}
     if not senders:
         return
     for signer in report.signers:

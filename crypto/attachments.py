@@ -11,9 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from crypto import mime, smime
 from crypto import report as rep
+from crypto import smime
 from crypto.keystore import Credential
+from mssmail import mime
 
 P7S_TYPE = "application/pkcs7-signature"
 ASC_TYPE = "application/pgp-signature"
@@ -31,16 +32,16 @@ class Leaf:
 def _leaf(raw: bytes) -> Leaf:
     headers, body = mime.split_entity(raw)
     msg = mime.parse_headers(headers)
-    name = msg.get_filename() or msg.get_param("name")
-    return Leaf(raw, headers, body, str(name) if name else None, msg.get_content_type().lower())
+    name = msg.filename()
+    return Leaf(raw, headers, body, name or None, msg.content_type())
 
 
 def _children(entity: bytes) -> tuple[str, list[bytes]] | None:
     headers, body = mime.split_entity(entity)
     msg = mime.parse_headers(headers)
-    if msg.get_content_maintype() != "multipart" or msg.get_content_type() == "multipart/signed":
+    if not msg.content_type().startswith("multipart/") or msg.content_type() == "multipart/signed":
         return None
-    boundary = msg.get_boundary()
+    boundary = msg.boundary()
     return (boundary, mime.multipart_parts(body, boundary)) if boundary else None
 
 

@@ -17,12 +17,13 @@ from typing import Any
 
 from cryptography import x509
 
-from crypto import analyse, mime, smime
+from crypto import analyse, smime
 from crypto import report as rep
 from crypto.context import keystore_for, trust_for
 from crypto.keystore import KeyStore
 from crypto.pgp import Pgp
 from crypto.publication import find_encryption_certificate
+from mssmail import mime
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import gnupg
 
-from crypto import mime
 from crypto import report as rep
+from mssmail import mime
 
 SIGNED_PROTOCOL = "application/pgp-signature"
 ENCRYPTED_PROTOCOL = "application/pgp-encrypted"
@@ -119,9 +119,9 @@ class Pgp:
         report = rep.SignatureReport()
         header_block, body = mime.split_entity(mime.canonical(message))
         msg = mime.parse_headers(header_block)
-        if msg.get_content_type() != "multipart/signed" or SIGNED_PROTOCOL not in (msg.get_param("protocol") or ""):
+        if msg.content_type() != "multipart/signed" or SIGNED_PROTOCOL not in (msg.param("protocol") or ""):
             return report.settle()
-        parts = mime.multipart_parts(body, msg.get_boundary() or "")
+        parts = mime.multipart_parts(body, msg.boundary() or "")
         if len(parts) != 2:
             report.signers.append(rep.SignerReport("pgp", rep.INVALID, "malformed PGP/MIME signed message"))
             return report.settle()
@@ -154,9 +154,9 @@ class Pgp:
     def decrypt_message(self, message: bytes) -> bytes:
         header_block, body = mime.split_entity(mime.canonical(message))
         msg = mime.parse_headers(header_block)
-        if msg.get_content_type() != "multipart/encrypted":
+        if msg.content_type() != "multipart/encrypted":
             raise PgpError("not a PGP/MIME encrypted message.")
-        parts = mime.multipart_parts(body, msg.get_boundary() or "")
+        parts = mime.multipart_parts(body, msg.boundary() or "")
         if len(parts) != 2:
             raise PgpError("malformed PGP/MIME encrypted message.")
         _, armored = mime.split_entity(parts[1])

@@ -14,9 +14,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from crypto import chain, cms, envelope, mime
+from crypto import chain, cms, envelope
 from crypto import report as rep
 from crypto.keystore import Credential, describe
+from mssmail import mime
 
 SIGNED_PROTOCOL = "application/pkcs7-signature"
 MICALG = {"sha256": "sha-256", "sha384": "sha-384", "sha512": "sha-512"}
@@ -135,8 +136,8 @@ def verify_detached(content: bytes, signature_der: bytes, trust: Trust,
 
 def _content_type(header_block: bytes) -> tuple[str, dict[str, str]]:
     msg = mime.parse_headers(header_block)
-    params = {k.lower(): v for k, v in (msg.get_params() or [])[1:]}
-    return msg.get_content_type().lower(), params
+    params = {p.name: p.value for p in msg.content().params}
+    return msg.content_type(), params
 
 
 def is_smime(message: bytes) -> str | None:

@@ -14,9 +14,10 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mssmail.imap import mimetree, render, structure
+from mssmail.imap import render, structure
 from mssmail.imap.grammar import FetchItem, Section
 from mssmail.imap.tokens import format_date_time
+from mssmail.mime import tree as mimetree
 from mssmail.store.messages import MessageMeta
 
 CACHE_VERSION = 2  # 1 was a JSON entry in Message.extra["imap"], no longer read

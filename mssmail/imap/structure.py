@@ -1,107 +1,80 @@
-"""ENVELOPE and BODY/BODYSTRUCTURE (RFC 3501 section 7.4.2), from `mimetree` entities.
+"""ENVELOPE and BODY/BODYSTRUCTURE (RFC 3501 section 7.4.2), from `mssmail.mime.tree` entities.
 
 Header values are given as they are in the message (unfolded, encoded-words left for
-the client to decode, as RFC 3501 expects); addresses are split by `email.utils`.
+the client to decode, as RFC 3501 expects); addresses are read by `mssmail.mime.addresses`
+(groups, comments, source routes) and parameters by `mssmail.mime.params` (folded values,
+RFC 2231), the readings the summary, crypto and the submission policy share.
 The results are IMAP-encoded bytes, ready to cache and to send.
 """
 
 from __future__ import annotations
 
-import email.utils
-import re
 from typing import Any
 
 from mssmail.imap import render
-from mssmail.imap.mimetree import Entity
 from mssmail.imap.render import Atom
+from mssmail.mime import addresses, params
+from mssmail.mime.headers import Field
+from mssmail.mime.tree import Entity
 
-_FOLD = re.compile(r"\r?\n(?=[ \t])")
-_EMPTY_GROUP = re.compile(r"^\s*([^:<>\"@,;]+):\s*;\s*$")
 NIL = None
 
 
-def _raw(value: Any) -> bytes | None:
-    """A header value as bytes (8-bit octets kept), unfolded and trimmed."""
-    if value is None:
-        return None
-    text = _FOLD.sub("", str(value)).strip()
-    return text.encode("utf-8", "surrogateescape")
+def _octets(text: str | None) -> bytes | None:
+    return None if text is None else text.encode("utf-8", "surrogateescape")
 
 
-def _addresses(values: list[Any] | None) -> list[list[Any]] | None:
-    """RFC 3501 `env-from` etc.: a list of (name adl mailbox host), NIL when absent."""
-    if not values:
-        return None
-    texts = [_FOLD.sub("", str(v)) for v in values]
+def _addresses(fields: list[Field]) -> list[list[Any]] | None:
+    """RFC 3501 `env-from` etc.: a list of (name adl mailbox host), NIL when absent.
+
+    A group is a (NIL NIL name NIL) entry, its members, then (NIL NIL NIL NIL); an
+    obsolete source route (RFC 5322 4.4) goes in the adl field."""
     out: list[list[Any]] = []
-    for text in texts:
-        group = _EMPTY_GROUP.match(text)
-        if group:  # RFC 3501: group start (NIL NIL name NIL) and end (NIL NIL NIL NIL)
-            out.append([None, None, group.group(1).strip().encode("utf-8", "surrogateescape"), None])
-            out.append([None, None, None, None])
-            continue
-        try:
-            pairs = email.utils.getaddresses([text])
-        except Exception:
-            pairs = []
-        for name, addr in pairs:
-            if not addr and not name:
-                continue
-            local, at, host = addr.rpartition("@")
-            if not at:
-                local, host = addr, ""
-            out.append([name.encode("utf-8", "surrogateescape") if name else None, None,
-                        local.encode("utf-8", "surrogateescape") if local else b"",
-                        host.encode("utf-8", "surrogateescape") if host else None])
-    return out or None
+    for f in fields:
+        for entry in addresses.parse(f.value).entries:
+            if isinstance(entry, addresses.GroupStart):
+                out.append([None, None, _octets(entry.name), None])
+            elif isinstance(entry, addresses.GroupEnd):
+                out.append([None, None, None, None])
+            else:
+                out.append([_octets(entry.name), _octets(entry.route), _octets(entry.local) or b"",
+                            _octets(entry.domain) if entry.domain else None])
+    # RFC 3501 9: `"(" 1*address ")"`, the addresses side by side with no space between.
+    return [Atom(b"".join(render.encode(a) for a in out))] if out else None
 
 
 def envelope(entity: Entity) -> list[Any]:
     h = entity.headers
-    from_ = _addresses(h.get_all("from"))
-    sender = _addresses(h.get_all("sender")) or from_
-    reply_to = _addresses(h.get_all("reply-to")) or from_
+    from_ = _addresses(h.all("from"))
+    sender = _addresses(h.all("sender")) or from_
+    reply_to = _addresses(h.all("reply-to")) or from_
     return [
-        _raw(h.get("date")), _raw(h.get("subject")), from_, sender, reply_to,
-        _addresses(h.get_all("to")), _addresses(h.get_all("cc")), _addresses(h.get_all("bcc")),
-        _raw(h.get("in-reply-to")), _raw(h.get("message-id")),
+        h.raw("date"), h.raw("subject"), from_, sender, reply_to,
+        _addresses(h.all("to")), _addresses(h.all("cc")), _addresses(h.all("bcc")),
+        h.raw("in-reply-to"), h.raw("message-id"),
     ]
 
 
-def _param_list(entity: Entity, header: str, skip_first: bool = True) -> list[Any] | None:
-    """("name" "value" ...) from a structured header; RFC 2231 values kept encoded."""
-    try:
-        params = entity.headers.get_params(header=header, failobj=[])
-    except Exception:
-        return None
+def _param_list(structured: params.Structured) -> list[Any] | None:
+    """("name" "value" ...) of a structured header; RFC 2231 values joined but kept
+    encoded (`name*` "charset'lang'%XX"), the decoding being the client's."""
     out: list[Any] = []
-    for i, (key, value) in enumerate(params):
-        if i == 0 and skip_first:
-            continue
-        if not key:
-            continue
-        if isinstance(value, tuple):  # RFC 2231: charset'language'%XX
-            charset, language, text = value
-            out += [(key + "*").encode("ascii", "replace"),
-                    email.utils.encode_rfc2231(str(text), charset or "utf-8", language or None).encode(
-                        "ascii", "replace")]
+    for param in structured.params:
+        if param.charset is not None:
+            out += [(param.name + "*").encode("ascii", "replace"), param.encoded().encode("ascii", "replace")]
         else:
-            out += [key.encode("utf-8", "surrogateescape"),
-                    email.utils.unquote(str(value)).encode("utf-8", "surrogateescape")]
+            out += [_octets(param.name), _octets(param.value)]
     return out or None
 
 
 def _disposition(entity: Entity) -> list[Any] | None:
-    if entity.headers.get("content-disposition") is None:
+    field = entity.headers.first("content-disposition")
+    if field is None:
         return None
-    try:
-        params = entity.headers.get_params(header="content-disposition", failobj=[])
-    except Exception:
-        params = []
-    if not params:
+    structured = params.parse_structured(field.value)
+    if not structured.value:
         return None
-    kind = params[0][0].encode("utf-8", "surrogateescape")
-    return [kind, _param_list(entity, "content-disposition")]
+    return [_octets(structured.value), _param_list(structured)]
 
 
 def _lines(body: bytes) -> int:
@@ -110,7 +83,7 @@ def _lines(body: bytes) -> int:
 
 
 def _language(entity: Entity) -> Any:
-    value = _raw(entity.headers.get("content-language"))
+    value = entity.headers.raw("content-language")
     if value is None:
         return None
     tags = [t.strip() for t in value.split(b",") if t.strip()]
@@ -120,32 +93,32 @@ def _language(entity: Entity) -> Any:
 def body_structure(entity: Entity, extended: bool) -> list[Any]:
     """BODYSTRUCTURE (`extended`) or BODY of one entity, as nested lists."""
     if entity.is_multipart and entity.children:
-        out: list[Any] = [body_structure(child, extended) for child in entity.children]
+        # RFC 3501 9: `body-type-mpart = 1*body SP media-subtype`, the bodies side by side.
+        out: list[Any] = [Atom(b"".join(render.encode(body_structure(child, extended))
+                                        for child in entity.children))]
         out.append(entity.content_type.split("/", 1)[1].encode())
         if extended:
-            out += [_param_list(entity, "content-type"), _disposition(entity), _language(entity),
-                    _raw(entity.headers.get("content-location"))]
+            out += [_param_list(entity.headers.content()), _disposition(entity), _language(entity),
+                    entity.headers.raw("content-location")]
         return out
     if entity.is_multipart:  # no boundary or no part: shown as an empty text part
         main, sub = "text", "plain"
     else:
         main, sub = entity.content_type.split("/", 1)
-    params = _param_list(entity, "content-type")
-    if main == "text" and params is None:
-        params = [b"charset", b"us-ascii"]  # RFC 2045 section 5.2
     h = entity.headers
+    type_params = _param_list(h.content())
+    if main == "text" and type_params is None:
+        type_params = [b"charset", b"us-ascii"]  # RFC 2045 section 5.2
     body = entity.body
-    out = [main.encode(), sub.encode(), params, _raw(h.get("content-id")),
-           _raw(h.get("content-description")),
-           (_raw(h.get("content-transfer-encoding")) or b"7bit").lower(), len(body)]
+    out = [main.encode(), sub.encode(), type_params, h.raw("content-id"), h.raw("content-description"),
+           (h.raw("content-transfer-encoding") or b"7bit").lower(), len(body)]
     if entity.is_message and entity.children:
         inner = entity.children[0]
         out += [envelope(inner), body_structure(inner, extended), _lines(body)]
     elif main == "text":
         out.append(_lines(body))
     if extended:
-        out += [_raw(h.get("content-md5")), _disposition(entity), _language(entity),
-                _raw(h.get("content-location"))]
+        out += [h.raw("content-md5"), _disposition(entity), _language(entity), h.raw("content-location")]
     return out
 
 

@@ -1,17 +1,15 @@
 """The one place the store gets a message's MIME tree from.
 
 Everything in the store that looks inside a message (search, the message view, one
-part's bytes) goes through `parse_tree`, so switching parsers is one import here. Today
-that is the offset-keeping tree of `mssmail/imap/mimetree.py`; the shared MIME package
-(`mssmail/mime/`, issue 11 part 3) replaces it when it lands, and then the store no
-longer imports anything of `mssmail.imap`.
+part's bytes) goes through `parse_tree`: the offset-keeping tree of the shared MIME
+package (`mssmail/mime/tree.py`), the one IMAP and crypto read too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mssmail.imap.mimetree import Entity, find_part, header_length, parse
+from mssmail.mime.tree import Entity, find_part, header_length, parse
 
 __all__ = ["Entity", "PartInfo", "find_part", "header_length", "list_parts", "parse_part_id", "parse_tree"]
 
@@ -44,13 +42,8 @@ def parse_part_id(part_id: str) -> tuple[int, ...]:
 
 
 def _filename(entity: Entity) -> str:
-    try:
-        name = entity.headers.get_filename() or entity.headers.get_param("name") or ""
-    except Exception:
-        return ""
-    if isinstance(name, tuple):  # RFC 2231 (charset, language, value)
-        name = name[2]
-    return str(name)
+    """Content-Disposition filename, else Content-Type name (RFC 2231 decoded)."""
+    return entity.headers.filename() or ""
 
 
 def list_parts(top: Entity) -> list[PartInfo]:

@@ -386,7 +386,7 @@ def decoded_body(entity: mimeview.Entity) -> bytes:
 def decoded_text(entity: mimeview.Entity) -> str:
     """A text leaf as text: transfer encoding undone, then its charset (UTF-8 by default)."""
     body = decoded_body(entity)
-    charset = entity.headers.get_content_charset() or "utf-8"
+    charset = entity.headers.charset() or "utf-8"
     try:
         return body.decode(charset, "replace")
     except LookupError:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from crypto import mime
 from crypto import report as rep
 from crypto.pgp import Pgp, PgpError
+from mssmail import mime
 from tests.unit.crypto.helpers import SIMPLE
 
 pytestmark = [pytest.mark.timeout(180),
@@ -45,7 +45,7 @@ def test_gpg_verifies_our_pgpmime_signature(peers: tuple[Pgp, Path], tmp_path: P
     signed = ours.sign_message(SIMPLE, "alice@a.example")
     assert b'protocol="application/pgp-signature"' in signed and b"micalg=pgp-sha256" in signed
     header_block, body = mime.split_entity(signed)
-    content, sig = mime.multipart_parts(body, mime.parse_headers(header_block).get_boundary())
+    content, sig = mime.multipart_parts(body, mime.parse_headers(header_block).boundary())
     (tmp_path / "content").write_bytes(content)
     (tmp_path / "sig.asc").write_bytes(mime.split_entity(sig)[1])
     result = gpg_cli(zoe, "--verify", str(tmp_path / "sig.asc"), str(tmp_path / "content"))
@@ -72,7 +72,7 @@ def test_encrypt_both_ways(peers: tuple[Pgp, Path], tmp_path: Path) -> None:
     encrypted = ours.encrypt_message(SIMPLE, ["zoe@b.example"])
     assert b"multipart/encrypted" in encrypted and b"le patient" not in encrypted
     header_block, body = mime.split_entity(encrypted)
-    _, part = mime.multipart_parts(body, mime.parse_headers(header_block).get_boundary())
+    _, part = mime.multipart_parts(body, mime.parse_headers(header_block).boundary())
     result = gpg_cli(zoe, "--decrypt", stdin=mime.split_entity(part)[1])
     assert result.returncode == 0 and b"le patient va bien" in result.stdout, result.stderr
     armored = gpg_cli(zoe, "--armor", "--encrypt", "--trust-model", "always", "-r", "alice@a.example",

@@ -8,8 +8,9 @@ import os
 import pytest
 from asn1crypto import cms as acms
 
-from crypto import envelope, mime, smime
+from crypto import envelope, smime
 from crypto.keystore import KeyStore
+from mssmail import mime
 
 
 @pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 57, 58, 57 * 2048, 57 * 2048 + 5, 300_001])

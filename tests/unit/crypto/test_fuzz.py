@@ -6,9 +6,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crypto import analyse, cms, mime, smime
+from crypto import analyse, cms, smime
 from crypto import report as rep
 from crypto.keystore import KeyStore
+from mssmail import mime
 from tests.unit.crypto.helpers import SIMPLE, message_with_attachments
 
 pytestmark = pytest.mark.timeout(120)
@@ -70,7 +71,7 @@ def _signed_content(message: bytes) -> bytes:
     if kind != "signed":
         return message.split(b"\r\n\r\n", 1)[-1]
     header_block, body = mime.split_entity(message)
-    boundary = mime.parse_headers(header_block).get_boundary()
+    boundary = mime.parse_headers(header_block).boundary()
     return mime.multipart_parts(body, boundary)[0]
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crypto import mime
 from crypto.mailflow import _PROTECTION_MARKERS, looks_protected, strip_our_results
+from mssmail import mime
 
 FRAGMENTS = [b"application/", b"pkcs7-", b"x-", b"pgp-", b"pgp", b".p7", b"m", b"s", b"-----", b"begin pgp ",
              b"7", b"/", b".", b"-", b"a", b"\r\n", b" ", b"QUJD", b"\xc3\xa9"]

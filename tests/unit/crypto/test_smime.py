@@ -6,9 +6,10 @@ import base64
 
 import pytest
 
-from crypto import analyse, attachments, mime, smime
+from crypto import analyse, attachments, smime
 from crypto import report as rep
 from crypto.keystore import KeyStore
+from mssmail import mime
 from tests.unit.crypto.helpers import SIMPLE, message_with_attachments
 
 pytestmark = pytest.mark.timeout(60)

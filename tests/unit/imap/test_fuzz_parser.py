@@ -11,9 +11,10 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mssmail.imap import grammar, mimetree, seqset, structure
+from mssmail.imap import grammar, seqset, structure
 from mssmail.imap.tokens import ParseError
 from mssmail.imap.wire import Command, CommandReader, Continue, Fatal, Refused
+from mssmail.mime import tree as mimetree
 
 COMMANDS = [
     b"a CAPABILITY", b"a LOGIN user pass", b"a SELECT INBOX", b"a EXAMINE \"Sent\" (CONDSTORE)",

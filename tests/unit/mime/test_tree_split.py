@@ -1,4 +1,4 @@
-"""`mimetree.split_multipart` (bytes.find) gives exactly the parts of the former regex
+"""`tree.split_multipart` (bytes.find) gives exactly the parts of the former regex
 implementation, kept as `split_multipart_regex`, on tricky delimiters and on any data."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mssmail.imap import mimetree
-from mssmail.imap.mimetree import split_multipart, split_multipart_regex
+from mssmail.mime import tree as mimetree
+from mssmail.mime.tree import split_multipart, split_multipart_regex
 
 CASES = [
     (b"", b"b"),

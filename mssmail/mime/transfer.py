@@ -1,8 +1,10 @@
-"""Byte-exact MIME helpers for signing (sans-IO).
+"""Byte-exact entity helpers for signing and encryption, and transfer decoding (sans-IO).
 
 A detached signature covers the exact bytes of a body part (RFC 8551 3.1.1: canonical
-form, CRLF line ends), so multipart bodies are split on their raw bytes here; the stdlib
-`email` package is only used to read header values.
+form, CRLF line ends), so entities are cut on their raw bytes here, by the same rules as
+the part tree (`headers.header_length`, `tree.split_offsets`); header values are read by
+`headers.parse`. Moved from crypto/mime.py so that what crypto signs and verifies is cut
+exactly as IMAP and the summary cut it.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ import base64
 import binascii
 import re
 import secrets
-from email.message import Message
-from email.parser import BytesHeaderParser
-from email.policy import compat32
+
+from mssmail.mime import headers as hdr
+from mssmail.mime import tree
 
 _LONE_LF = re.compile(rb"(?<!\r)\n")
 _LONE_CR = re.compile(rb"\r(?!\n)")
@@ -28,31 +30,43 @@ def canonical(data: bytes) -> bytes:
 
 def split_entity(entity: bytes) -> tuple[bytes, bytes]:
     """(header block including its final CRLF, body) of a canonical entity."""
-    if entity.startswith(b"\r\n"):
-        return b"", entity[2:]
-    pos = entity.find(b"\r\n\r\n")
-    if pos < 0:
-        return entity if entity.endswith(b"\r\n") else entity + b"\r\n", b""
-    return entity[: pos + 2], entity[pos + 4:]
+    fields_end, body = hdr.block_offsets(entity)
+    if fields_end == body:  # no empty line: all header, no body (RFC 5322 2.1 allows it)
+        return (entity if entity.endswith(b"\r\n") else entity + b"\r\n"), b""
+    return entity[:fields_end], entity[body:]
 
 
 def header_fields(header_block: bytes) -> list[bytes]:
-    """Each header field with its folded continuation lines, CRLF included."""
-    fields: list[bytes] = []
-    for line in header_block.split(b"\r\n")[:-1] if header_block.endswith(b"\r\n") else header_block.split(b"\r\n"):
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += line + b"\r\n"
-        elif line:
-            fields.append(line + b"\r\n")
-    return fields
+    """The header block in pieces, each field with its folded continuation lines, CRLF
+    included, as `headers.parse` splits it; a line that is not a field stays with the
+    piece before it, so that joining the pieces gives the block back."""
+    parsed = hdr.parse(header_block + b"\r\n" if header_block.endswith(b"\r\n") else header_block)
+    pieces: list[bytes] = []
+    previous = 0
+    for f in parsed.fields:
+        if f.start > previous:
+            gap = header_block[previous:f.start]
+            if pieces:
+                pieces[-1] += gap
+            else:
+                pieces.append(gap)
+        pieces.append(header_block[f.start:f.end])
+        previous = f.end
+    if previous < len(header_block):
+        tail = header_block[previous:]
+        if pieces:
+            pieces[-1] += tail
+        else:
+            pieces.append(tail)
+    return pieces
 
 
 def field_name(field: bytes) -> str:
     return field.split(b":", 1)[0].strip().decode("ascii", "replace").lower()
 
 
-def parse_headers(header_block: bytes) -> Message:
-    return BytesHeaderParser(policy=compat32).parsebytes(header_block + b"\r\n")
+def parse_headers(header_block: bytes) -> hdr.Headers:
+    return hdr.parse(header_block if header_block.endswith(b"\r\n\r\n") else header_block + b"\r\n")
 
 
 def split_content_headers(header_block: bytes) -> tuple[bytes, bytes]:
@@ -68,23 +82,9 @@ def split_content_headers(header_block: bytes) -> tuple[bytes, bytes]:
 
 
 def multipart_parts(body: bytes, boundary: str) -> list[bytes]:
-    """The raw body parts of a canonical multipart body (RFC 2046 5.1.1).
-
-    The CRLF before a delimiter belongs to the delimiter, not to the part before it.
-    """
-    delim = b"--" + boundary.encode("ascii", "replace")
-    data = b"\r\n" + body
-    pieces = re.split(rb"\r\n" + re.escape(delim) + rb"(--)?[ \t]*(?=\r\n|$)", data)
-    # pieces: preamble, (close-marker, part)...; a part starts after the delimiter's line end
-    parts: list[bytes] = []
-    i = 1
-    while i + 1 < len(pieces):
-        closing, chunk = pieces[i], pieces[i + 1]
-        if closing:
-            break
-        parts.append(chunk[2:] if chunk.startswith(b"\r\n") else chunk)
-        i += 2
-    return parts
+    """The raw body parts of a canonical multipart body (RFC 2046 5.1.1), as the part
+    tree cuts them: the CRLF before a delimiter belongs to the delimiter."""
+    return tree.split_multipart(body, boundary.encode("utf-8", "surrogateescape"))
 
 
 def new_boundary() -> str:
@@ -93,12 +93,11 @@ def new_boundary() -> str:
 
 def body_offset(entity: bytes | bytearray) -> tuple[bytes, int]:
     """(header block including its final CRLF, index where the body starts): no body copy."""
-    if entity.startswith(b"\r\n"):
-        return b"", 2
-    pos = entity.find(b"\r\n\r\n")
-    if pos < 0:
-        return bytes(entity) if entity.endswith(b"\r\n") else bytes(entity) + b"\r\n", len(entity)
-    return bytes(entity[: pos + 2]), pos + 4
+    fields_end, body = hdr.block_offsets(entity)
+    if fields_end == body:
+        block = bytes(entity)
+        return (block if block.endswith(b"\r\n") else block + b"\r\n"), len(entity)
+    return bytes(entity[:fields_end]), body
 
 
 def is_canonical(data: bytes | bytearray) -> bool:
@@ -144,7 +143,12 @@ def b64_lines(data: bytes | bytearray | memoryview) -> bytes:
 
 
 def _b64_decode_lenient(body: bytes | bytearray | memoryview) -> bytes:
-    return base64.b64decode(re.sub(rb"[^A-Za-z0-9+/=]", b"", body) + b"==", validate=False)
+    """What can be read of damaged base64: non-alphabet octets skipped, padding restored,
+    a dangling last character (4n+1 of them cannot be decoded) dropped. Never raises."""
+    text = re.sub(rb"[^A-Za-z0-9+/]", b"", bytes(body))
+    if len(text) % 4 == 1:
+        text = text[:-1]
+    return base64.b64decode(text + b"=" * (-len(text) % 4), validate=False)
 
 
 _B64_CHUNK = 1 << 20
@@ -184,8 +188,7 @@ def b64_decode_into(body: bytes | bytearray | memoryview, reserve: int = 0) -> t
 
 def decode_body(header_block: bytes, body: bytes) -> bytes:
     """The payload of a leaf part after its Content-Transfer-Encoding."""
-    msg = parse_headers(header_block)
-    cte = (msg.get("Content-Transfer-Encoding") or "7bit").strip().lower()
+    cte = parse_headers(header_block).transfer_encoding()
     if cte == "base64":
         return _b64_decode_lenient(body)
     if cte == "quoted-printable":
@@ -198,7 +201,7 @@ def decode_body(header_block: bytes, body: bytes) -> bytes:
 def decode_body_into(header_block: bytes, body: bytes | bytearray | memoryview,
                      reserve: int = 0) -> tuple[bytearray, int, int]:
     """decode_body into one buffer after `reserve` free octets: (buffer, start, end)."""
-    cte = (parse_headers(header_block).get("Content-Transfer-Encoding") or "7bit").strip().lower()
+    cte = parse_headers(header_block).transfer_encoding()
     if cte == "base64":
         return b64_decode_into(body, reserve)
     data = decode_body(header_block, bytes(body))
