@@ -100,19 +100,37 @@ def leading_value(value: bytes | None) -> str:
     every part: is it multipart, is it an attachment)."""
     if value is None:
         return ""
+    head = value.partition(b";")[0]
+    if b"(" not in head and b"\n" not in head and head.isascii():  # the usual case, in C
+        return head.strip(b" \t\r\n").lower().decode("ascii")
     text = _text(unfold(value))
-    head = text.partition(";")[0]
-    if "(" not in head:
-        return head.strip(" \t\r\n").lower()
-    return _until_semicolon(text, 0, [])[0].strip().lower()
+    head_text = text.partition(";")[0]
+    if "(" not in head_text:
+        return head_text.strip(" \t\r\n").lower()
+    return _until_semicolon(text, 0, [])[0].strip(" \t\r\n").lower()
+
+
+_MEDIA_CACHE: dict[bytes, str | None] = {}
+_MEDIA_CACHE_MAX = 4096  # distinct Content-Type values remembered (then forgotten at once)
 
 
 def media_type(value: bytes | None, default: str = "text/plain") -> str:
-    """type/subtype in lower case; missing or not `token/token` gives `default` (RFC 2045 5.2)."""
+    """type/subtype in lower case; missing or not `token/token` gives `default` (RFC 2045 5.2).
+
+    Remembered per value: mail repeats a few hundred Content-Type values endlessly, and
+    the summary asks this of every part of every message delivered."""
     if value is None:
         return default
+    known = _MEDIA_CACHE.get(value, default)
+    if known is not default:
+        return default if known is None else known
     head = leading_value(value)
-    return head if _MEDIA.fullmatch(head) else default
+    result = head if _MEDIA.fullmatch(head) else None
+    if len(value) <= 256:  # a hostile megabyte-long value is not kept
+        if len(_MEDIA_CACHE) >= _MEDIA_CACHE_MAX:
+            _MEDIA_CACHE.clear()
+        _MEDIA_CACHE[value] = result
+    return default if result is None else result
 
 
 def parse_structured(value: bytes | None) -> Structured:

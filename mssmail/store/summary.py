@@ -54,61 +54,66 @@ def _date(value: bytes | None) -> datetime | None:
     return parsed.astimezone(UTC)
 
 
-# Fields of one header block: {lowercase name: [values]} (Field.value octets).
-ReadFields = Callable[[bytes, int, int, frozenset[bytes]], dict[bytes, list[bytes]]]
+# Fields of one header block, {lowercase name: [values]} (Field.value octets), and where
+# its body starts.
+Fields = dict[bytes, list[bytes]]
+ReadFields = Callable[[bytes, int, int, frozenset[bytes]], tuple[Fields, int]]
 
 _TOP_FIELDS = frozenset({b"from", b"to", b"cc", b"subject", b"date", b"message-id",
                          b"content-type", b"content-disposition"})
 _PART_FIELDS = frozenset({b"content-type", b"content-disposition"})
 
 
-def _reference_fields(raw: bytes, start: int, end: int, wanted: frozenset[bytes]) -> dict[bytes, list[bytes]]:
-    fields_end, _ = hdr.block_offsets(raw, start, end)
-    out: dict[bytes, list[bytes]] = {}
+def _reference_fields(raw: bytes, start: int, end: int, wanted: frozenset[bytes]) -> tuple[Fields, int]:
+    fields_end, body = hdr.block_offsets(raw, start, end)
+    out: Fields = {}
     for f in hdr.parse(raw[start:fields_end] + b"\r\n").fields:
         key = f.name.lower()
         if key in wanted:
             out.setdefault(key, []).append(f.value)
-    return out
+    return out, body
 
 
-def _fast_fields(raw: bytes, start: int, end: int, wanted: frozenset[bytes]) -> dict[bytes, list[bytes]]:
-    fields_end, _ = hdr.block_offsets(raw, start, end)
-    return fastpath.scan_fields(raw[start:fields_end], wanted)
+def _fast_fields(raw: bytes, start: int, end: int, wanted: frozenset[bytes]) -> tuple[Fields, int]:
+    fields_end, body = hdr.block_offsets(raw, start, end)
+    return fastpath.scan_fields(raw[start:fields_end], wanted), body
 
 
-def _has_attachments(read: ReadFields, raw: bytes, fields: dict[bytes, list[bytes]],
-                     start: int, end: int, depth: int) -> bool:
-    """Walk the MIME tree of raw[start:end] by boundaries, reading only part headers:
+def _has_attachments(read: ReadFields, raw: bytes, fields: Fields, body: int, end: int, depth: int) -> bool:
+    """Walk the MIME tree of raw[..:end] (body at `body`) by boundaries, reading only part headers:
     a 10 MB attachment costs a few `find` calls, not a line-by-line parse. A part is an
     attachment if its disposition says so (RFC 2183 2.2), or, below the top, if it has a
     file name (RFC 2183 2.3, or the Content-Type name many mailers still write)."""
-    content_type = fastpath.first(fields, b"content-type")
+    found = fields.get(b"content-type")
+    content_type = found[0] if found else None
     if not params.media_type(content_type).startswith("multipart/"):
-        disposition = fastpath.first(fields, b"content-disposition")
-        if params.leading_value(disposition) == "attachment":
+        found = fields.get(b"content-disposition")
+        disposition = found[0] if found else None
+        if disposition is not None and params.leading_value(disposition) == "attachment":
             return True
         if depth == 0:
             return False
-        name = params.parse_structured(disposition).get("filename") if disposition is not None else None
-        if name is None:
+        # A parameter name is never encoded: without the letters, no need to parse.
+        name = None
+        if disposition is not None and b"filename" in disposition.lower():
+            name = params.parse_structured(disposition).get("filename")
+        if name is None and content_type is not None and b"name" in content_type.lower():
             name = params.parse_structured(content_type).get("name")
         return bool(name and name.strip())
     boundary = params.parse_structured(content_type).get("boundary")
     if not boundary or depth >= MAX_DEPTH:
         return False
-    _, body = hdr.block_offsets(raw, start, end)
     spans, _ = tree.split_offsets(raw, body, end, boundary.encode("utf-8", "surrogateescape"))
     for part_start, part_end in spans:
-        part = read(raw, part_start, part_end, _PART_FIELDS)
-        if _has_attachments(read, raw, part, part_start, part_end, depth + 1):
+        part, part_body = read(raw, part_start, part_end, _PART_FIELDS)
+        if _has_attachments(read, raw, part, part_body, part_end, depth + 1):
             return True
     return False
 
 
 def _summarize(read: ReadFields, raw: bytes) -> Summary:
-    fields = read(raw, 0, len(raw), _TOP_FIELDS)
-    attachments = _has_attachments(read, raw, fields, 0, len(raw), 0)
+    fields, body = read(raw, 0, len(raw), _TOP_FIELDS)
+    attachments = _has_attachments(read, raw, fields, body, len(raw), 0)
     addressees = fields.get(b"to", []) + fields.get(b"cc", [])
     return Summary(
         from_addr=_decode(fastpath.first(fields, b"from")),
