@@ -16,6 +16,7 @@ import json
 import smtplib
 import sqlite3
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +32,7 @@ DOMAIN = "a.example"
 @pytest.fixture(scope="module")
 def inst(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MssInstance]:
     instance = MssInstance(tmp_path_factory.mktemp("integrity") / "a", DOMAIN)
+    instance.configure("audit", "checkpoint_interval", '"1s"')
     instance.start("smtp", "imap")
     yield instance
     instance.stop()
@@ -169,3 +171,17 @@ def test_rewritten_chain_fails_without_the_key_and_against_a_checkpoint(tmp_path
     (tmp_path / "forged.json").write_text(json.dumps(forged))
     result = inst.mss("audit", "verify", "--checkpoint", str(tmp_path / "forged.json"), check=False)
     assert result.returncode == 1 and "signature" in result.stderr
+
+
+def test_the_server_writes_signed_checkpoints_on_its_schedule(inst: MssInstance) -> None:
+    _deliver(inst, "Checkpoint")
+    deadline = time.monotonic() + 30
+    written: list[Path] = []
+    while time.monotonic() < deadline and not written:
+        written = sorted((inst.data / "audit").glob("checkpoint-*.json"))
+        time.sleep(0.5)
+    assert written, "no checkpoint written by mss serve"
+    assert inst.mss("audit", "verify", "--checkpoint", str(written[-1])).returncode == 0
+    lines = [json.loads(line) for line in (inst.data / "logs" / "mss.log").read_text().splitlines()]
+    logged = [Path(line["path"]) for line in lines if line["event"] == "audit.checkpoint"]
+    assert logged and all(path.exists() for path in logged)
