@@ -47,7 +47,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import select
 
-from mssmail import audit
+from mssmail import audit, logs
 from mssmail.store.models import AuthFailure, Mailbox
 
 if TYPE_CHECKING:
@@ -348,7 +348,9 @@ class AuthOps:
             audit.record(s, audit.LOGIN_FAILURE, actor=address, ip=ip,
                          details={"service": service, "reason": reason, "failures": counted.get(user_key, 0)})
         if blocked:
-            log.warning("authentication source %s blocked for %ss after repeated failures", ip, settings.block_time)
+            # The operator's log line for the lockout itself (mssmail.logs; hardops).
+            logs.event(logs.LOGIN_LOCKOUT, level=logging.WARNING, peer=ip, service=service, user=address,
+                       reason=f"source blocked for {settings.block_time}s after repeated failures")
         return AuthResult(False, address, self._delay(max(counted.values(), default=0)), False, reason)
 
     def _delay(self: Store, failures: int) -> float:

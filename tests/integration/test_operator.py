@@ -149,3 +149,23 @@ def test_cert_report_exits_1_for_unsigned_in_french(inst: MssInstance, tmp_path:
     result = inst.mss("cert", "report", str(tmp_path / "plain.eml"), check=False)
     assert result.returncode == 1
     assert "Verdict : NON SIGNÉ" in result.stdout
+
+
+def test_a_blocked_source_is_a_lockout_line(tmp_path: Path) -> None:
+    other = MssInstance(tmp_path / "b", DOMAIN)
+    other.configure("limits", "auth_lockout_after", "3")
+    other.start("imap")
+    try:
+        context = ssl.create_default_context(cafile=str(other.ca_file))
+        for _ in range(4):
+            imap = imaplib.IMAP4("127.0.0.1", other.ports["imap"], timeout=30)
+            imap.starttls(ssl_context=context)
+            with pytest.raises(imaplib.IMAP4.error):
+                imap.login(f"jean.martin@{DOMAIN}", WRONG_PASSWORD)
+            imap.logout()
+    finally:
+        other.stop()
+    lines = [json.loads(line) for line in (other.data / "logs" / "mss.log").read_text().splitlines()]
+    lockouts = [e for e in lines if e["event"] == "login.lockout"]
+    assert lockouts and lockouts[0]["peer"] == "127.0.0.1" and lockouts[0]["service"] == "imap"
+    assert WRONG_PASSWORD not in json.dumps(lines)
