@@ -5,12 +5,16 @@ RFC 4511 section 4 (LDAPMessage, SearchRequest 4.5.1, SearchResultEntry 4.5.2, S
 only). `message_end` frames one LDAPMessage in a buffer; `decode_search` turns a SearchRequest
 straight into our filter AST (directory.filters), without ldaptor's object tree; `entry` and
 `done` encode the responses. The other operations (bind, writes, StartTLS) are rare and stay
-with ldaptor's codec (directory/server.py).
+with ldaptor's codec, behind `decode_request`, which turns every malformed one into BERError.
 """
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
+from typing import Any
+
+from ldaptor.protocols import pureber, pureldap
 
 from directory.filters import (
     And,
@@ -27,12 +31,37 @@ from directory.filters import (
 SEARCH_REQUEST = 0x63  # [APPLICATION 3]
 SEARCH_RESULT_ENTRY = 0x64
 SEARCH_RESULT_DONE = 0x65
+EXTENDED_RESPONSE = 0x78  # [APPLICATION 24]
 MAX_MESSAGE = 16 * 1024 * 1024
 MAX_DEPTH = 64
+# RFC 4511 section 4.4.1: the unsolicited notification sent before the server ends a session.
+NOTICE_OF_DISCONNECTION = b"1.3.6.1.4.1.1466.20036"
+PROTOCOL_ERROR = 2
+UNAVAILABLE = 52
+ADMIN_LIMIT_EXCEEDED = 11
+
+# RFC 4511 section 4.2 to 4.14: each request's tag, and the tag of its response (None: no
+# response, abandon and unbind).
+REQUESTS: dict[int, int | None] = {
+    0x60: 0x61,  # bindRequest, bindResponse
+    0x42: None,  # unbindRequest
+    SEARCH_REQUEST: SEARCH_RESULT_DONE,
+    0x66: 0x67,  # modifyRequest
+    0x68: 0x69,  # addRequest
+    0x4A: 0x6B,  # delRequest
+    0x6C: 0x6D,  # modDNRequest
+    0x6E: 0x6F,  # compareRequest
+    0x50: None,  # abandonRequest
+    0x77: EXTENDED_RESPONSE,  # extendedReq
+}
 
 
 class BERError(ValueError):
     """Bytes that are not a well-formed LDAPMessage."""
+
+
+class MessageTooLarge(BERError):
+    """An LDAPMessage longer than the connection may send (its length octets say so)."""
 
 
 def _length(buf: bytes, pos: int) -> tuple[int, int]:
@@ -46,8 +75,10 @@ def _length(buf: bytes, pos: int) -> tuple[int, int]:
     return int.from_bytes(buf[pos + 1:pos + 1 + k], "big"), pos + 1 + k
 
 
-def message_end(buf: bytes, pos: int = 0) -> int | None:
-    """End offset of the LDAPMessage starting at `pos`, or None until all its bytes are there."""
+def message_end(buf: bytes | bytearray, pos: int = 0, limit: int = MAX_MESSAGE) -> int | None:
+    """End offset of the LDAPMessage starting at `pos`, or None until all its bytes are there.
+    MessageTooLarge as soon as the length octets announce more than `limit` octets in all:
+    nothing of such a message is waited for (OpenLDAP's sockbuf_max_incoming does the same)."""
     n = len(buf)
     if n - pos < 2:
         return None
@@ -57,8 +88,8 @@ def message_end(buf: bytes, pos: int = 0) -> int | None:
     if first >= 0x80 and n - pos < 2 + (first & 0x7F):
         return None
     length, start = _length(buf, pos + 1)
-    if length > MAX_MESSAGE:
-        raise BERError("LDAPMessage too large")
+    if length + (start - pos) > min(limit, MAX_MESSAGE):
+        raise MessageTooLarge(f"LDAPMessage of {length} octets, more than {min(limit, MAX_MESSAGE)} allowed")
     end = start + length
     return end if end <= n else None
 
@@ -127,6 +158,8 @@ def decode_search(msg: bytes) -> SearchRequest:
     _, pos = _length(msg, 1)
     s, e = _expect(msg, pos, end, 0x02)
     msg_id = _int(msg, s, e)
+    if not 0 < msg_id <= 0x7FFFFFFF:  # RFC 4511 section 4.1.1.1
+        raise BERError("bad messageID")
     op_start, op_stop = _expect(msg, e, end, SEARCH_REQUEST)
     s, e = _expect(msg, op_start, op_stop, 0x04)
     base = msg[s:e].decode("utf-8", "replace")
@@ -300,3 +333,120 @@ def done(msg_id: int, code: int = 0, message: str | bytes = b"", matched: str = 
     if controls:
         body += _wrap(b"\xa0", b"".join(_wrap(b"\x30", _octets(t) + _octets(v)) for t, v in controls))
     return _wrap(b"\x30", body)
+
+
+def result(msg_id: int, response_tag: int, code: int, message: str | bytes = b"", matched: str = "") -> bytes:
+    """LDAPMessage holding an LDAPResult-shaped response (RFC 4511 section 4.1.9), tag given."""
+    if isinstance(message, str):
+        message = message.encode()
+    op = _wrap(bytes((response_tag,)), _integer(b"\x0a", code) + _octets(matched.encode()) + _octets(message))
+    return _wrap(b"\x30", _integer(b"\x02", msg_id) + op)
+
+
+def notice_of_disconnection(code: int, message: str | bytes) -> bytes:
+    """RFC 4511 section 4.4.1: messageID 0, an ExtendedResponse named 1.3.6.1.4.1.1466.20036."""
+    if isinstance(message, str):
+        message = message.encode()
+    op = _wrap(bytes((EXTENDED_RESPONSE,)), _integer(b"\x0a", code) + _octets(b"") + _octets(message)
+               + _wrap(b"\x8a", NOTICE_OF_DISCONNECTION))
+    return _wrap(b"\x30", _integer(b"\x02", 0) + op)
+
+
+# --- the other requests, through ldaptor's codec, checked ----------------------------------
+
+def decode_request(msg: bytes) -> Any:
+    """A framed LDAPMessage holding any request but a search, as ldaptor's LDAPMessage, its
+    fields checked to have the shapes the handlers read. BERError for anything else: ldaptor's
+    decoder is lenient (any element where an OCTET STRING belongs, asserts, IndexErrors), and
+    RFC 4511 section 4.1.1 wants a malformed PDU answered by a Notice of Disconnection
+    (protocolError), not by whatever exception the decoder happens to raise."""
+    tag = op_tag(msg)
+    if tag not in REQUESTS:
+        raise BERError(f"0x{tag:02x} is not an LDAP request")
+    try:
+        decoded, used = pureber.berDecodeObject(_DECODER, bytes(msg))
+    except Exception as exc:  # the decoder raises anything on bad input (asserts, IndexError...)
+        raise BERError(f"undecodable request: {type(exc).__name__}") from exc
+    if decoded is None or used != len(msg) or not isinstance(decoded, pureldap.LDAPMessage):
+        raise BERError("not an LDAPMessage")
+    msg_id = decoded.id
+    # RFC 4511 section 4.1.1.1: 1 to maxInt; 0 belongs to unsolicited notifications.
+    if not isinstance(msg_id, int) or not 0 < msg_id <= 0x7FFFFFFF:
+        raise BERError("bad messageID")
+    for control in decoded.controls or ():
+        ctype, critical, value = control
+        if not isinstance(ctype, bytes) or not isinstance(critical, (bool, int, type(None))) \
+                or not isinstance(value, (bytes, type(None))):
+            raise BERError("malformed control")
+    op = decoded.value
+    if not isinstance(op, pureldap.LDAPProtocolRequest) or not _REQUEST_SHAPE[type(op)](op):
+        raise BERError(f"malformed {type(op).__name__}")
+    return decoded
+
+
+def _octet(x: Any) -> bool:
+    return isinstance(getattr(x, "value", None), bytes)
+
+
+def _values(x: Any) -> bool:
+    return isinstance(x, pureber.BERSet | pureber.BERSequence) and all(_octet(v) for v in x)
+
+
+def _pair(x: Any) -> bool:
+    return isinstance(x, pureber.BERSequence) and len(x.data) == 2
+
+
+def _bind_ok(op: Any) -> bool:
+    if not isinstance(op.version, int) or not isinstance(op.dn, bytes):
+        return False
+    if op.sasl:
+        return isinstance(op.auth, tuple) and isinstance(op.auth[0], bytes) \
+            and isinstance(op.auth[1], (bytes, type(None)))
+    return isinstance(op.auth, bytes)
+
+
+def _add_ok(op: Any) -> bool:
+    return isinstance(op.entry, bytes) and isinstance(op.attributes, pureber.BERSequence) and all(
+        _pair(a) and _octet(a.data[0]) and _values(a.data[1]) for a in op.attributes)
+
+
+def _modify_ok(op: Any) -> bool:
+    # RFC 4511 section 4.6: operation ENUMERATED { add (0), delete (1), replace (2) }.
+    return isinstance(op.object, bytes) and isinstance(op.modification, list) and all(
+        _pair(m) and isinstance(m.data[0], pureber.BEREnumerated) and m.data[0].value in (0, 1, 2)
+        and _pair(m.data[1]) and _octet(m.data[1].data[0]) and _values(m.data[1].data[1])
+        for m in op.modification)
+
+
+def _moddn_ok(op: Any) -> bool:
+    return isinstance(op.entry, bytes) and isinstance(op.newrdn, bytes) \
+        and isinstance(op.deleteoldrdn, (bool, int)) and isinstance(op.newSuperior, (bytes, type(None)))
+
+
+def _compare_ok(op: Any) -> bool:
+    ava = op.ava
+    return isinstance(op.entry, bytes) and isinstance(ava, pureldap.LDAPAttributeValueAssertion) \
+        and _octet(ava.attributeDesc) and _octet(ava.assertionValue)
+
+
+_REQUEST_SHAPE: dict[type, Any] = {
+    pureldap.LDAPBindRequest: _bind_ok,
+    pureldap.LDAPUnbindRequest: lambda op: True,
+    pureldap.LDAPAddRequest: _add_ok,
+    pureldap.LDAPModifyRequest: _modify_ok,
+    pureldap.LDAPDelRequest: lambda op: isinstance(op.value, bytes),
+    pureldap.LDAPModifyDNRequest: _moddn_ok,
+    pureldap.LDAPCompareRequest: _compare_ok,
+    pureldap.LDAPAbandonRequest: lambda op: isinstance(op.value, int),
+    pureldap.LDAPExtendedRequest: lambda op: isinstance(op.requestName, bytes)
+    and isinstance(op.requestValue, (bytes, type(None))),
+    pureldap.LDAPSearchRequest: lambda op: False,  # searches take decode_search
+}
+_REQUEST_SHAPE = collections.defaultdict(lambda: lambda op: False, _REQUEST_SHAPE)
+
+_DECODER = pureldap.LDAPBERDecoderContext_TopLevel(
+    inherit=pureldap.LDAPBERDecoderContext_LDAPMessage(
+        fallback=pureldap.LDAPBERDecoderContext(fallback=pureber.BERDecoderContext()),
+        inherit=pureldap.LDAPBERDecoderContext(fallback=pureber.BERDecoderContext()),
+    )
+)

@@ -18,11 +18,12 @@ import asyncio
 import functools
 import logging
 import operator
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ldaptor.protocols import pureber, pureldap
+from ldaptor.protocols import pureldap
 from ldaptor.protocols.ldap import ldaperrors
 from ldaptor.protocols.ldap.distinguishedname import (
     DistinguishedName,
@@ -30,10 +31,13 @@ from ldaptor.protocols.ldap.distinguishedname import (
 )
 from ldaptor.protocols.ldap.ldapserver import BaseLDAPServer
 from twisted.internet import defer, protocol
+from twisted.protocols.policies import TimeoutMixin
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from directory import ber, entrymap, paging, schema
 from directory import store as dstore
 from directory.filters import FilterError, Present
+from mssmail import limits
 
 log = logging.getLogger("mss.ldap")
 
@@ -41,6 +45,17 @@ log = logging.getLogger("mss.ldap")
 
 def _dn_norm(dn: str) -> str:
     return ",".join(p.strip().lower() for p in dn.split(",") if p.strip())
+
+
+def _utf8(raw: Any, error: type[ldaperrors.LDAPException], what: str) -> str:
+    """RFC 4511 section 4.1.2: LDAPString is UTF-8; anything else is answered with `error` (a
+    result code for the request), never an exception escaping the handler."""
+    if not isinstance(raw, bytes):
+        return str(raw)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"the {what} is not UTF-8".encode()) from exc
 
 
 def _bool(v: Any) -> str:
@@ -128,18 +143,70 @@ def select_attributes(attrs: dict[str, list[str]], wanted: list[str]) -> dict[st
     return attrs if sel is None else {k: v for k, v in attrs.items() if k.lower() in sel}
 
 
-class DirectoryLDAPServer(BaseLDAPServer):
+MAX_PAGED_SEARCHES = 8  # paged searches one connection may keep open (RFC 2696 cookies)
+
+
+class DirectoryLDAPServer(BaseLDAPServer, TimeoutMixin):
     def __init__(self, ctx: Any, reader: dstore.Reader) -> None:
         super().__init__()
         self.ctx = ctx
         self.reader = reader
         self.cfg = ctx.config.directory
+        self.limits = ctx.config.limits
         self.base = _dn_norm(self.cfg.base_dn)
         self.ou = "ou=mailboxes," + self.base
         self.bound: str | None = None  # None: anonymous
         self.admin = False
         self.tls = False
         self.ctx_factory: Any = None
+        self.buffer = bytearray()  # bytes received, not yet framed (see _frame_limit, the budget)
+        self.budget = limits.of(ctx).input
+        self.gate: limits.ListenerGate | None = None  # set by the factory that admitted us
+        self.peer_ip = ""
+        # RFC 2696: the open paged searches, by cookie: (the request's criteria, the address
+        # of the last entry sent, the entries sent so far). Cookies are random and per
+        # connection, so a client cannot forge one to skip the total limit.
+        self.pages: dict[bytes, tuple[tuple, str, int]] = {}
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.setTimeout(self._idle_timeout())
+
+    def connectionLost(self, reason: Any = protocol.connectionDone) -> None:
+        self.setTimeout(None)
+        self.budget.drop(self)
+        self.buffer = bytearray()
+        if self.gate is not None:
+            self.gate.release(self.peer_ip)
+            self.gate = None
+        super().connectionLost(reason)
+
+    def _idle_timeout(self) -> int:
+        """Idle seconds allowed: [limits] preauth_timeout until a bind, ldap_idle_timeout after."""
+        return self.limits.ldap_idle_timeout if self.bound else self.limits.preauth_timeout
+
+    def _frame_limit(self) -> int:
+        """Largest LDAPMessage accepted: OpenLDAP's sockbuf_max_incoming (anonymous, 256 KB) and
+        sockbuf_max_incoming_auth (4 MB) are [limits] ldap_max_message_anonymous and ldap_max_message."""
+        return self.limits.ldap_max_message if self.bound else self.limits.ldap_max_message_anonymous
+
+    def _disconnect(self, code: int, why: str) -> None:
+        """RFC 4511 section 4.4.1: a Notice of Disconnection, then the session ends; nothing
+        further that was received is read."""
+        self.buffer = bytearray()
+        self.budget.drop(self)
+        if self.connected and not self.transport.disconnecting:
+            self.transport.write(ber.notice_of_disconnection(code, why))
+            self.transport.loseConnection()
+        self.connected = 0
+
+    def queue(self, id, op):
+        """A response, unless the session has ended meanwhile (a bind's password check finishing
+        after the client left, or after a Notice of Disconnection): dropped, where ldaptor's
+        raises into the Deferred and leaves an "Unhandled error" traceback in the log."""
+        if not self.connected or self.transport is None or self.transport.disconnecting:
+            return
+        super().queue(id, op)
 
     def handle(self, msg):
         # The search handler needs the message id to attach response controls (RFC 2696).
@@ -184,19 +251,30 @@ class DirectoryLDAPServer(BaseLDAPServer):
     def handle_LDAPBindRequest(self, request, controls, reply):
         if request.version != 3:
             raise ldaperrors.LDAPProtocolError(b"only LDAPv3")
-        dn = request.dn.decode() if isinstance(request.dn, bytes) else request.dn
+        if request.sasl:
+            # RFC 4513 section 5.2: simple binds only (over TLS); SASL is not offered.
+            raise ldaperrors.LDAPAuthMethodNotSupported(b"only simple binds")
+        try:
+            dn = request.dn.decode() if isinstance(request.dn, bytes) else request.dn
+        except UnicodeDecodeError as exc:
+            raise ldaperrors.LDAPInvalidDNSyntax(b"the DN is not UTF-8") from exc
         if not request.auth:
             self.bound, self.admin = None, False
+            self.setTimeout(self._idle_timeout())
             return pureldap.LDAPBindResponse(resultCode=0)
         if not self.tls and not self.ctx.config.ldap.allow_plain_bind:
             # RFC 4513 section 5.1.2 / house rule "no auth before TLS": confidentialityRequired.
             raise ldaperrors.LDAPConfidentialityRequired(b"use StartTLS or LDAPS before a password bind")
-        password = request.auth.decode() if isinstance(request.auth, bytes) else request.auth
+        try:
+            password = request.auth.decode() if isinstance(request.auth, bytes) else request.auth
+        except UnicodeDecodeError as exc:
+            raise ldaperrors.LDAPInvalidCredentials() from exc
         ok, admin = yield self._run(self._check_bind, dn, password)
         if not ok:
             self.bound, self.admin = None, False
             raise ldaperrors.LDAPInvalidCredentials()
         self.bound, self.admin = dn, admin
+        self.setTimeout(self._idle_timeout())
         return pureldap.LDAPBindResponse(resultCode=0, matchedDN=dn)
 
     def _check_bind(self, dn: str, password: str) -> tuple[bool, bool]:
@@ -219,29 +297,60 @@ class DirectoryLDAPServer(BaseLDAPServer):
     def handle_LDAPUnbindRequest(self, request, controls, reply):
         self.transport.loseConnection()
 
+    def handle_LDAPAbandonRequest(self, request, controls, reply):
+        """RFC 4511 section 4.11: no response. Every request is answered in one go, so there is
+        nothing in flight to abandon but a paged search (RFC 2696 abandons those with size 0)."""
+        return None
+
+    fail_LDAPCompareRequest = pureldap.LDAPCompareResponse
+
+    def handle_LDAPCompareRequest(self, request, controls, reply):
+        raise ldaperrors.LDAPUnwillingToPerform(b"compare is not offered: search with an equality filter")
+
     # --- searches (RFC 4511 section 4.5) -------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
         """Frame LDAPMessages; SearchRequests take our path, the rest ldaptor's decoder."""
+        self.resetTimeout()
         self.buffer += data
-        while self.buffer:
+        while self.buffer and self.connected:
             try:
-                end = ber.message_end(self.buffer)
+                end = ber.message_end(self.buffer, limit=self._frame_limit())
                 if end is None:
-                    return
-                msg, self.buffer = self.buffer[:end], self.buffer[end:]
+                    break
+                msg = bytes(self.buffer[:end])
+                del self.buffer[:end]
                 tag = ber.op_tag(msg)
+            except ber.MessageTooLarge as exc:
+                log.info("ldap: %s: %s (%s), closing the connection", self.peer_ip, exc,
+                         "bound" if self.bound else "anonymous")
+                self._disconnect(ber.ADMIN_LIMIT_EXCEEDED, str(exc))
+                return
             except (ber.BERError, IndexError) as exc:
                 # RFC 4511 section 4.1.1: a PDU that cannot be parsed ends the session.
-                log.info("ldap: malformed message, closing the connection: %s", exc)
-                self.buffer = b""
-                self.transport.loseConnection()
+                log.info("ldap: %s: malformed message, closing the connection: %s", self.peer_ip, exc)
+                self._disconnect(ber.PROTOCOL_ERROR, "malformed message")
                 return
             if tag == ber.SEARCH_REQUEST:
                 self._search(msg)
-            else:
-                o, _ = pureber.berDecodeObject(self.berdecoder, msg)
-                self.handle(o)
+                continue
+            try:
+                request = ber.decode_request(msg)
+            except (ber.BERError, IndexError) as exc:
+                log.info("ldap: %s: malformed request, closing the connection: %s", self.peer_ip, exc)
+                self._disconnect(ber.PROTOCOL_ERROR, "malformed request")
+                return
+            was_tls = self.tls
+            self.handle(request)
+            if self.tls and not was_tls:
+                # StartTLS (RFC 4511 section 4.14.2; the bug class of Postfix CVE-2011-0411):
+                # what came in the same read after the request was sent in clear, maybe injected
+                # by a man in the middle, and must not be answered inside TLS as if protected.
+                self.buffer = bytearray()
+                break
+        if not self.budget.hold(self, len(self.buffer)):
+            log.info("ldap: %s: input budget reached, closing the connection", self.peer_ip)
+            self._disconnect(ber.UNAVAILABLE, "server busy, try again later")
 
     def _search(self, msg: bytes) -> None:
         try:
@@ -250,8 +359,8 @@ class DirectoryLDAPServer(BaseLDAPServer):
             self._send(ber.done(ber.message_id(msg), ldaperrors.LDAPProtocolError.resultCode, str(exc)))
             return
         except (ber.BERError, IndexError) as exc:
-            log.info("ldap: malformed search request, closing the connection: %s", exc)
-            self.transport.loseConnection()
+            log.info("ldap: %s: malformed search request, closing the connection: %s", self.peer_ip, exc)
+            self._disconnect(ber.PROTOCOL_ERROR, "malformed search request")
             return
         try:
             d = self._answer(req)
@@ -338,20 +447,8 @@ class DirectoryLDAPServer(BaseLDAPServer):
                 certs = dstore.fetch_certificates(conn, dialect, [r[0] for r in rows])
                 return [(*r, certs.get(r[0].lower(), ())) for r in rows]
             return run
-        if base in (self.base, self.ou) and page is not None and page[0] > 0:
-            size, cookie = page
-            shown_max = min(size, limit)
-            sql = dstore.search_sql(node, dialect, include_unlisted=admin, limit=shown_max + 1, fields=fields,
-                                    after=cookie.decode("utf-8", "replace") if cookie else None)
-
-            def paged(rows: list[tuple]) -> None:
-                shown = rows[:shown_max]
-                more = len(rows) > len(shown)
-                next_cookie = shown[-1][0].lower().encode() if more and shown else b""
-                # RFC 2696 section 3: the response control carries the cookie; empty = last page.
-                self._reply(req, getters, shown,
-                            ber.done(mid, controls=[(paging.PAGED_OID, paging.encode(0, next_cookie))]))
-            return self._query(deadline, rows_of(sql), paged)
+        if base in (self.base, self.ou) and page is not None and (page[0] > 0 or page[1]):
+            return self._paged(req, page, limit, deadline, fields, getters, rows_of)
         if base in (self.base, self.ou):
             # No ORDER BY: any `limit` matches will do (RFC 4511 4.5.1.4), the filter's index drives.
             sql = dstore.search_sql(node, dialect, include_unlisted=admin, limit=limit + 1, ordered=False,
@@ -382,6 +479,54 @@ class DirectoryLDAPServer(BaseLDAPServer):
                 self._reply(req, getters, rows[:limit], ber.done(mid))
             return self._query(deadline, lookup, found)
         raise ldaperrors.LDAPNoSuchObject(base.encode())
+
+    def _paged(self, req: ber.SearchRequest, page: tuple[int, bytes], limit: int, deadline: float,
+               fields: tuple[str, ...], getters: tuple, rows_of: Callable) -> defer.Deferred | None:
+        """One page of a paged search (RFC 2696), in address order after the cookie's entry.
+
+        The cookie names state kept on this connection (RFC 2696 section 3: opaque to the
+        client): the search's criteria, where the last page ended and how many entries were
+        sent. A non-administrator reads at most [directory] paged_total_limit entries through all
+        the pages (default size_limit, as slapd's size.prtotal): the page that reaches it ends
+        with sizeLimitExceeded and no cookie, so paging cannot read the whole directory."""
+        mid = req.msg_id
+        size, cookie = page
+        criteria = (_dn_norm(req.base), req.scope, req.filter, tuple(req.attributes), req.types_only)
+        after, sent = None, 0
+        if cookie:
+            state = self.pages.pop(cookie, None)
+            if state is None or state[0] != criteria:
+                raise ldaperrors.LDAPUnwillingToPerform(b"paged results cookie unknown or for another search")
+            _, after, sent = state
+        if size == 0:  # RFC 2696 section 3: a size of 0 with a cookie abandons the search
+            self._send(ber.done(mid, controls=[(paging.PAGED_OID, paging.encode(0, b""))]))
+            return None
+        shown_max = min(size, limit)
+        total = None if self.admin else (self.cfg.paged_total_limit or self.cfg.size_limit)
+        if total is not None:
+            shown_max = min(shown_max, max(total - sent, 0))
+        sql = dstore.search_sql(req.filter, self.reader.dialect, include_unlisted=self.admin, limit=shown_max + 1,
+                                fields=fields, after=after)
+
+        def paged(rows: list[tuple]) -> None:
+            shown = rows[:shown_max]
+            more = len(rows) > len(shown)
+            code, next_cookie = 0, b""
+            if more and total is not None and sent + len(shown) >= total:
+                code = ldaperrors.LDAPSizeLimitExceeded.resultCode
+            elif more and shown:
+                next_cookie = self._keep_page(criteria, shown[-1][0].lower(), sent + len(shown))
+            # RFC 2696 section 3: the response control carries the cookie; empty = last page.
+            self._reply(req, getters, shown,
+                        ber.done(mid, code, controls=[(paging.PAGED_OID, paging.encode(0, next_cookie))]))
+        return self._query(deadline, rows_of(sql), paged)
+
+    def _keep_page(self, criteria: tuple, last: str, sent: int) -> bytes:
+        while len(self.pages) >= MAX_PAGED_SEARCHES:  # the oldest open search is forgotten
+            del self.pages[next(iter(self.pages))]
+        cookie = os.urandom(12)
+        self.pages[cookie] = (criteria, last, sent)
+        return cookie
 
     def _reply(self, req: ber.SearchRequest, getters: tuple, rows: list[tuple], done: bytes) -> None:
         """The entries (rows of `attribute_plan` fields) and the SearchResultDone, in one write."""
@@ -414,7 +559,7 @@ class DirectoryLDAPServer(BaseLDAPServer):
 
     def _parse_dn(self, raw: Any) -> tuple[str, str, str, str]:
         """(normalised dn, normalised parent, rdn attribute lowercased, rdn value) of a DN."""
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+        text = _utf8(raw, ldaperrors.LDAPInvalidDNSyntax, "DN")
         try:
             dn = DistinguishedName(text)
             rdns = dn.split()
@@ -426,8 +571,8 @@ class DirectoryLDAPServer(BaseLDAPServer):
         if len(avas) != 1:
             raise ldaperrors.LDAPNamingViolation(b"multi-valued RDNs are not used in this directory")
         attr, value = avas[0].attributeType, avas[0].value
-        attr = attr.decode() if isinstance(attr, bytes) else attr
-        value = value.decode("utf-8") if isinstance(value, bytes) else value
+        attr = _utf8(attr, ldaperrors.LDAPInvalidDNSyntax, "RDN")
+        value = _utf8(value, ldaperrors.LDAPInvalidDNSyntax, "RDN")
         return _dn_norm(text), _dn_norm(dn.up().getText()), attr.lower(), value
 
     def _mailbox_dn(self, raw: Any, op: str) -> str:
@@ -472,7 +617,8 @@ class DirectoryLDAPServer(BaseLDAPServer):
     def handle_LDAPAddRequest(self, request, controls, reply):
         self._require_admin("adding entries")
         address = self._mailbox_dn(request.entry, "add")
-        raw = [(name.value, [v.value for v in vals]) for name, vals in request.attributes]
+        raw = [(_utf8(name.value, ldaperrors.LDAPUndefinedAttributeType, "attribute name"), [v.value for v in vals])
+               for name, vals in request.attributes]
         yield self._write(self._add, address, raw)
         log.info("ldap: %s added %s", self.bound, address)
         return pureldap.LDAPAddResponse(resultCode=0)
@@ -493,7 +639,7 @@ class DirectoryLDAPServer(BaseLDAPServer):
         changes = []
         for op, mod in request.modification:
             desc, vals = mod
-            name = desc.value.decode() if isinstance(desc.value, bytes) else desc.value
+            name = _utf8(desc.value, ldaperrors.LDAPUndefinedAttributeType, "attribute name")
             changes.append((op.value, name, [entrymap._b(v.value) for v in vals]))
         yield self._write(self._modify, address, changes)
         log.info("ldap: %s modified %s (%s)", self.bound, address, ", ".join(sorted({c[1] for c in changes})))
@@ -532,7 +678,7 @@ class DirectoryLDAPServer(BaseLDAPServer):
         self._require_admin("renaming entries")
         address = self._mailbox_dn(request.entry, "modrdn")
         if request.newSuperior is not None:
-            sup = request.newSuperior.decode() if isinstance(request.newSuperior, bytes) else request.newSuperior
+            sup = _utf8(request.newSuperior, ldaperrors.LDAPInvalidDNSyntax, "DN")
             if _dn_norm(sup) != self.ou:
                 raise ldaperrors.LDAPUnwillingToPerform(f"mailbox entries stay under {self.ou}".encode())
         _, _, attr, new = self._parse_dn(request.newrdn)
@@ -617,7 +763,8 @@ class LdapComponent:
         self.ports.append(port)
         lines.append(f"ldap: listening on {host}:{port.getHost().port} (StartTLS, base {cfg.directory.base_dn})")
         if cfg.ldap.ldaps_port:
-            sport = reactor.listenSSL(cfg.ldap.ldaps_port, _Factory(self.ctx, tls, self.reader, implicit=True), tls,
+            sport = reactor.listenTCP(cfg.ldap.ldaps_port,
+                                      _AdmittedTLSFactory(tls, False, _Factory(self.ctx, tls, self.reader, implicit=True)),
                                       interface=host)
             self.ports.append(sport)
             lines.append(f"ldaps: listening on {host}:{sport.getHost().port} (implicit TLS)")
@@ -635,13 +782,30 @@ class LdapComponent:
 class _Factory(protocol.ServerFactory):
     def __init__(self, ctx: Any, tls: Any, reader: dstore.Reader, *, implicit: bool) -> None:
         self.ctx, self.tls, self.reader, self.implicit = ctx, tls, reader, implicit
+        self.gate = limits.of(ctx).listener("ldaps" if implicit else "ldap")
 
-    def buildProtocol(self, addr: Any) -> DirectoryLDAPServer:
+    def buildProtocol(self, addr: Any) -> DirectoryLDAPServer | None:
+        """A session, once the connection limits admit it (mssmail/limits.py); None makes
+        Twisted close the socket at once, before any byte is read (for LDAPS, before the TLS
+        handshake), so a refused peer costs one accept."""
+        peer_ip = str(getattr(addr, "host", ""))
+        if self.gate.refusal(peer_ip) is not None:
+            return None
         proto = DirectoryLDAPServer(self.ctx, self.reader)
         proto.factory = self
         proto.ctx_factory = self.tls
         proto.tls = self.implicit
+        proto.gate, proto.peer_ip = self.gate, peer_ip
         return proto
+
+
+class _AdmittedTLSFactory(TLSMemoryBIOFactory):
+    """`reactor.listenSSL`'s wrapper, except that a connection the inner factory refuses (None)
+    is closed before its TLS handshake instead of failing inside Twisted."""
+
+    def buildProtocol(self, addr: Any) -> Any:
+        inner = self.wrappedFactory.buildProtocol(addr)
+        return None if inner is None else self.protocol(self, inner)
 
 
 def ldap_component(ctx: Any) -> LdapComponent | None:

@@ -183,6 +183,9 @@ class DirectoryConfig(Section):
     admin_password_hash: str = ""
     size_limit: int = Field(default=1000, ge=1)
     time_limit: int = Field(default=30, ge=1)
+    # Entries a non-administrator reads through all the pages of one paged search (RFC 2696);
+    # 0: size_limit (as slapd's size.prtotal defaults to the hard size limit).
+    paged_total_limit: int = Field(default=0, ge=0)
 
 
 class CryptoConfig(Section):
@@ -241,15 +244,28 @@ class LimitsConfig(Section):
     imap_max_line: int = 64 * 1024
     imap_idle_timeout: int = 1800
     default_quota: int = 2 * 1024**3
+    # Connections and descriptors (mssmail/limits.py): every listener of a process together,
+    # one listener, descriptors kept from peers; idle time before login / bind.
+    max_connections: int = Field(default=4096, ge=1)
+    max_connections_per_listener: int = Field(default=1024, ge=1)
+    fd_reserve: int = Field(default=256, ge=16)
+    preauth_timeout: int = 60
+    ldap_idle_timeout: int = 300
+    # Input held before a peer has authenticated, and by all connections together.
+    imap_max_literal_preauth: int = 16 * 1024
+    ldap_max_message_anonymous: int = 256 * 1024
+    ldap_max_message: int = 4 * 1024 * 1024
+    input_budget: int = 512 * 1024 * 1024
 
     @field_validator("max_message_size", "imap_max_literal", "imap_max_line", "default_quota",
-                     "auth_hash_memory", mode="before")
+                     "auth_hash_memory", "imap_max_literal_preauth", "ldap_max_message_anonymous",
+                     "ldap_max_message", "input_budget", mode="before")
     @classmethod
     def _size(cls, v: Any) -> int:
         return parse_size(v)
 
     @field_validator("smtp_timeout", "auth_lockout_time", "imap_idle_timeout", "auth_failure_window",
-                     "auth_cache_ttl", mode="before")
+                     "auth_cache_ttl", "preauth_timeout", "ldap_idle_timeout", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> int:
         return parse_duration(v)

@@ -53,6 +53,7 @@ class ServerContext:
     loop: asyncio.AbstractEventLoop
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
     components: dict[str, Component] = field(default_factory=dict)
+    limits: Any = None  # mssmail.limits.Limits: the listeners' shared counters (made on first use)
 
 
 class StartupError(Exception):
@@ -212,6 +213,11 @@ def install_plugins(store: Any, config: Config) -> list[str]:
 def serve(config: Config, only: Sequence[str] | None = None,
           out: Callable[[str], None] = print) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
+    from mssmail.limits import raise_open_files_limit
+
+    # Before any listener or worker process exists: the connection limits are set from this
+    # ceiling, and the SMTP workers inherit it.
+    raise_open_files_limit()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     install_reactor(loop)

@@ -21,12 +21,13 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections import Counter
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
+from mssmail import limits
 from mssmail.imap.grammar import NOT_AUTH
 from mssmail.imap.session import Bye, Outcome, Session, SessionSettings
-from mssmail.imap.wire import Command, CommandReader, Continue, Fatal, Refused
+from mssmail.imap.wire import Command, CommandReader, Continue, Event, Fatal, Refused
 from mssmail.tls import server_context
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("mss.imap")
 
 READ_SIZE = 256 * 1024
-PREAUTH_TIMEOUT = 120  # seconds a client may stay connected without logging in
 HANDSHAKE_TIMEOUT = 30
 # After LOGOUT or BYE, our TLS close_notify is sent and the socket closed at the latest this
 # many seconds later, whether or not the client answers with its own (asyncio waits 30 s by
@@ -56,10 +56,13 @@ class ImapConnection:
         self.session = Session(listener.ctx.store, listener.settings, self.send, peer_ip=self.peer_ip,
                                tls=implicit_tls)
         self.framer = CommandReader(config.limits.imap_max_line, config.limits.imap_max_literal)
+        self.budget = limits.of(listener.ctx).input
+        self._framing_preauth: bool | None = None
         self.loop = asyncio.get_running_loop()
         self.changed = asyncio.Event()
         self.session.on_change = lambda: self.loop.call_soon_threadsafe(self.changed.set)
         self._read_task: asyncio.Future[bytes] | None = None
+        self.pending: Outcome | None = None  # a command waiting for a line (SASL, IDLE's DONE)
         self.busy = False  # a command is being executed
         self.idling = False
         self.closed = False
@@ -91,6 +94,7 @@ class ImapConnection:
         if self.closed:
             return
         self.closed = True
+        self.budget.drop(self)
         self.session.close()
         if self._read_task is not None:
             self._read_task.cancel()
@@ -100,7 +104,7 @@ class ImapConnection:
 
     def _timeout(self) -> float:
         if self.session.state == NOT_AUTH:
-            return PREAUTH_TIMEOUT
+            return float(self.listener.ctx.config.limits.preauth_timeout)
         return float(self.listener.ctx.config.limits.imap_idle_timeout)
 
     async def _read(self) -> bytes:
@@ -129,49 +133,90 @@ class ImapConnection:
                 self.changed.clear()
                 await self.session.sync(allow_expunge=True)
 
+    def _frame_for_state(self) -> None:
+        """The framer's limits for the session's state: before login a literal can only be a
+        LOGIN or AUTHENTICATE argument, so it is small ([limits] imap_max_literal_preauth; Dovecot
+        bounds pre-login input the same way); an unfinished {62000000+} is refused at once."""
+        preauth = self.session.state == NOT_AUTH
+        if preauth == self._framing_preauth:
+            return
+        self._framing_preauth = preauth
+        cfg = self.listener.ctx.config.limits
+        literal = cfg.imap_max_literal_preauth if preauth else cfg.imap_max_literal
+        self.framer.max_literal = literal
+        self.framer.max_command = (2 * literal if preauth else literal) + 4 * cfg.imap_max_line
+
+    def _pieces(self, data: bytes) -> Iterator[bytes]:
+        """`data` line by line while the client has not logged in, then the rest at once: a
+        command pipelined after LOGIN is framed with the limits of the state LOGIN leads to
+        (the generator reads the state when asked for the next piece)."""
+        start = 0
+        while start < len(data):
+            if self.session.state != NOT_AUTH:
+                yield data[start:]
+                return
+            end = data.find(b"\n", start)
+            end = len(data) if end < 0 else end + 1
+            yield data[start:end]
+            start = end
+
     async def _loop(self) -> None:
-        pending: Outcome | None = None  # a command waiting for a line (SASL, IDLE's DONE)
-        timeout = float(self.listener.ctx.config.imap.command_timeout)
         while not self.closed:
             data = await self._read()
             if not data:
                 return
-            for event in self.framer.feed(data):
-                if isinstance(event, Continue):
-                    await self.send(b"+ go ahead\r\n")
-                elif isinstance(event, Refused):
-                    code = f"[{event.code}] " if event.code else ""
-                    tag = event.tag.decode("ascii", "replace") if event.tag else "*"
-                    await self.send(f"{tag} BAD {code}{event.reason}\r\n".encode())
-                elif isinstance(event, Fatal):
-                    raise Bye(event.reason)
-                elif isinstance(event, Command):
-                    if pending is not None:
-                        outcome, pending = pending, None
-                        self.idling = False
-                        if outcome.action == "sasl":
-                            await self.session.sasl_response(outcome.data, event.raw)
-                        else:
-                            await self.session.idle_done(outcome.data, event.raw)
-                        continue
-                    if self.listener.closing:
-                        raise Bye("server shutting down")
-                    self.busy = True
-                    try:
-                        outcome = await asyncio.wait_for(self.session.execute(event.raw), timeout)
-                    except TimeoutError:
-                        raise Bye("command timed out") from None
-                    finally:
-                        self.busy = False
-                    if outcome.action == "logout":
-                        return
-                    if outcome.action == "starttls":
-                        await self._starttls(outcome.tag)
-                        break  # anything sent with STARTTLS in plaintext is dropped
-                    if outcome.action in ("sasl", "idle"):
-                        pending = outcome
-                        self.idling = outcome.action == "idle"
-                        self.changed.clear()
+            for piece in self._pieces(data):
+                self._frame_for_state()
+                events = self.framer.feed(piece)
+                if not self.budget.hold(self, self.framer.pending):
+                    raise Bye("[UNAVAILABLE] server busy: too much unfinished input, try again later")
+                after = await self._run_events(events)
+                if after == "end":
+                    return
+                if after == "drop":
+                    break  # anything sent with STARTTLS in plaintext is dropped
+
+    async def _run_events(self, events: list[Event]) -> str:
+        """Answer the framed events: "more", "drop" (the rest of this read is not to be trusted:
+        TLS has just started) or "end" (LOGOUT)."""
+        timeout = float(self.listener.ctx.config.imap.command_timeout)
+        for event in events:
+            if isinstance(event, Continue):
+                await self.send(b"+ go ahead\r\n")
+            elif isinstance(event, Refused):
+                code = f"[{event.code}] " if event.code else ""
+                tag = event.tag.decode("ascii", "replace") if event.tag else "*"
+                await self.send(f"{tag} BAD {code}{event.reason}\r\n".encode())
+            elif isinstance(event, Fatal):
+                raise Bye(event.reason)
+            elif isinstance(event, Command):
+                if self.pending is not None:
+                    outcome, self.pending = self.pending, None
+                    self.idling = False
+                    if outcome.action == "sasl":
+                        await self.session.sasl_response(outcome.data, event.raw)
+                    else:
+                        await self.session.idle_done(outcome.data, event.raw)
+                    continue
+                if self.listener.closing:
+                    raise Bye("server shutting down")
+                self.busy = True
+                try:
+                    outcome = await asyncio.wait_for(self.session.execute(event.raw), timeout)
+                except TimeoutError:
+                    raise Bye("command timed out") from None
+                finally:
+                    self.busy = False
+                if outcome.action == "logout":
+                    return "end"
+                if outcome.action == "starttls":
+                    await self._starttls(outcome.tag)
+                    return "drop"
+                if outcome.action in ("sasl", "idle"):
+                    self.pending = outcome
+                    self.idling = outcome.action == "idle"
+                    self.changed.clear()
+        return "more"
 
     async def _starttls(self, tag: str) -> None:
         # Stop reading before the OK: what the client sends after it (its ClientHello)
@@ -200,48 +245,63 @@ class ImapListener:
                                         max_literal=config.limits.imap_max_literal,
                                         tls_available=True)
         self.connections: set[ImapConnection] = set()
-        self.per_ip: Counter[str] = Counter()
+        self.gates = {"imap": limits.of(ctx).listener("imap"), "imaps": limits.of(ctx).listener("imaps")}
         self.servers: list[asyncio.AbstractServer] = []
         self.closing = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      implicit_tls: bool) -> None:
-        connection = ImapConnection(self, reader, writer, implicit_tls=implicit_tls)
-        limit = self.ctx.config.limits.max_connections_per_ip
-        if self.closing or self.per_ip[connection.peer_ip] >= limit:
-            with contextlib.suppress(Exception):
-                writer.write(b"* BYE too many connections from your address\r\n")
-                await writer.drain()
+        """One connection, counted from its accept (mssmail/limits.py): an IMAPS peer that never
+        finishes its TLS handshake holds a slot too, so the handshake starts only once admitted."""
+        gate = self.gates["imaps" if implicit_tls else "imap"]
+        peer_ip = str((writer.get_extra_info("peername") or ("", 0))[0])
+        refusal = "server shutting down" if self.closing else gate.refusal(peer_ip)
+        if refusal is not None:
+            if not implicit_tls:  # a TLS client would not understand plaintext
+                with contextlib.suppress(Exception):
+                    writer.write(f"* BYE {refusal}\r\n".encode())
+                    await writer.drain()
             writer.close()
             return
-        self.per_ip[connection.peer_ip] += 1
-        self.connections.add(connection)
         try:
-            await connection.run()
+            if implicit_tls:
+                try:
+                    # A peer that connects and never says a word waits no longer than one that
+                    # does not log in.
+                    handshake = min(HANDSHAKE_TIMEOUT, self.ctx.config.limits.preauth_timeout)
+                    await _start_implicit_tls(writer, self.tls_context, handshake)
+                except (ConnectionError, ssl.SSLError, OSError, TimeoutError) as exc:
+                    log.debug("IMAPS handshake with %s failed: %s", peer_ip, exc)
+                    writer.close()
+                    return
+            connection = ImapConnection(self, reader, writer, implicit_tls=implicit_tls)
+            self.connections.add(connection)
+            try:
+                await connection.run()
+            finally:
+                self.connections.discard(connection)
         finally:
-            self.connections.discard(connection)
-            self.per_ip[connection.peer_ip] -= 1
-            if self.per_ip[connection.peer_ip] <= 0:
-                del self.per_ip[connection.peer_ip]
+            gate.release(peer_ip)
+
+    def _protocol(self, implicit_tls: bool) -> asyncio.StreamReaderProtocol:
+        reader = asyncio.StreamReader(limit=READ_SIZE)
+        return _AcceptedProtocol(reader, lambda r, w: self._serve(r, w, implicit_tls), implicit_tls)
 
     async def start(self) -> list[str]:
         config = self.ctx.config
+        loop = asyncio.get_running_loop()
         lines = []
         if config.imap.port:
-            server = await asyncio.start_server(
-                lambda r, w: self._serve(r, w, False), host=config.bind_of(config.imap),
-                port=config.imap.port, limit=READ_SIZE)
+            server = await loop.create_server(lambda: self._protocol(False), host=config.bind_of(config.imap),
+                                              port=config.imap.port)
             self.servers.append(server)
             port = server.sockets[0].getsockname()[1]
             lines.append(f"imap: listening on {config.bind_of(config.imap)}:{port} "
                          "(STARTTLS, LOGINDISABLED before TLS)")
         if config.imaps.port:
-            server = await asyncio.start_server(
-                lambda r, w: self._serve(r, w, True), host=config.bind_of(config.imaps),
-                port=config.imaps.port, ssl=self.tls_context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
-                ssl_shutdown_timeout=SHUTDOWN_TIMEOUT,
-                limit=READ_SIZE)
+            server = await loop.create_server(lambda: self._protocol(True), host=config.bind_of(config.imaps),
+                                              port=config.imaps.port)
             self.servers.append(server)
             port = server.sockets[0].getsockname()[1]
             lines.append(f"imaps: listening on {config.bind_of(config.imaps)}:{port} (implicit TLS)")
@@ -268,3 +328,29 @@ def imap_component(ctx: ServerContext) -> ImapListener | None:
     if not config.imap.port and not config.imaps.port:
         return None
     return ImapListener(ctx)
+
+
+class _AcceptedProtocol(asyncio.StreamReaderProtocol):
+    """asyncio's stream protocol, with reading paused from the accept on an implicit-TLS port:
+    the ClientHello must stay in the socket until the connection is admitted and `start_tls`
+    hands it to the TLS layer (read early, it would be lost in the plaintext buffer)."""
+
+    def __init__(self, reader: asyncio.StreamReader, connected: Any, implicit_tls: bool) -> None:
+        super().__init__(reader, connected)
+        self._implicit_tls = implicit_tls
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._implicit_tls:
+            transport.pause_reading()  # type: ignore[attr-defined]
+        super().connection_made(transport)
+
+
+async def _start_implicit_tls(writer: asyncio.StreamWriter, context: ssl.SSLContext, handshake: float) -> None:
+    """`writer.start_tls` as Python 3.12 has it, with SHUTDOWN_TIMEOUT (3.11's takes none): the
+    TLS layer goes under the admitted connection's stream protocol."""
+    protocol = writer._protocol  # type: ignore[attr-defined]
+    transport = await asyncio.get_running_loop().start_tls(
+        writer.transport, protocol, context, server_side=True,
+        ssl_handshake_timeout=handshake, ssl_shutdown_timeout=SHUTDOWN_TIMEOUT)
+    writer._transport = transport  # type: ignore[attr-defined]
+    protocol._replace_writer(writer)

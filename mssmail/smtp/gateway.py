@@ -104,18 +104,26 @@ class LocalGateway:
         self.config = config
         self.max_per_ip = max_connections_per_ip
         self.per_ip: Counter[str] = Counter()
+        # mssmail.limits.ListenerGate, set by smtp/listener.py: the process's counters (per IP,
+        # per listener, in total) shared with the IMAP and LDAP listeners. None: per IP only.
+        self.gate: Any = None
 
     # Connection admission (RFC 5321 4.5.3.1 allows refusing with 421).
     async def admit(self, ip: str) -> bool:
         return self.admit_now(ip)
 
     def admit_now(self, ip: str) -> bool:
+        if self.gate is not None:
+            return bool(self.gate.admit(ip))
         if self.per_ip[ip] >= self.max_per_ip:
             return False
         self.per_ip[ip] += 1
         return True
 
     def release(self, ip: str) -> None:
+        if self.gate is not None:
+            self.gate.release(ip)
+            return
         self.per_ip[ip] -= 1
         if self.per_ip[ip] <= 0:
             del self.per_ip[ip]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from mssmail import limits
 from mssmail.smtp.handlers import MxHandler, SubmissionHandler
 from mssmail.smtp.server import SmtpListener
 from mssmail.tls import server_context
@@ -18,16 +19,26 @@ if TYPE_CHECKING:
     from mssmail.smtp.workers import WorkerPool
 
 
+def _counted(ctx: ServerContext, name: str, handler: Any, gateway: Any) -> Any:
+    """In the serve process (no gateway given: the handler's own LocalGateway), admission uses
+    the process's connection counters (mssmail/limits.py), shared with IMAP and LDAP; an SMTP
+    worker asks the serve process, whose template listener counts for it."""
+    if gateway is None:
+        handler.gateway.gate = limits.of(ctx).listener(name)
+    return handler
+
+
 def mx_listener(ctx: ServerContext, gateway: Any = None) -> SmtpListener:
     config = ctx.config
     tls = server_context(config, request_client_cert=config.trust.require_client_cert)
-    return SmtpListener("smtp", ctx, MxHandler(ctx, gateway), port=config.smtp.port,
+    return SmtpListener("smtp", ctx, _counted(ctx, "smtp", MxHandler(ctx, gateway), gateway), port=config.smtp.port,
                         bind=config.bind_of(config.smtp), tls_context=tls, auth=False)
 
 
 def submission_listener(ctx: ServerContext, gateway: Any = None) -> SmtpListener:
     config = ctx.config
-    return SmtpListener("submission", ctx, SubmissionHandler(ctx, gateway), port=config.submission.port,
+    handler = _counted(ctx, "submission", SubmissionHandler(ctx, gateway), gateway)
+    return SmtpListener("submission", ctx, handler, port=config.submission.port,
                         bind=config.bind_of(config.submission), tls_context=server_context(config),
                         auth=True)
 

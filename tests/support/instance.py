@@ -93,8 +93,10 @@ class MssInstance:
         self.configure("relay", "poll_interval", '"1s"')
         self.configure("relay", "retry_initial", '"1s"')
 
-    def start(self, *only: str, timeout: float = 60) -> None:
-        args = [*MSS, "--data", str(self.data), "serve"]
+    def start(self, *only: str, timeout: float = 60, wrapper: tuple[str, ...] = ()) -> None:
+        """`mss serve` (only these services, if named), run through `wrapper` if given (a command
+        prefix such as `prlimit --nofile=300:300 --`)."""
+        args = [*wrapper, *MSS, "--data", str(self.data), "serve"]
         if only:
             args += ["--only", ",".join(only)]
         log = open(self.data / "logs" / "serve.log", "a")  # noqa: SIM115 - lives with the process
