@@ -15,7 +15,7 @@ import socket
 import pytest
 from ldap3 import ALL_ATTRIBUTES, NONE, Connection, Server
 
-from directory import ber, paging
+from directory import paging
 from tests.security import wire
 from tests.support.instance import MssInstance
 
@@ -66,8 +66,8 @@ def test_forged_cookie_is_refused(inst):
     try:
         s.sendall(_paged_search(1, 1, b"dui@a.example"))
         got, _ = wire.responses(s, until_id=1)
-        assert (1, ber.SEARCH_RESULT_DONE, 53) in got
-        assert not any(m[1] == ber.SEARCH_RESULT_ENTRY for m in got)
+        assert (1, wire.SEARCH_RESULT_DONE, 53) in got
+        assert not any(m[1] == wire.SEARCH_RESULT_ENTRY for m in got)
     finally:
         s.close()
 

@@ -18,7 +18,6 @@ import ssl
 
 import pytest
 
-from directory import ber
 from tests.security import wire
 from tests.support.instance import MssInstance
 
@@ -112,7 +111,7 @@ def test_ldap_anonymous_oversized_message_is_cut_at_once(inst):
     try:
         s.sendall(b"\x30\x84" + (15 * 1024 * 1024).to_bytes(4, "big") + b"\x02\x01\x01" + b"\x00" * 60000)
         got, closed = wire.responses(s)
-        assert closed and any(wire.is_notice(m, ber.ADMIN_LIMIT_EXCEEDED) for m in got)
+        assert closed and any(wire.is_notice(m, wire.ADMIN_LIMIT_EXCEEDED) for m in got)
     finally:
         s.close()
 
@@ -127,7 +126,7 @@ def test_ldap_bound_client_may_send_more(inst):
         big = wire.tlv(0xA3, wire.octets("mail") + wire.octets("z" * 300_000))
         s.sendall(wire.search(2, "o=mss,c=fr", 2, big))
         got, closed = wire.responses(s, until_id=2)
-        assert not closed and (2, ber.SEARCH_RESULT_DONE, 0) in got
+        assert not closed and (2, wire.SEARCH_RESULT_DONE, 0) in got
     finally:
         s.close()
 
