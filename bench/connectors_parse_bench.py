@@ -54,10 +54,19 @@ def _value(i: int, j: int, low: str, high: str) -> str:
     return f"{value:.2f}"
 
 
+def _nir(i: int) -> str:
+    """A NIR with the birth month and year of patient ``i`` and a valid key (a real
+    header does not warn on every record)."""
+    from connectors.formats.nir import nir_key
+
+    nir = f"2{i % 80 + 20:02d}{i % 12 + 1:02d}26{i % 1000:03d}{i % 997:03d}"
+    return f"{nir} {nir_key(nir):02d}"
+
+
 def hprim_net_record(i: int) -> str:
     lines = [f"{i:07d}", f"NOM{i % 997}ÉÈ", "PRÉNOM", f"{i % 90 + 1} RUE DES ACACIAS", "",
              "26240 SAINT-VALLIER", f"{i % 28 + 1:02d}/{i % 12 + 1:02d}/19{i % 80 + 20}",
-             "2480226123456 07", f"26{i:08d}", "12/03/2026",
+             _nir(i), f"26{i:08d}", "12/03/2026",
              "LAB0042   LABORATOIRE DES TILLEULS - SITE NORD", "MED0815   DR LEBRETON ARNAUD",
              "", "             LABORATOIRE DES TILLEULS - COMPTE RENDU",
              "Prélèvement du 12/03/2026 à 08h15", ""]

@@ -199,17 +199,11 @@ def _party(text: str) -> Party:
 class _Builder:
     """Collects one parse; mutable while the lines stream in, frozen at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, share_strings: bool = True) -> None:
+        self.share_strings = share_strings
         self.warnings: list[str] = []
         self.shared: dict[str, str] = {}
         self.flags: dict[str, tuple[bool | None, str | None, bool]] = {}
-
-    def share(self, text: str) -> str:
-        # Units, flags, codes and labels repeat on every record of a big file: keep one
-        # copy of each short string (the benchmark bounds memory at 3x the input).
-        if len(text) > _SHARED_MAX:
-            return text
-        return self.shared.setdefault(text, text)
 
     def patient(self, header: list[tuple[int, str]]) -> HprimNetPatient:
         values = [text.strip() for _, text in header]
@@ -247,12 +241,15 @@ class _Builder:
         fields = text.split("|", _RES_WIDTH)
         if len(fields) < _RES_WIDTH:
             fields.extend(_EMPTY[:_RES_WIDTH - len(fields)])
-        # Every field shared: a big file repeats its labels, units, ranges and values.
-        share = self.shared.setdefault
         if " |" in text or "| " in text or "\t" in text or text[-1:].isspace():
-            values = [share(field, field) for field in map(str.strip, fields[1:_RES_WIDTH])]
+            values = list(map(str.strip, fields[1:_RES_WIDTH]))
         else:  # nothing to strip (the common case): skip 13 calls
-            values = [share(field, field) for field in fields[1:_RES_WIDTH]]
+            values = fields[1:_RES_WIDTH]
+        if self.share_strings:
+            # A whole-file result keeps one copy of what repeats (labels, units, ranges,
+            # values); a streaming reader drops each record soon and skips the cost.
+            share = self.shared.setdefault
+            values = [share(field, field) for field in values]
         flag = values[7]
         meaning = self.flags.get(flag)
         if meaning is None:
@@ -268,12 +265,14 @@ class HprimNetReader:
     is read, so a router can handle a 50 MB file holding the input and one record, not
     the whole result. It raises ParseError at the first refused construct, possibly
     after having yielded earlier records: treat what it yielded as final only once the
-    iteration ends. ``warnings`` and ``has_finfichier`` are complete then."""
+    iteration ends. ``warnings`` and ``has_finfichier`` are complete then.
+    ``share_strings`` keeps one copy of repeated field values, for callers that keep
+    every record (``parse_hprim_net`` does)."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, share_strings: bool = False) -> None:
         self._data = data
         self.layout = detect_layout(data)
-        self._build = _Builder()
+        self._build = _Builder(share_strings)
         self.warnings = self._build.warnings
         self.has_finfichier = False
 
@@ -391,7 +390,7 @@ class HprimNetReader:
 
 def parse_hprim_net(data: bytes) -> HprimNetFile:
     """Parse an HPRIM Net file (or mail body) into its records; see the module doc."""
-    reader = HprimNetReader(data)
+    reader = HprimNetReader(data, share_strings=True)
     records = tuple(reader.records())
     return HprimNetFile(records=records, has_finfichier=reader.has_finfichier,
                         encoding=reader.layout.encoding, line_ending=reader.layout.line_ending,
