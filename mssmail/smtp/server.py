@@ -78,7 +78,7 @@ class MssSMTP(SMTP):
         delivery, or a refusal of MAIL, RCPT or DATA: `mssmail.logs.smtp_outcome`)."""
         status = await super()._call_handler_hook(command, *args)
         if command in ("MAIL", "RCPT", "DATA") and isinstance(status, str):
-            logs.smtp_outcome(self.listener.name, self.peer_ip, command, status,
+            logs.smtp_outcome(getattr(self.listener, "name", "smtp"), self.peer_ip, command, status,
                               self.envelope.mail_from if command != "MAIL" else args[0],
                               args[0] if command == "RCPT" else self.envelope.rcpt_tos)
         return status
