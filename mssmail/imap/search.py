@@ -3,8 +3,8 @@
 The store evaluates searches for every front end (`mssmail.store.query`); what is
 IMAP's here is the meaning of its keys: message sequence numbers and `*` resolved
 against the session's view, day comparisons of BEFORE/ON/SINCE, YOUNGER/OLDER
-(RFC 5032) as instants, NEW/RECENT matching nothing (this server never sets \\Recent,
-RFC 9051 removed it), and the MODSEQ key (RFC 7162 section 3.1.5).
+(RFC 5032) as instants, NEW/RECENT/OLD against the session's \\Recent messages, and
+the MODSEQ key (RFC 7162 section 3.1.5).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ class View:
 
     uids: Sequence[int]
     now: datetime
+    recent: frozenset[int] = frozenset()  # the session's \\Recent messages (RFC 3501 2.3.2)
 
     @property
     def exists(self) -> int:
@@ -53,6 +54,11 @@ def _leaf(key: Key, view: View) -> q.Query:
         return q.All()
     if kind == "none":
         return _NOTHING
+    if kind in ("recent", "new", "old"):
+        recent = q.Uids(q.ranges_of(sorted(view.recent)))
+        if kind == "new":  # RFC 3501 6.4.4: NEW is (RECENT UNSEEN)
+            return q.And((recent, q.Flag("\\Seen", present=False)))
+        return recent if kind == "recent" else q.Not(recent)
     if kind in ("flag", "keyword", "noflag", "nokeyword"):
         return q.Flag(key.value, present=kind in ("flag", "keyword"))
     if kind == "header":

@@ -23,9 +23,8 @@ _FLAG_KEYS = {
     b"UNANSWERED": ("noflag", "\\Answered"), b"UNDELETED": ("noflag", "\\Deleted"),
     b"UNDRAFT": ("noflag", "\\Draft"), b"UNFLAGGED": ("noflag", "\\Flagged"),
     b"UNSEEN": ("noflag", "\\Seen"),
-    # \Recent is never set by this server (RFC 9051 removed it): NEW and RECENT match
-    # nothing, OLD matches everything.
-    b"NEW": ("none", None), b"RECENT": ("none", None), b"OLD": ("all", None), b"ALL": ("all", None),
+    # \Recent is the session's (RFC 3501 2.3.2): NEW is RECENT UNSEEN, OLD is NOT RECENT.
+    b"NEW": ("new", None), b"RECENT": ("recent", None), b"OLD": ("old", None), b"ALL": ("all", None),
 }
 _STRING_KEYS = {b"BCC": "bcc", b"BODY": "body", b"CC": "cc", b"FROM": "from", b"SUBJECT": "subject",
                 b"TEXT": "text", b"TO": "to"}
@@ -37,7 +36,7 @@ SUPPORTED_CHARSETS = ("US-ASCII", "UTF-8")
 @dataclass(frozen=True)
 class Key:
     """A leaf: kind is one of all, none, flag, noflag, keyword, nokeyword, header, body,
-    text, date, size, seq, uid, modseq, age."""
+    text, date, size, seq, uid, modseq, age, recent, new, old."""
 
     kind: str
     value: Any = None

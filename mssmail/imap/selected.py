@@ -9,6 +9,10 @@ then FETCH (FLAGS) of messages changed by others.
 An EXPUNGE must not be sent while answering FETCH, STORE or SEARCH (RFC 3501 section
 7.4.1): then removed messages stay in the view as ghosts, still numbered, until the
 next command that may report them.
+
+The view also keeps what is this session's alone: which messages are \\Recent here
+(RFC 3501 section 2.3.2; the store hands each new message to one session) and which
+keywords FLAGS has announced (section 7.2.6: a keyword is announced before it is used).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from dataclasses import dataclass, field
 
 from mssmail.imap import render
 from mssmail.imap.seqset import SeqSet, select_sorted
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
 class BadSequence(ValueError):
@@ -44,6 +50,37 @@ class SelectedView:
     ghosts: set[int] = field(default_factory=set)  # expunged, not yet reported
     # Flags this session already reported (its own STORE, implicit \Seen): uid -> modseq.
     reported: dict[int, int] = field(default_factory=dict)
+    recent: set[int] = field(default_factory=set)  # \Recent in this session
+    keywords: dict[str, str] = field(default_factory=dict)  # announced: lower case -> as written
+    _checked_flags: set[str] = field(default_factory=set)  # flag strings already announced
+
+    # --- flags --------------------------------------------------------------------
+    def flags_lines(self) -> list[bytes]:
+        """`* FLAGS` and `* OK [PERMANENTFLAGS]` with the announced keywords (RFC 3501
+        sections 7.2.6 and 7.1: "\\*" only where flags may be changed)."""
+        flags = " ".join([*SYSTEM_FLAGS, *self.keywords.values()]).encode("ascii", "replace")
+        permanent = b"" if self.readonly else flags + b" \\*"
+        return [b"* FLAGS (" + flags + b")",
+                b"* OK [PERMANENTFLAGS (" + permanent + b")] flags permitted"]
+
+    def announce(self, flags: str) -> list[bytes]:
+        """The FLAGS responses to send before `flags` are shown, if they hold a keyword
+        not announced yet (a few distinct flag strings per folder: checked once each)."""
+        if not flags or flags in self._checked_flags:
+            return []
+        self._checked_flags.add(flags)
+        new = [w for w in flags.split() if not w.startswith("\\") and w.lower() not in self.keywords]
+        if not new:
+            return []
+        for word in new:
+            self.keywords[word.lower()] = word
+        return self.flags_lines()
+
+    def shown_flags(self, uid: int, flags: str) -> str:
+        """The flags as this session shows them: \\Recent added where it is recent here."""
+        if uid in self.recent:
+            return "\\Recent " + flags if flags else "\\Recent"
+        return flags
 
     # --- numbering ----------------------------------------------------------------
     @property
@@ -83,21 +120,33 @@ class SelectedView:
         new = sum(1 for uid, _, _ in changed if uid > self.max_uid)
         return messages != len(self.uids) - len(self.ghosts) + new
 
-    def apply(self, plan: SyncPlan, *, allow_expunge: bool) -> list[bytes]:
-        """Untagged responses for `plan`, updating the view."""
+    def incoming(self, plan: SyncPlan) -> list[int]:
+        """The UIDs `plan` adds to the view (new messages), ascending."""
+        if plan.current_uids is not None:
+            return [u for u in plan.current_uids if u > self.max_uid]
+        return [uid for uid, _, _ in plan.changed if uid > self.max_uid]
+
+    def apply(self, plan: SyncPlan, *, allow_expunge: bool,
+              recent: Iterable[int] = ()) -> list[bytes]:
+        """Untagged responses for `plan`, updating the view; `recent`: the new messages
+        the store gave this session as \\Recent (RFC 3501 7.3.2: RECENT follows EXISTS)."""
         lines: list[bytes] = []
+        new = self.incoming(plan)
         if plan.current_uids is not None:
             current = set(plan.current_uids)
             gone = [u for u in self.uids if u not in current and u not in self.ghosts]
             self.ghosts.update(gone)
-            new = [u for u in plan.current_uids if u > self.max_uid]
-        else:
-            new = [uid for uid, _, _ in plan.changed if uid > self.max_uid]
         if allow_expunge and self.ghosts:
             lines += self.expunge(self.ghosts)
         if new:
+            known_new = set(new)
+            for uid, flags, _ in plan.changed:
+                if uid in known_new:
+                    lines += self.announce(flags)
             self.uids.extend(new)
+            self.recent.update(recent)
             lines.append(b"* %d EXISTS" % len(self.uids))
+            lines.append(b"* %d RECENT" % len(self.recent))
         known = set(new)
         for uid, flags, modseq in plan.changed:
             if uid in known or uid in self.ghosts:
@@ -106,7 +155,9 @@ class SelectedView:
                 continue
             seq = self.seq_of(uid)
             if seq is not None:
-                lines.append(b"* %d FETCH (UID %d FLAGS %s)" % (seq, uid, render.flag_list(flags.split())))
+                lines += self.announce(flags)
+                lines.append(b"* %d FETCH (UID %d FLAGS %s)" % (
+                    seq, uid, render.flag_list(self.shown_flags(uid, flags).split())))
         self.highest_modseq = max([plan.highest_modseq, self.highest_modseq,
                                    *(m for _, _, m in plan.changed)])
         if self.reported:
@@ -121,6 +172,7 @@ class SelectedView:
             return []
         self.uids = [u for u in self.uids if u not in gone]
         self.ghosts -= gone
+        self.recent -= gone
         for uid in gone:
             self.reported.pop(uid, None)
         return [b"* %d EXPUNGE" % seq for seq in reversed(seqs)]

@@ -18,7 +18,7 @@ import bisect
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
@@ -29,6 +29,7 @@ from mssmail.imap.grammar import AUTH, NOT_AUTH, SELECTED, FetchArgs, ListArgs, 
 from mssmail.imap.selected import BadSequence, SelectedView, SyncPlan
 from mssmail.imap.seqset import SeqSet, compress, compress_ordered
 from mssmail.imap.tokens import ParseError
+from mssmail.store import query
 from mssmail.store.blobs import BlobCorrupt
 from mssmail.store.errors import (
     AccessDenied,
@@ -306,16 +307,13 @@ class Session:
         readonly = request.name == "EXAMINE" or not opened.ref.writable
         view = SelectedView(list(opened.uids), opened.state.highest_modseq, readonly,
                             imap_uidvalidity(opened.state.uidvalidity))
+        view.recent = await self._claim_recent(opened.ref, view.uids, readonly)
+        for keyword in await self.store.run(self.store.folder_keywords, opened.ref):
+            view.keywords.setdefault(keyword.lower(), keyword)
         self.selected = Selected(opened.ref, view, self.store.changes.subscribe(
             opened.ref.mailbox_id, self._changed))
         self.state = SELECTED
-        lines = [
-            b"* FLAGS (" + " ".join(SYSTEM_FLAGS).encode() + b")",
-            b"* OK [PERMANENTFLAGS (" + (" ".join(SYSTEM_FLAGS).encode() + b" \\*" if not readonly
-                                         else b"") + b")] flags permitted",
-            b"* %d EXISTS" % view.exists,
-            b"* 0 RECENT",
-        ]
+        lines = [*view.flags_lines(), b"* %d EXISTS" % view.exists, b"* %d RECENT" % len(view.recent)]
         if opened.first_unseen_uid is not None:
             seq = view.seq_of(opened.first_unseen_uid)
             if seq:
@@ -329,6 +327,28 @@ class Session:
         return Outcome()
 
     cmd_examine = cmd_select
+
+    async def _claim_recent(self, ref: FolderRef, uids: Sequence[int], readonly: bool) -> set[int]:
+        """This session's \\Recent messages among `uids` (RFC 3501 section 2.3.2): a
+        read-write session claims the unclaimed ones from the store; a read-only one
+        (EXAMINE) sees them as recent without taking them from the next session."""
+        if not uids:
+            return set()
+        if readonly:
+            first = await self.store.run(self.store.recent_uid, ref)
+        else:
+            first = await self.store.run(self.store.recent_claim, ref, max(uids))
+        return set(uids[bisect.bisect_left(uids, first):])  # UIDs ascending
+
+    async def _enable_condstore(self) -> None:
+        """RFC 7162 section 3.1: the first CONDSTORE-enabling command (FETCH or SEARCH
+        with MODSEQ, FETCH CHANGEDSINCE, STORE UNCHANGEDSINCE) turns CONDSTORE on for the
+        session; in the selected state the server then reports HIGHESTMODSEQ at once."""
+        if "CONDSTORE" in self.enabled:
+            return
+        self.enabled.add("CONDSTORE")
+        if self.selected is not None and not self.selected.gone:
+            await self.send(b"* OK [HIGHESTMODSEQ %d] highest" % self.selected.view.highest_modseq)
 
     def _changed(self, event: FolderChanged) -> None:
         """Called from the committing thread: wake the connection if it is idling."""
@@ -354,8 +374,9 @@ class Session:
             if special is None:
                 await self._tagged(request, "NO", f"unknown special use {use[0][:20]}", "USEATTR")
                 return Outcome()
+        # RFC 3501 6.3.3 / 6.3.6: CREATE does not subscribe (LSUB lists what SUBSCRIBE set).
         await self.store.run(self.store.folder_create, self.user, target.address, target.folder,
-                             special_use=special, ip=self.peer_ip)
+                             special_use=special, ip=self.peer_ip, subscribed=False)
         return await self._done(request)
 
     async def cmd_delete(self, request: Request) -> Outcome:
@@ -399,8 +420,18 @@ class Session:
 
     async def cmd_list(self, request: Request) -> Outcome:
         args: ListArgs = request.args[0]
-        reference = names.decode_name(args.reference)
-        patterns = [names.decode_name(p) for p in args.patterns]
+        try:
+            reference = names.decode_name(args.reference)
+        except names.NameError_:
+            return await self._done(request)  # no name can match (as Dovecot answers)
+        patterns = []
+        for raw in args.patterns:
+            try:
+                patterns.append(names.decode_name(raw))
+            except names.NameError_:
+                continue  # a pattern that is no valid name matches no mailbox: OK, nothing listed
+        if not patterns:
+            return await self._done(request)
         word = b"LSUB" if args.lsub else b"LIST"
         if not args.extended and patterns == [""]:
             # RFC 3501 section 6.3.8: the hierarchy delimiter and root name.
@@ -440,7 +471,7 @@ class Session:
     cmd_lsub = cmd_list
 
     def _status_line(self, name: str, info: Any, items: Sequence[str], size: int | None) -> bytes:
-        values = {"MESSAGES": info.messages, "RECENT": 0, "UIDNEXT": info.uidnext,
+        values = {"MESSAGES": info.messages, "RECENT": getattr(info, "recent", 0), "UIDNEXT": info.uidnext,
                   "UIDVALIDITY": imap_uidvalidity(info.uidvalidity), "UNSEEN": info.unseen,
                   "HIGHESTMODSEQ": info.highest_modseq, "SIZE": size}
         parts = [f"{item} {values[item]}" for item in items if values.get(item) is not None]
@@ -456,7 +487,11 @@ class Session:
         if "SIZE" in items:
             size = await self.store.run(self.store.folder_size, self.user, target.address, target.folder)
         state = opened.state
-        info = _Info(state.messages, state.uidnext, state.uidvalidity, state.unseen, state.highest_modseq)
+        recent = 0
+        if "RECENT" in items:
+            recent = await self.store.run(self.store.recent_count, opened.ref)
+        info = _Info(state.messages, state.uidnext, state.uidvalidity, state.unseen, state.highest_modseq,
+                     recent)
         assert self.namespace is not None
         name = self.namespace.full_name(target.address, opened.ref.name)
         await self.send(self._status_line(name, info, items, size))
@@ -581,7 +616,9 @@ class Session:
         plan = SyncPlan(changed, state.messages, state.highest_modseq)
         if view.needs_full_list(changed, state.messages):
             plan.current_uids = await self.store.run(self.store.folder_uids, sel.ref)
-        await self._send_lines(view.apply(plan, allow_expunge=allow_expunge))
+        incoming = view.incoming(plan)
+        recent = await self._claim_recent(sel.ref, incoming, view.readonly) if incoming else set()
+        await self._send_lines(view.apply(plan, allow_expunge=allow_expunge, recent=recent))
 
     async def _send_lines(self, lines: list[bytes]) -> None:
         if lines:
@@ -625,11 +662,21 @@ class Session:
         sel = self._sel()
         args: SearchArgs = request.args[0]
         view = sel.view
-        criteria = search.compile_criteria(args.criteria, search.View(view.uids, datetime.now(UTC)))
+        criteria = search.compile_criteria(args.criteria, search.View(view.uids, datetime.now(UTC),
+                                                                      frozenset(view.recent)))
+        if query.uses_modseq(criteria):
+            await self._enable_condstore()
         found = await self.store.run(self.store.search, sel.ref, criteria, ip=self.peer_ip, within=view.uids)
         matched = view.live(found.uids)
         numbers = matched if request.uid else search.sequence_numbers(matched, view.seq_of)
         modseq = found.highest_modseq if matched else None
+        returns = set(args.returns or ())
+        if modseq is not None and len(returns & {"MIN", "MAX"}) == 1 and not returns & {"ALL", "COUNT"}:
+            # RFC 4731 section 3.2 (with RFC 7162 3.1.5): when only MIN or only MAX is
+            # returned, MODSEQ is that message's mod-sequence, not the highest of all.
+            one = matched[0] if "MIN" in returns else matched[-1]
+            metas = await self.store.run(self.store.messages_meta, sel.ref, [(one, one)])
+            modseq = metas[0].modseq if metas else modseq
         if args.returns is None:
             line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
             if modseq is not None:
@@ -639,7 +686,6 @@ class Session:
             parts = [b'* ESEARCH (TAG "%s")' % request.tag.encode()]
             if request.uid:
                 parts.append(b"UID")
-            returns = set(args.returns)
             if numbers:
                 if "MIN" in returns:
                     parts.append(b"MIN %d" % min(numbers))
@@ -660,10 +706,9 @@ class Session:
         view = sel.view
         uids = view.live(self._uids(request, args.messages))
         items = list(args.items)
-        condstore = "CONDSTORE" in self.enabled or args.changed_since is not None or \
-            any(i.name == "MODSEQ" for i in items)
-        if args.changed_since is not None:
-            self.enabled.add("CONDSTORE")
+        if args.changed_since is not None or any(i.name == "MODSEQ" for i in items):
+            await self._enable_condstore()
+        condstore = "CONDSTORE" in self.enabled
         if not uids:
             return await self._done(request)
         reads = any(item.reads_content for item in items)
@@ -725,6 +770,11 @@ class Session:
             seq = view.seq_of(meta.uid)
             if seq is None:
                 continue
+            announce = view.announce(meta.flags)
+            if announce:
+                buffer += b"\r\n".join(announce) + b"\r\n"
+            if meta.uid in view.recent:
+                meta = replace(meta, flags=view.shown_flags(meta.uid, meta.flags))
             if meta.uid in marked:
                 view.reported[meta.uid] = meta.modseq
             line = renderer(seq, meta) if renderer is not None and meta.uid not in marked else None
@@ -757,12 +807,14 @@ class Session:
             await self._tagged(request, "NO", "the folder is read-only", "READ-ONLY")
             return Outcome()
         uids = view.live(self._uids(request, args.messages))
+        if args.unchanged_since is not None:
+            await self._enable_condstore()
         if not uids:
             return await self._done(request)
         result, failed = await self.store.run(self.store.messages_store, sel.ref, uids, args.mode,
                                               list(args.flags), unchanged_since=args.unchanged_since,
                                               ip=self.peer_ip)
-        condstore = "CONDSTORE" in self.enabled or args.unchanged_since is not None
+        condstore = "CONDSTORE" in self.enabled
         lines = []
         rendered_flags: dict[str, bytes] = {}  # few distinct flag sets in a folder
         for uid in sorted(result):
@@ -775,9 +827,11 @@ class Session:
             if request.uid:
                 parts.append(b"UID %d" % uid)
             if not args.silent:
-                flag_list = rendered_flags.get(flags)
+                lines += view.announce(flags)
+                shown = view.shown_flags(uid, flags)
+                flag_list = rendered_flags.get(shown)
                 if flag_list is None:
-                    flag_list = rendered_flags[flags] = b"FLAGS " + render.flag_list(flags.split())
+                    flag_list = rendered_flags[shown] = b"FLAGS " + render.flag_list(shown.split())
                 parts.append(flag_list)
             if condstore:
                 parts.append(b"MODSEQ (%d)" % modseq)
@@ -837,6 +891,7 @@ class _Info:
     uidvalidity: int
     unseen: int
     highest_modseq: int
+    recent: int = 0
 
 
 _STATE_WORDS = {NOT_AUTH: "before authentication", AUTH: "without a selected folder",

@@ -287,7 +287,7 @@ class MessageOps:
         return [FolderInfo(*row) for row in rows]
 
     def folder_create(self: Store, actor: Actor | str, address: str, name: str, *,
-                      special_use: str | None = None, ip: str = "") -> FolderInfo:
+                      special_use: str | None = None, ip: str = "", subscribed: bool = True) -> FolderInfo:
         name = check_folder_name(name)
         if special_use is not None and special_use not in SPECIAL_USES:
             raise StoreError(f"unknown special use {special_use}.")
@@ -300,14 +300,14 @@ class MessageOps:
                                                        Folder.name == name)).first()
             if exists:
                 raise FolderExists(f"folder {name!r} already exists.")
-            folder = Folder(mailbox_id=mailbox_id, name=name, special_use=special_use, subscribed=True,
+            folder = Folder(mailbox_id=mailbox_id, name=name, special_use=special_use, subscribed=subscribed,
                             uidvalidity=fresh_uidvalidity(), uidnext=1, highest_modseq=1,
                             message_count=0, unseen_count=0)
             s.add(folder)
             s.flush()
             audit.record(s, audit.ADMIN, actor=as_actor(actor).audit_name, mailbox=box, ip=ip,
                          details={"op": "folder.create", "folder": name})
-            info = FolderInfo(name, special_use, True, 0, 0, 1, folder.uidvalidity, 1)
+            info = FolderInfo(name, special_use, subscribed, 0, 0, 1, folder.uidvalidity, 1)
             return info, FolderChanged(mailbox_id, folder.id, "folder")
 
         info, event = self._write(work)
@@ -823,8 +823,8 @@ class MessageOps:
             source = self._folder_row(s, ref.mailbox_id, ref.name, lock=True)
             if source.id != ref.folder_id:
                 raise FolderNotFound("the selected folder no longer exists.")
-            if move and target.id == source.id:
-                raise StoreError("cannot move messages to the folder they are in.")
+            # MOVE into the folder itself (RFC 6851 allows it; Dovecot does it): new UIDs,
+            # the old ones expunged, like any move.
             rows = self._rows_by_uid(s, source.id, uids, lock=move)
             if not move or target_mailbox != ref.mailbox_id:
                 size = sum(m.size for m in rows)

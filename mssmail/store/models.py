@@ -145,6 +145,9 @@ class Folder(Base):
     uidnext: Mapped[int] = mapped_column(BigInteger, default=1)
     # RFC 7162 (CONDSTORE): bumped on every change to the folder's messages.
     highest_modseq: Mapped[int] = mapped_column(BigInteger, default=1)
+    # RFC 3501 2.3.2 (\\Recent): messages with a UID from here on are claimed by no session
+    # yet (mssmail/store/imapfolder.py).
+    recent_uid: Mapped[int] = mapped_column(BigInteger, default=1, server_default="1")
     message_count: Mapped[int] = mapped_column(Integer, default=0)
     unseen_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

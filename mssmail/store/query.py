@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email.header import decode_header, make_header
+from email.utils import parsedate_tz
 from typing import Any
 
 from mssmail.store import mimeview
@@ -203,7 +204,8 @@ def columns_for(node: Query, *, modseq: bool = False) -> list[str]:
         elif isinstance(leaf, Size):
             needed.add(SIZE)
         elif isinstance(leaf, DateRange):
-            needed.update((INTERNAL,) if leaf.source == "internal" else (INTERNAL, SENT))
+            # SHA: a sent date near a bound is read from the Date: header as written.
+            needed.update((INTERNAL,) if leaf.source == "internal" else (INTERNAL, SENT, SHA))
         elif isinstance(leaf, Arrived):
             needed.add(INTERNAL)
         elif isinstance(leaf, Modseq):
@@ -402,6 +404,37 @@ def _day(value: datetime | None) -> date | None:
     return value.astimezone(UTC).date() if value is not None else None
 
 
+def _written_day(content: Content) -> date | None:
+    """The day of the Date: header as written, in the sender's own time zone."""
+    for value in content.header_values("date"):
+        parsed = parsedate_tz(value)
+        if parsed is not None:
+            with contextlib.suppress(ValueError):
+                return date(parsed[0], parsed[1], parsed[2])
+    return None
+
+
+def _sent_test(since: date | None, before: date | None) -> Test:
+    """SENTBEFORE/SENTON/SENTSINCE (RFC 3501 6.4.4): the Date: header's day "disregarding
+    time and timezone", i.e. as the sender wrote it, not its UTC day. The stored date is
+    UTC; a written day is at most one day from it (zones are within +-14 h), so only a
+    row within a day of a bound has its header read."""
+    bounds = [b for b in (since, before) if b is not None]
+
+    def on_sent(row: Row, content: Content) -> bool:
+        utc = _day(row[SENT])
+        value = utc
+        if utc is None:
+            value = _day(row[INTERNAL])  # no usable Date: header: the arrival date
+        elif any(abs((utc - b).days) <= 1 for b in bounds) and row[SHA]:
+            value = _written_day(content) or utc
+        if value is None:
+            return False
+        return (since is None or value >= since) and (before is None or value < before)
+
+    return on_sent
+
+
 def _header_test(field: str, needle: str) -> Test:
     wanted = fold(needle)
     if field in ("from", "subject") and wanted:
@@ -486,6 +519,8 @@ def _leaf(key: Query) -> Test:
         larger, smaller = key.larger_than, key.smaller_than
         return lambda row, content: ((larger is None or row[SIZE] > larger)
                                      and (smaller is None or row[SIZE] < smaller))
+    if isinstance(key, DateRange) and key.source == "sent":
+        return _sent_test(key.since, key.before)
     if isinstance(key, DateRange):
         column = INTERNAL if key.source == "internal" else SENT
         since, before = key.since, key.before

@@ -20,6 +20,7 @@ from mssmail.store.db import Database
 from mssmail.store.delivery import DeliveryOps
 from mssmail.store.events import ChangeBus
 from mssmail.store.groupcommit import GroupCommitter
+from mssmail.store.imapfolder import ImapFolderOps
 from mssmail.store.jobs import JobOps
 from mssmail.store.mailboxes import MailboxAdmin
 from mssmail.store.messages import MessageOps
@@ -35,7 +36,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class Store(MailboxAdmin, AuthOps, DeliveryOps, OutboundOps, JobOps, MessageAPI, MessageOps):
+class Store(MailboxAdmin, AuthOps, DeliveryOps, OutboundOps, JobOps, MessageAPI, MessageOps, ImapFolderOps):
     def __init__(
         self,
         url: str,
