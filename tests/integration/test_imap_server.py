@@ -459,7 +459,8 @@ def test_store_copy_move_expunge_close_uid_variants(server: MssInstance) -> None
     _, data = c.uid("STORE", lot[0], "-FLAGS.SILENT", "($Urgent)")
     assert data == [None]
     _, data = c.uid("STORE", lot[0], "FLAGS", "(\\Answered)")
-    assert b"(\\Answered)" in data[0]
+    # \Recent too if this session is the first to see the message (RFC 3501 2.3.2)
+    assert re.search(rb"FLAGS \((\\Recent )?\\Answered\)", data[0]), data[0]
     typ, data = c._simple_command("UID", "COPY", lot[0], "Classement")
     assert typ == "OK" and b"COPYUID" in data[0]
     assert c.uid("COPY", lot[0], "Nowhere")[0] == "NO"
@@ -520,6 +521,8 @@ def test_idle_announces_new_mail_flags_and_expunge(server: MssInstance) -> None:
     send_mail(server, to, "arrivée pendant IDLE")
     line = idler.line()  # the socket's timeout bounds the wait; no wall-time assert
     assert line == b"* %d EXISTS" % (exists + 1), line
+    line = idler.line()  # the new message is recent in this session (RFC 3501 7.3.2)
+    assert re.fullmatch(rb"\* \d+ RECENT", line), line
     other = login(server)
     other.select("INBOX")
     other.store(str(exists + 1), "+FLAGS", "(\\Flagged)")
