@@ -406,9 +406,12 @@ class HprimSanteReader:
     ``patients()`` yields each patient as soon as the next ``P`` or the ``L`` closes it,
     so a router can handle a big file holding the input and one patient. ParseError may
     come after earlier patients were yielded (a missing ``L`` is only seen at the end):
-    treat them as final once the iteration ends; ``warnings`` is complete then."""
+    treat them as final once the iteration ends; ``warnings`` is complete then.
+    ``share_strings`` keeps one copy of repeated values, for callers that keep every
+    patient (``parse_hprim_sante`` does)."""
 
-    def __init__(self, data: bytes, escape_mode: str = "hl7_named") -> None:
+    def __init__(self, data: bytes, escape_mode: str = "hl7_named",
+                 share_strings: bool = False) -> None:
         if escape_mode not in ESCAPE_MODES:
             raise ValueError(f"unknown HPRIM Santé escape mode {escape_mode!r}")
         self.escape_mode = escape_mode
@@ -421,7 +424,7 @@ class HprimSanteReader:
         self._first_line, first_text = first
         self.delimiters = _read_delimiters(self._first_line, first_text)
         self._parser = _RecordParser(self.delimiters, Escaper(self.delimiters, escape_mode),
-                                     self.warnings)
+                                     self.warnings, share_strings)
         self.header = self._parser.header(self._first_line, first_text)
 
     def patients(self) -> Iterator[HprimSantePatient]:
@@ -505,7 +508,7 @@ class HprimSanteReader:
 
 def parse_hprim_sante(data: bytes, escape_mode: str = "hl7_named") -> HprimSanteFile:
     """Parse an HPRIM Santé file; see the module doc for what is refused."""
-    reader = HprimSanteReader(data, escape_mode)
+    reader = HprimSanteReader(data, escape_mode, share_strings=True)
     patients = tuple(reader.patients())
     return HprimSanteFile(
         delimiters=reader.delimiters, header=reader.header, patients=patients,
@@ -526,7 +529,9 @@ def _freeze_patient(patient: _OpenPatient) -> HprimSantePatient:
 class _RecordParser:
     """Field extraction for one file's delimiters."""
 
-    def __init__(self, delimiters: Delimiters, escaper: Escaper, warnings: list[str]) -> None:
+    def __init__(self, delimiters: Delimiters, escaper: Escaper, warnings: list[str],
+                 share_strings: bool = True) -> None:
+        self.share_strings = share_strings
         self.d = delimiters
         self.decode: Callable[[str], str] = escaper.decode
         self.split = escaper.split
@@ -625,13 +630,15 @@ class _RecordParser:
             share = self.shared.setdefault
             seq, value_type, raw_test, value, unit, range_text, flag, status, raw_date = (
                 _OBX_FIELDS(f))
-            seq = share(seq, seq).strip()
-            value_type = share(value_type, value_type).strip()
-            value = value.strip()
-            if len(value) <= 8:  # short values ("4.27", "NEG") repeat across a big file
-                value = share(value, value)
-            unit = share(unit, unit).strip()
-            status = share(status, status).strip()
+            seq, value_type, value, unit, status = (
+                seq.strip(), value_type.strip(), value.strip(), unit.strip(), status.strip())
+            if self.share_strings:
+                # A whole-file result keeps one copy of what repeats; a streaming reader
+                # drops each patient soon and skips the cost.
+                seq, value_type, unit, status = (share(seq, seq), share(value_type, value_type),
+                                                 share(unit, unit), share(status, status))
+                if len(value) <= 8:  # short values ("4.27", "NEG") repeat in a big file
+                    value = share(value, value)
             flag = flag.strip()
             range_text = range_text.strip()
             raw_date = raw_date.strip()
