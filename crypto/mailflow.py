@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,10 @@ from crypto.publication import find_encryption_certificate
 from mssmail import mime
 
 log = logging.getLogger(__name__)
+
+# How long the submission filter believes a sender's signing/encryption policy.
+POLICY_CACHE_SECONDS = 5.0
+POLICY_CACHE_SIZE = 10_000
 
 # RFC 3463 / RFC 5321 reply for a recipient we must encrypt to but cannot.
 REPLY_NO_CERTIFICATE = (550, "5.7.1 No encryption certificate for {rcpt}: encryption is required")
@@ -55,17 +60,10 @@ class Policy:
 
 
 def mailbox_settings(store: Any, address: str) -> dict[str, Any]:
-    """Mailbox.settings of a local mailbox, {} for others (read through the store's session)."""
+    """Mailbox.settings of a local mailbox, {} for others (the store API's read)."""
     if store is None:
         return {}
-    from sqlalchemy import select
-
-    from mssmail.store.models import Mailbox
-
-    with store.db.read() as session:
-        value = session.execute(select(Mailbox.settings).where(
-            Mailbox.address == address.strip().lower())).scalar_one_or_none()
-    return dict(value or {})
+    return dict(store.mailbox_settings(address))
 
 
 def policy_for(config: Any, store: Any, sender: str) -> Policy:
@@ -87,11 +85,12 @@ def recipient_certificate(ks: KeyStore, address: str, store: Any,
 
 
 def protect_outgoing(config: Any, store: Any, sender: str, recipients: list[str], message: bytes,
-                     ks: KeyStore | None = None, options: Any = None) -> bytes:
+                     ks: KeyStore | None = None, options: Any = None, policy: Policy | None = None) -> bytes:
     """Apply the signing/encryption policy to a submitted message (raises PolicyRefusal).
     `options` (mssmail.delivery.filters.SubmitOptions: what the sender asked for) may
-    only raise the policy, never lower it."""
-    policy = policy_for(config, store, sender)
+    only raise the policy, never lower it. `policy`: the sender's, when the caller
+    knows it already (else read from its mailbox settings)."""
+    policy = policy or policy_for(config, store, sender)
     if options is not None:
         policy = Policy(*options.raise_policy(policy.sign, policy.encrypt))
     if not policy.sign and policy.encrypt == "never":
@@ -319,10 +318,24 @@ def submission_filter(config: Any, store: Any) -> Any:
     """filter(sender, recipients, data, options) -> data, raising Reject(550, "5.7.1 ...") per
     policy; `options` (the sender's SubmitOptions) only raise it."""
     ks = keystore_for(config)
+    # sender -> (believed until, policy): one settings read per sender every few seconds,
+    # not one per message (the submission hot path); a changed setting applies within
+    # POLICY_CACHE_SECONDS.
+    policies: dict[str, tuple[float, Policy]] = {}
+
+    def policy_of(sender: str) -> Policy:
+        now = time.monotonic()
+        known = policies.get(sender)
+        if known is None or known[0] <= now:
+            if len(policies) >= POLICY_CACHE_SIZE:
+                policies.clear()
+            known = policies[sender] = (now + POLICY_CACHE_SECONDS, policy_for(config, store, sender))
+        return known[1]
 
     def crypto_submission(sender: str, recipients: list[str], data: bytes, options: Any = None) -> bytes:
         try:
-            return protect_outgoing(config, store, sender, list(recipients), data, ks, options)
+            return protect_outgoing(config, store, sender, list(recipients), data, ks, options,
+                                    policy=policy_of(sender))
         except PolicyRefusal as refusal:
             raise _reject(refusal.code, refusal.text) from None
 

@@ -19,9 +19,6 @@ from __future__ import annotations
 import email.utils
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from email.message import Message
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from typing import TYPE_CHECKING
 
 from mssmail import audit
@@ -29,6 +26,8 @@ from mssmail.delivery import filters
 from mssmail.delivery.filters import NO_OPTIONS, SubmitOptions
 from mssmail.delivery.pipeline import Copy, Delivery, Submission
 from mssmail.delivery.service import DeliveryService
+from mssmail.mime import fastpath
+from mssmail.mime import headers as mime_headers
 from mssmail.smtp import policy, replies
 from mssmail.smtp.received import new_queue_id
 
@@ -39,8 +38,6 @@ if TYPE_CHECKING:
 
 # Rights on a mailbox that let its holder send as it (Mailbox delegations).
 SENDING_RIGHTS = ("owner", "full")
-# The header block is read within this much of the message (Date, Message-ID, From).
-HEADER_SCAN = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -86,25 +83,26 @@ def allowed_senders(store: Store, actor: str) -> list[str]:
 
 
 class Headers:
-    """The header fields of a message, parsed once (the From: check and the header
-    completion both read them)."""
+    """The header fields a submission reads (From:, Date:, Message-ID:), found once
+    for the From: check and the header completion, by the MIME room's reader: its
+    regex fast path, or `headers.parse` for a block the fast path is unsure of."""
+
+    WANTED = frozenset({b"from", b"date", b"message-id"})
 
     def __init__(self, raw: bytes) -> None:
-        end = raw.find(b"\r\n\r\n", 0, HEADER_SCAN)
-        head = raw[:HEADER_SCAN] if end < 0 else raw[:end + 4]
+        end, _body = mime_headers.block_offsets(raw)
         try:
-            self._parsed: Message | None = BytesHeaderParser(policy=compat32).parsebytes(head)
-        except Exception:
-            self._parsed = None
+            self._fields = fastpath.scan_fields(raw[:end], self.WANTED)
+        except fastpath.Unsure:
+            parsed = mime_headers.parse(raw)
+            self._fields = {}
+            for found in parsed.fields:
+                name = found.name.lower()
+                if name in self.WANTED:
+                    self._fields.setdefault(name, []).append(found.value)
 
     def values(self, name: str) -> list[str]:
-        if self._parsed is None:
-            return []
-        return [str(v) for v in self._parsed.get_all(name) or []]
-
-
-def header_values(raw: bytes, name: str) -> list[str]:
-    return Headers(raw).values(name)
+        return [mime_headers.text(v) for v in self._fields.get(name.lower().encode(), [])]
 
 
 def complete_headers(raw: bytes, hostname: str, headers: Headers | None = None) -> bytes:
