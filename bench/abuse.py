@@ -30,7 +30,6 @@ import contextlib
 import fcntl
 import imaplib
 import json
-import select
 import smtplib
 import socket
 import ssl
@@ -47,6 +46,9 @@ from tests.security import wire
 from tests.support.instance import MssInstance
 
 PER_IP = 20  # [limits] max_connections_per_ip, the default
+# The probe that talks to the flooded port: it is expected to fail once the flood holds the
+# port's whole share ([limits] max_connections_per_listener); the targets are about the others.
+FLOODED_PROBE = {"ldap": "ldap", "smtp": "mx", "imap": None, "imaps": "imaps"}
 
 
 def rss_mb(pid: int) -> float:
@@ -205,18 +207,19 @@ def smtp_dialogue_abuse(inst: MssInstance, command: Callable[[int], bytes], coun
                 break
             sent += batch
             while answered < sent and time.monotonic() < deadline:
-                ready, _, _ = select.select([s], [], [], 1)
-                if not ready:
-                    continue
+                s.settimeout(1)
                 try:
                     chunk = s.recv(65536)
+                except TimeoutError:
+                    continue
                 except OSError:
                     chunk = b""
                 if not chunk:
                     closed = True
                     break
                 buf += chunk
-                answered = sum(1 for line in buf.split(b"\r\n") if line[:3].isdigit() and line[3:4] == b" ") - 3
+                # final reply lines, less those of EHLO and MAIL (the greeting was read above)
+                answered = sum(1 for line in buf.split(b"\r\n") if line[:3].isdigit() and line[3:4] == b" ") - 2
     finally:
         s.close()
     return {"sent": sent, "answered": max(answered, 0), "server_closed": closed}
@@ -231,11 +234,12 @@ def run(args: argparse.Namespace) -> dict:
         try:
             probes = Probes(inst)
             probes.measure(3)  # warm-up
-            rows["at rest"] = {"probes": probes.measure(args.samples)}
+            rows["at rest"] = {"probes": probes.measure(args.samples), "rss_mb": round(rss_mb(inst.process.pid), 1)}
             for port in ("ldap", "smtp", "imap", "imaps"):
                 result: dict = {}
                 with idle_flood(inst, port, args.hosts, result):
-                    rows[f"idle flood on {port}"] = {"flood": result, "probes": probes.measure(args.samples)}
+                    rows[f"idle flood on {port}"] = {"flood": result, "probes": probes.measure(args.samples),
+                                                     "flooded_probe": FLOODED_PROBE[port]}
             for name, flood in (("imap literal before login", imap_literal_flood),
                                 ("ldap 15 MB BER, anonymous", ldap_ber_flood)):
                 result = {}
@@ -260,11 +264,23 @@ def report(rows: dict) -> None:
             ldap = f"{p['ldap']['p50_ms']}" + (f" ({p['ldap']['failed']} failed)" if p["ldap"]["failed"] else "")
         else:
             mx = imaps = ldap = "-"
-        print(f"{name:<28} {mx:>16} {imaps:>14} {ldap:>12}  {json.dumps(row.get('flood', {}))}")
-    worst = max((r["probes"]["mx"]["p99_ms"] for r in rows.values() if "probes" in r), default=-1)
-    imaps_ok = all(r["probes"]["imaps"]["ok"] > 0 for r in rows.values() if "probes" in r)
-    print(f"\ntarget MX p99 < 200 ms under every flood: {'met' if 0 <= worst < 200 else 'NOT met'} "
-          f"(worst {worst} ms); IMAPS login served under every flood: {'yes' if imaps_ok else 'NO'}")
+        extra = {**row.get("flood", {}), **({"rss_mb": row["rss_mb"]} if "rss_mb" in row else {})}
+        print(f"{name:<28} {mx:>16} {imaps:>14} {ldap:>12}  {json.dumps(extra)}")
+    worst, imaps_ok, mx_ok = -1.0, True, True
+    for row in rows.values():
+        p, flooded = row.get("probes"), row.get("flooded_probe")
+        if not p:
+            continue
+        if flooded != "mx":
+            mx_ok = mx_ok and p["mx"]["failed"] == 0
+            worst = max(worst, p["mx"]["p99_ms"])
+        if flooded != "imaps":
+            imaps_ok = imaps_ok and p["imaps"]["ok"] > 0 and p["imaps"]["failed"] == 0
+    met = mx_ok and 0 <= worst < 200
+    print(f"\ntarget MX delivery p99 < 200 ms while another port is flooded: {'met' if met else 'NOT met'} "
+          f"(worst {worst} ms{'' if mx_ok else ', some deliveries failed'}); IMAPS login served while "
+          f"another port is flooded: {'yes' if imaps_ok else 'NO'}. A port flooded by many hosts is full "
+          "for newcomers until the flood ends or its peers time out (its probe above).")
 
 
 def main() -> int:

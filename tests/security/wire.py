@@ -3,7 +3,7 @@ malformed ones can be made), responses read back, and sockets watched for the se
 
 from __future__ import annotations
 
-import select
+import selectors
 import socket
 import ssl
 import time
@@ -114,19 +114,23 @@ def is_notice(response: tuple[int, int, int | None], code: int) -> bool:
 
 def closed_by_server(socks: list[socket.socket], expected: int, timeout: float = 15.0) -> set[socket.socket]:
     """The sockets the server closed (EOF or reset), waiting until `expected` of them are, or
-    `timeout` seconds; any data read is dropped (a refusal message)."""
+    `timeout` seconds; any data read is dropped (a refusal message). epoll, not select(): a
+    flood holds descriptors above 1024."""
     closed: set[socket.socket] = set()
     deadline = time.monotonic() + timeout
-    while len(closed) < expected and time.monotonic() < deadline:
-        open_ = [s for s in socks if s not in closed]
-        ready, _, _ = select.select(open_, [], [], 0.2)
-        for s in ready:
-            try:
-                data = s.recv(4096)
-            except OSError:
-                data = b""
-            if not data:
-                closed.add(s)
+    with selectors.DefaultSelector() as sel:
+        for s in socks:
+            sel.register(s, selectors.EVENT_READ)
+        while len(closed) < expected and time.monotonic() < deadline:
+            for key, _ in sel.select(0.2):
+                s = key.fileobj
+                try:
+                    data = s.recv(4096)  # type: ignore[union-attr]
+                except OSError:
+                    data = b""
+                if not data:
+                    closed.add(s)  # type: ignore[arg-type]
+                    sel.unregister(s)
     return closed
 
 
