@@ -1,6 +1,6 @@
 """The LDAP listener: our own search path, ldaptor's codec and dispatch for the rest.
 
-ldaptor's in-memory tree walks every entry per search (../shared/research/mssante.md), so this
+ldaptor's in-memory tree walks every entry per search (far too slow at the national directory's size), so this
 server subclasses `BaseLDAPServer` for binds, writes and StartTLS only. Searches, nearly all of
 the traffic, take a lean path: `dataReceived` frames each LDAPMessage and decodes a
 SearchRequest with directory.ber (straight to our filter AST), the filter becomes SQL text
