@@ -10,6 +10,7 @@ import smtplib
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -169,3 +170,34 @@ def test_a_blocked_source_is_a_lockout_line(tmp_path: Path) -> None:
     lockouts = [e for e in lines if e["event"] == "login.lockout"]
     assert lockouts and lockouts[0]["peer"] == "127.0.0.1" and lockouts[0]["service"] == "imap"
     assert WRONG_PASSWORD not in json.dumps(lines)
+
+
+def test_a_relay_attempt_is_a_log_line_with_its_queue_id(tmp_path: Path) -> None:
+    from tests.support.instance import free_port
+
+    other = MssInstance(tmp_path / "c", DOMAIN)
+    closed = free_port()  # nobody listens there: the attempt is deferred
+    other.configure("trust", "domains", '["b.example"]')
+    other.configure("relay", "routes", json.dumps([f"b.example=127.0.0.1:{closed}"]))
+    other.configure("relay", "poll_interval", '"1s"')
+    other.start("submission", "relay")
+    try:
+        sender = f"jean.martin@{DOMAIN}"
+        with smtplib.SMTP("127.0.0.1", other.ports["submission"], timeout=30) as smtp:
+            smtp.starttls(context=ssl.create_default_context(cafile=str(other.ca_file)))
+            smtp.login(sender, other.passwords[sender])
+            smtp.sendmail(sender, ["dr.x@b.example"], f"From: {sender}\r\nSubject: relay\r\n\r\nx\r\n".encode())
+        queued = json.loads(other.mss("queue", "list", "--json").stdout)
+        assert queued
+        log = other.data / "logs" / "mss.log"
+        attempts: list[dict] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not attempts:
+            attempts = [e for e in map(json.loads, log.read_text().splitlines()) if e["event"] == "relay.attempt"]
+            time.sleep(0.5)
+    finally:
+        other.stop()
+    assert attempts, "no relay.attempt line"
+    first = attempts[0]
+    assert first["queue_id"] == str(queued[0]["id"]) and first["recipient"] == "dr.x@b.example"
+    assert first["outcome"] == "deferred" and first["sender"] == sender
