@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from mssmail.imap import sort, thread
 from mssmail.imap.searchkeys import Node, check_charset, parse_criteria
 from mssmail.imap.seqset import SeqSet
 from mssmail.imap.tokens import Cursor, ParseError
@@ -84,6 +85,12 @@ class SearchArgs:
     criteria: Node
     charset: str
     returns: tuple[str, ...] | None = None  # ESEARCH RETURN options (RFC 4731), None: plain SEARCH
+
+
+@dataclass(frozen=True)
+class SortArgs:
+    program: list[tuple[str, bool]]  # (sort key, REVERSE), mssmail/imap/sort.py
+    search: SearchArgs
 
 
 @dataclass(frozen=True)
@@ -245,6 +252,8 @@ def _list(cur: Cursor, lsub: bool = False) -> list[Any]:
             if option == "STATUS":  # RFC 5819
                 cur.sp()
                 status = _status_items(cur)
+            elif option not in ("SUBSCRIBED", "CHILDREN", "SPECIAL-USE"):
+                raise ParseError(f"unknown LIST return option {option[:20]}")  # RFC 5258 section 3
             returns.append(option)
     cur.end()
     for option in select:
@@ -434,6 +443,40 @@ def _search(cur: Cursor) -> list[Any]:
     return [SearchArgs(parse_criteria(cur, charset), charset, returns)]
 
 
+def _sort(cur: Cursor) -> list[Any]:
+    """SORT (RFC 5256 section 5): sort program, charset, search criteria; with ESORT's
+    RETURN options first (RFC 5267 section 3)."""
+    cur.sp()
+    returns = None
+    if cur.keyword(b"RETURN"):
+        cur.sp()
+        returns = tuple(cur.paren_atoms()) or ("ALL",)
+        for option in returns:
+            if option not in ("MIN", "MAX", "ALL", "COUNT"):
+                raise ParseError(f"unknown SORT RETURN option {option}")
+        cur.sp()
+    try:
+        program = sort.parse_program(cur.paren_atoms())
+    except sort.SortError as exc:
+        raise ParseError(str(exc)) from None
+    cur.sp()
+    charset = check_charset(cur.astring().decode("ascii", "replace"))
+    cur.sp()
+    return [SortArgs(program, SearchArgs(parse_criteria(cur, charset), charset, returns))]
+
+
+def _thread(cur: Cursor) -> list[Any]:
+    """THREAD (RFC 5256 section 5): algorithm, charset, search criteria."""
+    cur.sp()
+    algorithm = cur.atom().decode("ascii", "replace").upper()
+    if algorithm not in thread.ALGORITHMS:
+        raise ParseError(f"unknown threading algorithm {algorithm[:20]}")
+    cur.sp()
+    charset = check_charset(cur.astring().decode("ascii", "replace"))
+    cur.sp()
+    return [algorithm, SearchArgs(parse_criteria(cur, charset), charset)]
+
+
 def _uid_expunge(cur: Cursor) -> list[Any]:
     cur.sp()
     messages = cur.seqset()
@@ -519,13 +562,15 @@ COMMANDS: dict[str, tuple[tuple[str, ...], Any]] = {
     "UNSELECT": ((SELECTED,), _no_args),
     "EXPUNGE": ((SELECTED,), _no_args),
     "SEARCH": ((SELECTED,), _search),
+    "SORT": ((SELECTED,), _sort),
+    "THREAD": ((SELECTED,), _thread),
     "FETCH": ((SELECTED,), _fetch),
     "STORE": ((SELECTED,), _store),
     "COPY": ((SELECTED,), _copy),
     "MOVE": ((SELECTED,), _copy),
 }
 UID_COMMANDS = {"FETCH": _fetch, "STORE": _store, "COPY": _copy, "MOVE": _copy, "SEARCH": _search,
-                "EXPUNGE": _uid_expunge}
+                "SORT": _sort, "THREAD": _thread, "EXPUNGE": _uid_expunge}
 
 
 def parse(raw: bytes) -> Request:
