@@ -91,3 +91,19 @@ def test_list_extended_refuses_unknown_return_options():
     assert args.returns == ("CHILDREN", "SUBSCRIBED")
     with pytest.raises(ParseError):
         grammar.parse(b'a LIST "" "" RETURN (IMAPTEST)')
+
+
+def test_within_younger_older_are_instants():
+    """WITHIN (RFC 5032): YOUNGER n is the last n seconds, OLDER n before that."""
+    from mssmail.imap import search
+    from mssmail.imap.searchkeys import Key
+    from mssmail.store import query as q
+
+    now = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    view = search.View([1], now)
+    assert search.compile_criteria(Key("age", 60, op="<="), view) == q.Arrived(
+        at_or_after=now - timedelta(seconds=60))
+    assert search.compile_criteria(Key("age", 60, op=">"), view) == q.Arrived(
+        before=now - timedelta(seconds=60))
+    request = grammar.parse(b"a SEARCH YOUNGER 3600 OLDER 60")
+    assert request.name == "SEARCH"
