@@ -25,6 +25,7 @@ from crypto.keystore import KeyStore
 from crypto.pgp import Pgp
 from crypto.publication import find_encryption_certificate
 from mssmail import mime
+from mssmail.mime.headers import header_length
 
 log = logging.getLogger(__name__)
 
@@ -291,17 +292,11 @@ def view_filter_for(config: Any, ks: KeyStore | None = None) -> Any:
 
 
 def _may_be_enveloped(raw: bytes) -> bool:
-    """False when the header block cannot name application/(x-)pkcs7-mime: a few `find`s
-    instead of parsing the headers of every message a reader opens. Every blank line,
-    whatever its line ends, contains one of these pairs, so the header block lies within
-    the first one found (plus its length)."""
-    end = raw.find(b"\n\r")  # CRLF mail: found at the end of the headers
-    end = len(raw) if end < 0 else end
-    for pair in (b"\n\n", b"\r\r"):
-        found = raw.find(pair, 0, end + 1)
-        end = found if found >= 0 else end
-    head = raw[:end + 4]
-    return b"pkcs7-mime" in head.lower()
+    """False when the header block cannot name application/(x-)pkcs7-mime: two `find`s
+    (the header block as mssmail.mime cuts it) instead of parsing the headers of every
+    message a reader opens. That block is never shorter than the one `smime.is_smime`
+    reads after canonicalisation, where a bare CR can only end the block sooner."""
+    return b"pkcs7-mime" in raw[:header_length(raw)].lower()
 
 
 def _reject(code: int, text: str) -> Exception:

@@ -26,6 +26,7 @@ from email.header import decode_header, make_header
 from email.utils import parsedate_tz
 from typing import Any
 
+from mssmail.mime import addresses
 from mssmail.store import mimeview
 
 # --- the tree ---------------------------------------------------------------------------
@@ -435,6 +436,25 @@ def _sent_test(since: date | None, before: date | None) -> Test:
     return on_sent
 
 
+# Fields holding addresses: SEARCH FROM/TO/CC/BCC (RFC 3501 6.4.4) match "the envelope
+# structure's" field, so an address also matches as ENVELOPE reads it (mssmail.mime.addresses:
+# comments and source routes out, quoted local parts unquoted, group names in).
+_ADDRESS_FIELDS = frozenset({"from", "to", "cc", "bcc", "sender", "reply-to"})
+
+
+def _address_forms_may_differ(value: str) -> bool:
+    """Whether the address reading of `value` can hold text its raw form does not:
+    only through a comment, a quoted string, a source route or blanks around an "@"."""
+    return "(" in value or '"' in value or "<@" in value or " @" in value or "@ " in value
+
+
+def _in_field(wanted: str, field: str, value: str) -> bool:
+    if wanted in fold(value):
+        return True
+    return (field in _ADDRESS_FIELDS and _address_forms_may_differ(value)
+            and any(wanted in fold(text) for text in addresses.search_text(value)))
+
+
 def _header_test(field: str, needle: str) -> Test:
     wanted = fold(needle)
     if field in ("from", "subject") and wanted:
@@ -442,25 +462,25 @@ def _header_test(field: str, needle: str) -> Test:
 
         def summary(row: Row, content: Content) -> bool:
             value = row[column] or ""
-            if wanted in fold(value):
+            if _in_field(wanted, field, value):
                 return True
             if len(value) < SUMMARY_MAX:
                 return False  # the summary holds the whole decoded field
-            return any(wanted in fold(v) for v in content.header_values(field))
+            return any(_in_field(wanted, field, v) for v in content.header_values(field))
 
         return summary
     if field in ("to", "cc") and wanted:
         def prefiltered(row: Row, content: Content) -> bool:
             value = row[TO] or ""
-            if len(value) < SUMMARY_MAX and wanted not in fold(value):
+            if len(value) < SUMMARY_MAX and not _in_field(wanted, field, value):
                 return False  # To and Cc are both in the summary: a cheap "no"
-            return any(wanted in fold(v) for v in content.header_values(field))
+            return any(_in_field(wanted, field, v) for v in content.header_values(field))
 
         return prefiltered
 
     def header(row: Row, content: Content) -> bool:
         values = content.header_values(field)
-        return bool(values) and (not wanted or any(wanted in fold(v) for v in values))
+        return bool(values) and (not wanted or any(_in_field(wanted, field, v) for v in values))
 
     return header
 

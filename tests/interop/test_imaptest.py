@@ -44,13 +44,11 @@ NOT_ANNOUNCED = {
     "URLAUTH", "URLAUTH=BINARY",
 }
 
-# Groups that still fail on mss, each for a reason in docs/imap.md (search-addresses:
-# SEARCH FROM/TO/CC does not match inside an address's comment or a group's name;
-# listext: a subscription ends with its folder, so LIST (SUBSCRIBED) cannot show a
-# subscribed \\NonExistent name, RFC 5258 section 3.1). The
-# test fails when a group outside this set fails, and when one in it passes (then it
-# leaves the set).
-KNOWN_FAILING = {"search-addresses", "listext"}
+# Groups that still fail on mss, each for a reason in docs/imap.md (listext: a
+# subscription ends with its folder, so LIST (SUBSCRIBED) cannot show a subscribed
+# \\NonExistent name, RFC 5258 section 3.1). The test fails when a group outside this set
+# fails, and when one in it passes (then it leaves the set).
+KNOWN_FAILING = {"listext"}
 
 
 @dataclass

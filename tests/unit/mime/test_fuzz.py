@@ -100,3 +100,17 @@ def test_structural_mutations(raw: bytes, inserts: list[tuple[int, bytes]]) -> N
 @given(st.binary(max_size=600))
 def test_random_bytes(raw: bytes) -> None:
     _read_everything(raw)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from([b"Content-Type: application/pkcs7-mime", b"Content-Type: text/plain",
+                                 b"X: y", b"\r", b"\n", b"\r\n", b" ", b"pkcs7-mime", b"smime-type=enveloped-data",
+                                 b";", b"application/x-pkcs7-mime"]), max_size=12))
+def test_the_enveloped_precheck_never_misses(pieces: list[bytes]) -> None:
+    """crypto's view filter skips is_smime when _may_be_enveloped says no: it must never
+    say no to a message is_smime calls enveloped, bare CRs and LFs included."""
+    from crypto import mailflow, smime
+
+    raw = b"".join(pieces)
+    if smime.is_smime(raw) == "enveloped":
+        assert mailflow._may_be_enveloped(raw)
