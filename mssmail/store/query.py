@@ -22,11 +22,11 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from email.header import decode_header, make_header
 from email.utils import parsedate_tz
 from typing import Any
 
 from mssmail.mime import addresses
+from mssmail.mime import headers as hdr
 from mssmail.store import mimeview
 
 # --- the tree ---------------------------------------------------------------------------
@@ -236,12 +236,9 @@ def fold(text: str) -> str:
 
 
 def decode_words(value: str) -> str:
-    """An unfolded header value with RFC 2047 encoded words decoded."""
-    value = re.sub(r"\r?\n(?=[ \t])", "", value)
-    try:
-        return str(make_header(decode_header(value)))
-    except Exception:
-        return value
+    """An unfolded header value with RFC 2047 encoded words decoded, as the summary and
+    every other reader decode them (mssmail.mime.headers.decode_words)."""
+    return hdr.decode_words(value)
 
 
 class Content:
