@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 DATA ?= ./var
 PYTEST_ARGS ?=
 
-.PHONY: run test lint system-deps venv bench clean
+.PHONY: run test lint typecheck system-deps venv bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,7 +24,11 @@ run: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 
-test: venv system-deps lint
+# mypy over the packages listed in pyproject.toml [tool.mypy] (the store, IMAP).
+typecheck: venv
+	$(VENV)/bin/mypy
+
+test: venv system-deps lint typecheck
 	$(VENV)/bin/python -m pytest -q -ra $(PYTEST_ARGS)
 
 clean:

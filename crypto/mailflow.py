@@ -14,7 +14,7 @@ import importlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
@@ -26,6 +26,9 @@ from crypto.pgp import Pgp
 from crypto.publication import find_encryption_certificate
 from mssmail import mime
 from mssmail.mime.headers import header_length
+
+if TYPE_CHECKING:
+    from mssmail.store.service import Store
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +63,14 @@ class Policy:
     encrypt: str  # never | when-possible | required
 
 
-def mailbox_settings(store: Any, address: str) -> dict[str, Any]:
-    """Mailbox.settings of a local mailbox, {} for others (the store API's read)."""
+def mailbox_settings(store: Store | None, address: str) -> dict[str, Any]:
+    """Mailbox.settings of a local mailbox, {} for others (through the store's API)."""
     if store is None:
         return {}
-    return dict(store.mailbox_settings(address))
+    return store.mailbox_settings(address)
 
 
-def policy_for(config: Any, store: Any, sender: str) -> Policy:
+def policy_for(config: Any, store: Store | None, sender: str) -> Policy:
     settings = mailbox_settings(store, sender)
     sign = settings.get("sign_outgoing", config.crypto.sign_outgoing)
     encrypt = settings.get("encrypt_outgoing", config.crypto.encrypt_outgoing)

@@ -13,12 +13,13 @@ Parents that are not folders themselves ("Shared", "Shared/<address>", or "a" wh
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import twisted.mail.imap4  # noqa: F401 - registers the "imap4-utf-7" codec
 
-from mssmail.store.messages import DELIMITER, FolderInfo, normalize_folder_name
+from mssmail.store.messages import DELIMITER as DELIMITER
+from mssmail.store.messages import FolderInfo, normalize_folder_name
 
 SHARED = "Shared"
 
@@ -95,7 +96,7 @@ class Namespace:
             return "owner"
         return dict(self.delegated).get(address, "")
 
-    def entries(self, folders: dict[str, Sequence[FolderInfo]]) -> list[Entry]:
+    def entries(self, folders: Mapping[str, Sequence[FolderInfo]]) -> list[Entry]:
         """Every name, real folders and \\Noselect parents, with CHILDREN attributes."""
         by_name: dict[str, Entry] = {}
         for address, infos in folders.items():
@@ -114,7 +115,8 @@ class Namespace:
                 parent = DELIMITER.join(parts[:i])
                 entry = by_name.setdefault(parent, Entry(parent, ["\\Noselect"], None))
                 entry.children = True
-                if by_name[name].info is not None and by_name[name].info.subscribed:
+                child = by_name[name].info
+                if child is not None and child.subscribed:
                     entry.subscribed_children = True
         for entry in by_name.values():
             entry.attributes.append("\\HasChildren" if entry.children else "\\HasNoChildren")

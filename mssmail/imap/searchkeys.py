@@ -183,4 +183,6 @@ def needs_content(node: Node) -> bool:
 
 
 def date_value(node: Key) -> date:
-    return node.value
+    value = node.value
+    assert isinstance(value, date)
+    return value

@@ -121,7 +121,7 @@ class ImapConnection:
             wake = None
             if self.idling:
                 wake = asyncio.ensure_future(self.changed.wait())
-                waits.add(wake)
+                waits.add(wake)  # type: ignore[arg-type]
             done, _ = await asyncio.wait(waits, timeout=min(remaining, poll) if self.idling else remaining,
                                          return_when=asyncio.FIRST_COMPLETED)
             if wake is not None:
@@ -222,7 +222,7 @@ class ImapConnection:
         # Stop reading before the OK: what the client sends after it (its ClientHello)
         # must stay in the socket for the TLS layer. Plaintext already received after
         # STARTTLS (pipelined, or injected by a man in the middle) is dropped.
-        self.writer.transport.pause_reading()
+        self.writer.transport.pause_reading()  # type: ignore[attr-defined]
         self.framer.reset()
         buffered = getattr(self.reader, "_buffer", None)
         if buffered is not None:

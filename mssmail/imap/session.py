@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mssmail import logs
 from mssmail.imap import fetch, grammar, names, render, search, sort, thread
@@ -60,6 +60,9 @@ from mssmail.store.messages import (
     ReadOnly,
     imap_uidvalidity,
 )
+
+if TYPE_CHECKING:
+    from mssmail.store.service import Store
 
 log = logging.getLogger("mss.imap")
 
@@ -107,7 +110,7 @@ class Outcome:
 
 @dataclass
 class Session:
-    store: Any  # mssmail.store.service.Store
+    store: Store
     settings: SessionSettings
     send: Callable[[bytes], Awaitable[None]]
     peer_ip: str = ""
@@ -118,7 +121,7 @@ class Session:
     selected: Selected | None = None
     enabled: set[str] = field(default_factory=set)
     auth_failures: int = 0
-    on_change: Callable[[], None] | None = None  # the connection's IDLE wake-up
+    on_change: Callable[[], object] | None = None  # the connection's IDLE wake-up
     client_id: dict[str, str | None] = field(default_factory=dict)
 
     # --- capabilities -------------------------------------------------------------

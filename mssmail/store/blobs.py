@@ -29,6 +29,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from mssmail.store.errors import StoreError
 from mssmail.store.spares import SpareFiles
@@ -265,7 +266,7 @@ class BlobStore:
             self.on_corrupt(sha256, actual)
         raise BlobCorrupt(sha256, actual)
 
-    def open(self, sha256: str):
+    def open(self, sha256: str) -> BinaryIO:
         """The raw file, unchecked: for a caller that hashes as it reads (`iter_chunks`)."""
         try:
             return open(self.path(sha256), "rb")

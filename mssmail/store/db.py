@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
@@ -104,12 +105,13 @@ class Database:
                 yield connection
             return
         with self._write_lock:
-            connection = self._writer
-            if connection is None:
-                connection = self._writer = self._write_engine.connect()
+            kept = self._writer
+            if kept is None:
+                kept = self._writer = self._write_engine.connect()
                 if self.writer_synchronous:  # outside any transaction: SQLite requires it
-                    connection.connection.driver_connection.execute(  # type: ignore[union-attr]
-                        f"PRAGMA synchronous={self.writer_synchronous}")
+                    driver_connection: Any = kept.connection.driver_connection
+                    driver_connection.execute(f"PRAGMA synchronous={self.writer_synchronous}")
+            connection = kept
             try:
                 with connection.begin():
                     yield connection

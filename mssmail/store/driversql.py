@@ -76,7 +76,7 @@ class Driver:
               many: bool) -> BaseException:
         """The DBAPIError Core would raise; a lost connection is invalidated as Core does."""
         dbapi_connection = connection.connection.dbapi_connection
-        lost = self.dialect.is_disconnect(error, dbapi_connection, cursor)
+        lost = self.dialect.is_disconnect(error, dbapi_connection, cursor)  # type: ignore[arg-type]
         if lost:
             connection.invalidate(error)
         return exc.DBAPIError.instance(sql, params, error, self._error, connection_invalidated=lost,
@@ -84,7 +84,7 @@ class Driver:
 
 
 def _bind_processor(column: Column[Any], dialect: Dialect) -> Processor:
-    return column.type.dialect_impl(dialect).bind_processor(dialect)  # type: ignore[no-any-return]
+    return column.type.dialect_impl(dialect).bind_processor(dialect)
 
 
 def process_columns(rows: Sequence[Sequence[Any]], processors: Sequence[Processor]) -> list[tuple[Any, ...]]:

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from mssmail import audit
 from mssmail.store.errors import StoreError
-from mssmail.store.models import Job
+from mssmail.store.models import Job, table
 
 if TYPE_CHECKING:
     from mssmail.store.api import Actor
@@ -44,7 +44,7 @@ PENDING, RUNNING, DONE, FAILED, DEAD = "pending", "running", "done", "failed", "
 STATES = (PENDING, RUNNING, DONE, FAILED, DEAD)
 MAX_KEY = 200
 MAX_ERROR = 4000
-_J = Job.__table__
+_J = table(Job)
 
 
 class JobNotFound(StoreError):

@@ -20,6 +20,7 @@ from mssmail.store.models import (
     Mailbox,
     MailboxType,
     Message,
+    table,
 )
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def mailbox_dict(mailbox: Mailbox) -> dict[str, Any]:
     }
 
 
-_MAILBOXES = Mailbox.__table__
+_MAILBOXES = table(Mailbox)
 _RECIPIENT_STATE = select(_MAILBOXES.c.disabled, _MAILBOXES.c.used_bytes, _MAILBOXES.c.quota_bytes).where(
     _MAILBOXES.c.address == bindparam("address"))
 

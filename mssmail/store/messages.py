@@ -42,7 +42,7 @@ from mssmail.store.errors import (
     StoreError,
 )
 from mssmail.store.events import FolderChanged
-from mssmail.store.models import Delegation, Folder, Mailbox, Message
+from mssmail.store.models import Delegation, Folder, Mailbox, Message, table
 from mssmail.store.query import contains
 from mssmail.store.summary import summarize
 
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from mssmail.store.service import Store
 
 log = logging.getLogger(__name__)
-_M, _F, _MB = Message.__table__, Folder.__table__, Mailbox.__table__
+_M, _F, _MB = table(Message), table(Folder), table(Mailbox)
 T = TypeVar("T")
 
 DELIMITER = "/"
@@ -256,7 +256,7 @@ class MessageOps:
         return row.id, row.address, rights
 
     @staticmethod
-    def _folder_row(s: Session, mailbox_id: int, name: str, lock: bool = False) -> Any:
+    def _folder_row(s: Session | Connection, mailbox_id: int, name: str, lock: bool = False) -> Any:
         query = select(Folder.id, Folder.name, Folder.uidvalidity, Folder.uidnext, Folder.message_count,
                        Folder.unseen_count, Folder.highest_modseq, Folder.special_use, Folder.subscribed
                        ).where(Folder.mailbox_id == mailbox_id, Folder.name == normalize_folder_name(name))

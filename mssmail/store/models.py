@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
     JSON,
@@ -23,10 +23,12 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -48,19 +50,24 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect):  # type: ignore[override]
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
 
-    def process_result_value(self, value: datetime | None, dialect):  # type: ignore[override]
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+def table(model: type[Base]) -> Table:
+    """A model's Core table, typed as one (`__table__` is typed as any FromClause)."""
+    return cast(Table, model.__table__)
 
 
 class Base(DeclarativeBase):
@@ -109,7 +116,7 @@ class Mailbox(Base):
     used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     # Per-mailbox overrides (crypto policy, ...), free-form.
-    settings: Mapped[dict] = mapped_column(default=dict)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     domain: Mapped[Domain] = relationship()
@@ -181,7 +188,7 @@ class Message(Base):
     message_id: Mapped[str] = mapped_column(String(998), default="", index=True)
     has_attachments: Mapped[bool] = mapped_column(Boolean, default=False)
     # Extra per-message data: signature report, decryption state, connector results.
-    extra: Mapped[dict] = mapped_column(default=dict)
+    extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # What IMAP FETCH derived from the bytes (ENVELOPE, BODYSTRUCTURE...), pre-rendered
     # (mssmail/imap/fetch.py `cache_entry`): listing a folder writes it without decoding.
     imap_cache: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, default=None)
@@ -202,7 +209,7 @@ class AuditEvent(Base):
     mailbox: Mapped[str] = mapped_column(String(320), default="", index=True)
     message_ref: Mapped[str] = mapped_column(String(200), default="")
     remote_ip: Mapped[str] = mapped_column(String(64), default="")
-    details: Mapped[dict] = mapped_column(default=dict)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 
@@ -237,7 +244,7 @@ class OutboundMessage(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sender: Mapped[str] = mapped_column(String(320))
     # [{"address": ..., "status": "queued"|"sent"|"failed", "error": ..., "dsn_notify": ...}]
-    recipients: Mapped[list] = mapped_column()
+    recipients: Mapped[list[Any]] = mapped_column()
     blob_sha256: Mapped[str] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(BigInteger)
     envelope_id: Mapped[str] = mapped_column(String(100), default="")
@@ -266,9 +273,9 @@ class Job(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     kind: Mapped[str] = mapped_column(String(40))
     key: Mapped[str] = mapped_column(String(200), unique=True)
-    payload: Mapped[dict] = mapped_column(default=dict)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # What the worker recorded it has done so far (steps of an exactly-once delivery).
-    progress: Mapped[dict] = mapped_column(default=dict)
+    progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # pending, running, done, failed (waiting for its retry), dead (no more retries)
     state: Mapped[str] = mapped_column(String(10), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)

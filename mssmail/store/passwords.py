@@ -358,7 +358,7 @@ class AuthOps:
         after = self.auth_state.settings.delay_after
         if failures < after:
             return 0.0
-        return min(MAX_DELAY, 0.5 * 2 ** min(16, failures - after))
+        return float(min(MAX_DELAY, 0.5 * 2 ** min(16, failures - after)))
 
     def forget_logins(self: Store) -> None:
         """Empty the success cache (tests, and after changing many passwords at once)."""
