@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -225,6 +227,20 @@ def _decode_cursor(order: Order, cursor: str) -> tuple[Any, int]:
         raise BadCursor("this page link is not valid for this listing.") from None
 
 
+def _zip_name(info: PartInfo, used: set[str]) -> str:
+    """A safe, unique entry name: the file name without any directory part (no path
+    leaves the archive's root when unpacked), else one made from the part number."""
+    base = info.filename.replace("\\", "/").rsplit("/", 1)[-1].strip().lstrip(".") or f"partie-{info.part_id}"
+    base = "".join(c for c in base if c.isprintable())[:150] or f"partie-{info.part_id}"
+    name, counter = base, 1
+    while name.lower() in used:
+        counter += 1
+        stem, dot, ext = base.rpartition(".")
+        name = f"{stem} ({counter}).{ext}" if dot and stem else f"{base} ({counter})"
+    used.add(name.lower())
+    return name
+
+
 class MessageAPI:
     """The front ends' calls (mixed into `Store`)."""
 
@@ -351,6 +367,32 @@ class MessageAPI:
 
         self._write(work)
         return MessagePart(info, query.decoded_body(entity))
+
+    def message_attachments_zip(self: Store, ref: FolderRef, uid: int, *, ip: str = "") -> bytes:
+        """Every attachment of a message in one ZIP ("Télécharger toutes les pièces
+        jointes"): one audited `read` with `details.op = "zip"` and the parts taken."""
+        metas = self.messages_meta(ref, [(uid, uid)], with_extra=True)
+        if not metas:
+            raise MessageNotFound(f"no message {uid} in {ref.name}.")
+        meta = metas[0]
+        tree = mimeview.parse_tree(self.view(ref.address, self.blobs.read(meta.sha256), meta.extra))
+        attachments = [p for p in mimeview.list_parts(tree) if p.is_attachment]
+
+        def work(s: Session) -> None:
+            audit.record(s, audit.READ, actor=ref.actor, mailbox=ref.address, ip=ip, message=ref.ref(uid),
+                         details={"sha256": meta.sha256, "op": "zip",
+                                  "parts": [p.part_id for p in attachments]})
+
+        self._write(work)
+        buffer = io.BytesIO()
+        used: set[str] = set()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for info in attachments:
+                entity = mimeview.find_part(tree, mimeview.parse_part_id(info.part_id))
+                if entity is None:
+                    continue
+                archive.writestr(_zip_name(info, used), query.decoded_body(entity))
+        return buffer.getvalue()
 
     def set_flags(self: Store, ref: FolderRef, uids: Sequence[int], mode: Literal["+", "-", ""],
                   flags: Sequence[str], *, ip: str = "") -> dict[int, tuple[str, int]]:

@@ -72,7 +72,8 @@ def table(model: type[Base]) -> Table:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict: JSON, list: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict: JSON, list: JSON,
+                                                  dict[str, Any]: JSON, list[Any]: JSON}
 
 
 class MailboxType(enum.StrEnum):

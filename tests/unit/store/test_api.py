@@ -5,6 +5,8 @@ search with the typed query tree."""
 from __future__ import annotations
 
 import base64
+import io
+import zipfile
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -144,10 +146,14 @@ def test_view_and_part_are_audited_reads(boxes: Store):
     assert (attachment.part_id, attachment.filename, attachment.content_type) == ("2", "cr.pdf", "application/pdf")
     part = store.message_part(ref, uid, "2", ip="192.0.2.7")
     assert part.data == PDF and part.info.filename == "cr.pdf"
-    reads = events(store, "read")
+    reads = events(store, "read")[:2]
     assert [(e.actor, e.remote_ip, e.message_ref.split("/")[-1]) for e in reads] == [
         (DOC, "192.0.2.7", str(uid)), (DOC, "192.0.2.7", str(uid))]
     assert reads[0].details.get("seen") is True and reads[1].details["part"] == "2"
+    archive = zipfile.ZipFile(io.BytesIO(store.message_attachments_zip(ref, uid, ip="192.0.2.7")))
+    assert archive.namelist() == ["cr.pdf"] and archive.read("cr.pdf") == PDF
+    zipped = events(store, "read")[-1]
+    assert zipped.details["op"] == "zip" and zipped.details["parts"] == ["2"]
     with pytest.raises(MessageNotFound):
         store.message_part(ref, uid, "9")
     with pytest.raises(MessageNotFound):
@@ -230,3 +236,18 @@ def test_mailbox_settings_read_through_the_store(boxes: Store):
         s.execute(update(Mailbox).where(Mailbox.address == DOC).values(settings={"sign_outgoing": True}))
     assert store.mailbox_settings(" Doc@a.example ") == {"sign_outgoing": True}
     assert store.mailbox_settings("nobody@elsewhere.example") == {}
+
+
+def test_zip_entry_names_stay_in_the_archive_root():
+    from mssmail.store.api import _zip_name
+    from mssmail.store.mimeview import PartInfo
+
+    used: set[str] = set()
+
+    def name(filename: str, part: str = "2") -> str:
+        return _zip_name(PartInfo(part, "application/pdf", filename, 1, "attachment", "", True), used)
+
+    assert name("../../etc/passwd") == "passwd"
+    assert name("..\\..\\boot.ini") == "boot.ini"
+    assert name("cr.pdf") == "cr.pdf" and name("CR.pdf") == "CR (2).pdf"
+    assert name("", "3") == "partie-3" and name("...") == "partie-2"
