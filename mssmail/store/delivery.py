@@ -26,7 +26,7 @@ from mssmail.store.driversql import Driver, driver_for, process_columns
 from mssmail.store.errors import FolderNotFound, StoreError
 from mssmail.store.events import FolderChanged
 from mssmail.store.groupcommit import BatchWork
-from mssmail.store.models import Folder, Mailbox, Message
+from mssmail.store.models import Folder, Mailbox, Message, table
 from mssmail.store.summary import Summary, summarize
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ class _FolderRow(NamedTuple):
     highest_modseq: int
 
 
-_mailboxes, _folders, _messages = Mailbox.__table__, Folder.__table__, Message.__table__
+_mailboxes, _folders, _messages = table(Mailbox), table(Folder), table(Message)
 # The columns a delivery writes, in the order of each row `_deliver` builds.
 MESSAGE_COLUMNS = ("folder_id", "uid", "blob_sha256", "size", "internal_date", "flags", "seen", "deleted",
                    "modseq", "from_addr", "to_addrs", "subject", "date_header", "message_id", "has_attachments",
@@ -185,7 +185,7 @@ class _Writes:
         """Multi-row INSERT ... RETURNING: the returned rows are matched back by
         (folder_id, uid), unique in the table, so their order does not matter."""
         d = self.driver
-        values = process_columns(rows, d.processors(_messages, MESSAGE_COLUMNS))  # type: ignore[arg-type]
+        values = process_columns(rows, d.processors(_messages, MESSAGE_COLUMNS))
         row_marks = f"({d.marks(len(MESSAGE_COLUMNS))})"
         ids: dict[tuple[int, int], int] = {}
         for start in range(0, len(values), _INSERT_CHUNK):
@@ -354,7 +354,8 @@ class DeliveryOps:
         request = self.delivery_request(raw, recipients, sender=sender, folder=folder, flags=flags,
                                         action=action, actor=actor, ip=ip, internal_date=internal_date,
                                         extra=extra)
-        outcomes, changed, _then = self.write_grouped(BatchWork(deliver_batch, request))
+        result: DeliveryResult = self.write_grouped(BatchWork(deliver_batch, request))
+        outcomes, changed, _then = result
         for event in changed:
             self.changes.publish(event)
         return outcomes
