@@ -24,7 +24,7 @@ def _octets(text: str | None) -> bytes | None:
     return None if text is None else text.encode("utf-8", "surrogateescape")
 
 
-def _addresses(fields: list[Field]) -> list[list[Any]] | None:
+def _addresses(fields: list[Field]) -> list[Atom] | None:
     """RFC 3501 `env-from` etc.: a list of (name adl mailbox host), NIL when absent.
 
     A group is a (NIL NIL name NIL) entry, its members, then (NIL NIL NIL NIL); an

@@ -59,7 +59,7 @@ class ImapFolderOps:
                           .values(recent_uid=up_to_uid + 1))
             return before
 
-        return self._write(work)  # type: ignore[arg-type]
+        return self._write(work)
 
     def recent_count(self: Store, ref: FolderRef) -> int:
         """STATUS RECENT: the folder's messages no session has claimed yet."""
