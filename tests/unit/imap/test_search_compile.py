@@ -1,6 +1,6 @@
 """IMAP SEARCH keys compile into the store's query tree with IMAP's meaning
 (mssmail/imap/search.py): sequence numbers against the session's view, day ranges,
-YOUNGER/OLDER as instants, NEW/RECENT matching nothing."""
+YOUNGER/OLDER as instants, NEW/RECENT/OLD against the session's \\Recent set."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ def test_keys_compile_to_the_query_tree():
     assert compile_text("SENTBEFORE 5-Nov-2026", uids) == q.DateRange("sent", before=date(2026, 11, 5))
     assert compile_text("YOUNGER 60", uids) == q.Arrived(at_or_after=NOW - timedelta(seconds=60))
     assert compile_text("OLDER 60", uids) == q.Arrived(before=NOW - timedelta(seconds=60))
-    assert compile_text("NEW", uids) == q.Not(q.All())
+    assert compile_text("NEW", uids) == q.And((q.Uids(()), q.Flag("\\Seen", present=False)))  # none \Recent
+    recent = search.View(uids, NOW, recent=frozenset({9, 10}))
+    assert search.compile_criteria(parse_criteria(Cursor(b"OLD")), recent) == q.Not(q.Uids(((9, 10),)))
     assert compile_text("FROM x SUBJECT y", uids) == q.And((q.From("x"), q.Subject("y")))
     assert compile_text("OR BODY a TEXT b", uids) == q.Or((q.Text("a", body_only=True), q.Text("b")))
     assert compile_text("NOT UNSEEN", uids) == q.Not(q.Flag("\\Seen", present=False))
