@@ -31,8 +31,10 @@ from ldaptor.protocols.ldap.distinguishedname import (
 )
 from ldaptor.protocols.ldap.ldapserver import BaseLDAPServer
 from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IPushProducer
 from twisted.protocols.policies import TimeoutMixin
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
 
 from directory import ber, entrymap, paging, schema
 from directory import store as dstore
@@ -167,10 +169,25 @@ class DirectoryLDAPServer(BaseLDAPServer, TimeoutMixin):
         # of the last entry sent, the entries sent so far). Cookies are random and per
         # connection, so a client cannot forge one to skip the total limit.
         self.pages: dict[bytes, tuple[tuple, str, int]] = {}
+        self.output_blocked = False  # see output_full
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self.setTimeout(self._idle_timeout())
+        self.output_blocked = False
+        self.transport.registerProducer(_OutputPressure(self), True)
+
+    def output_full(self, full: bool) -> None:
+        """Our responses wait unsent past Twisted's buffer (64 KB): stop reading, and stop
+        answering what was read, until they drain. Without it a client that pipelines
+        searches and never reads makes the server hold every answer in memory."""
+        self.output_blocked = full
+        if full:
+            self.transport.pauseProducing()
+            return
+        self.transport.resumeProducing()
+        if self.buffer and self.connected:
+            self.dataReceived(b"")
 
     def connectionLost(self, reason: Any = protocol.connectionDone) -> None:
         self.setTimeout(None)
@@ -313,7 +330,7 @@ class DirectoryLDAPServer(BaseLDAPServer, TimeoutMixin):
         """Frame LDAPMessages; SearchRequests take our path, the rest ldaptor's decoder."""
         self.resetTimeout()
         self.buffer += data
-        while self.buffer and self.connected:
+        while self.buffer and self.connected and not self.output_blocked:
             try:
                 end = ber.message_end(self.buffer, limit=self._frame_limit())
                 if end is None:
@@ -739,6 +756,24 @@ class DirectoryLDAPServer(BaseLDAPServer, TimeoutMixin):
             "supportedExtension": [self.STARTTLS_OID.decode()],
             "vendorName": ["mss"],
         }
+
+
+@implementer(IPushProducer)
+class _OutputPressure:
+    """Registered with a session's transport, which pauses it when the responses waiting to
+    be sent pass its buffer size and resumes it once they are sent."""
+
+    def __init__(self, session: DirectoryLDAPServer) -> None:
+        self.session = session
+
+    def pauseProducing(self) -> None:
+        self.session.output_full(True)
+
+    def resumeProducing(self) -> None:
+        self.session.output_full(False)
+
+    def stopProducing(self) -> None:
+        pass
 
 
 class LdapComponent:
