@@ -193,7 +193,7 @@ async def submit(store: Store, config: Config, actor: str, sender: str, recipien
     delivered = result.outcomes
     if local and not remote and not any(o.ok for o in delivered.values()):
         failed = next(iter(delivered.values()))
-        return SubmitRefused.of(failed.code, failed.reason)
+        return SubmitRefused.of(*replies.refusal(failed.refusal))
     filed = result.then[0].get(sender) if result.then else None
     return SubmitResult(queue_id, delivered, tuple(remote), filed)
 

@@ -224,7 +224,7 @@ class RelayWorker:
         for address, outcome in outcomes.items():
             if not outcome.ok:
                 log.error("relay: could not deliver the DSN for queue/%s to %s: %s",
-                          item["id"], address, outcome.reason)
+                          item["id"], address, outcome.refusal)
 
 
 def relay_component(ctx: Any) -> RelayWorker | None:

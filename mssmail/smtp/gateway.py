@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import Any
 
 from mssmail.delivery import filters
+from mssmail.smtp import replies
 from mssmail.store.blobs import BlobStore
 from mssmail.store.summary import Summary, summarize
 
@@ -149,7 +150,7 @@ class LocalGateway:
 
         outcomes = await DeliveryService.of(self.store).deliver_message(
             data, recipients, sender=sender, ip=ip, action=action, stored=stored)
-        return {a: Outcome(o.ok, o.code, o.reason) for a, o in outcomes.items()}
+        return {a: Outcome(o.ok, *replies.refusal(o.refusal)) for a, o in outcomes.items()}
 
     async def submit(self, actor: str, sender: str, recipients: list[str], raw: bytes, ip: str,
                      queue_id: str, trace: bytes, allowed: list[str] | None) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mssmail.store.errors import Refusal
+
 Reply = tuple[int, str]
 
 
@@ -15,6 +17,7 @@ RECIPIENT_OK = (250, "2.1.5 Recipient OK")
 UNKNOWN_RECIPIENT = (550, "5.1.1 No such mailbox here")
 MAILBOX_DISABLED = (550, "5.2.1 Mailbox disabled")
 MAILBOX_FULL = (552, "5.2.2 Mailbox full")
+NO_SUCH_FOLDER = (550, "5.2.0 No such folder in the mailbox")
 SENDER_NOT_TRUSTED = (550, "5.7.1 Sender domain is not in the space of trust")
 RECIPIENT_NOT_TRUSTED = (550, "5.7.1 Recipient domain is not in the space of trust")
 RELAY_DENIED = (550, "5.7.1 Relaying denied")
@@ -57,3 +60,16 @@ AIOSMTPD_REWRITES: dict[str, str] = {
 }
 # Enhanced code given by reply class to other aiosmtpd replies.
 DEFAULT_ENHANCED = {"2": "2.0.0", "3": "", "4": "4.0.0", "5": "5.5.2"}
+
+
+def refusal(why: Refusal | None) -> Reply:
+    """The SMTP reply for a recipient the store did not deliver to (RFC 3463 codes)."""
+    return _REFUSALS.get(why, (451, "4.3.0 Delivery failed, try again later")) if why else OK
+
+
+_REFUSALS: dict[Refusal | None, Reply] = {
+    Refusal.NO_SUCH_MAILBOX: UNKNOWN_RECIPIENT,
+    Refusal.MAILBOX_DISABLED: MAILBOX_DISABLED,
+    Refusal.NO_SUCH_FOLDER: NO_SUCH_FOLDER,
+    Refusal.MAILBOX_FULL: MAILBOX_FULL,
+}

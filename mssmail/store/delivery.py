@@ -23,7 +23,7 @@ from sqlalchemy import Connection
 
 from mssmail import audit
 from mssmail.store.driversql import Driver, driver_for, process_columns
-from mssmail.store.errors import FolderNotFound, StoreError
+from mssmail.store.errors import FolderNotFound, Refusal, StoreError
 from mssmail.store.events import FolderChanged
 from mssmail.store.groupcommit import BatchWork
 from mssmail.store.models import Folder, Mailbox, Message, table
@@ -40,9 +40,8 @@ class DeliveryOutcome:
     uid: int = 0
     uidvalidity: int = 0
     message_id: int = 0
-    # SMTP reply for a refused recipient, e.g. (552, "5.2.2 Mailbox full").
-    code: int = 250
-    reason: str = ""
+    # Why a recipient was refused (None when delivered); front ends word it.
+    refusal: Refusal | None = None
 
 
 def _flag_columns(flags: str) -> tuple[bool, bool]:
@@ -259,18 +258,17 @@ def _deliver(io: _Writes, requests: Sequence[DeliveryRequest]) -> list[DeliveryR
         for address in request.targets:
             box = boxes.get(address)
             if box is None:
-                outcomes[address] = DeliveryOutcome(address, False, code=550, reason="5.1.1 No such mailbox here")
+                outcomes[address] = DeliveryOutcome(address, False, refusal=Refusal.NO_SUCH_MAILBOX)
                 continue
             if box.disabled:
-                outcomes[address] = DeliveryOutcome(address, False, code=550, reason="5.2.1 Mailbox disabled")
+                outcomes[address] = DeliveryOutcome(address, False, refusal=Refusal.MAILBOX_DISABLED)
                 continue
             target = folder_rows.get((box.id, request.folder))
             if target is None:  # only a `then` copy gets here (see the check below)
-                outcomes[address] = DeliveryOutcome(address, False, code=550,
-                                                    reason=f"5.2.0 No folder {request.folder}")
+                outcomes[address] = DeliveryOutcome(address, False, refusal=Refusal.NO_SUCH_FOLDER)
                 continue
             if used[box.id] + request.size > box.quota_bytes:
-                outcomes[address] = DeliveryOutcome(address, False, code=552, reason="5.2.2 Mailbox full")
+                outcomes[address] = DeliveryOutcome(address, False, refusal=Refusal.MAILBOX_FULL)
                 continue
             used[box.id] += request.size
             running = state[target.id]

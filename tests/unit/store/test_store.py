@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import update
 
 from mssmail import audit
-from mssmail.store.errors import MailboxExists, MailboxNotFound, QuotaExceeded, StoreError
+from mssmail.store.errors import MailboxExists, MailboxNotFound, QuotaExceeded, Refusal, StoreError
 from mssmail.store.models import AuditEvent
 from tests.support.mailbox import content, summaries
 
@@ -36,7 +36,7 @@ def test_deliver_is_byte_identical_and_counts(store):
     store.create_mailbox("c@a.example")
     outcomes = store.deliver(RAW, ["b@a.example", "C@a.example", "x@a.example"], sender="a@a.example")
     assert outcomes["b@a.example"].ok and outcomes["c@a.example"].ok
-    assert outcomes["x@a.example"].code == 550
+    assert outcomes["x@a.example"].refusal is Refusal.NO_SUCH_MAILBOX
     assert content(store, "b@a.example", outcomes["b@a.example"].uid) == RAW
     listed = summaries(store, "b@a.example")
     assert listed[0].subject == "Résultats"
@@ -70,7 +70,7 @@ def test_quota_refuses_delivery_and_append(store):
     store.create_mailbox("b@a.example", quota=len(RAW) + 10)
     assert store.deliver(RAW, ["b@a.example"])["b@a.example"].ok
     second = store.deliver(RAW, ["b@a.example"])["b@a.example"]
-    assert (second.ok, second.code) == (False, 552)
+    assert (second.ok, second.refusal) == (False, Refusal.MAILBOX_FULL)
     with pytest.raises(QuotaExceeded):
         store.append(store.open_folder("b@a.example", "b@a.example", "INBOX"), RAW)
 
@@ -78,7 +78,7 @@ def test_quota_refuses_delivery_and_append(store):
 def test_disabled_mailbox_refuses_mail(store):
     store.create_mailbox("b@a.example")
     store.set_disabled("b@a.example", True)
-    assert store.deliver(RAW, ["b@a.example"])["b@a.example"].code == 550
+    assert store.deliver(RAW, ["b@a.example"])["b@a.example"].refusal is Refusal.MAILBOX_DISABLED
 
 
 def test_authentication_delay_and_source_block(store):
