@@ -26,6 +26,10 @@ import binascii
 import codecs
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # params imports this module: the type only, for the annotation
+    from mssmail.mime.params import Structured
 
 # Defects: short stable names (policies and tests compare them), in the order found.
 BARE_CR = "bare CR"  # a CR not followed by LF: some readers end the line there
@@ -167,7 +171,8 @@ class Headers:
         return self.first(name) is not None
 
     # Content-* helpers: the structured fields every user of the tree reads.
-    def content(self, name: str = "content-type"):  # -> params.Structured (import cycle)
+    def content(self, name: str = "content-type") -> Structured:
+        """The value and parameters of a structured field (Content-Type by default)."""
         from mssmail.mime.params import parse_structured
 
         found = self.first(name)

@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Protocol
 
 from mssmail.mime import headers as hdr
 
@@ -263,7 +264,21 @@ def header_fields(header: bytes, names: tuple[str, ...], negate: bool) -> bytes:
     return b"".join(out)
 
 
-def section_bytes(top: Entity, section) -> bytes | None:  # section: mssmail.imap.grammar.Section
+class SectionLike(Protocol):
+    """What BODY[...] names (mssmail.imap.grammar.Section): a part number, a text
+    specifier ("", "HEADER", "TEXT", "MIME", "HEADER.FIELDS[.NOT]") and field names."""
+
+    @property
+    def part(self) -> tuple[int, ...]: ...
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def fields(self) -> tuple[str, ...]: ...
+
+
+def section_bytes(top: Entity, section: SectionLike) -> bytes | None:
     """The octets of BODY[section] (RFC 3501 6.4.5); None when the part does not exist."""
     if section.part:
         entity = find_part(top, section.part)
