@@ -67,7 +67,7 @@ asyncio.run(main())
 def make_message(n: int) -> bytes:
     attachment = base64.encodebytes(os.urandom(7000)).replace(b"\n", b"\r\n")
     return (
-        f"From: jean.martin@a.example\r\nTo: claire.durand@a.example\r\nSubject: bench {n}\r\n"
+        f"From: dr.x@b.example\r\nTo: claire.durand@a.example\r\nSubject: bench {n}\r\n"
         f"Message-ID: <bench-{n}-{uuid.uuid4().hex}@a.example>\r\nMIME-Version: 1.0\r\n"
         "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n"
         "Compte rendu joint.\r\n--b\r\nContent-Type: application/pdf; name=\"cr.pdf\"\r\n"
@@ -110,7 +110,7 @@ class Client:
 
     async def send(self, data: bytes) -> float:
         started = time.perf_counter()
-        self.writer.write(b"MAIL FROM:<jean.martin@a.example>\r\n")
+        self.writer.write(b"MAIL FROM:<dr.x@b.example>\r\n")
         assert (await self._reply()).startswith(b"250")
         self.writer.write(b"RCPT TO:<claire.durand@a.example>\r\n")
         assert (await self._reply()).startswith(b"250")
@@ -238,6 +238,7 @@ def start_server(kind: str, work: Path, workers: int | None) -> dict:
         schema, url = pg_schema()
     inst = MssInstance(work / kind, "a.example", database_url=url)
     inst.configure("limits", "max_connections_per_ip", "100")
+    inst.configure("trust", "domains", '["b.example"]')  # the MX takes no local sender (issue 12)
     if workers is not None:
         inst.configure("smtp", "workers", str(workers))
         inst.configure("submission", "workers", str(workers))

@@ -20,6 +20,9 @@ from cryptography import x509
 
 from crypto import analyse, smime
 from crypto import report as rep
+from crypto.authres import authserv_id as authserv_id  # re-exported: part of this module's API
+from crypto.authres import claims_authserv_id as claims_authserv_id
+from crypto.authres import strip_our_results
 from crypto.context import keystore_for, trust_for
 from crypto.keystore import KeyStore
 from crypto.pgp import Pgp
@@ -184,33 +187,6 @@ def authentication_results(authserv_id: str, report: rep.SignatureReport) -> str
     return f"{authserv_id};\r\n\t" + ";\r\n\t".join(results)
 
 
-def strip_our_results(message: bytes, authserv_id: str) -> bytes:
-    """Drop Authentication-Results claiming our authserv-id (RFC 8601 section 5).
-
-    Everything else stays byte for byte as received: only the header block is
-    rewritten, and only when such a header is there.
-    """
-    end = message.find(b"\r\n\r\n")
-    head = message if end < 0 else message[: end + 2]
-    if b"authentication-results" not in head.lower():
-        return message  # no such field name, in any case: nothing to drop (the usual case)
-    rest = b"" if end < 0 else message[end + 2:]
-    kept = []
-    dropped = False
-    for field in mime.header_fields(head):
-        if mime.field_name(field) == "authentication-results":
-            value = field.partition(b":")[2].decode("ascii", "replace")  # no colon: not ours, kept
-            words = value.split(";", 1)[0].split()
-            claimed = words[0].lower() if words else ""
-            if claimed == authserv_id.lower():
-                dropped = True
-                continue
-        kept.append(field)
-    if not dropped:
-        return message
-    return b"".join(kept) + rest
-
-
 # Media types of RFC 8551 (application/pkcs7-*, application/x-pkcs7-*) and RFC 3156
 # (application/pgp-*), and inline PGP armour: without any, there is nothing to verify.
 # Whole media types, not bare "pgp": three letters turn up by chance in about one
@@ -257,7 +233,9 @@ def check_incoming(config: Any, recipients: list[str], message: bytes,
                    ks: KeyStore | None = None) -> tuple[bytes, dict[str, Any]]:
     """(message with our Authentication-Results prepended, extra for Message.extra)."""
     authserv_id = config.crypto.authserv_id or config.hostname
-    out = strip_our_results(message, authserv_id)
+    # The listeners stripped what the peer sent and put their own trace and sender
+    # verdict on top (mssmail.smtp.handlers): those stay.
+    out = strip_our_results(message, authserv_id, below_first_received=True)
     if not config.crypto.verify_incoming or not looks_protected(message):
         return out, {}
     ks = ks or keystore_for(config)

@@ -240,6 +240,16 @@ class LimitsConfig(Section):
     auth_hash_workers: int = Field(default=2, ge=1, le=64)
     auth_hash_queue: int = Field(default=16, ge=0, le=10_000)
     auth_cache_ttl: int = 120
+    # SMTP dialogue (mssmail/smtp/abuse.py): errors answered at once, then each after
+    # a growing delay, and at the hard limit the session ends; junk commands (NOOP,
+    # VRFY, HELP, RSET) and any other command at most so many times a session; the
+    # whole session at most smtp_session_time.
+    smtp_soft_error_limit: int = Field(default=5, ge=0)
+    smtp_hard_error_limit: int = Field(default=20, ge=1)
+    smtp_error_delay: float = Field(default=1.0, ge=0, le=60)
+    smtp_junk_command_limit: int = Field(default=50, ge=1)
+    smtp_command_limit: int = Field(default=1000, ge=1)
+    smtp_session_time: int = 1800
     imap_max_literal: int = 64 * 1024 * 1024
     imap_max_line: int = 64 * 1024
     imap_idle_timeout: int = 1800
@@ -265,7 +275,8 @@ class LimitsConfig(Section):
         return parse_size(v)
 
     @field_validator("smtp_timeout", "auth_lockout_time", "imap_idle_timeout", "auth_failure_window",
-                     "auth_cache_ttl", "preauth_timeout", "ldap_idle_timeout", mode="before")
+                     "auth_cache_ttl", "preauth_timeout", "ldap_idle_timeout", "smtp_session_time",
+                     mode="before")
     @classmethod
     def _duration(cls, v: Any) -> int:
         return parse_duration(v)

@@ -64,6 +64,12 @@ def initialise(data: Path, *, domain: str, demo: bool = False, force: bool = Fal
     with Store.from_config(config) as store:
         store.migrate()
         store.ensure_domain(domain)
+        # RFC 5321 4.5.1: every mail domain has a postmaster that takes mail (the MX and
+        # submission read a bare RCPT TO:<postmaster> as this one). No password: the
+        # operator sets one or delegates it (`mss mailbox passwd`, `mss mailbox delegate`).
+        if store.get_mailbox(f"postmaster@{domain}") is None:
+            store.create_mailbox(f"postmaster@{domain}", "organisational", display_name="Postmaster")
+            report.append(f"postmaster mailbox: postmaster@{domain}")
         report.append(f"database: {config.database_url}")
         db_file = data / "mss.db"
         if config.database_url == f"sqlite:///{db_file}" and db_file.exists():

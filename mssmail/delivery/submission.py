@@ -105,13 +105,18 @@ class Headers:
         return [mime_headers.text(v) for v in self._fields.get(name.lower().encode(), [])]
 
 
-def complete_headers(raw: bytes, hostname: str, headers: Headers | None = None) -> bytes:
-    """RFC 6409 8.2/8.3: a submission server may add a missing Date and Message-ID."""
-    headers = headers or Headers(raw)
+def complete_headers(raw: bytes, hostname: str, headers: Headers | None = None, sender: str = "") -> bytes:
+    """RFC 6409 8.2/8.3: a submission server may add a missing Date and Message-ID; a
+    missing From (RFC 5322 3.6 requires one) becomes the envelope sender, checked to be
+    the actor's (as Postfix's always_add_missing_headers). The whole header block is
+    read (policy.read_header_block): a field after 256 KB of headers is still there."""
+    block = policy.read_header_block(raw)
     added = b""
-    if not headers.values("Date"):
+    if sender and not block.values("from") and not policy.is_null_sender(sender):
+        added += f"From: <{sender}>\r\n".encode()
+    if not block.values("date"):
         added += f"Date: {email.utils.formatdate(localtime=False)}\r\n".encode()
-    if not headers.values("Message-ID"):
+    if not block.values("message-id"):
         added += f"Message-ID: {email.utils.make_msgid(domain=hostname)}\r\n".encode()
     return added + raw
 
@@ -146,11 +151,11 @@ async def submit(store: Store, config: Config, actor: str, sender: str, recipien
     refused = policy.submission_sender_allowed(sender, allowed)
     if refused:
         return SubmitRefused.of(*refused)
-    owned = {a.lower() for a in allowed}
-    headers = Headers(raw)
-    from_addresses = policy.from_header_addresses(headers.values("From"))
-    if from_addresses and any(a not in owned for a in from_addresses):
-        return SubmitRefused.of(*replies.FROM_HEADER_NOT_OWNED)
+    # From, Sender and Reply-To in the whole header block, as readers see them (issue 12
+    # hole 4: mssmail.smtp.policy, which refuses blocks readers could read otherwise).
+    refused = policy.submission_headers_refused(raw, allowed)
+    if refused:
+        return SubmitRefused.of(*refused)
     if not targets:
         return SubmitRefused.of(*replies.NO_VALID_RECIPIENTS)
     if len(targets) > config.limits.max_recipients:
@@ -170,7 +175,7 @@ async def submit(store: Store, config: Config, actor: str, sender: str, recipien
     if remote and not relay_available():
         return SubmitRefused.of(*replies.RELAY_UNAVAILABLE)
     queue_id = queue_id or new_queue_id()
-    raw = complete_headers(raw, config.hostname, headers)
+    raw = complete_headers(raw, config.hostname, sender=sender)
     submission: Submission | None = Submission(sender, targets, options, trace)
     if remote:
         # The relay queue commits on its own, before the local copies: filters first, on

@@ -14,8 +14,10 @@ import smtplib
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mssmail.store.outbound import RecipientResult
+from mssmail.tls import revoked_peer
 
 SENT, FAILED, DEFERRED = "sent", "failed", "deferred"
 # RFC 5321 4.2.1: reply classes.
@@ -23,7 +25,11 @@ POSITIVE_COMPLETION = 2
 TRANSIENT_NEGATIVE = 4
 PERMANENT_NEGATIVE = 5
 
-_BARE_LF = re.compile(rb"(?<!\r)\n")
+# RFC 5321 2.3.8: CR and LF only ever travel together. Every line end, CRLF, bare LF
+# or bare CR, becomes CRLF before sending: a bare CR passed on is the raw material of
+# SMTP smuggling ("\r.\r" read as the end of data by a peer that ends lines on CR),
+# and smtplib's dot-stuffing only looks after LF.
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 class AttemptError(Exception):
@@ -44,6 +50,11 @@ class Peer:
         return f"{self.host}:{self.port}"
 
 
+def normalise_line_ends(raw: bytes) -> bytes:
+    """`raw` with every line end as CRLF (no bare CR, no bare LF left)."""
+    return _LINE_END.sub(b"\r\n", raw)
+
+
 def _classify(code: int) -> str:
     if code // 100 == POSITIVE_COMPLETION:
         return SENT
@@ -59,10 +70,14 @@ def _text(reply: bytes | str) -> str:
 
 
 def deliver(peer: Peer, context: ssl.SSLContext, helo: str, sender: str,
-            recipients: Sequence[str], raw: bytes, timeout: float) -> dict[str, RecipientResult]:
-    """Try to hand `raw` to `peer`; a result per recipient (never raises for SMTP/network errors)."""
+            recipients: Sequence[str], raw: bytes, timeout: float,
+            trust: Any = None) -> dict[str, RecipientResult]:
+    """Try to hand `raw` to `peer`; a result per recipient (never raises for SMTP/network errors).
+
+    `trust` (crypto.smime.Trust: anchors and CRLs) lets a revoked peer certificate stop
+    the attempt after the handshake, before anything of the envelope is sent."""
     try:
-        return _deliver(peer, context, helo, sender, recipients, raw, timeout)
+        return _deliver(peer, context, helo, sender, recipients, raw, timeout, trust)
     except AttemptError as exc:
         status = FAILED if exc.permanent else DEFERRED
         return {r: RecipientResult(status, exc.code, str(exc), str(peer)) for r in recipients}
@@ -75,7 +90,7 @@ def deliver(peer: Peer, context: ssl.SSLContext, helo: str, sender: str,
 
 
 def _deliver(peer: Peer, context: ssl.SSLContext, helo: str, sender: str,
-             recipients: Sequence[str], raw: bytes, timeout: float) -> dict[str, RecipientResult]:
+             recipients: Sequence[str], raw: bytes, timeout: float, trust: Any) -> dict[str, RecipientResult]:
     remote = str(peer)
     try:
         # Connecting in the constructor also sets the name TLS checks the certificate against.
@@ -93,8 +108,13 @@ def _deliver(peer: Peer, context: ssl.SSLContext, helo: str, sender: str,
         code, reply = smtp.starttls(context=context)
         if code // 100 != POSITIVE_COMPLETION:  # smtplib raises on != 220; defensive
             raise AttemptError(f"{peer} refused STARTTLS: {code} {_text(reply)}")
+        if trust is not None:
+            revoked = revoked_peer(smtp.sock.getpeercert(binary_form=True), trust.anchors, trust.crls)
+            if revoked:
+                # Temporary: the peer may install a new certificate before the message expires.
+                raise AttemptError(f"TLS: certificate of {peer} not trusted ({revoked})")
         smtp.ehlo()
-        data = _BARE_LF.sub(b"\r\n", raw)
+        data = normalise_line_ends(raw)
         options: list[str] = []
         if smtp.has_extn("size"):
             options.append(f"SIZE={len(data)}")

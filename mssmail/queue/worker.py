@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+from crypto.context import trust_for
 from mssmail import audit, logs
 from mssmail.delivery.service import DeliveryService
 from mssmail.queue import backoff, client, dsn, notify, routes
@@ -147,9 +148,11 @@ class RelayWorker:
                 by_peer[tuple(client.Peer(h, p) for h, p in hosts)].append(rcpt)
             for peers, rcpts in by_peer.items():
                 for peer in peers:
+                    # Anchors and CRLs read each attempt: `mss cert trust --crl` needs no restart.
                     outcome = await loop.run_in_executor(
-                        self._executor, client.deliver, peer, self._context, self.hostname,
-                        item["sender"], rcpts, raw, float(self.relay.connect_timeout))
+                        self._executor, lambda peer=peer, rcpts=rcpts: client.deliver(
+                            peer, self._context, self.hostname, item["sender"], rcpts, raw,
+                            float(self.relay.connect_timeout), trust_for(self.config)))
                     # RFC 5321 5.1: on a connection-level failure try the next MX host.
                     if not all(r.status == "deferred" and not r.code for r in outcome.values()):
                         break

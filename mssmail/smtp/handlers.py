@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import MISSING, AuthResult, Envelope, LoginPassword, Session
 
+from crypto.authres import strip_our_results
 from mssmail import logs
 from mssmail.delivery import filters
-from mssmail.smtp import policy, replies
+from mssmail.smtp import abuse, policy, replies
 from mssmail.smtp.gateway import LocalGateway
 from mssmail.smtp.received import new_queue_id, received_header
 from mssmail.smtp.replies import render
@@ -77,6 +78,12 @@ class BaseHandler:
     def advertise_auth(self, server: MssSMTP) -> bool:
         return False
 
+    @abuse.guarded
+    async def handle_NOOP(self, server: MssSMTP, session: Session, envelope: Envelope, arg: str) -> str:
+        """Only to end a session over its time cap (the number of NOOPs is limited by
+        aiosmtpd's call limits, abuse.command_call_limits)."""
+        return render(replies.OK)
+
     async def handle_RSET(self, server: MssSMTP, session: Session, envelope: Envelope) -> str:
         server.in_transaction = False
         return "250 2.0.0 OK"
@@ -124,7 +131,21 @@ class BaseHandler:
     def recipient_limit_reached(self, envelope: Envelope) -> bool:
         return len(envelope.rcpt_tos) >= self.config.limits.max_recipients
 
+    @property
+    def authserv_id(self) -> str:
+        return self.config.crypto.authserv_id or self.config.hostname
+
     def trace(self, server: MssSMTP, session: Session, queue_id: str, recipients: list[str]) -> bytes:
+        """What goes on top of what the peer sent: our Authentication-Results saying how
+        the sender authenticated (RFC 8601), then the Received field. What the peer sent
+        goes through `strip_our_results` first (no verdict of ours from them), and
+        crypto.mailflow keeps what sits above the first Received."""
+        login = SubmissionHandler.login_of(session) if self.service == "submission" else ""
+        verdict = policy.sender_authentication(self.authserv_id, login=login or None,
+                                               peer_certificate=server.peer_certificate())
+        return verdict + self.received(server, session, queue_id, recipients)
+
+    def received(self, server: MssSMTP, session: Session, queue_id: str, recipients: list[str]) -> bytes:
         tls = server.tls_info()
         # RFC 3848: ESMTP + S (TLS) + A (authenticated).
         protocol = "ESMTP" + ("S" if tls else "") + ("A" if self.service == "submission" else "")
@@ -146,22 +167,28 @@ class BaseHandler:
 class MxHandler(BaseHandler):
     """Inbound mail from other operators of the space of trust."""
 
+    @abuse.guarded
     async def handle_MAIL(self, server: MssSMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
         refusal = await self.begin_transaction(server, mail_options)
         if refusal:
             return refusal
-        if self.config.trust.require_client_cert and server.peer_certificate() is None:
+        require_cert = self.config.trust.require_client_cert
+        if require_cert and server.peer_certificate() is None:
             server.in_transaction = False
             return render(replies.CLIENT_CERT_REQUIRED)
-        refused = policy.mx_sender_allowed(address, self.config.trust_domains())
+        # A null sender stays "<>" in the envelope (aiosmtpd takes "" for "no MAIL yet").
+        refused = (policy.mx_local_sender_refused(address, await self.local_domains())
+                   or policy.mx_sender_allowed(address, self.config.trust_domains())
+                   or policy.mx_trust_sender_refused(address, server.peer_certificate(), require_cert))
         return self.settle_sender(server, envelope, address, mail_options, refused)
 
+    @abuse.guarded
     async def handle_RCPT(self, server: MssSMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         if self.recipient_limit_reached(envelope):
             return render(replies.TOO_MANY_RECIPIENTS)
-        address = address.lower()
+        address = policy.postmaster_alias(address, self.config.server.domain).lower()
         if policy.domain_of(address) not in await self.local_domains():
             return render(replies.RELAY_DENIED)
         refusal = await self.check_local_recipient(address, _size_param(envelope.mail_options))
@@ -170,13 +197,20 @@ class MxHandler(BaseHandler):
         envelope.rcpt_tos.append(address)
         return render(replies.RECIPIENT_OK)
 
+    @abuse.guarded
     async def handle_DATA(self, server: MssSMTP, session: Session, envelope: Envelope) -> str:
         try:
             queue_id = new_queue_id()
             raw = envelope.original_content or b""
             recipients = list(envelope.rcpt_tos)
-            data = self.trace(server, session, queue_id, recipients) + raw
-            outcomes = await self.deliver_local(server, envelope.mail_from or "", recipients, data)
+            refused = policy.header_senders_refused(
+                header_senders(raw), await self.local_domains(), self.config.trust_domains(),
+                server.peer_certificate(), self.config.trust.require_client_cert)
+            if refused:
+                return render(refused)
+            data = self.trace(server, session, queue_id, recipients) + strip_our_results(raw, self.authserv_id)
+            sender = "" if policy.is_null_sender(envelope.mail_from or "") else envelope.mail_from
+            outcomes = await self.deliver_local(server, sender, recipients, data)
             return _data_reply(outcomes, queue_id)
         except Exception:
             log.exception("MX delivery failed")
@@ -263,6 +297,7 @@ class SubmissionHandler(BaseHandler):
         session.mss_allowed_senders = (login, now + ALLOWED_SENDERS_CACHE_SECONDS, allowed)  # type: ignore[attr-defined]
         return allowed
 
+    @abuse.guarded
     async def handle_MAIL(self, server: MssSMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
         if server.tls_info() is None:
@@ -273,11 +308,12 @@ class SubmissionHandler(BaseHandler):
         refused = policy.submission_sender_allowed(address, await self.allowed_senders(session))
         return self.settle_sender(server, envelope, address.lower(), mail_options, refused)
 
+    @abuse.guarded
     async def handle_RCPT(self, server: MssSMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         if self.recipient_limit_reached(envelope):
             return render(replies.TOO_MANY_RECIPIENTS)
-        address = address.lower()
+        address = policy.postmaster_alias(address, self.config.server.domain).lower()
         route = policy.classify_recipient(address, await self.local_domains(), self.config.trust_domains())
         if route is policy.Route.REFUSED:
             return render(replies.RECIPIENT_NOT_TRUSTED)
@@ -290,6 +326,7 @@ class SubmissionHandler(BaseHandler):
         envelope.rcpt_tos.append(address)
         return render(replies.RECIPIENT_OK)
 
+    @abuse.guarded
     async def handle_DATA(self, server: MssSMTP, session: Session, envelope: Envelope) -> str:
         """The store's submission service does the rest (`mssmail.delivery.submission`):
         From: ownership, filters, relay queue, local and Sent copies."""
@@ -297,7 +334,8 @@ class SubmissionHandler(BaseHandler):
             queue_id = new_queue_id()
             recipients = list(envelope.rcpt_tos)
             return await self.gateway.submit(
-                self.login_of(session), envelope.mail_from or "", recipients, envelope.original_content or b"",
+                self.login_of(session), envelope.mail_from or "", recipients,
+                strip_our_results(envelope.original_content or b"", self.authserv_id),
                 server.peer_ip, queue_id, self.trace(server, session, queue_id, recipients),
                 await self.allowed_senders(session))
         except filters.Reject as reject:
@@ -327,6 +365,17 @@ def _size_param(mail_options: list[str]) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def header_senders(raw: bytes) -> list[str]:
+    """From and Sender addresses of the whole header block, every field a reader could
+    take for one (obsolete spacing included): what the MX checks against the peer."""
+    block = policy.read_header_block(raw)
+    found: list[str] = []
+    for name in ("from", "sender"):
+        for value in block.values(name):
+            found.extend(address for _name, address in policy.read_addresses(value)[0])
+    return found
 
 
 def _data_reply(outcomes: dict[str, Any], queue_id: str) -> str:

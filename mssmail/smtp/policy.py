@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from email.utils import getaddresses
+from typing import Any
 
 from mssmail.smtp import replies
 
@@ -31,7 +34,7 @@ def classify_recipient(address: str, local_domains: Collection[str], trust_domai
 def mx_sender_allowed(sender: str, trust_domains: Collection[str]) -> replies.Reply | None:
     """MX: mail only from the space of trust (None = allowed). The null sender of DSNs
     (RFC 5321 4.5.5) is allowed: bounces must come back."""
-    if sender == "":
+    if is_null_sender(sender):
         return None
     if domain_of(sender) in trust_domains:
         return None
@@ -45,3 +48,254 @@ def submission_sender_allowed(sender: str, allowed: Collection[str]) -> replies.
 
 def from_header_addresses(raw_header_values: list[str]) -> list[str]:
     return [addr.lower() for _name, addr in getaddresses(raw_header_values) if addr]
+
+
+# --- the MX: who may claim which sender (issue 12, hole 3) -------------------------------
+NULL_SENDERS = ("", "<>")
+
+
+def is_null_sender(address: str) -> bool:
+    """The null reverse-path of bounces and delivery reports (RFC 5321 4.5.5, 3.6.3):
+    aiosmtpd hands `MAIL FROM:<>` over as "<>"."""
+    return address.strip() in NULL_SENDERS
+
+
+def postmaster_alias(address: str, domain: str) -> str:
+    """RFC 5321 4.5.1: `RCPT TO:<Postmaster>` without a domain (any case) must be
+    accepted; it means the postmaster of this server's primary domain."""
+    return f"postmaster@{domain.lower()}" if address.strip().lower() == "postmaster" else address
+
+
+def mx_local_sender_refused(sender: str, local_domains: Collection[str]) -> replies.Reply | None:
+    """Mail claiming one of our own domains comes through submission, authenticated:
+    on the MX anybody can type `MAIL FROM:<our doctor>` (None = not refused)."""
+    if domain_of(sender) in local_domains:
+        return replies.LOCAL_SENDER_ON_MX
+    return None
+
+
+def certificate_names(peer_certificate: dict[str, Any] | None) -> list[str]:
+    """DNS names of a verified peer certificate (subjectAltName, RFC 6125 6.4.4: the
+    CN only when there is no DNS name), lowercased."""
+    if not peer_certificate:
+        return []
+    names = [value.lower().rstrip(".") for kind, value in peer_certificate.get("subjectAltName", ())
+             if kind == "DNS"]
+    if names:
+        return names
+    for rdn in peer_certificate.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                names.append(str(value).lower().rstrip("."))
+    return names
+
+
+def certificate_covers(peer_certificate: dict[str, Any] | None, domain: str) -> bool:
+    """Whether the operator presenting this certificate answers for `domain`: a DNS name
+    equal to it, or a host inside it (mx.b.example for b.example). Wildcards are not
+    taken: a certificate for *.example must not speak for every domain under it."""
+    domain = domain.lower().rstrip(".")
+    return any(name == domain or name.endswith("." + domain)
+               for name in certificate_names(peer_certificate) if not name.startswith("*"))
+
+
+def mx_trust_sender_refused(sender: str, peer_certificate: dict[str, Any] | None,
+                            require_client_cert: bool) -> replies.Reply | None:
+    """With mutual TLS ([trust] require_client_cert), a sender of the space of trust
+    must be one the peer's certificate answers for: operator B cannot send as C."""
+    if not require_client_cert or is_null_sender(sender):
+        return None
+    if not certificate_covers(peer_certificate, domain_of(sender)):
+        return replies.SENDER_NOT_CERTIFIED
+    return None
+
+
+def header_senders_refused(addresses: list[str], local_domains: Collection[str], trust_domains: Collection[str],
+                           peer_certificate: dict[str, Any] | None, require_client_cert: bool,
+                           ) -> replies.Reply | None:
+    """The MX's look at From/Sender (what a reader shows): no local domain (that is
+    submission's), only the space of trust, and with mutual TLS only domains the peer
+    certificate answers for."""
+    for address in addresses:
+        domain = domain_of(address)
+        if domain in local_domains:
+            return replies.LOCAL_FROM_ON_MX
+        if domain not in trust_domains:
+            return replies.FROM_NOT_TRUSTED
+        if require_client_cert and not certificate_covers(peer_certificate, domain):
+            return replies.FROM_NOT_CERTIFIED
+    return None
+
+
+# --- Authentication-Results of the sender (RFC 8601, hole 3) ---------------------------
+def _ar_value(text: str) -> str:
+    """A value usable as an RFC 8601 pvalue: without CR, LF, ";" or anything a reader
+    could take for structure, quoted when it is not a plain token."""
+    cleaned = "".join(c for c in text if c.isprintable() and c not in '\r\n;"\\()')[:200]
+    if cleaned and all(c.isalnum() or c in "@.-_+=" for c in cleaned):
+        return cleaned
+    return f'"{cleaned}"'
+
+
+def sender_authentication(authserv_id: str, *, login: str | None = None,
+                          peer_certificate: dict[str, Any] | None = None) -> bytes:
+    """The Authentication-Results field saying how the sender was authenticated:
+    `auth=pass smtp.auth=<login>` after SMTP AUTH (RFC 8601 2.7.4); the verified client
+    certificate under mutual TLS (`x-tls`, a local method: RFC 8601 has none for TLS
+    client certificates); `none` otherwise (2.2: no method ran)."""
+    if login:
+        result = f"auth=pass smtp.auth={_ar_value(login)}"
+    elif peer_certificate:
+        names = certificate_names(peer_certificate)
+        issuer = ",".join(f"{k}={v}" for rdn in peer_certificate.get("issuer", ()) for k, v in rdn)
+        result = (f"x-tls=pass smtp.x-client-cert={_ar_value(names[0] if names else 'unnamed')}"
+                  f" (client certificate issued by {_ar_value(issuer).strip(chr(34))})")
+    else:
+        result = "none"
+    return f"Authentication-Results: {authserv_id}; {result}\r\n".encode("utf-8", "replace")
+
+
+# --- submission: the header block as a reader sees it (hole 4) -------------------------
+# Defect names shared with mssmail.mime.headers (the one header-block parser, used
+# when present); the fallback below reports the same ones.
+BARE_CR, BARE_LF, NO_BODY, ENVELOPE_LINE = "bare CR", "bare LF", "no empty line", "mbox From line"
+NOT_A_FIELD, LEADING_CONTINUATION = "line without colon", "continuation of nothing"
+SPACE_BEFORE_COLON, BAD_FIELD_NAME, NUL, LONG_LINE = ("space before colon", "bad field name", "NUL",
+                                                      "line over 998 octets")
+# What every reader agrees on anyway; anything else, one of them may read differently.
+HARMLESS_DEFECTS = frozenset({NO_BODY, LONG_LINE})
+AUTHOR_FIELDS = ("from", "sender", "reply-to")
+_FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
+_ADDRESS_IN_TEXT = re.compile(r"[^\s<>\"(),;:@]+@[^\s<>\"(),;:@]+")
+
+
+@dataclass
+class HeaderBlock:
+    """A header block read once for the whole submission policy: the fields as
+    (lowercased name, unfolded value octets), and what a reader could read otherwise."""
+
+    fields: list[tuple[str, bytes]] = field(default_factory=list)
+    defects: list[str] = field(default_factory=list)
+
+    def values(self, name: str) -> list[bytes]:
+        return [value for key, value in self.fields if key == name]
+
+
+def read_header_block(raw: bytes) -> HeaderBlock:
+    """The whole header block of `raw` (no size cut: a From after 256 KB of headers is
+    still a From), by mssmail.mime.headers when the build has it."""
+    try:
+        from mssmail.mime import headers as mime_headers
+    except ImportError:
+        return _read_header_block(raw)
+    parsed = mime_headers.parse(raw)
+    return HeaderBlock([(f.key, f.unfolded) for f in parsed.fields], list(parsed.defects))
+
+
+def _read_header_block(raw: bytes) -> HeaderBlock:
+    """RFC 5322 2.1-2.2 and 4.5, reporting (not guessing) what readers differ on."""
+    block = HeaderBlock()
+    defects = block.defects
+    end = len(raw)
+    for blank, keep in ((raw.find(b"\r\n\r\n"), 2), (raw.find(b"\n\n"), 1), (raw.find(b"\n\r\n"), 1)):
+        if blank >= 0:
+            end = min(end, blank + keep)  # the last field's line end stays in the block
+    if raw.startswith((b"\r\n", b"\n")):
+        end = 0
+    data = raw[:end]
+    if end == len(raw) and raw:
+        defects.append(NO_BODY)
+    if data.count(b"\r") != data.count(b"\r\n"):
+        defects.append(BARE_CR)
+    if b"\0" in data:
+        defects.append(NUL)
+    if data.replace(b"\r\n", b"").count(b"\n"):
+        defects.append(BARE_LF)
+    lines = re.split(rb"\r?\n", data)
+    current: tuple[str, list[bytes]] | None = None
+    for number, line in enumerate(lines):
+        if not line:
+            continue
+        if len(line) > 998 and LONG_LINE not in defects:
+            defects.append(LONG_LINE)
+        if line[:1] in (b" ", b"\t"):
+            if current is None:
+                defects.append(LEADING_CONTINUATION)
+            else:
+                current[1].append(line)
+            continue
+        if current is not None:
+            block.fields.append((current[0], b"".join(current[1]).strip(b" \t")))
+            current = None
+        name, colon, value = line.partition(b":")
+        if number == 0 and line.startswith(b"From ") and (not colon or b" " in name[5:]):
+            defects.append(ENVELOPE_LINE)
+            continue
+        if not colon:
+            defects.append(NOT_A_FIELD)
+            continue
+        if name != name.rstrip(b" \t"):
+            defects.append(SPACE_BEFORE_COLON)
+        if not _FIELD_NAME.fullmatch(name.rstrip(b" \t")):
+            defects.append(BAD_FIELD_NAME)
+        current = (name.rstrip(b" \t").decode("ascii", "replace").lower(), [value])
+    if current is not None:
+        block.fields.append((current[0], b"".join(current[1]).strip(b" \t")))
+    return block
+
+
+def read_addresses(value: bytes) -> tuple[list[tuple[str, str]], list[str]]:
+    """(display name, address) of each mailbox of an address list, and the defects: by
+    mssmail.mime.addresses when present, else by the email package's RFC 5322 parser,
+    cross-checked against its older getaddresses (where the two disagree, so may readers)."""
+    text = value.decode("utf-8", "replace")
+    try:
+        from mssmail.mime import addresses as mime_addresses
+        from mssmail.mime.headers import decode_words
+    except ImportError:
+        return _read_addresses(text)
+    parsed = mime_addresses.parse(value)
+    found = [(decode_words(m.name or ""), m.address.lower()) for m in parsed.mailboxes]
+    return found, list(parsed.defects)
+
+
+def _read_addresses(text: str) -> tuple[list[tuple[str, str]], list[str]]:
+    import email.policy
+
+    defects: list[str] = []
+    try:
+        header = email.policy.default.header_factory("from", text)
+        found = [(a.display_name or "", a.addr_spec.lower()) for a in header.addresses]  # type: ignore[attr-defined]
+        defects.extend(type(d).__name__ for d in header.defects)  # type: ignore[attr-defined]
+    except Exception:  # the email package raises on some malformed input: then it is
+        return [], ["unparseable address list"]
+    older = sorted(addr.lower() for _name, addr in getaddresses([text]) if addr)
+    if older != sorted(a for _n, a in found):
+        defects.append("address readers disagree")
+    return found, defects
+
+
+def submission_headers_refused(raw: bytes, allowed: Collection[str]) -> replies.Reply | None:
+    """Submission: From, Sender and Reply-To must name only mailboxes the user may send
+    as (their own, or delegated with full rights), read as a reader will read them, in
+    the whole header block; a block a reader might read otherwise is refused, as are
+    display names that carry an address other than an allowed one. None = accepted."""
+    allowed_set = {a.lower() for a in allowed}
+    block = read_header_block(raw)
+    if set(block.defects) - HARMLESS_DEFECTS:
+        return replies.HEADER_AMBIGUOUS
+    if not block.values("from"):
+        return replies.FROM_HEADER_MISSING
+    for name in AUTHOR_FIELDS:
+        values = block.values(name)
+        if len(values) > 1:
+            return replies.HEADER_REPEATED
+        for value in values:
+            mailboxes, defects = read_addresses(value)
+            if defects or not mailboxes:
+                return replies.HEADER_AMBIGUOUS
+            for display, address in mailboxes:
+                named = {a.lower() for a in _ADDRESS_IN_TEXT.findall(display)}
+                if address not in allowed_set or not named <= allowed_set:
+                    return replies.FROM_HEADER_NOT_OWNED if name == "from" else replies.SENDER_HEADER_NOT_OWNED
+    return None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, AnyStr
 from aiosmtpd.smtp import SMTP, syntax
 
 from mssmail import logs
-from mssmail.smtp import data, replies
+from mssmail.smtp import abuse, data, replies
 
 if TYPE_CHECKING:
     from mssmail.service import ServerContext
@@ -190,6 +190,7 @@ class SmtpListener:
             auth_required=self.auth,
             auth_require_tls=True,
             auth_exclude_mechanism=None if self.auth else ["PLAIN", "LOGIN"],
+            command_call_limit=abuse.command_call_limits(config.limits),
             loop=self.ctx.loop,
         )
 

@@ -183,6 +183,10 @@ def check_folder_name(name: str) -> str:
         raise FolderNameError(f"a folder name cannot start or end with {DELIMITER!r} or contain it twice.")
     if any(c in name for c in "*%"):
         raise FolderNameError("a folder name cannot contain '*' or '%'.")
+    # Path-like levels mean nothing in a database and everything to a client or tool
+    # that maps folders to files (as Dovecot does, refuse them).
+    if any(p.strip() in (".", "..") for p in parts):
+        raise FolderNameError("a folder name cannot have '.' or '..' as one of its levels.")
     return name
 
 

@@ -81,12 +81,15 @@ def stored_inbox(inst: MssInstance, local: str, folder: str = "INBOX") -> list[b
 
 
 def strip_trace(stored: bytes) -> bytes:
-    """Remove the Received header we prepend (one folded header)."""
-    assert stored.startswith(b"Received: ")
-    end = stored.index(b"\r\n")
-    while stored[end + 2:end + 3] in (b"\t", b" "):
-        end = stored.index(b"\r\n", end + 2)
-    return stored[end + 2:]
+    """Remove what we prepend: our Authentication-Results (how the sender authenticated),
+    then the Received header (one folded header each)."""
+    for name in (b"Authentication-Results: ", b"Received: "):
+        assert stored.startswith(name)
+        end = stored.index(b"\r\n")
+        while stored[end + 2:end + 3] in (b"\t", b" "):
+            end = stored.index(b"\r\n", end + 2)
+        stored = stored[end + 2:]
+    return stored
 
 
 def raw_message(subject: str, body: bytes = b"Bonjour.\r\n", sender: str = "jean.martin@a.example",

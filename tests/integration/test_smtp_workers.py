@@ -48,7 +48,7 @@ def wait_until(condition, timeout: float = 15.0) -> bool:  # type: ignore[no-unt
 
 
 def message(subject: str, extra_header: str = "") -> bytes:
-    return (f"From: jean.martin@a.example\r\nTo: claire.durand@a.example\r\nSubject: {subject}\r\n"
+    return (f"From: dr.x@b.example\r\nTo: claire.durand@a.example\r\nSubject: {subject}\r\n"
             f"Message-ID: <{subject}@a.example>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0100\r\n{extra_header}\r\n"
             f"Corps {subject}\r\n").encode()
 
@@ -66,6 +66,8 @@ def blob_count(inst: MssInstance) -> int:
 def inst(tmp_path: Path):
     inst = MssInstance(tmp_path / "a", "a.example")
     inst.configure("smtp", "workers", "2")
+    # The MX takes mail from the space of trust, never from our own domain (issue 12).
+    inst.configure("trust", "domains", '["b.example"]')
     inst.start("smtp")
     yield inst
     inst.kill()
@@ -88,16 +90,16 @@ def test_blob_written_by_the_worker_is_the_stored_message(inst: MssInstance):
     before = blob_count(inst)
     with smtplib.SMTP("127.0.0.1", inst.ports["smtp"], timeout=10) as client:
         client.starttls(context=ssl.create_default_context(cafile=str(inst.ca_file)))
-        client.sendmail("jean.martin@a.example", ["claire.durand@a.example"], message("plain"))
-        # The crypto filter drops an Authentication-Results header claiming our name
-        # (RFC 8601 5): the bytes the worker stored are not the ones kept.
-        client.sendmail("jean.martin@a.example", ["claire.durand@a.example"],
+        client.sendmail("dr.x@b.example", ["claire.durand@a.example"], message("plain"))
+        # The listener (here in the worker) drops an Authentication-Results header
+        # claiming our name (RFC 8601 5) before it stores anything.
+        client.sendmail("dr.x@b.example", ["claire.durand@a.example"],
                         message("forged", "Authentication-Results: a.example; smime=pass\r\n"))
     kept = stored(inst)
     assert kept["<plain@a.example>"].endswith(message("plain"))
     assert b"smime=pass" not in kept["<forged@a.example>"]
     assert kept["<forged@a.example>"].endswith(b"Corps forged\r\n")
-    # One blob per message: the worker's copy of the forged one was removed.
+    # One blob per message.
     assert blob_count(inst) == before + 2
 
 
@@ -109,7 +111,7 @@ def test_a_worker_that_dies_is_replaced(inst: MssInstance):
                       and first[0] not in children(inst.process.pid))
     for n in range(6):  # whichever worker takes the connection, mail goes through
         with smtplib.SMTP("127.0.0.1", inst.ports["smtp"], timeout=10) as client:
-            client.sendmail("jean.martin@a.example", ["claire.durand@a.example"], message(f"after-{n}"))
+            client.sendmail("dr.x@b.example", ["claire.durand@a.example"], message(f"after-{n}"))
     assert {f"<after-{n}@a.example>" for n in range(6)} <= set(stored(inst))
     assert "exited with -9; starting it again" in inst.log_text()
 
@@ -129,7 +131,7 @@ def test_sigterm_lets_a_transaction_in_flight_finish(inst: MssInstance):
 
     assert reader.readline().startswith(b"220")
     assert command(b"EHLO mx.a.example\r\n").startswith(b"250")
-    assert command(b"MAIL FROM:<jean.martin@a.example>\r\n").startswith(b"250")
+    assert command(b"MAIL FROM:<dr.x@b.example>\r\n").startswith(b"250")
     assert command(b"RCPT TO:<claire.durand@a.example>\r\n").startswith(b"250")
     assert command(b"DATA\r\n").startswith(b"354")
     sock.sendall(message("in-flight"))
