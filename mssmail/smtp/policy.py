@@ -284,8 +284,6 @@ def submission_headers_refused(raw: bytes, allowed: Collection[str]) -> replies.
     block = read_header_block(raw)
     if set(block.defects) - HARMLESS_DEFECTS:
         return replies.HEADER_AMBIGUOUS
-    if not block.values("from"):
-        return replies.FROM_HEADER_MISSING
     for name in AUTHOR_FIELDS:
         values = block.values(name)
         if len(values) > 1:

@@ -94,9 +94,10 @@ def send_mail(inst: MssInstance, to: str, subject: str, body: str = "Bonjour,\r\
 class Raw:
     """A line-level IMAP client, to check exact responses and hostile input."""
 
-    def __init__(self, inst: MssInstance, *, tls: bool = True, implicit: bool = False) -> None:
+    def __init__(self, inst: MssInstance, *, tls: bool = True, implicit: bool = False,
+                 source: str = "127.0.0.1") -> None:
         port = inst.ports["imaps" if implicit else "imap"]
-        sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=20, source_address=(source, 0))
         if implicit:
             sock = ctx(inst).wrap_socket(sock, server_hostname=DOMAIN)
         self.sock = sock
@@ -199,17 +200,19 @@ def test_imaps_implicit_tls(server: MssInstance) -> None:
 
 
 def test_lockout_after_repeated_failures_is_shared_with_submission(server: MssInstance) -> None:
-    address = server.address("victim")
+    """The source that failed is blocked on IMAP and submission alike (never the account:
+    tests/security/test_auth_lockout.py); from its own address so the others go on."""
+    address, attacker = server.address("victim"), "127.0.0.9"
     for _ in range(3):
-        raw = Raw(server)
+        raw = Raw(server, source=attacker)
         lines = raw.cmd(f'LOGIN "{address}" "wrong-password"')
         assert lines[-1].startswith(b"x NO [AUTHENTICATIONFAILED]")
         raw.close()
-    raw = Raw(server)
+    raw = Raw(server, source=attacker)
     lines = raw.cmd(f'LOGIN "{address}" "{server.passwords[address]}"')
     assert lines[-1].startswith(b"x NO [AUTHENTICATIONFAILED]") and b"locked" in lines[-1]
     raw.close()
-    with smtplib.SMTP("127.0.0.1", server.ports["submission"], timeout=30) as smtp:
+    with smtplib.SMTP("127.0.0.1", server.ports["submission"], timeout=30, source_address=(attacker, 0)) as smtp:
         smtp.starttls(context=ctx(server))
         with pytest.raises(smtplib.SMTPAuthenticationError):
             smtp.login(address, server.passwords[address])

@@ -4,6 +4,7 @@ variant that passed before is refused now, on a real submission listener."""
 
 from __future__ import annotations
 
+import imaplib
 import smtplib
 
 import pytest
@@ -37,7 +38,7 @@ BYPASSES = {
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     inst = MssInstance(tmp_path_factory.mktemp("from") / "a", "a.example")
-    inst.start("submission")
+    inst.start("submission", "imap")
     yield inst
     inst.stop()
 
@@ -57,6 +58,18 @@ def submit(inst: MssInstance, raw: bytes) -> tuple[int, bytes]:
 def test_from_check_bypass_is_refused(server: MssInstance, name: str) -> None:
     code, text = submit(server, BYPASSES[name])
     assert code == 550 and text[:3] in (b"5.7", b"5.6"), (name, code, text)
+
+
+def test_a_missing_from_is_the_envelope_sender(server: MssInstance) -> None:
+    assert submit(server, b"Subject: sans From\r\n\r\nx\r\n") == (250, b"")
+    imap = imaplib.IMAP4("127.0.0.1", server.ports["imap"], timeout=30)
+    imap.starttls(ssl_context=tls_context(server))
+    imap.login(CLAIRE, server.passwords[CLAIRE])
+    imap.select("INBOX", readonly=True)
+    _, found = imap.search(None, 'SUBJECT "sans From"')
+    _, data = imap.fetch(found[0].split()[-1], "(ENVELOPE)")
+    imap.logout()
+    assert b'((NIL NIL "jean.martin" "a.example"))' in data[0]
 
 
 @pytest.mark.parametrize("raw", [

@@ -114,7 +114,7 @@ def test_submission_check_agrees_with_the_email_package(fields: list[tuple[str, 
         for name in ("From", "Sender", "Reply-To"):
             for header in parsed.get_all(name) or []:
                 assert {a.addr_spec.lower() for a in header.addresses} <= {"j@a.example"}
-        assert len(parsed.get_all("From") or []) == 1
+        assert len(parsed.get_all("From") or []) <= 1  # a missing one is added from the envelope
 
 
 # --- certificates ----------------------------------------------------------------------
