@@ -21,16 +21,17 @@ from mssmail.queue import client
 from mssmail.store.service import Store
 from mssmail.tls import client_context
 from tests.security.helpers import RawSmtp, tls_context
+from tests.support import mailbox
 from tests.support.instance import MssInstance
 
 pytestmark = pytest.mark.timeout(180)
 
 
 def inbox(inst: MssInstance, address: str) -> list[bytes]:
+    """The INBOX's messages as stored (read through the store API, as tests do)."""
     store = Store.from_config(load_config(inst.data))
     try:
-        return [store.read_message(address, "INBOX", m["uid"], audited=False)
-                for m in store.list_messages(address, "INBOX")]
+        return mailbox.contents(store, address)
     finally:
         store.close()
 

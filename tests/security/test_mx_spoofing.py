@@ -17,16 +17,17 @@ import pytest
 from mssmail.config import load_config
 from mssmail.store.service import Store
 from tests.security.helpers import tls_context
+from tests.support import mailbox
 from tests.support.instance import MssInstance
 
 pytestmark = pytest.mark.timeout(180)
 
 
 def stored(inst: MssInstance, address: str) -> list[bytes]:
+    """The INBOX's messages as stored (read through the store API, as tests do)."""
     store = Store.from_config(load_config(inst.data))
     try:
-        return [store.read_message(address, "INBOX", m["uid"], audited=False)
-                for m in store.list_messages(address, "INBOX")]
+        return mailbox.contents(store, address)
     finally:
         store.close()
 

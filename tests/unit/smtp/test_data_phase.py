@@ -28,6 +28,7 @@ class Reference(MssSMTP):
 
 class StubListener:
     closing = False
+    name = "smtp"  # the session logs its outcomes under its listener's name
 
     def __init__(self) -> None:
         self.sessions: set[Any] = set()
