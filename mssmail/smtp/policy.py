@@ -275,25 +275,52 @@ def _read_addresses(text: str) -> tuple[list[tuple[str, str]], list[str]]:
     return found, defects
 
 
+def read_authors(raw: bytes) -> tuple[dict[str, list[tuple[str, str]]], list[str]]:
+    """(field name -> [(display name, address)], defects) for From, Sender and Reply-To.
+
+    Each address list is read twice, by the server's reader (mssmail.mime.addresses, the
+    one ENVELOPE shows) and by the email package's RFC 5322 parser (what many clients
+    use, with encoded words decoded in display names); where they disagree, so may
+    readers, and that is a defect. Encoded words inside an address are one too (RFC
+    2047 5: never valid there, only a display trick)."""
+    block = read_header_block(raw)
+    defects = list(block.defects)
+    found: dict[str, list[tuple[str, str]]] = {}
+    for name in AUTHOR_FIELDS:
+        values = block.values(name)
+        if len(values) > 1:
+            defects.append(f"more than one {name} field")
+        entries: list[tuple[str, str]] = []
+        for value in values:
+            ours, our_defects = read_addresses(value)
+            theirs, their_defects = _read_addresses(value.decode("utf-8", "replace"))
+            defects += our_defects + their_defects
+            if not ours:
+                defects.append(f"{name}: no mailbox")
+            if sorted(a for _n, a in ours) != sorted(a for _n, a in theirs):
+                defects.append("address readers disagree")
+            if any("=?" in a for _n, a in ours + theirs):
+                defects.append(f"{name}: encoded word in an address")
+            entries += ours + theirs
+        found[name] = entries
+    return found, defects
+
+
 def submission_headers_refused(raw: bytes, allowed: Collection[str]) -> replies.Reply | None:
     """Submission: From, Sender and Reply-To must name only mailboxes the user may send
     as (their own, or delegated with full rights), read as a reader will read them, in
     the whole header block; a block a reader might read otherwise is refused, as are
-    display names that carry an address other than an allowed one. None = accepted."""
+    display names that carry an address other than an allowed one. A missing From is
+    not refused: the submission adds the envelope sender's. None = accepted."""
     allowed_set = {a.lower() for a in allowed}
-    block = read_header_block(raw)
-    if set(block.defects) - HARMLESS_DEFECTS:
+    found, defects = read_authors(raw)
+    if any(d.startswith("more than one") for d in defects):
+        return replies.HEADER_REPEATED
+    if set(defects) - HARMLESS_DEFECTS:
         return replies.HEADER_AMBIGUOUS
     for name in AUTHOR_FIELDS:
-        values = block.values(name)
-        if len(values) > 1:
-            return replies.HEADER_REPEATED
-        for value in values:
-            mailboxes, defects = read_addresses(value)
-            if defects or not mailboxes:
-                return replies.HEADER_AMBIGUOUS
-            for display, address in mailboxes:
-                named = {a.lower() for a in _ADDRESS_IN_TEXT.findall(display)}
-                if address not in allowed_set or not named <= allowed_set:
-                    return replies.FROM_HEADER_NOT_OWNED if name == "from" else replies.SENDER_HEADER_NOT_OWNED
+        for display, address in found[name]:
+            named = {a.lower() for a in _ADDRESS_IN_TEXT.findall(display)}
+            if address.lower() not in allowed_set or not named <= allowed_set:
+                return replies.FROM_HEADER_NOT_OWNED if name == "from" else replies.SENDER_HEADER_NOT_OWNED
     return None
