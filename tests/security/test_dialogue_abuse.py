@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from mssmail.smtp import abuse
 from tests.security.helpers import RawSmtp
 from tests.support.instance import MssInstance
 
@@ -84,6 +83,8 @@ def test_session_time_is_capped(server: MssInstance) -> None:
 
 
 def test_error_delay_grows_past_the_soft_limit_and_is_capped() -> None:
+    from mssmail.smtp import abuse
+
     class Limits:
         smtp_soft_error_limit, smtp_hard_error_limit, smtp_error_delay, smtp_session_time = 2, 30, 1.0, 60
 
