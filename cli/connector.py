@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from cli.common import fail, main, print_json
+from cli.common import Env, fail, main, operational, pass_env, print_json, print_table
 
 
 @main.group()
@@ -81,3 +81,133 @@ def connector_parse(file: Path, kind: str, escape_mode: str, as_json: bool) -> N
         return
     for line in _summary(result):
         click.echo(line)
+
+
+@connector.command("add")
+@click.argument("mailbox")
+@click.option("--type", "target_type", type=click.Choice(["folder"]), default="folder", show_default=True,
+              help="Target type (mllp, fhir, smtp, imap and pickup are not in this build).")
+@click.option("--target", "targets", multiple=True, required=True,
+              help="Destination (an absolute directory for folder); repeat to fan out to several.")
+@click.option("--match", "match_text", default="",
+              help="Conditions, all must hold: kind=hprim_net|hprim_sante|cda:<LOINC>|xdm, "
+                   "sender=ADDRESS, domain=DOMAIN (comma-separated). Empty: every part.")
+@click.option("--format", "output_format", type=click.Choice(["original", "hprim_net"]), default=None,
+              help="What the target gets: the bytes as received (default) or an HPRIM Net rendering.")
+@click.option("--extension", default=None, help="File name extension for folder targets (default per kind).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_env
+@operational
+def connector_add(env: Env, mailbox: str, target_type: str, targets: tuple[str, ...], match_text: str,
+                  output_format: str | None, extension: str | None, as_json: bool) -> None:
+    """Add a routing rule to MAILBOX, after its others (first match wins)."""
+    from connectors.routing import parse_match
+    from mssmail.store.actors import Actor
+
+    try:
+        match = parse_match(match_text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--match") from None
+    options = {k: v for k, v in (("format", output_format), ("extension", extension)) if v}
+    try:
+        rule = env.store.add_connector_rule(Actor.admin(), mailbox, target_type, list(targets),
+                                            match=match, options=options)
+    except ValueError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(rule.to_dict())
+        return
+    click.echo(f"connector {rule.id} added to {rule.mailbox} (position {rule.position})")
+
+
+@connector.command("list")
+@click.argument("mailbox", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@pass_env
+@operational
+def connector_list(env: Env, mailbox: str | None, as_json: bool) -> None:
+    """Routing rules, in the order they are tried."""
+    rules = env.store.connector_rules(mailbox)
+    if as_json:
+        print_json([r.to_dict() for r in rules])
+        return
+    if not rules:
+        click.echo("no connector rules")
+        return
+    print_table([(r.id, r.mailbox, r.position, r.target_type, ", ".join(r.targets),
+                  ",".join(f"{k}={v}" for k, v in r.match.items()) or "*",
+                  ",".join(f"{k}={v}" for k, v in r.options.items()) or "-") for r in rules],
+                ["ID", "MAILBOX", "POS", "TYPE", "TARGETS", "MATCH", "OPTIONS"])
+
+
+@connector.command("remove")
+@click.argument("rule_id", type=int)
+@pass_env
+@operational
+def connector_remove(env: Env, rule_id: int) -> None:
+    """Remove a routing rule (jobs already made for it still run)."""
+    from mssmail.store.actors import Actor
+
+    rule = env.store.remove_connector_rule(Actor.admin(), rule_id)
+    click.echo(f"connector {rule.id} removed from {rule.mailbox}")
+
+
+def _job_dict(job: Any) -> dict[str, Any]:
+    return {"id": job.id, "kind": job.kind, "key": job.key, "state": job.state, "attempts": job.attempts,
+            "next_attempt": job.next_attempt.isoformat(), "mailbox": job.mailbox, "message_id": job.message_id,
+            "last_error": job.last_error, "payload": job.payload, "progress": job.progress,
+            "created_at": job.created_at.isoformat(),
+            "finished_at": job.finished_at.isoformat() if job.finished_at else None}
+
+
+@connector.command("jobs")
+@click.option("--state", type=click.Choice(["pending", "running", "done", "failed", "dead"]), default=None)
+@click.option("--retry", "retry_id", type=int, default=None, help="Send one dead job back (due now).")
+@click.option("--retry-dead", is_flag=True, help="Send every dead connector job back.")
+@click.option("--show", "show_id", type=int, default=None, help="One job in full.")
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_env
+@operational
+def connector_jobs(env: Env, state: str | None, retry_id: int | None, retry_dead: bool, show_id: int | None,
+                   limit: int, as_json: bool) -> None:
+    """The connectors' jobs (route and deliver), newest first."""
+    from mssmail.store.actors import Actor
+    from mssmail.store.connectors import DELIVER_KIND, ROUTE_KIND
+
+    if sum(x is not None and x is not False for x in (retry_id, retry_dead or None, show_id)) > 1:
+        raise click.UsageError("give one of --retry, --retry-dead, --show.")
+    if retry_id is not None or retry_dead:
+        count = 0
+        for kind in (ROUTE_KIND, DELIVER_KIND):
+            if retry_id is not None:
+                job = env.store.get_job(retry_id)
+                if job.kind != kind:
+                    continue
+            count += env.store.retry_dead(Actor.admin(), job_id=retry_id, kind=kind)
+        click.echo(f"{count} job(s) due now")
+        return
+    if show_id is not None:
+        job = env.store.get_job(show_id)
+        if job.kind not in (ROUTE_KIND, DELIVER_KIND):
+            fail(f"job {show_id} is not a connector job.")
+        data = _job_dict(job)
+        if as_json:
+            print_json(data)
+            return
+        for name, value in data.items():
+            click.echo(f"{name}: {json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value}")
+        return
+    jobs = [j for kind in (ROUTE_KIND, DELIVER_KIND)
+            for j in env.store.list_jobs(kind=kind, state=state, limit=limit)]
+    jobs.sort(key=lambda j: j.id, reverse=True)
+    if as_json:
+        print_json([_job_dict(j) for j in jobs[:limit]])
+        return
+    if not jobs:
+        click.echo("no connector jobs")
+        return
+    print_table([(j.id, j.kind.removeprefix("connector."), j.state, j.attempts, j.mailbox,
+                  j.payload.get("target", ""), j.next_attempt.isoformat()[:19], j.last_error[:50])
+                 for j in jobs[:limit]],
+                ["ID", "KIND", "STATE", "ATTEMPTS", "MAILBOX", "TARGET", "NEXT", "LAST ERROR"])

@@ -202,8 +202,13 @@ class ConnectorsConfig(Section):
     enabled: bool = True
     poll_interval: int = 2
     max_attempts: int = Field(default=20, ge=1)
+    # A claimed job is taken over by another worker when not finished within this.
+    lease: int = Field(default=300, ge=1)
+    retry_initial: int = Field(default=30, ge=1)
+    retry_max_interval: int = Field(default=6 * 3600, ge=1)
+    max_age: int = Field(default=48 * 3600, ge=1)
 
-    @field_validator("poll_interval", mode="before")
+    @field_validator("poll_interval", "lease", "retry_initial", "retry_max_interval", "max_age", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> int:
         return parse_duration(v)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from sqlalchemy import Connection
 
 from mssmail import audit
+from mssmail.store import connectors
 from mssmail.store.driversql import Driver, driver_for, process_columns
 from mssmail.store.errors import FolderNotFound, Refusal, StoreError
 from mssmail.store.events import FolderChanged
@@ -247,6 +248,7 @@ def _deliver(io: _Writes, requests: Sequence[DeliveryRequest]) -> list[DeliveryR
     message_rows: list[tuple[Any, ...]] = []
     events: list[audit.Event] = []
     pending: list[_Placed] = []
+    inbox: list[bool] = []  # per `pending` row: an inbound delivery (connectors route those)
     # (jobs, index range in `pending` of the rows written for the request's recipients)
     jobs: list[tuple[tuple[JobSpec, ...], int, int]] = []
 
@@ -287,6 +289,7 @@ def _deliver(io: _Writes, requests: Sequence[DeliveryRequest]) -> list[DeliveryR
                 details={"sender": request.sender, "size": request.size, "sha256": request.sha,
                          "message_id": summary.message_id}))
             pending.append(_Placed(outcomes, address, uid, target.uidvalidity))
+            inbox.append(request.folder == "INBOX" and request.action == audit.DELIVERY)
             changed.append(FolderChanged(box.id, target.id, "new"))
             reached += 1
         return outcomes, reached
@@ -323,6 +326,11 @@ def _deliver(io: _Writes, requests: Sequence[DeliveryRequest]) -> list[DeliveryR
             job_writer(io.s, [(job, [(placed.address, message_id) for placed, message_id
                                      in zip(pending[start:end], ids[start:end], strict=True)])
                               for specs, start, end in jobs for job in specs])
+        # Connectors: one route job per INBOX row of a mailbox that has rules (the
+        # worker parses after the commit; see mssmail/store/connectors.py).
+        connectors.route_jobs(io.s, [(boxes[placed.address].id, placed.address, message_id, row[13], row[2])
+                                     for placed, message_id, row, is_inbox in zip(pending, ids, message_rows,
+                                                                                inbox, strict=True) if is_inbox])
     # Outcomes were filled in place; keep each copy's recipients in its own order.
     for result in results:
         if isinstance(result, DeliveryResult):

@@ -288,3 +288,24 @@ class Job(Base):
     message_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class ConnectorRule(Base):
+    """One routing rule of a mailbox's connectors: `match` -> a target (see
+    `mssmail.store.connectors`). A mailbox's rules are tried by `position`, first match
+    wins; one job per (part, target)."""
+
+    __tablename__ = "connector_rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    target_type: Mapped[str] = mapped_column(String(16))
+    # One or more destinations of that type (directories for `folder`): the rule fans
+    # out to each, one job per part and target.
+    targets: Mapped[list] = mapped_column(JSON, default=list)
+    # {"kind": "hprim_net" | "hprim_sante" | "cda:<LOINC>" | "xdm", "sender": ..., "domain": ...}
+    match: Mapped[dict] = mapped_column(default=dict)
+    # {"format": ..., "extension": ...}: how the target renders the part
+    options: Mapped[dict] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

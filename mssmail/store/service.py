@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from mssmail.store.api import MessageAPI
 from mssmail.store.blobs import BlobStore, flush_filesystem
+from mssmail.store.connectors import ConnectorOps
 from mssmail.store.db import Database
 from mssmail.store.delivery import DeliveryOps
 from mssmail.store.events import ChangeBus
@@ -36,7 +37,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class Store(MailboxAdmin, AuthOps, DeliveryOps, OutboundOps, JobOps, MessageAPI, MessageOps, ImapFolderOps):
+class Store(MailboxAdmin, AuthOps, DeliveryOps, OutboundOps, JobOps, ConnectorOps, MessageAPI, MessageOps,
+            ImapFolderOps):
     def __init__(
         self,
         url: str,

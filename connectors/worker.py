@@ -1,0 +1,319 @@
+"""The connector worker (`mss serve` component `connectors`): routes delivered messages
+and delivers their parts to the targets, from the store's job table.
+
+Two job kinds:
+- `connector.route`, inserted by the delivery in its own transaction for a mailbox that
+  has rules (`mssmail.store.connectors.route_jobs`): read the message through the store
+  API as `system:connectors` (an audited read), find the HPRIM / CDA / XDM files
+  (attachments, or HPRIM Net as the text body), parse them with `connectors.formats`,
+  tag the message (`$HPRIM` / `$DLU`, `extra["documents"]`), and insert one
+  `connector.deliver` job per part and target, keyed sha256(mailbox, Message-ID or body
+  digest, part, target) so a route job run twice inserts nothing twice. A file that
+  does not parse goes to `DATA/connectors/quarantine/<key>/` with `error.json`; only
+  that file fails.
+- `connector.deliver`: write the part's bytes (kept in the blob store, so a dead job
+  keeps its input) to the target; `connectors.folder` makes that exactly once.
+
+Failures: temporary ones are retried with exponential backoff and jitter
+(`[connectors] retry_initial` to `retry_max_interval`) until `max_age` after the job
+was created, then the job is dead; permanent ones are dead at once. Jobs run one at a
+time on a thread of their own: the event loop only polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from connectors import folder, routing
+from connectors.formats import ParseError, parse_content
+from connectors.formats.hprim_net import HprimNetFile
+from connectors.formats.hprim_out import render_dlu, render_hprim_sante_patient, render_record
+from connectors.formats.hprim_sante import HprimSanteFile
+from connectors.formats.summary import parts as content_parts
+from mssmail import logs
+from mssmail.store import mimeview, query
+from mssmail.store.actors import Actor
+from mssmail.store.connectors import DELIVER_KIND, ROUTE_KIND
+from mssmail.store.jobs import JobItem, LeaseLost, NewJob, job_key, retry_delay
+
+log = logging.getLogger("mss.connectors")
+ACTOR = Actor.system("connectors")
+# Fault injection for the crash tests: MSS_FAULT=connectors.after_temp makes the process
+# kill itself (SIGKILL) between "temp file recorded" and the rename.
+FAULT_ENV = "MSS_FAULT"
+DLU_CODES = ("74207-2", "34133-9")
+
+
+class ConnectorWorker:
+    name = "connectors"
+
+    def __init__(self, config: Any, store: Any) -> None:
+        self.config = config
+        self.settings = config.connectors
+        self.store = store
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:connectors"
+        self.quarantine = Path(config.server.data) / "connectors" / "quarantine"
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="connectors")
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._wake = asyncio.Event()
+
+    async def start(self) -> list[str]:
+        self._task = asyncio.create_task(self._run(), name="connectors-poller")
+        return [f"connectors: job worker (poll every {self.settings.poll_interval}s, lease "
+                f"{self.settings.lease}s)"]
+
+    async def stop(self, grace: float) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, timeout=grace)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            busy = False
+            try:
+                busy = await loop.run_in_executor(self._executor, self.run_once)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("connectors: polling the job table failed")
+            if busy:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_interval)
+            self._wake.clear()
+
+    # --- one job (blocking, on the worker thread) --------------------------------------
+    def run_once(self, now: datetime | None = None) -> bool:
+        """Claim and run one due job; whether there was one."""
+        jobs = self.store.claim_jobs([ROUTE_KIND, DELIVER_KIND], self.worker, self.settings.lease, now=now)
+        for job in jobs:
+            self.run_job(job)
+        return bool(jobs)
+
+    def run_job(self, job: JobItem) -> None:
+        try:
+            if job.kind == ROUTE_KIND:
+                self._route(job)
+            else:
+                self._deliver(job)
+        except LeaseLost:
+            log.warning("connectors: job %s was taken over by another worker", job.id)
+        except folder.PermanentError as exc:
+            self._dead(job, str(exc))
+        except (folder.TemporaryError, OSError) as exc:
+            self._retry(job, str(exc))
+        except Exception as exc:  # a bug must not hold the job: retried, then dead
+            log.exception("connectors: job %s failed unexpectedly", job.id)
+            self._retry(job, f"{type(exc).__name__}: {exc}")
+
+    def _retry(self, job: JobItem, error: str) -> None:
+        now = datetime.now(UTC)
+        delay = retry_delay(job.attempts, first=self.settings.retry_initial,
+                            longest=self.settings.retry_max_interval)
+        if now + delay > job.created_at + timedelta(seconds=self.settings.max_age) \
+                or job.attempts >= self.settings.max_attempts:
+            self._dead(job, error)
+            return
+        self.store.fail_job(job.id, self.worker, error, retry_at=now + delay)
+        self.store.connector_audit(ACTOR, "connector.retry", mailbox=job.mailbox, message=f"job/{job.id}",
+                                   details={"key": job.key, "attempts": job.attempts, "error": error,
+                                            "retry_in": int(delay.total_seconds())})
+        logs.event("connector.retry", level=logging.WARNING, job=job.id, key=job.key[:16],
+                   attempts=job.attempts, reason=error)
+
+    def _dead(self, job: JobItem, error: str) -> None:
+        self.store.fail_job(job.id, self.worker, error)
+        self.store.connector_audit(ACTOR, "connector.dead", mailbox=job.mailbox, message=f"job/{job.id}",
+                                   details={"key": job.key, "attempts": job.attempts, "error": error})
+        logs.event("connector.dead", level=logging.ERROR, job=job.id, key=job.key[:16], reason=error)
+
+    # --- routing -------------------------------------------------------------------------
+    def _route(self, job: JobItem) -> None:
+        located = self.store.locate_message(job.message_id) if job.message_id is not None else None
+        if located is None:
+            self.store.connector_audit(ACTOR, "connector.routed", mailbox=job.mailbox, message=f"job/{job.id}",
+                                       details={"key": job.key, "outcome": "message gone"})
+            self.store.complete_job(job.id, self.worker, progress={"outcome": "message gone"})
+            return
+        rules = self.store.connector_rules(located.mailbox)
+        ref = self.store.open_folder(ACTOR, located.mailbox, located.folder)
+        view = self.store.message_view(ref, located.uid, mark_seen=False)
+        raw = view.raw
+        where = ref.ref(located.uid)
+        identity = located.message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
+        self.store.connector_audit(ACTOR, "connector.received", mailbox=located.mailbox, message=where,
+                                   details={"key": job.key, "size": len(raw), "sha256": located.sha256,
+                                            "message_id": located.message_id})
+        sender = _sender(view)
+        files = _candidates(raw)
+        documents: list[dict[str, Any]] = []
+        keywords: set[str] = set()
+        new_jobs: list[NewJob] = []
+        unmatched = 0
+        whole_files: set[tuple[int, str, str]] = set()
+        for candidate in files:
+            digest = hashlib.sha256(candidate.data).hexdigest()
+            try:
+                result = parse_content(candidate.data)
+            except ParseError as exc:
+                self._quarantine(job, located.mailbox, where, identity, candidate, exc)
+                continue
+            found = content_parts(result)
+            container = "xdm" if not isinstance(result, HprimNetFile | HprimSanteFile) and \
+                type(result).__name__ == "XdmPackage" else ""
+            self.store.connector_audit(ACTOR, "connector.parsed", mailbox=located.mailbox, message=where,
+                                       details={"key": job.key, "file": candidate.index, "source": candidate.source,
+                                                "format": type(result).__name__, "parts": len(found),
+                                                "size": len(candidate.data), "sha256": digest,
+                                                "warnings": len(getattr(result, "warnings", ()) or ())})
+            for part in found:
+                documents.append(routing.part_summary(part, container, candidate.source))
+                keywords.add("$DLU" if part.kind.startswith("cda:") and part.kind[4:] in DLU_CODES
+                             else "$HPRIM" if part.kind.startswith("hprim") else "")
+                rule = routing.first_match(rules, kind=part.kind, container=container, sender=sender)
+                if rule is None:
+                    unmatched += 1
+                    continue
+                for target in rule.targets:
+                    data, extension, whole = _render(result, part, candidate.data, rule.options)
+                    if whole and (candidate.index, rule.target_type, target) in whole_files:
+                        continue  # the file as it came: one delivery, whatever its parts
+                    whole_files.add((candidate.index, rule.target_type, target))
+                    key = job_key(located.mailbox, identity, f"{candidate.index}.{0 if whole else part.index}",
+                                  f"{rule.target_type}:{target}")
+                    name = routing.output_name(job.created_at, part.sender or sender.partition("@")[0],
+                                               part.patient.family, key, rule.options.get("extension", extension))
+                    sha = self.store.blobs.put(data)
+                    new_jobs.append(NewJob(
+                        kind=DELIVER_KIND, key=key, mailbox=located.mailbox, message_id=job.message_id,
+                        payload={"type": rule.target_type, "target": target, "name": name, "input_sha256": sha,
+                                 "size": len(data), "rule": rule.id, "part": f"{candidate.index}.{part.index}",
+                                 "kind": part.kind, "route_job": job.id}))
+                    self.store.connector_audit(ACTOR, "connector.routed", mailbox=located.mailbox, message=where,
+                                               details={"key": key, "rule": rule.id, "type": rule.target_type,
+                                                        "target": target, "part": f"{candidate.index}.{part.index}",
+                                                        "kind": part.kind})
+        keywords.discard("")
+        if keywords:
+            self.store.set_flags(ref, [located.uid], "+", sorted(keywords))
+        if documents:
+            self.store.set_documents(job.message_id, documents)
+        inserted = self.store.enqueue_jobs(new_jobs) if new_jobs else 0
+        if not new_jobs:
+            self.store.connector_audit(ACTOR, "connector.routed", mailbox=located.mailbox, message=where,
+                                       details={"key": job.key, "outcome": "no matching rule",
+                                                "files": len(files), "parts": len(documents)})
+        logs.event("connector.routed", job=job.id, mailbox=located.mailbox, files=len(files),
+                   parts=len(documents), jobs=len(new_jobs), unmatched=unmatched)
+        self.store.complete_job(job.id, self.worker, progress={"files": len(files), "parts": len(documents),
+                                                               "jobs": len(new_jobs), "inserted": inserted})
+        self._wake.set()
+
+    def _quarantine(self, job: JobItem, mailbox: str, where: str, identity: str,
+                    candidate: routing.CandidateFile, exc: ParseError) -> None:
+        key = job_key(mailbox, identity, str(candidate.index), "quarantine")
+        directory = self.quarantine / key
+        directory.mkdir(parents=True, exist_ok=True)
+        name = routing._ascii_word(Path(candidate.filename).stem, 60) + Path(candidate.filename).suffix[:10]
+        (directory / (name if candidate.filename else "body.txt")).write_bytes(candidate.data)
+        report = {**exc.to_dict(), "mailbox": mailbox, "message": where, "message_id": identity,
+                  "file": candidate.index, "source": candidate.source, "filename": candidate.filename,
+                  "size": len(candidate.data), "sha256": hashlib.sha256(candidate.data).hexdigest()}
+        (directory / "error.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        self.store.connector_audit(ACTOR, "connector.quarantined", mailbox=mailbox, message=where,
+                                   details={"key": key, "route_job": job.key, "file": candidate.index,
+                                            "error_kind": exc.kind, "line": exc.line, "field": exc.field,
+                                            "size": len(candidate.data), "sha256": report["sha256"]})
+        logs.event("connector.quarantined", level=logging.WARNING, mailbox=mailbox, key=key[:16],
+                   line=exc.line, field=exc.field)
+
+    # --- delivery ------------------------------------------------------------------------
+    def _deliver(self, job: JobItem) -> None:
+        payload = job.payload
+        if payload.get("type") != "folder":
+            raise folder.PermanentError(f"target type {payload.get('type')!r} is not available in this build")
+        sha = payload["input_sha256"]
+        if not self.store.blobs.exists(sha):
+            raise folder.PermanentError(f"the job's input {sha[:12]} is missing from the blob store")
+        data = self.store.blobs.read(sha)
+
+        def record(step: dict[str, Any]) -> None:
+            self.store.checkpoint_job(job.id, self.worker, step, lease_seconds=self.settings.lease)
+
+        outcome = folder.deliver(Path(payload["target"]), payload["name"], data, job.progress, record,
+                                 after_record=_fault("connectors.after_temp"))
+        self.store.complete_job(job.id, self.worker, progress={"outcome": outcome})
+        self.store.connector_audit(ACTOR, "connector.delivered", mailbox=job.mailbox, message=f"job/{job.id}",
+                                   details={"key": job.key, "type": "folder", "target": payload["target"],
+                                            "outcome": outcome, "size": len(data), "sha256": sha,
+                                            "attempts": job.attempts})
+        logs.event("connector.delivered", job=job.id, key=job.key[:16], target=payload["target"], outcome=outcome)
+
+
+def _fault(point: str) -> Any:
+    if os.environ.get(FAULT_ENV) != point:
+        return None
+    return lambda: os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _sender(view: Any) -> str:
+    from email.utils import parseaddr
+
+    return parseaddr(view.summary.from_addr)[1].lower() if view.summary.from_addr else ""
+
+
+def _candidates(raw: bytes) -> list[routing.CandidateFile]:
+    """Attachments with a connector file name; else a text body that is HPRIM Net."""
+    tree = mimeview.parse_tree(raw)
+    out: list[routing.CandidateFile] = []
+    body: bytes | None = None
+    for info in mimeview.list_parts(tree):
+        entity = mimeview.find_part(tree, mimeview.parse_part_id(info.part_id))
+        if entity is None:
+            continue
+        if info.filename and routing.is_candidate_name(info.filename):
+            out.append(routing.CandidateFile(len(out), info.part_id, info.filename, query.decoded_body(entity)))
+        elif body is None and info.content_type == "text/plain" and not info.is_attachment:
+            body = query.decoded_body(entity)
+    if not out and body is not None and routing.body_is_hprim_net(body):
+        out.append(routing.CandidateFile(0, "body", "", body))
+    return out
+
+
+def _render(result: Any, part: Any, data: bytes, options: dict[str, str]) -> tuple[bytes, str, bool]:
+    """The bytes the target gets for one part, their default extension, and whether they
+    are the whole file as received (then one delivery covers all its parts)."""
+    wanted = options.get("format", "original")
+    if isinstance(result, HprimNetFile):
+        record = result.records[part.index]
+        if wanted == "hprim_net":
+            return render_record(record).data, "hpr", False
+        return routing.record_bytes(data, record.start_line, record.end_line), "hpr", False
+    if wanted == "hprim_net" and isinstance(result, HprimSanteFile):
+        return render_hprim_sante_patient(result, result.patients[part.index]).data, "hpr", False
+    if wanted == "hprim_net" and type(result).__name__ == "Dlu":
+        return render_dlu(result).data, "hpr", False
+    extension = {"HprimSanteFile": "hps", "Dlu": "xml", "XdmPackage": "zip"}.get(type(result).__name__, "dat")
+    return data, extension, True
+
+
+def connectors_component(ctx: Any) -> ConnectorWorker | None:
+    if not ctx.config.connectors.enabled:
+        return None
+    return ConnectorWorker(ctx.config, ctx.store)

@@ -1,0 +1,204 @@
+"""The connectors' part of the store: routing rules per mailbox, the one cheap job a
+delivery inserts for a mailbox that has rules, and the calls the connector worker makes
+(find a delivered message, tag it, audit its steps).
+
+Why the route job is inserted here, in the delivery's transaction, and not by the SMTP
+front end: SMTP answers 250 once the message rows *and* that job are committed (nothing
+acknowledged is lost), and no parsing happens on that path: the job names the message
+row, the worker reads and parses it afterwards (`connectors.worker`). One indexed query
+per delivery batch (`SELECT mailbox_id FROM connector_rules WHERE mailbox_id IN ...`)
+is all a delivery pays for connectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, delete, func, select, update
+
+from mssmail import audit
+from mssmail.store.errors import StoreError
+from mssmail.store.jobs import NewJob, enqueue, job_key
+from mssmail.store.models import ConnectorRule, Folder, Mailbox, Message
+
+if TYPE_CHECKING:
+    from mssmail.store.actors import Actor
+    from mssmail.store.service import Store
+
+ROUTE_KIND = "connector.route"
+DELIVER_KIND = "connector.deliver"
+# Target types this build delivers to; the issue's others (mllp, fhir, smtp, imap,
+# pickup) are refused by `add_connector_rule` until they exist.
+TARGET_TYPES = ("folder",)
+MATCH_KEYS = ("kind", "sender", "domain")
+OPTION_KEYS = ("format", "extension")
+FORMATS = ("original", "hprim_net")
+_R = ConnectorRule.__table__
+
+
+class RuleNotFound(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class RuleItem:
+    id: int
+    mailbox: str
+    position: int
+    target_type: str
+    targets: tuple[str, ...]
+    match: dict[str, str]
+    options: dict[str, str]
+    created_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "mailbox": self.mailbox, "position": self.position, "type": self.target_type,
+                "targets": list(self.targets), "match": dict(self.match), "options": dict(self.options),
+                "created_at": self.created_at.isoformat()}
+
+
+@dataclass(frozen=True)
+class LocatedMessage:
+    """Where a delivered message row is now (it may have been moved or expunged)."""
+
+    mailbox: str
+    folder: str
+    uid: int
+    message_id: str
+    sha256: str
+
+
+def validate_rule(target_type: str, targets: Sequence[str], match: Mapping[str, str],
+                  options: Mapping[str, str]) -> None:
+    """ValueError with one sentence for a rule the worker could not apply."""
+    if target_type not in TARGET_TYPES:
+        raise ValueError(f"target type {target_type!r} is not available in this build "
+                         f"(available: {', '.join(TARGET_TYPES)}).")
+    if not targets or any(not t.strip() for t in targets):
+        raise ValueError("a target is required (a directory for --type folder).")
+    if target_type == "folder" and any(not t.startswith("/") for t in targets):
+        raise ValueError("a folder target is an absolute directory path.")
+    unknown = sorted(set(match) - set(MATCH_KEYS))
+    if unknown:
+        raise ValueError(f"unknown match key {unknown[0]!r} (known: {', '.join(MATCH_KEYS)}).")
+    kind = match.get("kind")
+    if kind is not None and kind not in ("hprim_net", "hprim_sante", "xdm") and not (
+            kind.startswith("cda:") and len(kind) > 4):
+        raise ValueError(f"unknown content kind {kind!r} (hprim_net, hprim_sante, cda:<LOINC>, xdm).")
+    unknown = sorted(set(options) - set(OPTION_KEYS))
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r} (known: {', '.join(OPTION_KEYS)}).")
+    if options.get("format", "original") not in FORMATS:
+        raise ValueError(f"unknown format {options['format']!r} (known: {', '.join(FORMATS)}).")
+    extension = options.get("extension", "hpr")
+    if not extension.isalnum() or len(extension) > 10:
+        raise ValueError("an extension is 1 to 10 letters or digits, without the dot.")
+
+
+def route_jobs(connection: Connection, placed: Sequence[tuple[int, str, int, str, str]]) -> int:
+    """In a delivery's transaction: one `connector.route` job per delivered INBOX row
+    whose mailbox has rules. `placed`: (mailbox id, address, message row id, Message-ID
+    header, blob SHA-256). How many jobs were inserted."""
+    if not placed:
+        return 0
+    box_ids = sorted({box_id for box_id, *_ in placed})
+    routed = set(connection.execute(select(_R.c.mailbox_id).where(_R.c.mailbox_id.in_(box_ids))
+                                    .distinct()).scalars())
+    if not routed:
+        return 0
+    return enqueue(connection, [
+        NewJob(kind=ROUTE_KIND, key=job_key(ROUTE_KIND, address, row_id),
+               payload={"message_id": message_id, "sha256": sha}, mailbox=address, message_id=row_id)
+        for box_id, address, row_id, message_id, sha in placed if box_id in routed])
+
+
+class ConnectorOps:
+    """Store methods for connector rules and the connector worker (mixed into `Store`)."""
+
+    def add_connector_rule(self: Store, actor: Actor, mailbox: str, target_type: str, targets: Sequence[str], *,
+                           match: Mapping[str, str] | None = None,
+                           options: Mapping[str, str] | None = None) -> RuleItem:
+        """A rule after the mailbox's others (rules are tried in order). Audited."""
+        match, options = dict(match or {}), dict(options or {})
+        targets = list(dict.fromkeys(targets))
+        validate_rule(target_type, targets, match, options)
+        address = mailbox.strip().lower()
+        with self.db.write() as s:
+            box_id = s.execute(select(Mailbox.id).where(Mailbox.address == address)).scalar_one_or_none()
+            if box_id is None:
+                from mssmail.store.errors import MailboxNotFound
+
+                raise MailboxNotFound(f"no mailbox {address}.")
+            last = s.execute(select(func.max(_R.c.position)).where(_R.c.mailbox_id == box_id)).scalar()
+            rule = ConnectorRule(mailbox_id=box_id, position=(last or 0) + 1, target_type=target_type,
+                                 targets=targets, match=match, options=options)
+            s.add(rule)
+            s.flush()
+            audit.record(s, audit.ADMIN, actor=actor.audit_name, mailbox=address, message=f"connector/{rule.id}",
+                         details={"op": "connector.add", "type": target_type, "targets": targets, "match": match,
+                                  "options": options})
+            return RuleItem(rule.id, address, rule.position, target_type, tuple(targets), match, options, rule.created_at)
+
+    def remove_connector_rule(self: Store, actor: Actor, rule_id: int) -> RuleItem:
+        with self.db.write() as s:
+            found = [r for r in self._rules(s, rule_id=rule_id)]
+            if not found:
+                raise RuleNotFound(f"no connector rule {rule_id}.")
+            s.execute(delete(_R).where(_R.c.id == rule_id))
+            audit.record(s, audit.ADMIN, actor=actor.audit_name, mailbox=found[0].mailbox,
+                         message=f"connector/{rule_id}", details={"op": "connector.remove"})
+            return found[0]
+
+    def connector_rules(self: Store, mailbox: str | None = None) -> list[RuleItem]:
+        """Rules in the order they are tried (by mailbox, then position)."""
+        with self.db.read() as s:
+            return self._rules(s, mailbox=mailbox)
+
+    def _rules(self: Store, s: Any, *, mailbox: str | None = None, rule_id: int | None = None) -> list[RuleItem]:
+        query = (select(_R, Mailbox.address).join(Mailbox, Mailbox.id == _R.c.mailbox_id)
+                 .order_by(Mailbox.address, _R.c.position, _R.c.id))
+        if mailbox is not None:
+            query = query.where(Mailbox.address == mailbox.strip().lower())
+        if rule_id is not None:
+            query = query.where(_R.c.id == rule_id)
+        return [RuleItem(r.id, r.address, r.position, r.target_type, tuple(r.targets or ()), dict(r.match or {}),
+                         dict(r.options or {}), r.created_at) for r in s.execute(query).all()]
+
+    def locate_message(self: Store, message_row_id: int) -> LocatedMessage | None:
+        """The mailbox, folder and UID of a message row, None once it is gone."""
+        with self.db.read() as s:
+            row = s.execute(select(Mailbox.address, Folder.name, Message.uid, Message.message_id,
+                                   Message.blob_sha256)
+                            .join(Folder, Folder.id == Message.folder_id)
+                            .join(Mailbox, Mailbox.id == Folder.mailbox_id)
+                            .where(Message.id == message_row_id)).first()
+        if row is None:
+            return None
+        return LocatedMessage(row.address, row.name, row.uid, row.message_id or "", row.blob_sha256)
+
+    def set_documents(self: Store, message_row_id: int, documents: list[dict[str, Any]]) -> None:
+        """`extra["documents"]`: what a connector found in the message (kind, part,
+        patient, counts), for the webmail's lists and `Query.HasDocument`/`Patient`."""
+        with self.db.write() as s:
+            extra = s.execute(select(Message.extra).where(Message.id == message_row_id)).scalar_one_or_none()
+            if extra is None and not s.execute(select(Message.id).where(Message.id == message_row_id)).first():
+                return
+            s.execute(update(Message).where(Message.id == message_row_id)
+                      .values(extra={**(extra or {}), "documents": documents}))
+
+    def connector_audit(self: Store, actor: Actor, action: str, *, mailbox: str = "", message: str = "",
+                        details: Mapping[str, Any] | None = None) -> None:
+        """One `connector.*` audit event (received, parsed, routed, delivered, retry, dead,
+        quarantined): no patient names, only keys, digests, sizes, outcomes."""
+        if not action.startswith("connector."):
+            raise ValueError("a connector audit action starts with 'connector.'.")
+        with self.db.write() as s:
+            audit.record(s, action, actor=actor.audit_name, mailbox=mailbox, message=message,
+                         details=dict(details or {}))
+
+
+__all__ = ["DELIVER_KIND", "ROUTE_KIND", "TARGET_TYPES", "ConnectorOps", "LocatedMessage", "RuleItem",
+           "RuleNotFound", "route_jobs", "validate_rule"]

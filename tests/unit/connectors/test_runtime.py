@@ -1,0 +1,275 @@
+"""The connector runtime on a real store (SQLite and PostgreSQL): rules, the route job
+a delivery inserts in its own transaction, routing (first match wins, fan-out, no
+rule), tagging, quarantine, and the folder target exactly once across a crash between
+the recorded step and the rename."""
+
+from __future__ import annotations
+
+import json
+import os
+import types
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+
+from connectors import folder, routing
+from connectors.worker import ConnectorWorker
+from mssmail.store.actors import Actor
+from mssmail.store.connectors import DELIVER_KIND, ROUTE_KIND
+
+SAMPLES = Path(__file__).parents[2] / "data" / "samples"
+ADMIN = Actor.admin("test")
+BOX = "dui@a.example"
+
+
+def _mail(attachments: list[tuple[str, bytes]], body: str = "Résultats ci-joints.\n",
+          sender: str = "lab@b.example", message_id: str = "<m1@b.example>") -> bytes:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"], msg["Message-ID"] = sender, BOX, "Résultats", message_id
+    msg.set_content(body)
+    for name, data in attachments:
+        msg.add_attachment(data, maintype="application", subtype="octet-stream", filename=name)
+    return msg.as_bytes()
+
+
+def _worker(store, tmp_path: Path) -> ConnectorWorker:
+    settings = types.SimpleNamespace(poll_interval=1, lease=60, retry_initial=30, retry_max_interval=6 * 3600,
+                                     max_age=48 * 3600, max_attempts=20)
+    config = types.SimpleNamespace(connectors=settings, server=types.SimpleNamespace(data=str(tmp_path)))
+    return ConnectorWorker(config, store)
+
+
+def _drain(worker: ConnectorWorker) -> None:
+    while worker.run_once():
+        pass
+
+
+def test_parse_match_and_first_match() -> None:
+    assert routing.parse_match("kind=hprim_net, sender=Lab@B.example") == {"kind": "hprim_net",
+                                                                        "sender": "lab@b.example"}
+    assert routing.parse_match("kind=cda:74207-2") == {"kind": "cda:74207-2"}
+    for bad in ("kind", "colour=red", "kind=a,kind=b"):
+        with pytest.raises(ValueError):
+            routing.parse_match(bad)
+    rules = [types.SimpleNamespace(id=1, match={"kind": "hprim_sante"}),
+             types.SimpleNamespace(id=2, match={"domain": "b.example"}),
+             types.SimpleNamespace(id=3, match={})]
+    assert routing.first_match(rules, kind="hprim_net", container="", sender="lab@b.example").id == 2
+    assert routing.first_match(rules, kind="hprim_sante", container="", sender="lab@b.example").id == 1
+    assert routing.first_match(rules, kind="hprim_net", container="", sender="x@c.example").id == 3
+    assert routing.first_match(rules[:2], kind="cda:74207-2", container="xdm", sender="x@c.example") is None
+    assert routing.matches({"kind": "xdm"}, kind="cda:74207-2", container="xdm", sender="")
+
+
+def test_output_name_is_deterministic_and_safe() -> None:
+    from datetime import UTC, datetime
+
+    when = datetime(2026, 3, 12, 8, 15, 0, tzinfo=UTC)
+    name = routing.output_name(when, "LAB0042", "Duvernoy-Lévêque / ../x", "abcdef0123456789")
+    assert name == "20260312081500_LAB0042_DUVERNOY-LEVEQUEX_abcdef01.hpr"
+    assert "/" not in routing.output_name(when, "../..", "", "k" * 64, "txt")
+
+
+def test_rules_are_stored_ordered_and_validated(store) -> None:
+    store.create_mailbox(BOX)
+    first = store.add_connector_rule(ADMIN, BOX, "folder", ["/srv/a"], match={"kind": "hprim_net"})
+    second = store.add_connector_rule(ADMIN, BOX, "folder", ["/srv/b", "/srv/c"])
+    assert [r.id for r in store.connector_rules(BOX)] == [first.id, second.id]
+    assert store.connector_rules(BOX)[1].targets == ("/srv/b", "/srv/c")
+    for args in (("mllp", ["h:1"]), ("folder", ["relative"]), ("folder", [])):
+        with pytest.raises(ValueError):
+            store.add_connector_rule(ADMIN, BOX, *args)
+    with pytest.raises(ValueError):
+        store.add_connector_rule(ADMIN, BOX, "folder", ["/srv"], match={"kind": "pdf"})
+    store.remove_connector_rule(ADMIN, first.id)
+    assert [r.id for r in store.connector_rules()] == [second.id]
+
+
+def test_a_delivery_inserts_one_route_job_only_where_rules_exist(store) -> None:
+    store.create_mailbox(BOX)
+    store.create_mailbox("plain@a.example")
+    store.add_connector_rule(ADMIN, BOX, "folder", ["/srv/dui"])
+    raw = _mail([("res.hpr", (SAMPLES / "hprnet_01_abnormal.hpr").read_bytes())])
+    outcomes = store.deliver(raw, [BOX, "plain@a.example"], sender="lab@b.example")
+    jobs = store.list_jobs(kind=ROUTE_KIND)
+    assert [(j.mailbox, j.message_id) for j in jobs] == [(BOX, outcomes[BOX].message_id)]
+
+
+def test_route_then_deliver_to_a_folder_with_fan_out(store, tmp_path: Path) -> None:
+    store.create_mailbox(BOX)
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    store.add_connector_rule(ADMIN, BOX, "folder", [str(tmp_path / "never")], match={"kind": "hprim_sante"})
+    store.add_connector_rule(ADMIN, BOX, "folder", [str(one), str(two)], match={"domain": "b.example"})
+    data = (SAMPLES / "hprnet_02_multi.hpr").read_bytes()
+    outcome = store.deliver(_mail([("multi.hpr", data)]), [BOX], sender="lab@b.example")[BOX]
+    worker = _worker(store, tmp_path)
+    _drain(worker)
+    delivered = store.list_jobs(kind=DELIVER_KIND)
+    records = len(routing_parts(data))
+    assert records >= 2
+    assert len(delivered) == 2 * records and all(j.state == "done" for j in delivered)
+    assert len(list(one.glob("*.hpr"))) == records == len(list(two.glob("*.hpr")))
+    # each file is its record's original lines
+    assert b"".join(sorted(p.read_bytes() for p in one.glob("*.hpr"))) != b""
+    assert not (tmp_path / "never").exists()
+    ref = store.open_folder(ADMIN, BOX, "INBOX")
+    summary = store.message_summary(ref, outcome.uid)
+    assert "$HPRIM" in summary.flags and "hprim_net" in summary.documents
+    # route job run again (a crash before it completed): no new delivery job
+    key = store.list_jobs(kind=ROUTE_KIND)[0].key
+    assert key
+    with store.db.engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE jobs SET state = 'pending' WHERE kind = 'connector.route'")
+    _drain(worker)
+    assert len(store.list_jobs(kind=DELIVER_KIND)) == 2 * records
+
+
+def routing_parts(data: bytes):
+    from connectors.formats import parse_hprim_net
+    from connectors.formats.summary import parts
+
+    return parts(parse_hprim_net(data))
+
+
+def test_no_matching_rule_leaves_the_message_untouched(store, tmp_path: Path) -> None:
+    store.create_mailbox(BOX)
+    store.add_connector_rule(ADMIN, BOX, "folder", [str(tmp_path)], match={"sender": "other@c.example"})
+    outcome = store.deliver(_mail([("r.hpr", (SAMPLES / "hprnet_01_abnormal.hpr").read_bytes())]), [BOX],
+                            sender="lab@b.example")[BOX]
+    _drain(_worker(store, tmp_path))
+    assert store.list_jobs(kind=DELIVER_KIND) == []
+    assert list(tmp_path.glob("*.hpr")) == []
+    with store.db.engine.connect() as connection:
+        details = [json.loads(d) if isinstance(d, str) else d for d in connection.exec_driver_sql(
+            "SELECT details FROM audit_events WHERE action = 'connector.routed'").scalars()]
+    assert any(d.get("outcome") == "no matching rule" for d in details)
+    ref = store.open_folder(ADMIN, BOX, "INBOX")
+    assert store.message_summary(ref, outcome.uid).uid == outcome.uid
+
+
+def test_a_bad_file_is_quarantined_and_only_it_fails(store, tmp_path: Path) -> None:
+    store.create_mailbox(BOX)
+    target = tmp_path / "dui"
+    target.mkdir()
+    store.add_connector_rule(ADMIN, BOX, "folder", [str(target)])
+    good = (SAMPLES / "hprnet_01_abnormal.hpr").read_bytes()
+    bad = b"H|^~\\&|bad\rOBX|1|NM|x\r"
+    store.deliver(_mail([("bad.hps", bad), ("good.hpr", good)]), [BOX], sender="lab@b.example")
+    _drain(_worker(store, tmp_path))
+    assert len(list(target.glob("*.hpr"))) == 1
+    reports = list((tmp_path / "connectors" / "quarantine").glob("*/error.json"))
+    assert len(reports) == 1
+    report = json.loads(reports[0].read_text())
+    assert report["kind"] == "hprim_sante" and report["message"]
+    assert (reports[0].parent / "bad.hps").read_bytes() == bad
+    with store.db.engine.connect() as connection:
+        text = " ".join(str(d) for d in connection.execute(sqlalchemy.text(
+            "SELECT details FROM audit_events WHERE action LIKE 'connector.%'")).scalars())
+    assert "DUVERNOY" not in text.upper()  # no patient name in the audit
+
+
+def test_hprim_net_in_the_text_body_is_routed(store, tmp_path: Path) -> None:
+    store.create_mailbox(BOX)
+    store.add_connector_rule(ADMIN, BOX, "folder", [str(tmp_path)], match={"kind": "hprim_net"})
+    body = (SAMPLES / "hprnet_01_abnormal.hpr").read_text("utf-8", "replace")
+    store.deliver(_mail([], body=body), [BOX], sender="lab@b.example")
+    _drain(_worker(store, tmp_path))
+    assert len(list(tmp_path.glob("*.hpr"))) == 1
+
+
+def test_folder_target_crash_between_record_and_rename(tmp_path: Path) -> None:
+    progress: dict = {}
+
+    class Crash(Exception):
+        pass
+
+    def crash() -> None:
+        raise Crash
+
+    with pytest.raises(Crash):
+        folder.deliver(tmp_path, "a.hpr", b"one", progress, progress.update, after_record=crash)
+    assert progress["tmp"] == str(tmp_path / ".mss-tmp" / "a.hpr")
+    assert not (tmp_path / "a.hpr").exists()
+    # restart: the recorded temp file is there, so the rename is redone
+    assert folder.deliver(tmp_path, "a.hpr", b"one", progress, progress.update) == "renamed"
+    assert (tmp_path / "a.hpr").read_bytes() == b"one"
+    # the software takes the file; a third run (crash before completing) writes nothing
+    os.unlink(tmp_path / "a.hpr")
+    assert folder.deliver(tmp_path, "a.hpr", b"one", progress, progress.update) == "delivered-before"
+    assert list(tmp_path.iterdir()) == [tmp_path / ".mss-tmp"]
+
+
+def test_folder_target_never_overwrites_a_different_file(tmp_path: Path) -> None:
+    (tmp_path / "a.hpr").write_bytes(b"theirs")
+    with pytest.raises(folder.PermanentError):
+        folder.deliver(tmp_path, "a.hpr", b"ours", {}, lambda step: None)
+    assert (tmp_path / "a.hpr").read_bytes() == b"theirs"
+    assert folder.deliver(tmp_path, "b.hpr", b"x", {}, lambda step: None) == "written"
+    assert folder.deliver(tmp_path, "b.hpr", b"x", {}, lambda step: None) == "present"
+    with pytest.raises(folder.TemporaryError):
+        folder.deliver(tmp_path / "missing", "c.hpr", b"x", {}, lambda step: None)
+
+
+def test_worker_crash_after_record_restart_delivers_once(store, tmp_path: Path, monkeypatch) -> None:
+    """The job itself: killed after its checkpoint, claimed again once its lease ran
+    out, it finishes the rename; exactly one file."""
+    from datetime import UTC, datetime, timedelta
+
+    store.create_mailbox(BOX)
+    target = tmp_path / "dui"
+    target.mkdir()
+    store.add_connector_rule(ADMIN, BOX, "folder", [str(target)])
+    store.deliver(_mail([("r.hpr", (SAMPLES / "hprnet_01_abnormal.hpr").read_bytes())]), [BOX],
+                  sender="lab@b.example")
+    worker = _worker(store, tmp_path)
+    worker.run_once()  # route
+    real = folder.deliver
+
+    class Killed(BaseException):
+        pass
+
+    def dying(*args, **kwargs):
+        def die() -> None:
+            raise Killed
+
+        return real(*args[:5], after_record=die)
+
+    monkeypatch.setattr(folder, "deliver", dying)
+    with pytest.raises(Killed):
+        worker.run_once()
+    monkeypatch.setattr(folder, "deliver", real)
+    job = store.list_jobs(kind=DELIVER_KIND)[0]
+    assert job.state == "running" and "tmp" in job.progress and list(target.glob("*.hpr")) == []
+    assert not worker.run_once()  # still leased
+    later = _worker(store, tmp_path)
+    later.worker = "another"
+    assert later.run_once(now=datetime.now(UTC) + timedelta(seconds=120))
+    assert store.get_job(job.id).state == "done"
+    assert len(list(target.glob("*.hpr"))) == 1 and list((target / ".mss-tmp").iterdir()) == []
+
+
+def test_a_missing_directory_is_retried_then_dead(store, tmp_path: Path) -> None:
+    store.create_mailbox(BOX)
+    store.add_connector_rule(ADMIN, BOX, "folder", [str(tmp_path / "later")])
+    store.deliver(_mail([("r.hpr", (SAMPLES / "hprnet_01_abnormal.hpr").read_bytes())]), [BOX],
+                  sender="lab@b.example")
+    worker = _worker(store, tmp_path)
+    worker.run_once()
+    worker.run_once()
+    job = store.list_jobs(kind=DELIVER_KIND)[0]
+    assert job.state == "failed" and "does not exist" in job.last_error
+    assert job.next_attempt > job.created_at
+    worker.settings.max_attempts = 1
+    from datetime import UTC, datetime, timedelta
+
+    assert worker.run_once(now=datetime.now(UTC) + timedelta(hours=7))
+    dead = store.get_job(job.id)
+    assert dead.state == "dead" and dead.payload["input_sha256"] and store.blobs.exists(dead.payload["input_sha256"])
+    assert store.retry_dead(ADMIN, job_id=job.id) == 1
+    (tmp_path / "later").mkdir()
+    _drain(worker)
+    assert store.get_job(job.id).state == "done" and len(list((tmp_path / "later").glob("*.hpr"))) == 1
