@@ -1,5 +1,5 @@
 """The connector runtime on a real `mss serve` (SQLite and PostgreSQL): an HPRIM file
-sent by SMTP to the DUI mailbox lands exactly once in its folder, even when `mss serve`
+sent by SMTP submission to the DUI mailbox lands exactly once in its folder, even when `mss serve`
 is killed (SIGKILL) between the recorded temp file and the rename and then restarted;
 a bad HPRIM file is quarantined and its message stays in the mailbox."""
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 import email.policy
 import json
 import smtplib
+import ssl
 import time
 from email.message import EmailMessage
 from pathlib import Path
@@ -29,7 +30,10 @@ def _mail(name: str, data: bytes, message_id: str) -> bytes:
 
 
 def _send(inst: MssInstance, raw: bytes) -> None:
-    with smtplib.SMTP("127.0.0.1", inst.ports["smtp"], timeout=30) as smtp:
+    """As the lab, by SMTP submission (STARTTLS, AUTH): the MX refuses local senders."""
+    with smtplib.SMTP("127.0.0.1", inst.ports["submission"], timeout=30) as smtp:
+        smtp.starttls(context=ssl.create_default_context(cafile=str(inst.ca_file)))
+        smtp.login(LAB, inst.passwords[LAB])
         smtp.sendmail(LAB, [DUI], raw)
 
 
@@ -70,7 +74,7 @@ def test_hprim_by_smtp_lands_once_across_kill9(instance_factory, instance_db_url
     inst, target = _instance(instance_factory, instance_db_url, tmp_path)
     data = (SAMPLES / "hprnet_01_abnormal.hpr").read_bytes()
     inst.env["MSS_FAULT"] = "connectors.after_temp"  # the server SIGKILLs itself before the rename
-    inst.start("smtp", "connectors")
+    inst.start("submission", "connectors")
     _send(inst, _mail("resultats.hpr", data, "<kill9@lab.a.example>"))
     assert inst.process is not None
     assert inst.process.wait(60) == -9  # killed, as by kill -9, in the middle of the delivery
@@ -79,7 +83,7 @@ def test_hprim_by_smtp_lands_once_across_kill9(instance_factory, instance_db_url
     assert len(deliver) == 1 and deliver[0]["state"] == "running" and "tmp" in deliver[0]["progress"]
     assert list(target.glob("*.hpr")) == [] and len(list((target / ".mss-tmp").iterdir())) == 1
     del inst.env["MSS_FAULT"]
-    inst.start("smtp", "connectors")
+    inst.start("submission", "connectors")
     try:
         _wait(lambda: [j["state"] for j in _jobs(inst) if j["kind"] == "connector.deliver"] == ["done"],
               "the delivery job to finish after the restart")
@@ -104,7 +108,7 @@ def test_hprim_by_smtp_lands_once_across_kill9(instance_factory, instance_db_url
 def test_a_bad_hprim_file_is_quarantined_and_the_message_stays(instance_factory, instance_db_url,
                                                               tmp_path: Path) -> None:
     inst, target = _instance(instance_factory, instance_db_url, tmp_path)
-    inst.start("smtp", "connectors")
+    inst.start("submission", "connectors")
     try:
         bad = b"H|^~\\&|x|LAB\rP|1\rOBX|1|NM|GLU\r"  # OBX without its OBR
         _send(inst, _mail("mauvais.hps", bad, "<bad@lab.a.example>"))
