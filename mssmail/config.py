@@ -128,6 +128,18 @@ class LdapConfig(ListenerConfig):
 
 class WebConfig(ListenerConfig):
     port: int = Field(default=8443, ge=0, le=65535)
+    # A webmail session ends after this long without a request, and this long after
+    # the login whatever happens (a shared practice computer).
+    session_idle: int = 15 * 60
+    session_max: int = 12 * 3600
+
+    @field_validator("session_idle", "session_max", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> int:
+        seconds = parse_duration(v)
+        if seconds < 60:
+            raise ValueError("a session lasts at least one minute ('1m')")
+        return seconds
 
 
 class TrustConfig(Section):

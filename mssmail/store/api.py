@@ -68,14 +68,21 @@ class Protection:
     encrypted: bool = False
     verdict: str | None = None
     decrypted: bool | None = None
+    # Who signed (certificate subject, else address) and the verdict in French words
+    # (crypto.report's summary): the webmail's "Ce message a été signé par : ...".
+    signers: tuple[str, ...] = ()
+    summary: str = ""
 
     @classmethod
     def of(cls, extra: dict[str, Any] | None) -> Protection:
         report = (extra or {}).get("signature_report")
         if not isinstance(report, dict):
             return cls()
-        return cls(bool(report.get("signers")), bool(report.get("encrypted")),
-                   report.get("verdict"), report.get("decrypted"))
+        found = report.get("signers")
+        signers: list[Any] = found if isinstance(found, list) else []
+        names = tuple(str(s.get("subject") or s.get("email") or "") for s in signers if isinstance(s, dict))
+        return cls(bool(signers), bool(report.get("encrypted")),
+                   report.get("verdict"), report.get("decrypted"), names, str(report.get("summary") or ""))
 
 
 def _document_kinds(extra: dict[str, Any] | None, flags: Sequence[str]) -> tuple[str, ...]:

@@ -309,3 +309,19 @@ class ConnectorRule(Base):
     # {"format": ..., "extension": ...}: how the target renders the part
     options: Mapped[dict] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebSession(Base):
+    """A webmail login (`mssmail.store.websessions`). Only the SHA-256 of the cookie's
+    token is kept: a copy of the database does not let anyone in."""
+
+    __tablename__ = "web_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    mailbox: Mapped[str] = mapped_column(String(320), index=True)
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    csrf: Mapped[str] = mapped_column(String(64))
+    ip: Mapped[str] = mapped_column(String(64), default="")
+    # "password" now; "totp" once the second factor is built.
+    auth_level: Mapped[str] = mapped_column(String(16), default="password")

@@ -1,0 +1,95 @@
+"""Webmail sessions: the server side of the `__Host-mss_session` cookie.
+
+The cookie carries 256 random bits; the table keeps only their SHA-256, so a copy of
+the database (a backup, a read-only leak) opens no session. A session ends after
+`idle` seconds without a request or `max_age` seconds after the login, whichever comes
+first (`[web] session_idle`, `session_max`), and at logout (the row is deleted).
+The CSRF token of the session's forms lives in the same row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import delete, or_, select, update
+
+from mssmail.store.models import WebSession
+
+if TYPE_CHECKING:
+    from mssmail.store.service import Store
+
+# `last_seen` is written at most this often: a page of ten requests is one write,
+# and the idle timeout is still exact to within this many seconds.
+TOUCH_EVERY = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class WebSessionInfo:
+    mailbox: str
+    csrf: str
+    created: datetime
+    last_seen: datetime
+    auth_level: str
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def create_session(store: Store, mailbox: str, *, ip: str = "", auth_level: str = "password",
+                   idle: float, max_age: float) -> tuple[str, WebSessionInfo]:
+    """A new session for `mailbox` after a successful login: (cookie token, info).
+    Expired rows of every user are swept in the same transaction (cheap: indexed on
+    nothing but small, one row per open browser)."""
+    token = secrets.token_urlsafe(32)
+    now = datetime.now(UTC)
+    info = WebSessionInfo(mailbox, secrets.token_urlsafe(32), now, now, auth_level)
+    with store.db.write() as s:
+        s.execute(delete(WebSession).where(or_(WebSession.last_seen < now - timedelta(seconds=idle),
+                                               WebSession.created < now - timedelta(seconds=max_age))))
+        s.add(WebSession(token_hash=token_hash(token), mailbox=mailbox, created=now, last_seen=now,
+                         csrf=info.csrf, ip=ip[:64], auth_level=auth_level))
+    return token, info
+
+
+def session_for(store: Store, token: str, *, idle: float, max_age: float) -> WebSessionInfo | None:
+    """The live session of a cookie token, its `last_seen` moved to now; None (and the
+    row deleted) when it is unknown or expired."""
+    if not token or len(token) > 100:
+        return None
+    digest = token_hash(token)
+    now = datetime.now(UTC)
+    with store.db.read() as s:
+        row = s.execute(select(WebSession).where(WebSession.token_hash == digest)).scalar_one_or_none()
+        if row is not None:
+            s.expunge(row)
+    if row is None or not hmac.compare_digest(row.token_hash, digest):
+        return None
+    if now - row.last_seen > timedelta(seconds=idle) or now - row.created > timedelta(seconds=max_age):
+        end_session(store, token)
+        return None
+    if now - row.last_seen >= TOUCH_EVERY:
+        with store.db.write() as s:
+            s.execute(update(WebSession).where(WebSession.token_hash == digest).values(last_seen=now))
+        last_seen = now
+    else:
+        last_seen = row.last_seen
+    return WebSessionInfo(row.mailbox, row.csrf, row.created, last_seen, row.auth_level)
+
+
+def end_session(store: Store, token: str) -> None:
+    """Logout: the row goes, so the cookie is worth nothing even if the browser keeps it."""
+    with store.db.write() as s:
+        s.execute(delete(WebSession).where(WebSession.token_hash == token_hash(token)))
+
+
+def end_sessions_of(store: Store, mailbox: str) -> int:
+    """Every session of a mailbox (password changed, mailbox disabled): how many ended."""
+    with store.db.write() as s:
+        result = s.execute(delete(WebSession).where(WebSession.mailbox == mailbox))
+    return int(getattr(result, "rowcount", 0) or 0)

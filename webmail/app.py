@@ -1,0 +1,463 @@
+"""The doctors' webmail: Starlette pages over the store API, served by uvicorn on the
+shared loop of `mss serve` (`[web] port`, HTTPS with the server certificate).
+
+Every page is rendered on the server (Jinja2, autoescape on) and works without
+JavaScript; no page has inline script or style (see `webmail.security.CSP`). Mail is
+read through the same store calls as IMAP (`open_folder`, `message_page`,
+`message_view`, `message_part`): opening a message here is the audited `read` that
+sets `\\Seen`, exactly as an IMAP FETCH of its body would be. No SQL lives here.
+
+Why Starlette + uvicorn: an ASGI app that runs in-process on the loop the SMTP, IMAP
+and LDAP servers share (DESIGN rule 5), testable without sockets (`TestClient`), and
+the fastest of the servers measured on this machine (see README, "Webmail").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import uvicorn
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from mssmail.store import websessions
+from mssmail.store.actors import Actor
+from mssmail.store.api import MessageNotFound
+from mssmail.store.errors import AccessDenied, FolderNotFound, MailboxNotFound
+from webmail import fmt
+from webmail.downloads import content_disposition, safe_content_type, safe_filename
+from webmail.sanitize import clean_html, frame_document
+from webmail.security import (
+    DOWNLOAD_CSP,
+    EXPIRED_TEXT,
+    FRAME_CSP,
+    CsrfRefused,
+    SecurityMiddleware,
+    read_form,
+)
+
+log = logging.getLogger("mss.web")
+
+HERE = Path(__file__).resolve().parent
+SESSION_COOKIE = "__Host-mss_session"
+LOGIN_COOKIE = "__Host-mss_login"
+PAGE_SIZE = 50
+NOT_FOUND_TEXT = "Message introuvable."
+BAD_LOGIN_TEXT = "Adresse ou mot de passe incorrect."
+LOCKED_TEXT = ("Compte temporairement verrouillé après trop d'échecs. Réessayez dans 15 minutes "
+               "ou contactez votre administrateur.")
+BUSY_TEXT = "Le service est momentanément surchargé. Réessayez dans une minute."
+NOT_REACHABLE = (AccessDenied, FolderNotFound, MailboxNotFound, MessageNotFound)
+
+FOLDER_LABELS = {"INBOX": "Boîte de réception", "Sent": "Envoyés", "Drafts": "Brouillons",
+                 "Trash": "Corbeille", "Junk": "Indésirables"}
+# Navigation of every page (issue 14): (label, path). Pages not built yet answer with
+# a page that says so (`later`).
+NAVIGATION = (("Boîte de réception", "/"), ("Nouveau message", "/nouveau"), ("Dossiers", "/dossiers"),
+              ("Recherche", "/recherche"), ("Récupération Hprim", "/hprim"), ("Options", "/options"),
+              ("Aide", "/aide"))
+LATER = {"/nouveau": "Nouveau message", "/recherche": "Recherche", "/hprim": "Récupération Hprim",
+         "/options": "Options", "/aide": "Aide"}
+
+
+def folder_label(name: str) -> str:
+    return FOLDER_LABELS.get(name, name)
+
+
+def folder_path(address: str, folder: str) -> str:
+    return f"/b/{quote(address, safe='@')}/{quote(folder, safe='')}"
+
+
+def message_path(address: str, folder: str, uidvalidity: int, uid: int) -> str:
+    return f"{folder_path(address, folder)}/{uidvalidity}/{uid}"
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after login: a same-site relative path only (no `//host`, no scheme,
+    no backslash trick), else the inbox."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    if any(ord(c) < 32 for c in value) or len(value) > 500:
+        return "/"
+    return value
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def signature_sentence(protection: Any) -> tuple[str, str] | None:
+    """(css class, French sentence) about the message's signature, None when unsigned
+    and not encrypted."""
+    names = ", ".join(n for n in protection.signers if n) or "signataire inconnu"
+    if protection.signed and protection.verdict == "valid":
+        verb = "signé et chiffré" if protection.encrypted else "signé"
+        return "ok", f"Ce message a été {verb} par : {names}"
+    if protection.signed:
+        summary = protection.summary or "signature non vérifiée"
+        return "alerte", f"Attention, signature non valide ({summary}) : {names}"
+    if protection.encrypted:
+        if protection.decrypted is False:
+            return "alerte", "Ce message est chiffré et le serveur ne peut pas le déchiffrer."
+        return "info", "Ce message a été chiffré (non signé)."
+    return None
+
+
+def signature_badge(protection: Any) -> str:
+    if protection.signed:
+        return "Signé" if protection.verdict == "valid" else "Signature invalide"
+    return "Chiffré" if protection.encrypted else ""
+
+
+@dataclass
+class _Cleaned:
+    """A message's cleaned HTML, kept a minute for its frame: the message page read it
+    (one audited `read`); the frame's request right after should not read it again."""
+
+    html: str
+    until: float
+
+
+class FrameCache:
+    def __init__(self, size: int = 64, ttl: float = 120.0) -> None:
+        self.size, self.ttl = size, ttl
+        self.items: OrderedDict[tuple[str, ...], _Cleaned] = OrderedDict()
+
+    def put(self, key: tuple[str, ...], html: str) -> None:
+        self.items[key] = _Cleaned(html, time.monotonic() + self.ttl)
+        self.items.move_to_end(key)
+        while len(self.items) > self.size:
+            self.items.popitem(last=False)
+
+    def get(self, key: tuple[str, ...]) -> str | None:
+        item = self.items.get(key)
+        if item is None or item.until < time.monotonic():
+            self.items.pop(key, None)
+            return None
+        return item.html
+
+
+class Webmail:
+    """The pages; one instance per server, holding the store and the settings."""
+
+    def __init__(self, store: Any, config: Any) -> None:
+        self.store = store
+        self.config = config
+        self.idle = float(config.web.session_idle)
+        self.max_age = float(config.web.session_max)
+        self.frames = FrameCache()
+        self.templates = Environment(loader=FileSystemLoader(str(HERE / "templates")),
+                                     autoescape=select_autoescape(default=True, default_for_string=True))
+        self.templates.globals.update(navigation=NAVIGATION, folder_label=folder_label,
+                                      folder_path=folder_path, message_path=message_path, fmt=fmt,
+                                      signature_badge=signature_badge)
+
+    # --- rendering -------------------------------------------------------------
+    def page(self, name: str, status: int = 200, headers: dict[str, str] | None = None,
+             **context: Any) -> HTMLResponse:
+        html = self.templates.get_template(name).render(**context)
+        return HTMLResponse(html, status_code=status, headers=headers)
+
+    def error(self, status: int, text: str, session: Any = None,
+              headers: dict[str, str] | None = None) -> HTMLResponse:
+        return self.page("error.html", status, headers, title=text, text=text, session=session)
+
+    def forbidden(self, request: Request) -> Response:
+        return self.error(403, EXPIRED_TEXT)
+
+    # --- sessions --------------------------------------------------------------
+    async def session(self, request: Request) -> websessions.WebSessionInfo | None:
+        token = request.cookies.get(SESSION_COOKIE, "")
+        if not token:
+            return None
+        return await self.store.run(websessions.session_for, self.store, token, idle=self.idle,
+                                    max_age=self.max_age)
+
+    def to_login(self, request: Request) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/connexion?suite={quote(safe_next(target), safe='/')}", status_code=303)
+
+    # --- login / logout --------------------------------------------------------
+    def login_page(self, request: Request, *, status: int = 200, error: str = "", address: str = "",
+                   headers: dict[str, str] | None = None) -> Response:
+        token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(32)
+        response = self.page("login.html", status, headers, title="Connexion", session=None, csrf=token,
+                             error=error, address=address, suite=safe_next(request.query_params.get("suite")))
+        if request.cookies.get(LOGIN_COOKIE) != token:
+            response.set_cookie(LOGIN_COOKIE, token, max_age=3600, path="/", secure=True, httponly=True,
+                                samesite="strict")
+        return response
+
+    async def connexion(self, request: Request) -> Response:
+        if request.method == "GET":
+            if await self.session(request) is not None:
+                return RedirectResponse("/", status_code=303)
+            return self.login_page(request)
+        form = await read_form(request, request.cookies.get(LOGIN_COOKIE, ""))
+        address = str(form.get("adresse", ""))[:320].strip()
+        password = str(form.get("mot_de_passe", ""))[:1024]
+        ip = client_ip(request)
+        result = await self.store.authenticate_async(address, password, ip=ip, service="web")
+        if result.delay:  # the same delays as IMAP and SMTP, awaited here
+            await asyncio.sleep(result.delay)
+        if not result.ok:
+            if result.locked:
+                return self.login_page(request, status=429, error=LOCKED_TEXT, address=address,
+                                       headers={"Retry-After": "900"})
+            if result.temporary:
+                return self.login_page(request, status=503, error=BUSY_TEXT, address=address,
+                                       headers={"Retry-After": "60"})
+            return self.login_page(request, status=401, error=BAD_LOGIN_TEXT, address=address)
+        token, _info = await self.store.run(websessions.create_session, self.store, result.address, ip=ip,
+                                            idle=self.idle, max_age=self.max_age)
+        response = RedirectResponse(safe_next(str(form.get("suite", ""))), status_code=303)
+        response.set_cookie(SESSION_COOKIE, token, path="/", secure=True, httponly=True, samesite="strict")
+        response.delete_cookie(LOGIN_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+        return response
+
+    async def deconnexion(self, request: Request) -> Response:
+        session = await self.session(request)
+        if session is None:
+            return RedirectResponse("/connexion", status_code=303)
+        await read_form(request, session.csrf)
+        await self.store.run(websessions.end_session, self.store, request.cookies.get(SESSION_COOKIE, ""))
+        response = RedirectResponse("/connexion", status_code=303)
+        response.headers["Clear-Site-Data"] = '"cache", "cookies", "storage"'
+        response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+        return response
+
+    # --- pages -----------------------------------------------------------------
+    async def home(self, request: Request) -> Response:
+        session = await self.session(request)
+        if session is None:
+            return self.to_login(request)
+        return RedirectResponse(folder_path(session.mailbox, "INBOX"), status_code=303)
+
+    async def later(self, request: Request) -> Response:
+        session = await self.session(request)
+        if session is None:
+            return self.to_login(request)
+        title = LATER.get(request.url.path, "Page")
+        return self.page("later.html", title=title, session=session, **await self._sidebar(session,
+                                                                                            session.mailbox))
+
+    async def dossiers(self, request: Request) -> Response:
+        session = await self.session(request)
+        if session is None:
+            return self.to_login(request)
+        return self.page("folders.html", title="Dossiers", session=session,
+                         **await self._sidebar(session, session.mailbox))
+
+    async def _sidebar(self, session: websessions.WebSessionInfo, address: str) -> dict[str, Any]:
+        actor = Actor.user(session.mailbox)
+
+        def work() -> dict[str, Any]:
+            folders = self.store.folder_list(actor, address)
+            used, limit = self.store.quota_of(actor, address)
+            boxes = self.store.accessible_mailboxes(session.mailbox)
+            return {"folders": folders, "used": used, "limit": limit, "boxes": boxes, "address": address}
+
+        return await self.store.run(work)
+
+    async def mailbox(self, request: Request) -> Response:
+        """Everything under `/b/{adresse}/...`: a folder, a message, its frame, a part.
+        Folder names may hold `/`; a path ending in `/{uidvalidity}/{uid}` (and then
+        `/corps` or `/partie/{n}`) names a message."""
+        session = await self.session(request)
+        if session is None:
+            return self.to_login(request)
+        address = request.path_params["adresse"].strip().lower()
+        segments = request.path_params["reste"].split("/")
+        try:
+            if len(segments) >= 5 and segments[-2] == "partie" and segments[-4].isdigit() and segments[-3].isdigit():
+                return await self.part(request, session, address, "/".join(segments[:-4]),
+                                       int(segments[-4]), int(segments[-3]), segments[-1])
+            if len(segments) >= 4 and segments[-1] == "corps" and segments[-3].isdigit() and segments[-2].isdigit():
+                return await self.frame(request, session, address, "/".join(segments[:-3]),
+                                        int(segments[-3]), int(segments[-2]))
+            if len(segments) >= 3 and segments[-2].isdigit() and segments[-1].isdigit():
+                return await self.message(request, session, address, "/".join(segments[:-2]),
+                                          int(segments[-2]), int(segments[-1]))
+            return await self.folder(request, session, address, "/".join(segments))
+        except NOT_REACHABLE:
+            return self.error(404, NOT_FOUND_TEXT, session)
+
+    async def _open(self, session: websessions.WebSessionInfo, address: str, folder: str,
+                    uidvalidity: int | None = None) -> Any:
+        if not folder:
+            raise FolderNotFound("no folder")
+        ref = await self.store.run(self.store.open_folder, Actor.user(session.mailbox), address, folder)
+        if uidvalidity is not None and ref.uidvalidity != uidvalidity:
+            raise MessageNotFound("UIDVALIDITY changed")
+        return ref
+
+    async def folder(self, request: Request, session: websessions.WebSessionInfo, address: str,
+                     folder: str) -> Response:
+        before = request.query_params.get("avant")
+        if before is not None and (not before.isdigit() or len(before) > 12):
+            raise MessageNotFound("bad cursor")
+        ref = await self._open(session, address, folder)
+        page = await self.store.run(self.store.message_page, ref, limit=PAGE_SIZE,
+                                    before_uid=int(before) if before else None)
+        context = await self._sidebar(session, address)
+        return self.page("folder.html", title=folder_label(ref.name), session=session, ref=ref, page=page,
+                         folder=ref.name, older=page.next_before_uid, **context)
+
+    async def message(self, request: Request, session: websessions.WebSessionInfo, address: str,
+                      folder: str, uidvalidity: int, uid: int) -> Response:
+        ref = await self._open(session, address, folder, uidvalidity)
+        view = await self.store.run(lambda: self.store.message_view(ref, uid, ip=client_ip(request)))
+        headers = {name.lower(): value for name, value in reversed(view.headers)}
+        remote_images = 0
+        if view.html is not None:
+            cleaned = await self.store.run(clean_html, view.html)
+            remote_images = cleaned.remote_images
+            self.frames.put(self._frame_key(request, address, ref, uid), frame_document(cleaned))
+        context = await self._sidebar(session, address)
+        return self.page("message.html", title=view.summary.subject or "(sans objet)", session=session,
+                         ref=ref, folder=ref.name, view=view, mail_headers=headers, uid=uid,
+                         signature=signature_sentence(view.summary.protection), remote_images=remote_images,
+                         attachments=[(p, safe_filename(p.filename or f"partie-{p.part_id}"))
+                                      for p in view.attachments], **context)
+
+    def _frame_key(self, request: Request, address: str, ref: Any, uid: int) -> tuple[str, ...]:
+        token = request.cookies.get(SESSION_COOKIE, "")
+        return (websessions.token_hash(token), address, ref.name, str(ref.uidvalidity), str(uid))
+
+    async def frame(self, request: Request, session: websessions.WebSessionInfo, address: str,
+                    folder: str, uidvalidity: int, uid: int) -> Response:
+        ref = await self._open(session, address, folder, uidvalidity)
+        document = self.frames.get(self._frame_key(request, address, ref, uid))
+        if document is None:  # the frame opened on its own (reload): an audited read again
+            view = await self.store.run(lambda: self.store.message_view(ref, uid, mark_seen=False,
+                                                                        ip=client_ip(request)))
+            if view.html is None:
+                raise MessageNotFound("no HTML body")
+            document = frame_document(await self.store.run(clean_html, view.html))
+        return HTMLResponse(document, headers={"Content-Security-Policy": FRAME_CSP})
+
+    async def part(self, request: Request, session: websessions.WebSessionInfo, address: str,
+                   folder: str, uidvalidity: int, uid: int, part_id: str) -> Response:
+        ref = await self._open(session, address, folder, uidvalidity)
+        part = await self.store.run(lambda: self.store.message_part(ref, uid, part_id, ip=client_ip(request)))
+        name = part.info.filename or f"partie-{part.info.part_id}"
+        return Response(part.data, media_type=safe_content_type(part.info.content_type), headers={
+            "Content-Disposition": content_disposition(name),
+            "Content-Security-Policy": DOWNLOAD_CSP,
+        })
+
+
+def create_app(store: Any, config: Any) -> Starlette:
+    webmail = Webmail(store, config)
+
+    async def csrf_refused(request: Request, exc: Exception) -> Response:
+        return webmail.forbidden(request)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return webmail.error(404, NOT_FOUND_TEXT)
+
+    routes = [
+        Route("/", webmail.home),
+        Route("/connexion", webmail.connexion, methods=["GET", "POST"]),
+        Route("/deconnexion", webmail.deconnexion, methods=["POST"]),
+        Route("/dossiers", webmail.dossiers),
+        *(Route(path, webmail.later) for path in LATER),
+        Route("/b/{adresse}/{reste:path}", webmail.mailbox),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+    app = Starlette(routes=routes, exception_handlers={CsrfRefused: csrf_refused, 404: not_found})
+    app.add_middleware(SecurityMiddleware, forbidden=webmail.forbidden)
+    app.state.webmail = webmail
+    return app
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn on a loop it does not own: `mss serve` keeps SIGTERM/SIGINT (uvicorn's
+    `capture_signals` would replace the host's handlers with `signal.signal`)."""
+
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
+        return contextlib.nullcontext()
+
+
+class WebComponent:
+    name = "web"
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.server: _EmbeddedServer | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.sock: socket.socket | None = None
+
+    async def start(self) -> list[str]:
+        from mssmail.tls import server_context
+
+        config = self.ctx.config
+        host = config.bind_of(config.web) or "127.0.0.1"
+        # Bound here, not by uvicorn: a busy port is an OSError `mss serve` words in one
+        # sentence (uvicorn would log it and call sys.exit inside the task).
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, config.web.port))
+            sock.listen(128)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # no "Started server process"
+        app = create_app(self.ctx.store, config)
+        uv = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False, http="httptools",
+                            ws="none", server_header=False, date_header=True, proxy_headers=False,
+                            timeout_keep_alive=15, timeout_graceful_shutdown=int(config.server.shutdown_grace),
+                            limit_concurrency=200)
+        uv.load()
+        uv.ssl = server_context(config)  # the server's TLS policy, in one place
+        self.server = _EmbeddedServer(uv)
+        self.task = asyncio.ensure_future(self.server.serve(sockets=[sock]))
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if self.task.done():
+                self.task.result()
+                raise RuntimeError("the web server stopped while starting")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the web server did not start within 10 seconds")
+            await asyncio.sleep(0.01)
+        port = sock.getsockname()[1]
+        shown = f"[{host}]" if ":" in host else host
+        return [f"web: listening on https://{shown}:{port}"]
+
+    async def stop(self, grace: float) -> None:
+        if self.server is None or self.task is None:
+            return
+        self.server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), timeout=max(grace, 0.1) + 1)
+        except TimeoutError:
+            self.server.force_exit = True
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+        if self.sock is not None:
+            self.sock.close()
+
+
+def web_component(ctx: Any) -> WebComponent | None:
+    if not ctx.config.web.port:
+        return None
+    return WebComponent(ctx)
