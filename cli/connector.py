@@ -85,10 +85,10 @@ def connector_parse(file: Path, kind: str, escape_mode: str, as_json: bool) -> N
 
 @connector.command("add")
 @click.argument("mailbox")
-@click.option("--type", "target_type", type=click.Choice(["folder"]), default="folder", show_default=True,
-              help="Target type (mllp, fhir, smtp, imap and pickup are not in this build).")
+@click.option("--type", "target_type", type=click.Choice(["folder", "mllp"]), default="folder", show_default=True,
+              help="Target type (fhir, smtp, imap and pickup are not in this build).")
 @click.option("--target", "targets", multiple=True, required=True,
-              help="Destination (an absolute directory for folder); repeat to fan out to several.")
+              help="Destination (an absolute directory for folder, host:port for mllp); repeat to fan out.")
 @click.option("--match", "match_text", default="",
               help="Conditions, all must hold: kind=hprim_net|hprim_sante|cda:<LOINC>|xdm, "
                    "sender=ADDRESS, domain=DOMAIN (comma-separated). Empty: every part.")

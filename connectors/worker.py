@@ -35,8 +35,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from connectors import folder, routing
+from connectors import folder, mllp, routing
 from connectors.formats import ParseError, parse_content
+from connectors.formats.hl7v2 import Hl7Options, oru_r01_from_hprim_net, oru_r01_from_hprim_sante
 from connectors.formats.hprim_net import HprimNetFile
 from connectors.formats.hprim_out import render_dlu, render_hprim_sante_patient, render_record
 from connectors.formats.hprim_sante import HprimSanteFile
@@ -191,6 +192,19 @@ class ConnectorWorker:
                     unmatched += 1
                     continue
                 for target in rule.targets:
+                    if rule.target_type == "mllp":
+                        key = job_key(located.mailbox, identity, f"{candidate.index}.{part.index}",
+                                      f"mllp:{target}")
+                        try:
+                            data = _render_hl7(result, part, key, job.created_at)
+                        except ValueError as exc:
+                            self.store.connector_audit(
+                                ACTOR, "connector.routed", mailbox=located.mailbox, message=where,
+                                details={"key": key, "rule": rule.id, "outcome": str(exc), "kind": part.kind})
+                            continue
+                        new_jobs.append(self._deliver_job(job, located.mailbox, key, rule, target, data,
+                                                          f"{candidate.index}.{part.index}", part.kind, ""))
+                        continue
                     data, extension, whole = _render(result, part, candidate.data, rule.options)
                     if whole and (candidate.index, rule.target_type, target) in whole_files:
                         continue  # the file as it came: one delivery, whatever its parts
@@ -199,16 +213,13 @@ class ConnectorWorker:
                                   f"{rule.target_type}:{target}")
                     name = routing.output_name(job.created_at, part.sender or sender.partition("@")[0],
                                                part.patient.family, key, rule.options.get("extension", extension))
-                    sha = self.store.blobs.put(data)
-                    new_jobs.append(NewJob(
-                        kind=DELIVER_KIND, key=key, mailbox=located.mailbox, message_id=job.message_id,
-                        payload={"type": rule.target_type, "target": target, "name": name, "input_sha256": sha,
-                                 "size": len(data), "rule": rule.id, "part": f"{candidate.index}.{part.index}",
-                                 "kind": part.kind, "route_job": job.id}))
-                    self.store.connector_audit(ACTOR, "connector.routed", mailbox=located.mailbox, message=where,
-                                               details={"key": key, "rule": rule.id, "type": rule.target_type,
-                                                        "target": target, "part": f"{candidate.index}.{part.index}",
-                                                        "kind": part.kind})
+                    new_jobs.append(self._deliver_job(job, located.mailbox, key, rule, target, data,
+                                                      f"{candidate.index}.{part.index}", part.kind, name))
+        for new in new_jobs:
+            self.store.connector_audit(ACTOR, "connector.routed", mailbox=located.mailbox, message=where,
+                                       details={"key": new.key, "rule": new.payload["rule"],
+                                                "type": new.payload["type"], "target": new.payload["target"],
+                                                "part": new.payload["part"], "kind": new.payload["kind"]})
         keywords.discard("")
         if keywords:
             self.store.set_flags(ref, [located.uid], "+", sorted(keywords))
@@ -224,6 +235,16 @@ class ConnectorWorker:
         self.store.complete_job(job.id, self.worker, progress={"files": len(files), "parts": len(documents),
                                                                "jobs": len(new_jobs), "inserted": inserted})
         self._wake.set()
+
+    def _deliver_job(self, job: JobItem, mailbox: str, key: str, rule: Any, target: str, data: bytes,
+                     part: str, kind: str, name: str) -> NewJob:
+        """A delivery job; its bytes go to the blob store first (a dead job keeps its input,
+        and a retry sends the very same bytes: the same MSH-10 for MLLP)."""
+        sha = self.store.blobs.put(data)
+        return NewJob(kind=DELIVER_KIND, key=key, mailbox=mailbox, message_id=job.message_id,
+                      payload={"type": rule.target_type, "target": target, "name": name, "input_sha256": sha,
+                               "size": len(data), "rule": rule.id, "part": part, "kind": kind,
+                               "route_job": job.id})
 
     def _quarantine(self, job: JobItem, mailbox: str, where: str, identity: str,
                     candidate: routing.CandidateFile, exc: ParseError) -> None:
@@ -246,12 +267,15 @@ class ConnectorWorker:
     # --- delivery ------------------------------------------------------------------------
     def _deliver(self, job: JobItem) -> None:
         payload = job.payload
-        if payload.get("type") != "folder":
+        if payload.get("type") not in ("folder", "mllp"):
             raise folder.PermanentError(f"target type {payload.get('type')!r} is not available in this build")
         sha = payload["input_sha256"]
         if not self.store.blobs.exists(sha):
             raise folder.PermanentError(f"the job's input {sha[:12]} is missing from the blob store")
         data = self.store.blobs.read(sha)
+        if payload["type"] == "mllp":
+            self._deliver_mllp(job, data, sha)
+            return
 
         def record(step: dict[str, Any]) -> None:
             self.store.checkpoint_job(job.id, self.worker, step, lease_seconds=self.settings.lease)
@@ -264,6 +288,39 @@ class ConnectorWorker:
                                             "outcome": outcome, "size": len(data), "sha256": sha,
                                             "attempts": job.attempts})
         logs.event("connector.delivered", job=job.id, key=job.key[:16], target=payload["target"], outcome=outcome)
+
+
+    def _deliver_mllp(self, job: JobItem, data: bytes, sha: str) -> None:
+        host, port = mllp.parse_target(job.payload["target"])
+        try:
+            ack = mllp.send(host, port, data, self.settings.mllp_timeout)
+        except mllp.MllpError as exc:
+            raise folder.TemporaryError(str(exc)) from exc
+        sent_id = mllp.control_id(data)
+        if ack.permanent:
+            raise folder.PermanentError(f"{ack.code} for {sent_id}: {ack.text or 'refused by the receiver'}")
+        if not ack.accepted:
+            raise folder.TemporaryError(f"{ack.code} for {sent_id}: {ack.text or 'rejected for now'}")
+        self.store.complete_job(job.id, self.worker, progress={"outcome": ack.code, "control_id": sent_id})
+        self.store.connector_audit(ACTOR, "connector.delivered", mailbox=job.mailbox, message=f"job/{job.id}",
+                                   details={"key": job.key, "type": "mllp", "target": job.payload["target"],
+                                            "outcome": ack.code, "control_id": sent_id, "size": len(data),
+                                            "sha256": sha, "attempts": job.attempts})
+        logs.event("connector.delivered", job=job.id, key=job.key[:16], target=job.payload["target"],
+                   outcome=ack.code)
+
+
+def _render_hl7(result: Any, part: Any, key: str, created: datetime) -> bytes:
+    """ORU^R01 v2.5 of an HPRIM part, MSH-10 from the job key and MSH-7 from the job's
+    creation: rendered once, so every retry carries the same control id."""
+    options = Hl7Options(control_id=key[:20], timestamp=created.strftime("%Y%m%d%H%M%S"))
+    if isinstance(result, HprimNetFile):
+        text = oru_r01_from_hprim_net(result.records[part.index], options)
+    elif isinstance(result, HprimSanteFile):
+        text = oru_r01_from_hprim_sante(result, result.patients[part.index], options)
+    else:
+        raise ValueError(f"no HL7 rendering of {part.kind} for mllp in this build (MDM is not wired)")
+    return text.encode("utf-8")
 
 
 def _fault(point: str) -> Any:

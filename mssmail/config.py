@@ -219,8 +219,10 @@ class ConnectorsConfig(Section):
     retry_initial: int = Field(default=30, ge=1)
     retry_max_interval: int = Field(default=6 * 3600, ge=1)
     max_age: int = Field(default=48 * 3600, ge=1)
+    mllp_timeout: int = Field(default=30, ge=1)
 
-    @field_validator("poll_interval", "lease", "retry_initial", "retry_max_interval", "max_age", mode="before")
+    @field_validator("poll_interval", "lease", "retry_initial", "retry_max_interval", "max_age", "mllp_timeout",
+                     mode="before")
     @classmethod
     def _duration(cls, v: Any) -> int:
         return parse_duration(v)

@@ -30,9 +30,9 @@ if TYPE_CHECKING:
 
 ROUTE_KIND = "connector.route"
 DELIVER_KIND = "connector.deliver"
-# Target types this build delivers to; the others (mllp, fhir, smtp, imap,
-# pickup) are refused by `add_connector_rule` until they exist.
-TARGET_TYPES = ("folder",)
+# Target types this build delivers to; the others (fhir, smtp, imap, pickup)
+# are refused by `add_connector_rule` until they exist.
+TARGET_TYPES = ("folder", "mllp")
 MATCH_KEYS = ("kind", "sender", "domain")
 OPTION_KEYS = ("format", "extension")
 FORMATS = ("original", "hprim_net")
@@ -81,6 +81,11 @@ def validate_rule(target_type: str, targets: Sequence[str], match: Mapping[str, 
         raise ValueError("a target is required (a directory for --type folder).")
     if target_type == "folder" and any(not t.startswith("/") for t in targets):
         raise ValueError("a folder target is an absolute directory path.")
+    if target_type == "mllp":
+        for target in targets:
+            host, sep, port = target.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"an mllp target is host:port, not {target!r}.")
     unknown = sorted(set(match) - set(MATCH_KEYS))
     if unknown:
         raise ValueError(f"unknown match key {unknown[0]!r} (known: {', '.join(MATCH_KEYS)}).")
@@ -91,6 +96,8 @@ def validate_rule(target_type: str, targets: Sequence[str], match: Mapping[str, 
     unknown = sorted(set(options) - set(OPTION_KEYS))
     if unknown:
         raise ValueError(f"unknown option {unknown[0]!r} (known: {', '.join(OPTION_KEYS)}).")
+    if target_type == "mllp" and "format" in options:
+        raise ValueError("an mllp target always gets HL7 v2.5 ORU^R01; --format is for folders.")
     if options.get("format", "original") not in FORMATS:
         raise ValueError(f"unknown format {options['format']!r} (known: {', '.join(FORMATS)}).")
     extension = options.get("extension", "hpr")

@@ -36,7 +36,7 @@ def _mail(attachments: list[tuple[str, bytes]], body: str = "Résultats ci-joint
 
 def _worker(store, tmp_path: Path) -> ConnectorWorker:
     settings = types.SimpleNamespace(poll_interval=1, lease=60, retry_initial=30, retry_max_interval=6 * 3600,
-                                     max_age=48 * 3600, max_attempts=20)
+                                     max_age=48 * 3600, max_attempts=20, mllp_timeout=2)
     config = types.SimpleNamespace(connectors=settings, server=types.SimpleNamespace(data=str(tmp_path)))
     return ConnectorWorker(config, store)
 
@@ -78,7 +78,7 @@ def test_rules_are_stored_ordered_and_validated(store) -> None:
     second = store.add_connector_rule(ADMIN, BOX, "folder", ["/srv/b", "/srv/c"])
     assert [r.id for r in store.connector_rules(BOX)] == [first.id, second.id]
     assert store.connector_rules(BOX)[1].targets == ("/srv/b", "/srv/c")
-    for args in (("mllp", ["h:1"]), ("folder", ["relative"]), ("folder", [])):
+    for args in (("fhir", ["https://x"]), ("mllp", ["nohost"]), ("folder", ["relative"]), ("folder", [])):
         with pytest.raises(ValueError):
             store.add_connector_rule(ADMIN, BOX, *args)
     with pytest.raises(ValueError):

@@ -1,0 +1,99 @@
+"""The `mllp` target: an HL7 v2 message over TCP in MLLP framing, and its ACK.
+
+MLLP (HL7 v2 Minimal Lower Layer Protocol, release 2, section 1.4): a message is sent as
+<VT> message <FS><CR> (0x0B ... 0x1C 0x0D) and the receiver answers with an ACK in the
+same framing. MSA-1 (HL7 v2.5 chapter 2, table 0008): AA/CA accepted (done), AE/CE error
+(the receiver refused this message: permanent, a dead letter), AR/CR reject (the
+receiver could not take it now: retry). No answer within the timeout is a retry too.
+
+Not exactly once without the peer: a retry resends the *same* bytes, so the same MSH-10
+control id, which the receiver uses to drop a duplicate (the worker renders the message
+once, when it routes, and keeps it in the blob store).
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+START, END = b"\x0b", b"\x1c\r"
+MAX_ACK = 1024 * 1024  # an ACK is a few hundred bytes; a peer may not make us buffer more
+
+
+class MllpError(Exception):
+    """Transport trouble (refused, reset, timeout, garbage): retry later."""
+
+
+@dataclass(frozen=True)
+class Ack:
+    code: str  # MSA-1
+    control_id: str  # MSA-2: the MSH-10 acknowledged
+    text: str  # MSA-3 / ERR, for the job's last error
+
+    @property
+    def accepted(self) -> bool:
+        return self.code in ("AA", "CA")
+
+    @property
+    def permanent(self) -> bool:
+        return self.code in ("AE", "CE")
+
+
+def frame(message: bytes) -> bytes:
+    return START + message + END
+
+
+def parse_ack(framed: bytes) -> Ack:
+    """The MSA of an MLLP-framed ACK; MllpError for anything that is not one."""
+    if not framed.startswith(START) or not framed.endswith(END):
+        raise MllpError("the answer is not an MLLP frame")
+    text = framed[1:-2].decode("latin-1")
+    segments = [s for s in text.replace("\n", "\r").split("\r") if s]
+    if not segments or not segments[0].startswith("MSH") or len(segments[0]) < 4:
+        raise MllpError("the answer has no MSH segment")
+    separator = segments[0][3]
+    for seg in segments:
+        fields = seg.split(separator)
+        if fields[0] == "MSA" and len(fields) > 1:
+            errors = [s.split(separator) for s in segments if s.startswith("ERR" + separator)]
+            detail = " ".join(f[-1] for f in errors if len(f) > 1)
+            return Ack(fields[1], fields[2] if len(fields) > 2 else "",
+                       " ".join(x for x in (fields[3] if len(fields) > 3 else "", detail) if x))
+    raise MllpError("the answer has no MSA segment")
+
+
+def control_id(message: bytes) -> str:
+    """MSH-10 of an HL7 v2 message (the field after the message type)."""
+    first = message.split(b"\r", 1)[0].decode("latin-1")
+    if not first.startswith("MSH") or len(first) < 4:
+        return ""
+    fields = first.split(first[3])
+    return fields[9] if len(fields) > 9 else ""  # MSH-1 is the separator itself
+
+
+def send(host: str, port: int, message: bytes, timeout: float) -> Ack:
+    """Send one message and read its ACK (blocking, bounded by `timeout` per step)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(frame(message))
+            received = bytearray()
+            while not received.endswith(END):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise MllpError("the peer closed the connection before its ACK")
+                received += chunk
+                if len(received) > MAX_ACK:
+                    raise MllpError("the ACK is larger than 1 MiB")
+    except TimeoutError as exc:
+        raise MllpError(f"no ACK from {host}:{port} within {timeout:g} s") from exc
+    except OSError as exc:
+        raise MllpError(f"{host}:{port}: {exc.strerror or exc}") from exc
+    return parse_ack(bytes(received))
+
+
+def parse_target(target: str) -> tuple[str, int]:
+    """`host:port` -> (host, port); ValueError otherwise."""
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"an mllp target is host:port, not {target!r}.")
+    return host.strip("[]"), int(port)
