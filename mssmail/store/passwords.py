@@ -10,7 +10,7 @@ Why this shape (issue 12, holes 7 and 8):
   a second here. Run on the store's shared threads, a few connections trying random
   users slowed every delivery. Checks now run on `HashPool`, a few threads of their
   own behind a bounded queue; when the queue is full the answer is an immediate
-  temporary failure (SMTP 454, IMAP NO [UNAVAILABLE]), so the cost an unauthenticated
+  temporary failure (SMTP 454; IMAP still answers a plain NO), so the cost an unauthenticated
   peer can impose is bounded by `auth_hash_workers` x `auth_hash_memory`.
 - A client that logs in every minute (a DUI program) need not pay a hash each time: a
   success is remembered for `auth_cache_ttl` seconds under an HMAC of the credentials
@@ -76,7 +76,7 @@ class AuthResult:
     locked: bool = False  # the *source* is blocked for a while (never the account)
     reason: str = ""
     # Try again later: the source is blocked or the hash pool is full. SMTP answers
-    # 454 4.7.0 (RFC 4954 6), IMAP NO [UNAVAILABLE] (RFC 5530 3).
+    # 454 4.7.0 (RFC 4954 6); IMAP should say NO [UNAVAILABLE] (RFC 5530 3), not done yet.
     temporary: bool = False
 
 
