@@ -22,6 +22,7 @@ import socket
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -117,6 +118,22 @@ def signature_sentence(protection: Any) -> tuple[str, str] | None:
     return None
 
 
+def sender_name(from_header: str) -> str:
+    """The list's "De": the display name when there is one, else the address."""
+    name, address = parseaddr(from_header)
+    return name or address or from_header
+
+
+# Folders in the order a mail client shows them: the inbox, the special-use ones
+# (RFC 6154), then the doctor's own folders alphabetically.
+_FOLDER_ORDER = {"INBOX": 0, "\\Drafts": 1, "\\Sent": 2, "\\Junk": 3, "\\Trash": 4}
+
+
+def folder_order(info: Any) -> tuple[int, str]:
+    rank = _FOLDER_ORDER.get("INBOX" if info.name == "INBOX" else (info.special_use or ""), 5)
+    return rank, info.name.lower()
+
+
 def signature_badge(protection: Any) -> str:
     if protection.signed:
         return "Signé" if protection.verdict == "valid" else "Signature invalide"
@@ -164,7 +181,8 @@ class Webmail:
                                      autoescape=select_autoescape(default=True, default_for_string=True))
         self.templates.globals.update(navigation=NAVIGATION, folder_label=folder_label,
                                       folder_path=folder_path, message_path=message_path, fmt=fmt,
-                                      signature_badge=signature_badge)
+                                      signature_badge=signature_badge,
+                                      sender_name=sender_name)
 
     # --- rendering -------------------------------------------------------------
     def page(self, name: str, status: int = 200, headers: dict[str, str] | None = None,
@@ -196,7 +214,8 @@ class Webmail:
                    headers: dict[str, str] | None = None) -> Response:
         token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(32)
         response = self.page("login.html", status, headers, title="Connexion", session=None, csrf=token,
-                             error=error, address=address, suite=safe_next(request.query_params.get("suite")))
+                             error=error, address=address, suite=safe_next(request.query_params.get("suite")),
+                             idle_minutes=int(self.idle // 60))
         if request.cookies.get(LOGIN_COOKIE) != token:
             response.set_cookie(LOGIN_COOKIE, token, max_age=3600, path="/", secure=True, httponly=True,
                                 samesite="strict")
@@ -266,7 +285,7 @@ class Webmail:
         actor = Actor.user(session.mailbox)
 
         def work() -> dict[str, Any]:
-            folders = self.store.folder_list(actor, address)
+            folders = sorted(self.store.folder_list(actor, address), key=folder_order)
             used, limit = self.store.quota_of(actor, address)
             boxes = self.store.accessible_mailboxes(session.mailbox)
             return {"folders": folders, "used": used, "limit": limit, "boxes": boxes, "address": address}

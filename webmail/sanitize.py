@@ -66,6 +66,7 @@ STYLE_PROPERTIES = frozenset({
 LINK_SCHEMES = ("http:", "https:", "mailto:")
 # CSS that could fetch (url(), image-set(), @import) or hide a keyword behind an escape.
 _DANGEROUS_CSS = re.compile(r"url\s*\(|image-set|expression\s*\(|@import|\\|/\*", re.I)
+_IMG_WITHOUT_SRC = re.compile(r'<img(?![^>]*\ssrc=")[^>]*>')
 _DATA_IMAGE = re.compile(r"data:image/(png|jpeg|jpg|gif|webp|bmp);base64,[a-z0-9+/=\s]*\Z", re.I)
 
 
@@ -107,6 +108,9 @@ def clean_html(html: str) -> CleanHtml:
         filter_style_properties=set(STYLE_PROPERTIES),
         strip_comments=True,
     )
+    # An image whose source was dropped would show as a broken-image icon: it goes.
+    # (Safe on ammonia's output: attributes are re-serialised, quoted, one form.)
+    cleaned = _IMG_WITHOUT_SRC.sub("", cleaned)
     return CleanHtml(cleaned, blocked)
 
 

@@ -325,3 +325,29 @@ def test_no_sql_in_webmail() -> None:
         text = path.read_text()
         for needle in (r"sqlalchemy", r"\bselect\(", r"\btext\("):  # not nullcontext(
             assert not re.search(needle, text), (path, needle)
+
+
+def report(verdict: str, *, encrypted: bool = False) -> dict:
+    return {"signature_report": {"verdict": verdict, "encrypted": encrypted, "decrypted": encrypted or None,
+                                 "summary": {"valid": "signature valide",
+                                             "tampered": "contenu modifié après signature"}[verdict],
+                                 "signers": [{"subject": "CN=Dr Claire Durand, RPPS 10001234567",
+                                              "email": "claire.durand@a.example", "status": verdict}]}}
+
+
+@pytest.mark.parametrize(("extra", "badge", "sentence"), [
+    (report("valid"), "Signé", "Ce message a été signé par : CN=Dr Claire Durand, RPPS 10001234567"),
+    (report("valid", encrypted=True), "Signé",
+     "Ce message a été signé et chiffré par : CN=Dr Claire Durand, RPPS 10001234567"),
+    (report("tampered"), "Signature invalide",
+     "Attention, signature non valide (contenu modifié après signature) : CN=Dr Claire Durand"),
+])
+def test_signature_verdict_in_list_and_message(client: TestClient, store: Store, extra: dict, badge: str,
+                                               sentence: str) -> None:
+    store.deliver(plain(1, "Signé"), [DOC], extra=extra)
+    login(client)
+    inbox = client.get("/b/doc@a.example/INBOX")
+    assert f">{badge}</span>" in inbox.text
+    ref = store.open_folder(Actor.user(DOC), DOC, "INBOX")
+    page = client.get(f"/b/doc@a.example/INBOX/{ref.uidvalidity}/1")
+    assert sentence in page.text

@@ -1,0 +1,177 @@
+"""The webmail in a real browser: Playwright (Python) driving Debian's Chromium
+(/usr/bin/chromium, headless; never `playwright install`) against a real `mss serve`.
+
+Logs in, sees the inbox, opens a text message and an HTML one sent by SMTP submission,
+checks that the HTML mail's `<script>` did not run and its remote image was blocked,
+downloads an attachment, logs out; no CSP violation and no page error on the way.
+Screenshots of every page go to `$MSS_E2E_ARTEFACTS` (default `tests/e2e/artefacts/`).
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import ssl
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from tests.support.instance import MssInstance
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run", "--disable-quic"]
+ARTEFACTS = Path(os.environ.get("MSS_E2E_ARTEFACTS") or Path(__file__).parent / "artefacts")
+DOMAIN = "a.example"
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed "
+                                "(scripts/apt-packages.txt)")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MssInstance]:
+    inst = MssInstance(tmp_path_factory.mktemp("e2e-webmail") / "a", DOMAIN)
+    inst.start("submission", "imap", "web")
+    yield inst
+    assert inst.stop() == 0
+
+
+def submit(server: MssInstance, message: EmailMessage) -> None:
+    sender = server.address("claire.durand")
+    message["From"] = f"Dr Claire Durand <{sender}>"
+    message["To"] = server.address("jean.martin")
+    with smtplib.SMTP("127.0.0.1", server.ports["submission"], timeout=30) as smtp:
+        smtp.starttls(context=ssl.create_default_context(cafile=str(server.ca_file)))
+        smtp.login(sender, server.passwords[sender])
+        smtp.send_message(message)
+
+
+@pytest.fixture(scope="module")
+def mails(server: MssInstance) -> None:
+    text = EmailMessage()
+    text["Subject"] = "Compte rendu de consultation"
+    text.set_content("Bonjour,\n\nVoici le compte rendu de la consultation du 3 décembre.\n\nCordialement")
+    text.add_attachment(b"%PDF-1.4\n% compte rendu\n", maintype="application", subtype="pdf",
+                        filename="Compte rendu Dupont.pdf")
+    submit(server, text)
+    html = EmailMessage()
+    html["Subject"] = "Résultats en HTML"
+    html.set_content("Résultats (texte)")
+    html.add_alternative(
+        "<h2>Résultats d'analyse</h2><p>Glycémie : <strong>1,45 g/L</strong> ▲ élevé</p>"
+        "<script>document.title = 'pwned'; window.parent.document.title = 'pwned';</script>"
+        '<img src="https://tracker.invalid/pixel.gif" alt="pixel">'
+        '<p onclick="alert(1)">Cliquez</p><a href="https://www.example.org/">Laboratoire</a>',
+        subtype="html")
+    submit(server, html)
+
+
+@pytest.fixture
+def browser_page(server: MssInstance) -> Iterator[tuple[object, list[str]]]:
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+        context = browser.new_context(ignore_https_errors=True, accept_downloads=True, locale="fr-FR",
+                                      base_url=f"https://127.0.0.1:{server.ports['web']}")
+        page = context.new_page()
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}")
+                if msg.type == "error" or "Content Security Policy" in msg.text else None)
+        try:
+            yield page, problems
+        finally:
+            context.close()
+            browser.close()
+
+
+def shot(page: object, name: str) -> None:
+    page.screenshot(path=str(ARTEFACTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def test_read_mail_in_the_browser(server: MssInstance, mails: None, browser_page: tuple) -> None:
+    page, problems = browser_page
+    expect = playwright_api.expect
+    jean = server.address("jean.martin")
+
+    page.goto("/")
+    expect(page).to_have_url(f"{page.url.split('/connexion')[0]}/connexion?suite=/")
+    shot(page, "01-connexion")
+
+    page.get_by_label("Adresse MSSanté").fill(jean)
+    page.get_by_label("Mot de passe").fill("pas le bon")
+    page.get_by_role("button", name="Se connecter").click()
+    expect(page.get_by_role("alert")).to_have_text("Adresse ou mot de passe incorrect.")
+    shot(page, "02-connexion-erreur")
+
+    page.get_by_label("Mot de passe").fill(server.passwords[jean])
+    page.get_by_role("button", name="Se connecter").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Boîte de réception")
+    assert page.url.endswith(f"/b/{jean}/INBOX")
+    expect(page.get_by_text("État du quota :")).to_be_visible()
+    for label in ("Boîte de réception", "Nouveau message", "Dossiers", "Recherche", "Récupération Hprim",
+                  "Options", "Aide"):
+        expect(page.get_by_role("navigation").get_by_role("link", name=label, exact=True)).to_be_visible()
+    expect(page.get_by_role("button", name="Déconnexion")).to_be_visible()
+    rows = page.locator("table.messages tbody tr")
+    expect(rows).to_have_count(2)
+    shot(page, "03-boite-de-reception")
+
+    page.get_by_role("link", name="Compte rendu de consultation").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Compte rendu de consultation")
+    expect(page.get_by_text("Voici le compte rendu de la consultation du 3 décembre.")).to_be_visible()
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Compte rendu Dupont.pdf").click()
+    download = download_info.value
+    assert download.suggested_filename == "Compte rendu Dupont.pdf"
+    assert Path(download.path()).read_bytes().startswith(b"%PDF-1.4")
+    shot(page, "04-message-texte")
+
+    page.get_by_role("link", name="Retour à Boîte de réception").click()
+    expect(page.locator("table.messages tbody tr.non-lu")).to_have_count(1)  # the first one is read now
+    page.get_by_role("link", name="Résultats en HTML").click()
+    expect(page.get_by_text("1 image distante bloquée")).to_be_visible()
+    frame_element = page.locator("iframe.corps-html")
+    assert frame_element.get_attribute("sandbox") == "allow-popups allow-popups-to-escape-sandbox"
+    body = page.frame_locator("iframe.corps-html")
+    expect(body.get_by_role("heading", name="Résultats d'analyse")).to_be_visible()
+    expect(body.get_by_text("1,45 g/L")).to_be_visible()
+    link = body.get_by_role("link", name="Laboratoire")
+    assert link.get_attribute("rel") == "noopener noreferrer" and link.get_attribute("target") == "_blank"
+    assert body.locator("script").count() == 0 and body.locator("img").count() == 0
+    assert body.locator("[onclick]").count() == 0
+    assert page.title() != "pwned" and "pwned" not in page.title()
+    shot(page, "05-message-html")
+
+    page.get_by_role("button", name="Déconnexion").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Connexion")
+    assert page.context.cookies() == [] or all(c["name"] != "__Host-mss_session" for c in page.context.cookies())
+    page.goto("/")
+    expect(page.get_by_role("button", name="Se connecter")).to_be_visible()
+    shot(page, "06-deconnexion")
+
+    # The one failed load is the deliberately wrong password's 401 page.
+    assert [p for p in problems if "status of 401" not in p] == [], problems
+    assert len(problems) <= 1
+
+
+def test_session_cookie_flags(server: MssInstance, browser_page: tuple) -> None:
+    page, problems = browser_page
+    jean = server.address("jean.martin")
+    page.goto("/connexion")
+    page.get_by_label("Adresse MSSanté").fill(jean)
+    page.get_by_label("Mot de passe").fill(server.passwords[jean])
+    page.get_by_role("button", name="Se connecter").click()
+    page.wait_for_url("**/INBOX")
+    cookie = next(c for c in page.context.cookies() if c["name"] == "__Host-mss_session")
+    assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+    assert cookie["expires"] == -1  # ends with the browser
+    page.goto("/dossiers")
+    shot(page, "07-dossiers")
+    page.goto("/nouveau")
+    shot(page, "08-pas-encore")
+    assert problems == []
