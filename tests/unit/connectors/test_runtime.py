@@ -273,3 +273,30 @@ def test_a_missing_directory_is_retried_then_dead(store, tmp_path: Path) -> None
     (tmp_path / "later").mkdir()
     _drain(worker)
     assert store.get_job(job.id).state == "done" and len(list((tmp_path / "later").glob("*.hpr"))) == 1
+
+
+def test_xdm_and_dlu_attachments_are_routed_and_tagged(store, tmp_path: Path) -> None:
+    """kind=xdm takes every document of an IHE_XDM.ZIP (the archive as received, once);
+    a plain DLU goes by its LOINC; both tag the message $DLU."""
+    from tests.unit.connectors.samples import make_zip, xdm_files
+
+    store.create_mailbox(BOX)
+    archives, documents = tmp_path / "xdm", tmp_path / "dlu"
+    archives.mkdir()
+    documents.mkdir()
+    store.add_connector_rule(ADMIN, BOX, "folder", [str(archives)], match={"kind": "xdm"})
+    store.add_connector_rule(ADMIN, BOX, "folder", [str(documents)], match={"kind": "cda:74207-2"})
+    archive = make_zip(xdm_files())
+    dlu = (SAMPLES / "dlu_01_full.xml").read_bytes()
+    first = store.deliver(_mail([("IHE_XDM.ZIP", archive)], message_id="<x1@b.example>"), [BOX],
+                          sender="lab@b.example")[BOX]
+    second = store.deliver(_mail([("dlu.xml", dlu)], message_id="<x2@b.example>"), [BOX],
+                           sender="lab@b.example")[BOX]
+    _drain(_worker(store, tmp_path))
+    (zipped,) = archives.glob("*.zip")
+    assert zipped.read_bytes() == archive
+    (xml,) = documents.glob("*.xml")
+    assert xml.read_bytes() == dlu
+    ref = store.open_folder(ADMIN, BOX, "INBOX")
+    for outcome in (first, second):
+        assert "$DLU" in store.message_summary(ref, outcome.uid).flags
