@@ -22,7 +22,7 @@ from sqlalchemy import Connection, delete, func, select, update
 from mssmail import audit
 from mssmail.store.errors import StoreError
 from mssmail.store.jobs import NewJob, enqueue, job_key
-from mssmail.store.models import ConnectorRule, Folder, Mailbox, Message
+from mssmail.store.models import ConnectorRule, Folder, Mailbox, Message, table
 
 if TYPE_CHECKING:
     from mssmail.store.actors import Actor
@@ -36,7 +36,7 @@ TARGET_TYPES = ("folder", "mllp")
 MATCH_KEYS = ("kind", "sender", "domain")
 OPTION_KEYS = ("format", "extension")
 FORMATS = ("original", "hprim_net")
-_R = ConnectorRule.__table__
+_R = table(ConnectorRule)
 
 
 class RuleNotFound(StoreError):

@@ -303,11 +303,11 @@ class ConnectorRule(Base):
     target_type: Mapped[str] = mapped_column(String(16))
     # One or more destinations of that type (directories for `folder`): the rule fans
     # out to each, one job per part and target.
-    targets: Mapped[list] = mapped_column(JSON, default=list)
+    targets: Mapped[list[Any]] = mapped_column(JSON, default=list)
     # {"kind": "hprim_net" | "hprim_sante" | "cda:<LOINC>" | "xdm", "sender": ..., "domain": ...}
-    match: Mapped[dict] = mapped_column(default=dict)
+    match: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # {"format": ..., "extension": ...}: how the target renders the part
-    options: Mapped[dict] = mapped_column(default=dict)
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
