@@ -269,10 +269,16 @@ class Session:
         await self._login(request, user, secret)
 
     async def _login(self, request: Request, user: str, password: str) -> None:
-        result = await self.store.run(self.store.authenticate, user, password, ip=self.peer_ip,
-                                      service="imap")
+        # The hash runs on the store's hash pool and no store thread waits for it
+        # (authenticate_async), so a burst of logins cannot starve delivery.
+        result = await self.store.authenticate_async(user, password, ip=self.peer_ip, service="imap")
         if result.delay:
             await asyncio.sleep(result.delay)
+        if not result.ok and result.temporary and not result.locked:
+            # The hash pool is full: not a failure of the client's, a "try again later"
+            # (RFC 5530 3, UNAVAILABLE), as SMTP answers 454 4.7.0.
+            await self._tagged(request, "NO", "server busy, try again later", "UNAVAILABLE")
+            return
         if not result.ok:
             self.auth_failures += 1
             logs.event(logs.LOGIN_LOCKOUT if result.locked else logs.LOGIN_FAILURE, level=logging.WARNING,

@@ -76,7 +76,7 @@ class AuthResult:
     locked: bool = False  # the *source* is blocked for a while (never the account)
     reason: str = ""
     # Try again later: the source is blocked or the hash pool is full. SMTP answers
-    # 454 4.7.0 (RFC 4954 6); IMAP should say NO [UNAVAILABLE] (RFC 5530 3), not done yet.
+    # 454 4.7.0 (RFC 4954 6); IMAP says NO [UNAVAILABLE] (RFC 5530 3) when the pool is full.
     temporary: bool = False
 
 

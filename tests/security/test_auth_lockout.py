@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -105,3 +106,41 @@ def test_success_cache_follows_password_changes(tmp_path: Path) -> None:
         events = [json.loads(line) for line in out.getvalue().splitlines()]
         cached = [bool(e["details"].get("cached")) for e in events if e["action"] == "login.success"]
         assert cached == [False, True, False]
+
+
+def _imap_login_reply(server: MssInstance, user: str, password: str, source: str) -> bytes:
+    """The tagged answer to LOGIN over IMAPS from `source`."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(server.ca_file))
+    raw = socket.create_connection(("127.0.0.1", server.ports["imaps"]), timeout=60,
+                                   source_address=(source, 0))
+    sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
+    try:
+        sock.recv(4096)  # greeting
+        sock.sendall(f'a LOGIN "{user}" "{password}"\r\n'.encode())
+        answer = b""
+        while b"\r\na " not in b"\r\n" + answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+    finally:
+        sock.close()
+
+
+def test_full_hash_pool_answers_imap_unavailable_at_once(server: MssInstance) -> None:
+    """IMAP LOGIN waits for the hash on the pool (authenticate_async) and a full pool is
+    a temporary refusal, `NO [UNAVAILABLE]` (RFC 5530 3), never a credentials failure."""
+    server.configure("limits", "auth_hash_workers", "1")
+    server.configure("limits", "auth_hash_queue", "0")
+    server.configure("limits", "auth_hash_time_cost", "30")
+    server.configure("limits", "auth_hash_memory", '"8MB"')
+    server.start("imap")
+    sources = [f"127.0.0.{n}" for n in range(1, 9)]
+    with ThreadPoolExecutor(len(sources)) as pool:
+        answers = list(pool.map(lambda src: _imap_login_reply(server, f"ghost{src[-1]}@a.example", "x", src),
+                                sources))
+    assert any(b"a NO [UNAVAILABLE]" in a for a in answers), answers
+    assert any(b"a NO [AUTHENTICATIONFAILED]" in a for a in answers), "the checks that got a thread ran"
