@@ -6,7 +6,9 @@ for whatever the user may not reach."""
 from __future__ import annotations
 
 import base64
+import io
 import re
+import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -269,6 +271,17 @@ def test_html_message_in_a_sandboxed_frame(client: TestClient, store: Store) -> 
     assert "filename*=UTF-8''R%C3%A9sultats.pdf" in pdf.headers["content-disposition"]
     parts = [e.details.get("part") for e in read_events(store)]
     assert parts == [None, "2", "3"]
+    # All attachments in one ZIP: one audited read, entries without any directory part.
+    assert "Télécharger toutes les pièces jointes (ZIP)" in page.text
+    archive = client.get(base + "/pieces-jointes.zip")
+    assert archive.headers["content-type"] == "application/zip"
+    assert archive.headers["content-disposition"] == (
+        "attachment; filename=\"pieces-jointes.zip\"; filename*=UTF-8''pi%C3%A8ces-jointes.zip")
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as zipped:
+        assert sorted(zipped.namelist()) == ["Résultats.pdf", "page.html"]
+        assert zipped.read("Résultats.pdf") == b"%PDF-1.4 x"
+    last = read_events(store)[-1]
+    assert last.details.get("op") == "zip" and last.details.get("parts") == ["2", "3"]
 
 
 def test_unreachable_things_are_404_message_introuvable(client: TestClient, store: Store) -> None:
@@ -278,6 +291,8 @@ def test_unreachable_things_are_404_message_introuvable(client: TestClient, stor
     other = store.open_folder(Actor.user(OTHER), OTHER, "INBOX")
     for path in (f"/b/other@a.example/INBOX/{other.uidvalidity}/1",  # someone else's box
                  "/b/other@a.example/INBOX",
+                 f"/b/other@a.example/INBOX/{other.uidvalidity}/1/pieces-jointes.zip",
+                 f"/b/other@a.example/INBOX/{other.uidvalidity}/1/partie/1",
                  "/b/nobody@a.example/INBOX",
                  f"/b/doc@a.example/INBOX/{ref.uidvalidity + 1}/1",  # stale UIDVALIDITY
                  f"/b/doc@a.example/INBOX/{ref.uidvalidity}/99",
