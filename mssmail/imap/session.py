@@ -744,7 +744,7 @@ class Session:
         """Size, INTERNALDATE and, when the program needs them, the header fields SORT
         reads; the headers are parsed from the messages a chunk at a time (one `sort`
         audit event per chunk: the user gets an order, not the content)."""
-        metas = self.store.messages_meta(ref, _ranges(sorted(uids)), with_date=True)
+        metas = self.store.messages_meta(ref, query.ranges_of(uids), with_date=True)
         wanted = set(uids)
         metas = [m for m in metas if m.uid in wanted]
         items = {m.uid: sort.SortInput(m.uid, m.size, m.internal_date) for m in metas}
@@ -821,7 +821,7 @@ class Session:
                 return await self.store.run(self.store.messages_read, sel.ref, chunk,
                                             mark_seen=mark_seen, ip=self.peer_ip, max_bytes=FETCH_BYTES,
                                             with_cache=renderer.uses_cache)
-            metas = await self.store.run(self.store.messages_meta, sel.ref, _ranges(chunk),
+            metas = await self.store.run(self.store.messages_meta, sel.ref, query.ranges_of(chunk),
                                          with_cache=True, with_date=with_date)
             if len(metas) != len(chunk):
                 wanted = set(chunk)
@@ -1019,13 +1019,3 @@ def _code_of(exc: StoreError) -> str:
     if isinstance(exc, FolderExists):
         return "ALREADYEXISTS"
     return "CANNOT"
-
-
-def _ranges(uids: Sequence[int]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for uid in uids:
-        if out and uid == out[-1][1] + 1:
-            out[-1] = (out[-1][0], uid)
-        else:
-            out.append((uid, uid))
-    return out

@@ -43,7 +43,7 @@ from mssmail.store.errors import (
 )
 from mssmail.store.events import FolderChanged
 from mssmail.store.models import Delegation, Folder, Mailbox, Message, table
-from mssmail.store.query import contains
+from mssmail.store.query import contains, ranges_of
 from mssmail.store.summary import summarize
 
 if TYPE_CHECKING:
@@ -542,7 +542,7 @@ class MessageOps:
         BODYSTRUCTURE once and caches them): within the ref's rights, one audit event
         for the call (action `purpose`, e.g. "structure") instead of one read per message."""
         wanted = {m.uid for m in metas}
-        rows = [m for m in self.messages_meta(ref, _ranges(wanted), with_extra=True) if m.uid in wanted]
+        rows = [m for m in self.messages_meta(ref, ranges_of(wanted), with_extra=True) if m.uid in wanted]
         if not rows:
             return {}
 
@@ -577,7 +577,7 @@ class MessageOps:
         at most that are read: the caller asks again for those after the last returned.
         """
         metas = self.messages_meta(ref, [(u, u) for u in uids] if len(uids) <= 50 else
-                                   _ranges(uids), with_extra=True, with_cache=with_cache)
+                                   ranges_of(uids), with_extra=True, with_cache=with_cache)
         wanted = set(uids)
         metas = [m for m in metas if m.uid in wanted]
         if max_bytes is not None:
@@ -922,18 +922,8 @@ def _chunks(values: Sequence[Any], size: int = _BATCH) -> Iterable[list[Any]]:
         yield list(values[start:start + size])
 
 
-def _ranges(uids: Iterable[int]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for uid in sorted(set(uids)):
-        if out and uid == out[-1][1] + 1:
-            out[-1] = (out[-1][0], uid)
-        else:
-            out.append((uid, uid))
-    return out
-
-
 def _compress(uids: Iterable[int]) -> str:
-    return ",".join(str(a) if a == b else f"{a}:{b}" for a, b in _ranges(uids))
+    return ",".join(str(a) if a == b else f"{a}:{b}" for a, b in ranges_of(uids))
 
 
 __all__ = ["DELIMITER", "FolderInfo", "FolderRef", "FolderState", "MessageMeta", "MessageOps", "Opened",

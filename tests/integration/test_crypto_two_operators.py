@@ -17,10 +17,8 @@ import time
 
 import pytest
 
-from mssmail.config import load_config
-from mssmail.store.service import Store
 from tests.support.instance import MssInstance
-from tests.support.mailbox import contents
+from tests.support.mailbox import stored
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -36,11 +34,7 @@ def _send(inst: MssInstance, sender: str, rcpts: list[str], raw: bytes) -> dict:
 def _stored_inbox(inst: MssInstance, address: str, timeout: float = 60) -> list[bytes]:
     deadline = time.monotonic() + timeout
     while True:
-        store = Store.from_config(load_config(inst.data))
-        try:
-            found = contents(store, address)
-        finally:
-            store.close()
+        found = stored(inst.data, address)
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.5)

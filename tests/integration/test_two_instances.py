@@ -11,10 +11,8 @@ import time
 
 import pytest
 
-from mssmail.config import load_config
-from mssmail.store.service import Store
 from tests.support.instance import MssInstance
-from tests.support.mailbox import contents
+from tests.support.mailbox import stored
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -44,11 +42,7 @@ def _wait_inbox(inst: MssInstance, address: str, count: int, timeout: float = 40
 
 
 def _stored(inst: MssInstance, address: str) -> list[bytes]:
-    store = Store.from_config(load_config(inst.data))
-    try:
-        return contents(store, address)
-    finally:
-        store.close()
+    return stored(inst.data, address)
 
 
 def test_mail_goes_a_to_b_and_back(instance_factory):

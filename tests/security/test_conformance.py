@@ -18,7 +18,6 @@ from crypto import pki
 from crypto.context import trust_for
 from mssmail.config import load_config
 from mssmail.queue import client
-from mssmail.store.service import Store
 from mssmail.tls import client_context
 from tests.security.helpers import RawSmtp, tls_context
 from tests.support import mailbox
@@ -29,11 +28,7 @@ pytestmark = pytest.mark.timeout(180)
 
 def inbox(inst: MssInstance, address: str) -> list[bytes]:
     """The INBOX's messages as stored (read through the store API, as tests do)."""
-    store = Store.from_config(load_config(inst.data))
-    try:
-        return mailbox.contents(store, address)
-    finally:
-        store.close()
+    return mailbox.stored(inst.data, address)
 
 
 @pytest.fixture

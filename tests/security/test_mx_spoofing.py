@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from mssmail.config import load_config
-from mssmail.store.service import Store
 from tests.security.helpers import tls_context
 from tests.support import mailbox
 from tests.support.instance import MssInstance
@@ -25,11 +23,7 @@ pytestmark = pytest.mark.timeout(180)
 
 def stored(inst: MssInstance, address: str) -> list[bytes]:
     """The INBOX's messages as stored (read through the store API, as tests do)."""
-    store = Store.from_config(load_config(inst.data))
-    try:
-        return mailbox.contents(store, address)
-    finally:
-        store.close()
+    return mailbox.stored(inst.data, address)
 
 
 def message(sender: str, to: str, subject: str, extra: str = "") -> bytes:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from mssmail.config import load_config
 from mssmail.store.api import Actor, MessageSummary
 from mssmail.store.service import Store
 
@@ -31,3 +34,13 @@ def contents(store: Store, address: str, folder: str = "INBOX") -> list[bytes]:
 def content(store: Store, address: str, uid: int, folder: str = "INBOX") -> bytes:
     ref = store.open_folder(TESTER, address, folder)
     return store.message_view(ref, uid, mark_seen=False).raw
+
+
+def stored(data_dir: Path, address: str, folder: str = "INBOX") -> list[bytes]:
+    """What an `mss` instance's store holds in the folder, read from outside the running
+    server with its own configuration (a short-lived store of the test's)."""
+    store = Store.from_config(load_config(data_dir))
+    try:
+        return contents(store, address, folder)
+    finally:
+        store.close()
