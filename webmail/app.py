@@ -35,6 +35,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from mssmail import limits
 from mssmail.store import websessions
 from mssmail.store.actors import Actor
 from mssmail.store.api import MessageNotFound
@@ -420,6 +421,35 @@ def create_app(store: Any, config: Any) -> Starlette:
     return app
 
 
+def _gated(protocol_class: type[asyncio.Protocol], gate: limits.ListenerGate) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol counted by the process's connection limits (mssmail/limits.py:
+    per source address, per listener, in total), like every other listener. A connection
+    over a limit is closed as soon as it is made, before any request is read. Counted once
+    TLS is up: asyncio makes the protocol's connection only after the handshake, which its
+    own timeout (60 s) bounds; the other listeners count from the TCP accept."""
+
+    class Gated(protocol_class):  # type: ignore[misc, valid-type]
+        _admitted: str | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            peer = transport.get_extra_info("peername")
+            ip = str(peer[0]) if peer else ""
+            if not gate.admit(ip):
+                transport.abort()
+                return
+            self._admitted = ip
+            super().connection_made(transport)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._admitted is None:
+                return  # refused at once: uvicorn never saw it
+            gate.release(self._admitted)
+            self._admitted = None
+            super().connection_lost(exc)
+
+    return Gated
+
+
 class _EmbeddedServer(uvicorn.Server):
     """uvicorn on a loop it does not own: `mss serve` keeps SIGTERM/SIGINT (uvicorn's
     `capture_signals` would replace the host's handlers with `signal.signal`)."""
@@ -466,6 +496,7 @@ class WebComponent:
                             limit_concurrency=200)
         uv.load()
         uv.ssl = server_context(config)  # the server's TLS policy, in one place
+        uv.http_protocol_class = _gated(uv.http_protocol_class, limits.of(self.ctx).listener("web"))
         self.server = _EmbeddedServer(uv)
         self.task = asyncio.ensure_future(self.server.serve(sockets=[sock]))
         deadline = time.monotonic() + 10
