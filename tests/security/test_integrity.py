@@ -33,16 +33,18 @@ DOMAIN = "a.example"
 def inst(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MssInstance]:
     instance = MssInstance(tmp_path_factory.mktemp("integrity") / "a", DOMAIN)
     instance.configure("audit", "checkpoint_interval", '"1s"')
+    # The MX takes mail from the space of trust, never "from" our own domain (hole 3).
+    instance.configure("trust", "domains", '["b.example"]')
     instance.start("smtp", "imap")
     yield instance
     instance.stop()
 
 
 def _deliver(inst: MssInstance, subject: str) -> None:
-    body = (f"From: <claire.durand@{DOMAIN}>\r\nTo: <jean.martin@{DOMAIN}>\r\n"
+    body = (f"From: <dr.x@b.example>\r\nTo: <jean.martin@{DOMAIN}>\r\n"
             f"Subject: {subject}\r\n\r\nCompte rendu: potassium 4.1 mmol/L.\r\n")
     with smtplib.SMTP("127.0.0.1", inst.ports["smtp"], timeout=30) as smtp:
-        smtp.sendmail(f"claire.durand@{DOMAIN}", [f"jean.martin@{DOMAIN}"], body.encode())
+        smtp.sendmail("dr.x@b.example", [f"jean.martin@{DOMAIN}"], body.encode())
 
 
 def _blob_of(inst: MssInstance, text: bytes) -> Path:
