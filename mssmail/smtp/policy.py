@@ -285,6 +285,12 @@ def read_authors(raw: bytes) -> tuple[dict[str, list[tuple[str, str]]], list[str
     2047 5: never valid there, only a display trick)."""
     block = read_header_block(raw)
     defects = list(block.defects)
+    blank = raw.find(b"\n\n")
+    if BARE_LF in defects and b"\r" not in raw[: blank if blank >= 0 else len(raw)]:
+        # Every line of the block ends with a bare LF: software that writes LF line ends
+        # is common, and every reader that accepts them splits this block as the check
+        # does. Mixing LF and CRLF is what lets readers disagree; that stays refused.
+        defects.remove(BARE_LF)
     found: dict[str, list[tuple[str, str]]] = {}
     for name in AUTHOR_FIELDS:
         values = block.values(name)

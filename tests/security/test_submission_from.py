@@ -32,6 +32,7 @@ BYPASSES = {
     "encoded address as display name": f"From: =?utf-8?q?{CLAIRE.replace('@', '=40')}?= <{JEAN}>\r\n".encode()
     + TAIL,
     "two angle addresses": f"From: <{CLAIRE}> <{JEAN}>\r\n".encode() + TAIL,
+    "another doctor with LF line ends": f"Subject: x\nFrom: {CLAIRE}\n\nBonjour.\n".encode(),
 }
 
 
@@ -76,6 +77,8 @@ def test_a_missing_from_is_the_envelope_sender(server: MssInstance) -> None:
     f"From: Dr Jean Martin <{JEAN}>\r\nReply-To: {JEAN}\r\n".encode() + TAIL,
     f"From: {JEAN} (Dr Jean Martin)\r\nSender: {JEAN}\r\n".encode() + TAIL,
     f"From: =?utf-8?q?Dr_J=C3=A9an_Martin?=\r\n <{JEAN}>\r\n".encode() + TAIL,
+    # LF line ends throughout (Python's email package writes them): one reading only.
+    f"From: {JEAN}\nTo: <{CLAIRE}>\nSubject: LF\n\nBonjour.\n".encode(),
 ])
 def test_honest_headers_still_pass(server: MssInstance, raw: bytes) -> None:
     assert submit(server, raw) == (250, b"")
