@@ -176,3 +176,17 @@ def mailbox_unlock(env: Env, address: str) -> None:
     """Clear failed logins and lockout of a mailbox."""
     env.store.unlock(address)
     click.echo(f"{address.lower()} unlocked")
+
+
+@mailbox.command("totp-reset")
+@click.argument("address")
+@pass_env
+@operational
+def mailbox_totp_reset(env: Env, address: str) -> None:
+    """Forget a mailbox's webmail TOTP (lost phone): its open web sessions end and its
+    next webmail login enrols a new authenticator."""
+    from mssmail.store import totp
+
+    had = totp.reset(env.store, address)
+    click.echo(f"TOTP of {address.strip().lower()} reset" if had
+               else f"{address.strip().lower()} had no TOTP; nothing to reset")

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import segno
 import uvicorn
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -36,7 +37,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from mssmail import limits
-from mssmail.store import websessions
+from mssmail.store import totp, websessions
 from mssmail.store.actors import Actor
 from mssmail.store.api import MessageNotFound
 from mssmail.store.errors import AccessDenied, FolderNotFound, MailboxNotFound
@@ -63,6 +64,10 @@ BAD_LOGIN_TEXT = "Adresse ou mot de passe incorrect."
 LOCKED_TEXT = ("Compte temporairement verrouillé après trop d'échecs. Réessayez dans 15 minutes "
                "ou contactez votre administrateur.")
 BUSY_TEXT = "Le service est momentanément surchargé. Réessayez dans une minute."
+BAD_CODE_TEXT = "Code incorrect ou expiré."
+# Session levels (`web_sessions.auth_level`): after the password only the code pages
+# answer; every other page needs the code too (issue 14: TOTP is mandatory).
+PASSWORD_LEVEL, FULL_LEVEL = "password", "totp"
 NOT_REACHABLE = (AccessDenied, FolderNotFound, MailboxNotFound, MessageNotFound)
 
 FOLDER_LABELS = {"INBOX": "Boîte de réception", "Sent": "Envoyés", "Drafts": "Brouillons",
@@ -172,9 +177,10 @@ class FrameCache:
 class Webmail:
     """The pages; one instance per server, holding the store and the settings."""
 
-    def __init__(self, store: Any, config: Any) -> None:
+    def __init__(self, store: Any, config: Any, totp_key: bytes | None = None) -> None:
         self.store = store
         self.config = config
+        self._totp_key = totp_key
         self.idle = float(config.web.session_idle)
         self.max_age = float(config.web.session_max)
         self.frames = FrameCache()
@@ -199,16 +205,35 @@ class Webmail:
         return self.error(403, EXPIRED_TEXT)
 
     # --- sessions --------------------------------------------------------------
-    async def session(self, request: Request) -> websessions.WebSessionInfo | None:
+    @property
+    def totp_key(self) -> bytes:
+        """Derived on first use from DATA/pki/master.key (the store's `totp` module)."""
+        if self._totp_key is None:
+            self._totp_key = totp.key_from_master(self.config.path("pki"))
+        return self._totp_key
+
+    async def any_session(self, request: Request) -> websessions.WebSessionInfo | None:
+        """The cookie's live session at whatever level (the code pages, logout)."""
         token = request.cookies.get(SESSION_COOKIE, "")
         if not token:
             return None
         return await self.store.run(websessions.session_for, self.store, token, idle=self.idle,
                                     max_age=self.max_age)
 
+    async def session(self, request: Request) -> websessions.WebSessionInfo | None:
+        """The session of a page: only one that passed the code. A session at the
+        password level is None here and remembered, so `to_login` sends it to the code
+        page rather than the password form."""
+        info = await self.any_session(request)
+        if info is not None and info.auth_level != FULL_LEVEL:
+            request.state.partial = info
+            return None
+        return info
+
     def to_login(self, request: Request) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse(f"/connexion?suite={quote(safe_next(target), safe='/')}", status_code=303)
+        page = "/connexion/code" if getattr(request.state, "partial", None) is not None else "/connexion"
+        return RedirectResponse(f"{page}?suite={quote(safe_next(target), safe='/')}", status_code=303)
 
     # --- login / logout --------------------------------------------------------
     def login_page(self, request: Request, *, status: int = 200, error: str = "", address: str = "",
@@ -226,6 +251,8 @@ class Webmail:
         if request.method == "GET":
             if await self.session(request) is not None:
                 return RedirectResponse("/", status_code=303)
+            if getattr(request.state, "partial", None) is not None:
+                return self.to_login(request)
             return self.login_page(request)
         form = await read_form(request, request.cookies.get(LOGIN_COOKIE, ""))
         address = str(form.get("adresse", ""))[:320].strip()
@@ -242,15 +269,96 @@ class Webmail:
                 return self.login_page(request, status=503, error=BUSY_TEXT, address=address,
                                        headers={"Retry-After": "60"})
             return self.login_page(request, status=401, error=BAD_LOGIN_TEXT, address=address)
+        old = request.cookies.get(SESSION_COOKIE, "")
+        if old:  # a session left in this browser (another user's half login) ends here
+            await self.store.run(websessions.end_session, self.store, old)
         token, _info = await self.store.run(websessions.create_session, self.store, result.address, ip=ip,
-                                            idle=self.idle, max_age=self.max_age)
-        response = RedirectResponse(safe_next(str(form.get("suite", ""))), status_code=303)
+                                            auth_level=PASSWORD_LEVEL, idle=self.idle, max_age=self.max_age)
+        enrolled = await self.store.run(totp.is_active, self.store, result.address)
+        suite = quote(safe_next(str(form.get("suite", ""))), safe="/")
+        step = "/connexion/code" if enrolled else "/connexion/activation"
+        response = RedirectResponse(f"{step}?suite={suite}", status_code=303)
         response.set_cookie(SESSION_COOKIE, token, path="/", secure=True, httponly=True, samesite="strict")
         response.delete_cookie(LOGIN_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
         return response
 
+    # --- second factor (TOTP) ----------------------------------------------------
+    def code_page(self, template: str, session: websessions.WebSessionInfo, request: Request, *,
+                  status: int = 200, error: str = "", headers: dict[str, str] | None = None,
+                  **context: Any) -> Response:
+        # `session` is not passed as the template's: no navigation before the code.
+        return self.page(template, status, headers, title=context.pop("title"), session=None,
+                         csrf=session.csrf, error=error, mailbox=session.mailbox,
+                         suite=safe_next(request.query_params.get("suite")), **context)
+
+    async def code(self, request: Request) -> Response:
+        """`/connexion/code`: "Code à usage unique", after the password."""
+        session = await self.any_session(request)
+        if session is None:
+            return RedirectResponse("/connexion", status_code=303)
+        if session.auth_level == FULL_LEVEL:
+            return RedirectResponse("/", status_code=303)
+        if not await self.store.run(totp.is_active, self.store, session.mailbox):
+            return RedirectResponse(f"/connexion/activation?suite={quote(safe_next(request.query_params.get('suite')), safe='/')}",
+                                    status_code=303)
+        if request.method == "GET":
+            return self.code_page("code.html", session, request, title="Code à usage unique")
+        return await self._check_code(request, session, enrolling=False)
+
+    async def activation(self, request: Request) -> Response:
+        """`/connexion/activation`: first login, the secret as a QR code and as text."""
+        session = await self.any_session(request)
+        if session is None:
+            return RedirectResponse("/connexion", status_code=303)
+        if session.auth_level == FULL_LEVEL:
+            return RedirectResponse("/", status_code=303)
+        if request.method == "POST":
+            return await self._check_code(request, session, enrolling=True)
+        return await self._activation_page(request, session)
+
+    async def _activation_page(self, request: Request, session: websessions.WebSessionInfo, *,
+                               status: int = 200, error: str = "") -> Response:
+        secret = await self.store.run(totp.pending_secret, self.store, self.totp_key, session.mailbox)
+        if secret is None:  # already active: the code page
+            return RedirectResponse("/connexion/code", status_code=303)
+        issuer = f"MSS {self.config.server.domain}"
+        uri = totp.provisioning_uri(secret, session.mailbox, issuer)
+        qr = segno.make(uri, error="m").svg_data_uri(scale=5, border=2)
+        grouped = " ".join(secret[i:i + 4] for i in range(0, len(secret), 4))
+        return self.code_page("activation.html", session, request, status=status, error=error,
+                              title="Activer la double authentification", qr=qr, secret=grouped)
+
+    async def _check_code(self, request: Request, session: websessions.WebSessionInfo, *,
+                          enrolling: bool) -> Response:
+        form = await read_form(request, session.csrf)
+        code = str(form.get("code", ""))[:32]
+        result = await self.store.run(totp.verify, self.store, self.totp_key, session.mailbox, code,
+                                      ip=client_ip(request), enrolling=enrolling)
+        if result.delay:  # the password delays, awaited here too
+            await asyncio.sleep(result.delay)
+        if not result.ok:
+            if result.locked:
+                status, text, headers = 429, LOCKED_TEXT, {"Retry-After": "900"}
+            else:
+                status, text, headers = 401, BAD_CODE_TEXT, None
+            if enrolling:
+                response = await self._activation_page(request, session, status=status, error=text)
+            else:
+                response = self.code_page("code.html", session, request, status=status, error=text,
+                                          headers=headers, title="Code à usage unique")
+            if headers:
+                response.headers.update(headers)
+            return response
+        raised = await self.store.run(websessions.raise_session, self.store,
+                                      request.cookies.get(SESSION_COOKIE, ""), FULL_LEVEL)
+        if raised is None:
+            return RedirectResponse("/connexion", status_code=303)
+        response = RedirectResponse(safe_next(str(form.get("suite", ""))), status_code=303)
+        response.set_cookie(SESSION_COOKIE, raised[0], path="/", secure=True, httponly=True, samesite="strict")
+        return response
+
     async def deconnexion(self, request: Request) -> Response:
-        session = await self.session(request)
+        session = await self.any_session(request)
         if session is None:
             return RedirectResponse("/connexion", status_code=303)
         await read_form(request, session.csrf)
@@ -397,8 +505,8 @@ class Webmail:
         })
 
 
-def create_app(store: Any, config: Any) -> Starlette:
-    webmail = Webmail(store, config)
+def create_app(store: Any, config: Any, totp_key: bytes | None = None) -> Starlette:
+    webmail = Webmail(store, config, totp_key)
 
     async def csrf_refused(request: Request, exc: Exception) -> Response:
         return webmail.forbidden(request)
@@ -409,6 +517,8 @@ def create_app(store: Any, config: Any) -> Starlette:
     routes = [
         Route("/", webmail.home),
         Route("/connexion", webmail.connexion, methods=["GET", "POST"]),
+        Route("/connexion/code", webmail.code, methods=["GET", "POST"]),
+        Route("/connexion/activation", webmail.activation, methods=["GET", "POST"]),
         Route("/deconnexion", webmail.deconnexion, methods=["POST"]),
         Route("/dossiers", webmail.dossiers),
         *(Route(path, webmail.later) for path in LATER),

@@ -323,5 +323,21 @@ class WebSession(Base):
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)
     csrf: Mapped[str] = mapped_column(String(64))
     ip: Mapped[str] = mapped_column(String(64), default="")
-    # "password" now; "totp" once the second factor is built.
+    # "password" after the password (only the code pages), "totp" after the code.
     auth_level: Mapped[str] = mapped_column(String(16), default="password")
+
+
+class TotpCredential(Base):
+    """A mailbox's TOTP secret for the webmail's second factor (`mssmail.store.totp`).
+    The secret is AES-GCM encrypted under a key derived from DATA/pki/master.key, so a
+    database dump alone yields no codes. `last_step` is the RFC 6238 time step of the
+    last accepted code: a code of that step or an earlier one is refused (section 5.2)."""
+
+    __tablename__ = "totp_credentials"
+
+    mailbox: Mapped[str] = mapped_column(String(320), primary_key=True)
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    # False until the first valid code: an enrolment shown but never confirmed.
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_step: Mapped[int] = mapped_column(BigInteger, default=0)
+    created: Mapped[datetime] = mapped_column(default=utcnow)

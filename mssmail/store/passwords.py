@@ -303,7 +303,6 @@ class AuthOps:
         state = self.auth_state
         settings = state.settings
         address, ip, service = attempt.address, attempt.ip, attempt.service
-        now = datetime.now(UTC)
         user_key = f"user:{address}"
         if verified and attempt.exists and not attempt.disabled:
             with self.db.write() as s:
@@ -323,6 +322,29 @@ class AuthOps:
                     state.cache[attempt.cache_key] = (time.monotonic() + settings.cache_ttl, attempt.stored_hash)
             return AuthResult(True, address)
         reason = "disabled" if attempt.disabled and verified else "bad credentials"
+        return self.record_auth_failure(address, ip, service, reason)
+
+    def source_blocked(self: Store, ip: str) -> bool:
+        """Whether a source (its address or network) is blocked now: the same refusal
+        `authenticate` answers first, for a second factor checked after it (TOTP)."""
+        keys = source_keys(ip) if ip else None
+        if not keys:
+            return False
+        now = datetime.now(UTC)
+        settings = self.auth_state.settings
+        with self.db.read() as s:
+            entries = s.execute(select(AuthFailure).where(AuthFailure.key.in_(keys))).scalars().all()
+            return any(not _expired(e, now, settings) and e.locked_until is not None
+                       and _aware(e.locked_until) > now for e in entries)
+
+    def record_auth_failure(self: Store, address: str, ip: str, service: str, reason: str) -> AuthResult:
+        """Count one failed authentication against the account and its source (address
+        and network), block the source past its limit, audit it: the one place failures
+        are counted, so a wrong password and a wrong TOTP code (reason "bad totp") feed
+        the same counters and throttle IMAP, SMTP and the webmail alike."""
+        settings = self.auth_state.settings
+        now = datetime.now(UTC)
+        user_key = f"user:{address}"
         keys = source_keys(ip) if ip else None
         counted: dict[str, int] = {}
         blocked = False

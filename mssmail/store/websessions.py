@@ -93,3 +93,22 @@ def end_sessions_of(store: Store, mailbox: str) -> int:
     with store.db.write() as s:
         result = s.execute(delete(WebSession).where(WebSession.mailbox == mailbox))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def raise_session(store: Store, token: str, auth_level: str) -> tuple[str, WebSessionInfo] | None:
+    """The session after its second factor: a new token and CSRF token at `auth_level`,
+    the old row gone (a token seen before the code, e.g. on a shared computer, is worth
+    nothing after it). The login time is kept: `session_max` counts from the password.
+    None when the old token is unknown."""
+    digest = token_hash(token)
+    new_token = secrets.token_urlsafe(32)
+    now = datetime.now(UTC)
+    with store.db.write() as s:
+        row = s.execute(select(WebSession).where(WebSession.token_hash == digest)).scalar_one_or_none()
+        if row is None:
+            return None
+        info = WebSessionInfo(row.mailbox, secrets.token_urlsafe(32), row.created, now, auth_level)
+        s.add(WebSession(token_hash=token_hash(new_token), mailbox=row.mailbox, created=row.created,
+                         last_seen=now, csrf=info.csrf, ip=row.ip, auth_level=auth_level))
+        s.delete(row)
+    return new_token, info

@@ -100,3 +100,33 @@ def test_bad_config_is_one_sentence(tmp_path: Path):
     result = mss(data, "check")
     assert result.returncode == 1
     assert "[smtp] port" in result.stderr and str(config) in result.stderr
+
+
+def test_mailbox_totp_reset(data: Path):
+    """`mss mailbox totp-reset`: the enrolled TOTP goes (the next webmail login enrols
+    again), the mailbox's web sessions end, an `admin` event says who did it."""
+    import pyotp
+
+    from mssmail.store import totp, websessions
+    from mssmail.store.service import Store
+
+    address = "jean.martin@ehpad.example"
+    store = Store(f"sqlite:///{data / 'mss.db'}", data / "blobs")
+    try:
+        key = totp.key_from_master(data / "pki")
+        secret = totp.pending_secret(store, key, address)
+        assert totp.verify(store, key, address, pyotp.TOTP(secret).now(), enrolling=True).ok
+        token, _ = websessions.create_session(store, address, auth_level="totp", idle=900, max_age=3600)
+        assert totp.is_active(store, address)
+        result = mss(data, "mailbox", "totp-reset", address)
+        assert result.returncode == 0 and result.stdout == f"TOTP of {address} reset\n", result.stderr
+        assert not totp.is_active(store, address)
+        assert totp.pending_secret(store, key, address) != secret  # a new secret on the next enrolment
+        assert websessions.session_for(store, token, idle=900, max_age=3600) is None
+        events = [json.loads(line) for line in mss(data, "audit", "export").stdout.splitlines()]
+        assert any(e["action"] == "admin" and e.get("mailbox") == address
+                   and e.get("details", {}).get("op") == "totp.reset" for e in events)
+        missing = mss(data, "mailbox", "totp-reset", "nobody@ehpad.example")
+        assert missing.returncode == 1 and missing.stderr.count("\n") == 1
+    finally:
+        store.close()

@@ -8,27 +8,27 @@ from __future__ import annotations
 import base64
 import io
 import re
+import time
 import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyotp
 import pytest
 from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
-from mssmail.config import Config
 from mssmail.store import websessions
 from mssmail.store.actors import Actor
 from mssmail.store.models import AuditEvent, WebSession
-from mssmail.store.passwords import AuthSettings
 from mssmail.store.service import Store
+from tests.unit.webmail.conftest import DOC, OTHER, PASSWORD
 from webmail import fmt
-from webmail.app import SESSION_COOKIE, create_app, safe_next
+from webmail.app import SESSION_COOKIE, safe_next
 from webmail.security import CSP, FRAME_CSP
 
-DOC, OTHER = "doc@a.example", "other@a.example"
-PASSWORD = "correct horse battery staple"
 ROOT = Path(__file__).resolve().parents[3]
+
 
 
 def plain(n: int, subject: str | None = None) -> bytes:
@@ -51,36 +51,58 @@ def html_mail() -> bytes:
             f"{base64.b64encode(b'%PDF-1.4 x').decode()}\r\n--b--\r\n").encode()
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    s = Store(f"sqlite:///{tmp_path / 'mss.db'}", tmp_path / "blobs", pool_size=5)
-    s.migrate()
-    s.ensure_domain("a.example")
-    # Cheap hashes and no delays: these tests are about the web layer, not Argon2.
-    s.configure_auth(AuthSettings(delay_after=100, ip_block_after=3, network_block_after=100,
-                                  hash_memory_kib=1024, hash_time_cost=1))
-    s.create_mailbox(DOC, password=PASSWORD)
-    s.create_mailbox(OTHER, password=PASSWORD)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def client(store: Store):
-    with TestClient(create_app(store, Config()), base_url="https://testserver",
-                    client=("198.51.100.7", 50000)) as c:
-        yield c
-
-
 def login_form(client: TestClient) -> str:
     page = client.get("/connexion")
     return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
 
 
-def login(client: TestClient, address: str = DOC, password: str = PASSWORD, **headers: str):
+def password_login(client: TestClient, address: str = DOC, password: str = PASSWORD, suite: str = "/",
+                   **headers: str):
+    """The password step alone: the session it opens reaches only the code pages."""
     token = login_form(client)
     return client.post("/connexion", data={"csrf": token, "adresse": address, "mot_de_passe": password,
-                                            "suite": "/"}, headers=headers, follow_redirects=False)
+                                            "suite": suite}, headers=headers, follow_redirects=False)
+
+
+def page_csrf(page) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+
+
+def next_code(client: TestClient, address: str) -> str:
+    """A code of a step not used yet within the accepted window (a second login in the
+    same 30 s uses the next step, as a user waiting for the next code would)."""
+    secret, used = client.totp[address]  # type: ignore[attr-defined]
+    current = int(time.time() // 30)
+    step = max(current - 1, used + 1)
+    assert step <= current + 1, "more than three logins of one user in 90 s"
+    client.totp[address][1] = step  # type: ignore[attr-defined]
+    return pyotp.HOTP(secret).at(step)
+
+
+def submit_code(client: TestClient, path: str, code: str, csrf: str | None = None, suite: str = "/"):
+    page = client.get(path)
+    return client.post(path, data={"csrf": csrf or page_csrf(page), "code": code, "suite": suite},
+                       follow_redirects=False)
+
+
+def enrol_secret(client: TestClient, address: str) -> str:
+    page = client.get("/connexion/activation")
+    assert page.status_code == 200, page.text
+    secret = re.search(r'<code id="totp-secret">([^<]+)</code>', page.text).group(1).replace(" ", "")
+    client.totp[address] = [secret, 0]  # type: ignore[attr-defined]
+    return secret
+
+
+def login(client: TestClient, address: str = DOC, password: str = PASSWORD, suite: str = "/"):
+    """The whole login: password, then the code (enrolling on the first login)."""
+    first = password_login(client, address, password, suite)
+    assert first.status_code == 303, first.text
+    path = first.headers["location"].split("?", 1)[0]
+    if path == "/connexion/activation":
+        enrol_secret(client, address)
+    response = submit_code(client, path, next_code(client, address), suite=suite)
+    assert response.status_code == 303, response.text
+    return response
 
 
 def session_csrf(client: TestClient) -> str:
@@ -122,6 +144,7 @@ def test_login_page_labels_and_cookie(client: TestClient) -> None:
 def test_login_and_session_cookie(client: TestClient, store: Store) -> None:
     response = login(client)
     assert response.status_code == 303 and response.headers["location"] == "/"
+    assert client.cookies.get(SESSION_COOKIE)
     cookie = next(v for v in response.headers.get_list("set-cookie") if v.startswith(SESSION_COOKIE))
     for flag in ("Secure", "HttpOnly", "SameSite=strict", "Path=/"):
         assert flag in cookie
@@ -137,7 +160,7 @@ def test_login_and_session_cookie(client: TestClient, store: Store) -> None:
 
 @pytest.mark.parametrize(("address", "password"), [(DOC, "wrong"), ("nobody@a.example", PASSWORD), ("", "")])
 def test_bad_login_is_401_with_one_text(client: TestClient, address: str, password: str) -> None:
-    response = login(client, address, password)
+    response = password_login(client, address, password)
     assert response.status_code == 401
     assert "Adresse ou mot de passe incorrect." in response.text
     assert 'role="alert"' in response.text
@@ -146,8 +169,8 @@ def test_bad_login_is_401_with_one_text(client: TestClient, address: str, passwo
 
 def test_lockout_is_429_with_retry_after(client: TestClient) -> None:
     for _ in range(3):
-        assert login(client, DOC, "wrong").status_code == 401
-    response = login(client, DOC, PASSWORD)
+        assert password_login(client, DOC, "wrong").status_code == 401
+    response = password_login(client, DOC, PASSWORD)
     assert response.status_code == 429 and response.headers["retry-after"] == "900"
     assert "Compte temporairement verrouillé" in response.text
 
@@ -156,10 +179,10 @@ def test_login_without_token_or_from_elsewhere_is_refused(client: TestClient) ->
     login_form(client)
     no_token = client.post("/connexion", data={"adresse": DOC, "mot_de_passe": PASSWORD})
     assert no_token.status_code == 403 and "La page a expiré. Rechargez-la et recommencez." in no_token.text
-    assert login(client, origin="https://evil.example").status_code == 403
-    assert login(client, **{"sec-fetch-site": "cross-site"}).status_code == 403
-    assert login(client, origin="null").status_code == 403
-    ok = login(client, origin="https://testserver", **{"sec-fetch-site": "same-origin"})
+    assert password_login(client, origin="https://evil.example").status_code == 403
+    assert password_login(client, **{"sec-fetch-site": "cross-site"}).status_code == 403
+    assert password_login(client, origin="null").status_code == 403
+    ok = password_login(client, origin="https://testserver", **{"sec-fetch-site": "same-origin"})
     assert ok.status_code == 303
 
 
