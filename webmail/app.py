@@ -285,11 +285,14 @@ class Webmail:
     # --- second factor (TOTP) ----------------------------------------------------
     def code_page(self, template: str, session: websessions.WebSessionInfo, request: Request, *,
                   status: int = 200, error: str = "", headers: dict[str, str] | None = None,
-                  **context: Any) -> Response:
+                  suite: str | None = None, **context: Any) -> Response:
+        """A code page; `suite` (where to go after) from the query, or from the form
+        when the page is shown again after a wrong code."""
         # `session` is not passed as the template's: no navigation before the code.
         return self.page(template, status, headers, title=context.pop("title"), session=None,
                          csrf=session.csrf, error=error, mailbox=session.mailbox,
-                         suite=safe_next(request.query_params.get("suite")), **context)
+                         suite=safe_next(suite if suite is not None else request.query_params.get("suite")),
+                         **context)
 
     async def code(self, request: Request) -> Response:
         """`/connexion/code`: "Code à usage unique", after the password."""
@@ -317,7 +320,7 @@ class Webmail:
         return await self._activation_page(request, session)
 
     async def _activation_page(self, request: Request, session: websessions.WebSessionInfo, *,
-                               status: int = 200, error: str = "") -> Response:
+                               status: int = 200, error: str = "", suite: str | None = None) -> Response:
         secret = await self.store.run(totp.pending_secret, self.store, self.totp_key, session.mailbox)
         if secret is None:  # already active: the code page
             return RedirectResponse("/connexion/code", status_code=303)
@@ -325,13 +328,14 @@ class Webmail:
         uri = totp.provisioning_uri(secret, session.mailbox, issuer)
         qr = segno.make(uri, error="m").svg_data_uri(scale=5, border=2)
         grouped = " ".join(secret[i:i + 4] for i in range(0, len(secret), 4))
-        return self.code_page("activation.html", session, request, status=status, error=error,
+        return self.code_page("activation.html", session, request, status=status, error=error, suite=suite,
                               title="Activer la double authentification", qr=qr, secret=grouped)
 
     async def _check_code(self, request: Request, session: websessions.WebSessionInfo, *,
                           enrolling: bool) -> Response:
         form = await read_form(request, session.csrf)
         code = str(form.get("code", ""))[:32]
+        suite = str(form.get("suite", ""))
         result = await self.store.run(totp.verify, self.store, self.totp_key, session.mailbox, code,
                                       ip=client_ip(request), enrolling=enrolling)
         if result.delay:  # the password delays, awaited here too
@@ -342,10 +346,11 @@ class Webmail:
             else:
                 status, text, headers = 401, BAD_CODE_TEXT, None
             if enrolling:
-                response = await self._activation_page(request, session, status=status, error=text)
+                response = await self._activation_page(request, session, status=status, error=text,
+                                                       suite=suite)
             else:
                 response = self.code_page("code.html", session, request, status=status, error=text,
-                                          headers=headers, title="Code à usage unique")
+                                          headers=headers, suite=suite, title="Code à usage unique")
             if headers:
                 response.headers.update(headers)
             return response
@@ -353,7 +358,7 @@ class Webmail:
                                       request.cookies.get(SESSION_COOKIE, ""), FULL_LEVEL)
         if raised is None:
             return RedirectResponse("/connexion", status_code=303)
-        response = RedirectResponse(safe_next(str(form.get("suite", ""))), status_code=303)
+        response = RedirectResponse(safe_next(suite), status_code=303)
         response.set_cookie(SESSION_COOKIE, raised[0], path="/", secure=True, httponly=True, samesite="strict")
         return response
 

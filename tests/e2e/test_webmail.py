@@ -1,7 +1,8 @@
 """The webmail in a real browser: Playwright (Python) driving Debian's Chromium
 (/usr/bin/chromium, headless; never `playwright install`) against a real `mss serve`.
 
-Logs in, sees the inbox, opens a text message and an HTML one sent by SMTP submission,
+Logs in (enrolling TOTP on the first login, the code computed from the secret shown
+on the page; the code page on the second login), sees the inbox, opens a text message and an HTML one sent by SMTP submission,
 checks that the HTML mail's `<script>` did not run and its remote image was blocked,
 downloads an attachment, logs out; no CSP violation and no page error on the way.
 Screenshots of every page go to `$MSS_E2E_ARTEFACTS` (default `tests/e2e/artefacts/`).
@@ -12,10 +13,12 @@ from __future__ import annotations
 import os
 import smtplib
 import ssl
+import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
+import pyotp
 import pytest
 
 from tests.support.instance import MssInstance
@@ -89,6 +92,24 @@ def browser_page(server: MssInstance) -> Iterator[tuple[object, list[str]]]:
             browser.close()
 
 
+# address -> [TOTP secret read on the enrolment page, last step used]: a second login
+# within 30 s takes the next step's code (the last one is refused as a replay).
+TOTP: dict[str, list] = {}
+
+
+def next_code(address: str) -> str:
+    secret, used = TOTP[address]
+    step = max(int(time.time() // 30) - 1, used + 1)
+    TOTP[address][1] = step
+    return pyotp.HOTP(secret).at(step)
+
+
+def wrong_code(secret: str) -> str:
+    now = time.time()
+    valid = {pyotp.TOTP(secret).at(now + d) for d in (-30, 0, 30, 60)}
+    return next(c for c in (f"{n:06d}" for n in range(1_000_000)) if c not in valid)
+
+
 def shot(page: object, name: str) -> None:
     page.screenshot(path=str(ARTEFACTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
 
@@ -110,6 +131,25 @@ def test_read_mail_in_the_browser(server: MssInstance, mails: None, browser_page
 
     page.get_by_label("Mot de passe").fill(server.passwords[jean])
     page.get_by_role("button", name="Se connecter").click()
+    # First login: TOTP enrolment (the QR code and the secret in text).
+    expect(page.get_by_role("heading", level=1)).to_have_text("Activer la double authentification")
+    qr = page.locator("img.qr")
+    expect(qr).to_be_visible()
+    assert qr.get_attribute("src").startswith("data:image/svg+xml")
+    assert qr.evaluate("img => img.naturalWidth") > 0  # the SVG decoded under the CSP
+    secret = page.locator("code#totp-secret").inner_text().replace(" ", "")
+    TOTP[jean] = [secret, 0]
+    shot(page, "03a-activation")
+    page.goto("/dossiers")  # closed before the code: back to it
+    expect(page.get_by_role("heading", level=1)).to_have_text("Activer la double authentification")
+    page.get_by_label("Code à 6 chiffres").fill(wrong_code(secret))
+    page.get_by_role("button", name="Activer").click()
+    expect(page.get_by_role("alert")).to_have_text("Code incorrect ou expiré.")
+    shot(page, "03b-activation-erreur")
+    page.get_by_label("Code à 6 chiffres").fill(next_code(jean))
+    page.get_by_role("button", name="Activer").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Dossiers")
+    page.goto("/")
     expect(page.get_by_role("heading", level=1)).to_have_text("Boîte de réception")
     assert page.url.endswith(f"/b/{jean}/INBOX")
     expect(page.get_by_text("État du quota :")).to_be_visible()
@@ -154,9 +194,9 @@ def test_read_mail_in_the_browser(server: MssInstance, mails: None, browser_page
     expect(page.get_by_role("button", name="Se connecter")).to_be_visible()
     shot(page, "06-deconnexion")
 
-    # The one failed load is the deliberately wrong password's 401 page.
+    # The failed loads are the deliberately wrong password's and code's 401 pages.
     assert [p for p in problems if "status of 401" not in p] == [], problems
-    assert len(problems) <= 1
+    assert len(problems) <= 2
 
 
 def test_session_cookie_flags(server: MssInstance, browser_page: tuple) -> None:
@@ -166,6 +206,17 @@ def test_session_cookie_flags(server: MssInstance, browser_page: tuple) -> None:
     page.get_by_label("Adresse MSSanté").fill(jean)
     page.get_by_label("Mot de passe").fill(server.passwords[jean])
     page.get_by_role("button", name="Se connecter").click()
+    if jean not in TOTP:  # this test run alone: enrol first
+        playwright_api.expect(page.get_by_role("heading", level=1)).to_have_text(
+            "Activer la double authentification")
+        TOTP[jean] = [page.locator("code#totp-secret").inner_text().replace(" ", ""), 0]
+        button = "Activer"
+    else:  # enrolled by the test above: the code page
+        playwright_api.expect(page.get_by_role("heading", level=1)).to_have_text("Code à usage unique")
+        shot(page, "06a-code")
+        button = "Valider"
+    page.get_by_label("Code à 6 chiffres").fill(next_code(jean))
+    page.get_by_role("button", name=button).click()
     page.wait_for_url("**/INBOX")
     cookie = next(c for c in page.context.cookies() if c["name"] == "__Host-mss_session")
     assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"

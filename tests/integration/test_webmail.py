@@ -12,6 +12,7 @@ import ssl
 from collections.abc import Iterator
 
 import httpx
+import pyotp
 import pytest
 
 from tests.support.instance import MssInstance
@@ -45,11 +46,20 @@ def send(server: MssInstance, to: str, subject: str, body: str) -> None:
 
 
 def login(client: httpx.Client, server: MssInstance, address: str) -> None:
+    """Password, then the first login's TOTP enrolment: the secret read from the page,
+    the code computed from it as the doctor's authenticator app would."""
     page = client.get("/connexion")
     token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
     response = client.post("/connexion", data={"csrf": token, "adresse": address,
                                                "mot_de_passe": server.passwords[address]})
     assert response.status_code == 303, response.text
+    assert response.headers["location"] == "/connexion/activation?suite=/"
+    assert client.get("/", follow_redirects=False).headers["location"].startswith("/connexion/code")
+    page = client.get("/connexion/activation")
+    secret = re.search(r'<code id="totp-secret">([^<]+)</code>', page.text).group(1).replace(" ", "")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    response = client.post("/connexion/activation", data={"csrf": csrf, "code": pyotp.TOTP(secret).now()})
+    assert response.status_code == 303 and response.headers["location"] == "/", response.text
 
 
 def test_listener_line_and_server_certificate(server: MssInstance) -> None:
@@ -86,3 +96,4 @@ def test_opened_in_webmail_is_seen_over_imap_and_audited(server: MssInstance) ->
     assert reads and reads[-1]["actor"] == jean and reads[-1]["ip"] == "127.0.0.1"
     logins = [e for e in events if e.get("action") == "login.success" and e.get("actor") == jean]
     assert any(e.get("details", {}).get("service") == "web" for e in logins)
+    assert any(e.get("details", {}).get("factor") == "totp" for e in logins)

@@ -111,8 +111,9 @@ def test_wrong_code_is_401_and_counted(client: TestClient, store: Store) -> None
     enrol_secret(client, DOC)
     page = client.get("/connexion/activation")
     bad = client.post("/connexion/activation", data={"csrf": page_csrf(page), "code": wrong_code(client),
-                                                     "suite": "/"}, follow_redirects=False)
+                                                     "suite": "/dossiers"}, follow_redirects=False)
     assert bad.status_code == 401 and BAD_CODE in bad.text and 'role="alert"' in bad.text
+    assert 'name="suite" value="/dossiers"' in bad.text  # still going there after the right code
     assert 'id="totp-secret"' in bad.text  # the enrolment page again, same secret
     with store.db.read() as s:
         counts = {e.key: e.failures for e in s.execute(select(AuthFailure)).scalars()}
