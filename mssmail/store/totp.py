@@ -152,10 +152,11 @@ def verify(store: Store, key: bytes, mailbox: str, code: str, *, ip: str = "", e
             step = _matching_step(secret, code, moment, row.last_step)
     if step is not None:
         with store.db.write() as s:
-            changed = s.execute(update(TotpCredential)
-                                .where(TotpCredential.mailbox == mailbox, TotpCredential.last_step < step,
-                                       TotpCredential.active == (not enrolling))
-                                .values(last_step=step, active=True)).rowcount
+            result = s.execute(update(TotpCredential)
+                               .where(TotpCredential.mailbox == mailbox, TotpCredential.last_step < step,
+                                      TotpCredential.active == (not enrolling))
+                               .values(last_step=step, active=True))
+            changed = int(getattr(result, "rowcount", 0) or 0)
             if changed:
                 audit.record(s, audit.LOGIN_SUCCESS, actor=mailbox, ip=ip,
                              details={"service": SERVICE, "factor": "totp",
@@ -173,7 +174,8 @@ def reset(store: Store, mailbox: str, actor: str = "admin") -> bool:
     with store.db.write() as s:
         if s.execute(select(Mailbox.id).where(Mailbox.address == mailbox)).first() is None:
             raise MailboxNotFound(f"no mailbox {mailbox}.")
-        removed = s.execute(delete(TotpCredential).where(TotpCredential.mailbox == mailbox)).rowcount
+        result = s.execute(delete(TotpCredential).where(TotpCredential.mailbox == mailbox))
+        removed = int(getattr(result, "rowcount", 0) or 0)
         s.execute(delete(WebSession).where(WebSession.mailbox == mailbox))
         audit.record(s, audit.ADMIN, actor=actor, mailbox=mailbox, details={"op": "totp.reset"})
     return bool(removed)
