@@ -122,7 +122,14 @@ def test_reception_verdicts_fail_and_policy(store, setup) -> None:
     assert not plain.startswith(b"Authentication-Results") and extra == {}
 
 
-def test_install_registers_view_filter_once_and_filters_work(store, setup) -> None:
+def test_install_registers_view_filter_once_and_filters_work(store, setup, monkeypatch) -> None:
+    """In-process install: the process-wide delivery filter lists get fresh copies for the
+    test, so the filters bound to this test's store (and its database, dropped after it)
+    are not left registered for the tests that follow."""
+    from mssmail.delivery import filters
+
+    monkeypatch.setattr(filters, "submission_filters", [])
+    monkeypatch.setattr(filters, "inbound_filters", [])
     config, _ = setup
     before = len(store.view_filters)
     mailflow.install(store, config)
