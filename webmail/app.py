@@ -32,7 +32,7 @@ import uvicorn
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -492,7 +492,9 @@ class Webmail:
         ref = await self._open(session, address, folder, uidvalidity)
         part = await self.store.run(lambda: self.store.message_part(ref, uid, part_id, ip=client_ip(request)))
         name = part.info.filename or f"partie-{part.info.part_id}"
-        return Response(part.data, media_type=safe_content_type(part.info.content_type), headers={
+        # Decoded piece by piece in a worker thread as the client reads (the message's
+        # bytes are held once, the decoded part never whole).
+        return StreamingResponse(iter(part), media_type=safe_content_type(part.info.content_type), headers={
             "Content-Disposition": content_disposition(name),
             "Content-Security-Policy": DOWNLOAD_CSP,
         })
@@ -503,8 +505,8 @@ class Webmail:
         """"Télécharger toutes les pièces jointes (ZIP)": one audited read (`op: zip`);
         the store names the entries (no path leaves the archive, duplicates numbered)."""
         ref = await self._open(session, address, folder, uidvalidity)
-        data = await self.store.run(lambda: self.store.message_attachments_zip(ref, uid, ip=client_ip(request)))
-        return Response(data, media_type="application/zip", headers={
+        archive = await self.store.run(lambda: self.store.message_attachments_zip(ref, uid, ip=client_ip(request)))
+        return StreamingResponse(iter(archive), media_type="application/zip", headers={
             "Content-Disposition": content_disposition("pièces-jointes.zip"),
             "Content-Security-Policy": DOWNLOAD_CSP,
         })

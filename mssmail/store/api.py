@@ -21,7 +21,7 @@ import binascii
 import io
 import json
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Actor", "ActorKind", "Appended", "FolderRef", "MessageAPI", "MessageNotFound", "MessagePart",
            "MessageSummary", "MessageView", "Order", "Page", "PartInfo", "Protection", "SearchResult",
-           "Transfer", "as_actor"]
+           "Transfer", "ZipStream", "as_actor"]
 
 Order = Literal["arrival", "date", "from", "subject", "size"]
 ORDERS: tuple[Order, ...] = ("arrival", "date", "from", "subject", "size")
@@ -157,8 +157,65 @@ class MessageView:
 
 @dataclass(frozen=True)
 class MessagePart:
+    """One part of a message, decoded as it is read: iterate for pieces of about
+    `transfer.STREAM_CHUNK` octets (a download streams them), or take `data` whole.
+    It holds the message's bytes once (decrypted when the server holds the key), never a
+    second full copy of the decoded part."""
+
     info: PartInfo
-    data: bytes  # transfer encoding undone
+    entity: mimeview.Entity
+
+    def __iter__(self) -> Iterator[bytes]:
+        return query.iter_decoded(self.entity)
+
+    @property
+    def data(self) -> bytes:  # transfer encoding undone
+        return query.decoded_body(self.entity)
+
+
+class ZipStream:
+    """"Télécharger toutes les pièces jointes": the ZIP written as it is read (entries
+    with data descriptors, APPNOTE 4.3.9), so its size in memory is one piece, not the
+    archive. Iterable once per instance; the audit event was written before it exists."""
+
+    def __init__(self, entries: Sequence[tuple[str, MessagePart]]) -> None:
+        self.entries = entries
+
+    def __iter__(self) -> Iterator[bytes]:
+        sink = _Drain()
+        with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, part in self.entries:
+                with archive.open(name, "w", force_zip64=part.entity.body_size > (1 << 31)) as entry:
+                    for piece in part:
+                        entry.write(piece)
+                        yield from sink.take()
+                yield from sink.take()
+        yield from sink.take()
+
+
+class _Drain(io.RawIOBase):
+    """A write-only, unseekable file that hands out what was written to it."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+        self.position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        piece = bytes(data)
+        self.pieces.append(piece)
+        self.position += len(piece)
+        return len(piece)
+
+    def tell(self) -> int:  # zipfile asks where entries start, even on an unseekable file
+        return self.position
+
+    def take(self) -> Iterator[bytes]:
+        pieces, self.pieces = self.pieces, []
+        if pieces:
+            yield b"".join(pieces)
 
 
 @dataclass(frozen=True)
@@ -349,57 +406,56 @@ class MessageAPI:
         return MessageView(summary, raw, headers, text, html, parts, uid in marked)
 
     def message_part(self: Store, ref: FolderRef, uid: int, part_id: str, *, ip: str = "") -> MessagePart:
-        """One part's decoded bytes (an attachment): audited as a `read` with
-        `details.part`, before the bytes are returned."""
+        """One part (an attachment), decoded as it is read: audited as a `read` with
+        `details.part` before the part is handed out."""
         try:
             numbers = mimeview.parse_part_id(part_id)
         except ValueError as exc:
             raise MessageNotFound(str(exc)) from None
-        metas = self.messages_meta(ref, [(uid, uid)], with_extra=True)
-        if not metas:
-            raise MessageNotFound(f"no message {uid} in {ref.name}.")
-        meta = metas[0]
-        raw = self.view(ref.address, self.blobs.read(meta.sha256), meta.extra)
-        tree = mimeview.parse_tree(raw)
+        sha256, tree = self._message_tree(ref, uid)
         entity = mimeview.find_part(tree, numbers)
         if entity is None:
             raise MessageNotFound(f"message {uid} has no part {part_id}.")
         info = next((p for p in mimeview.list_parts(tree) if p.part_id == part_id), None)
         if info is None:  # a container (multipart) part: described as itself
-            info = PartInfo(part_id, entity.content_type, "", len(entity.body), "", "", False)
+            info = PartInfo(part_id, entity.content_type, "", entity.body_size, "", "", False)
 
         def work(s: Session) -> None:
             audit.record(s, audit.READ, actor=ref.actor, mailbox=ref.address, ip=ip, message=ref.ref(uid),
-                         details={"sha256": meta.sha256, "part": part_id})
+                         details={"sha256": sha256, "part": part_id})
 
         self._write(work)
-        return MessagePart(info, query.decoded_body(entity))
+        return MessagePart(info, entity)
 
-    def message_attachments_zip(self: Store, ref: FolderRef, uid: int, *, ip: str = "") -> bytes:
+    def message_attachments_zip(self: Store, ref: FolderRef, uid: int, *, ip: str = "") -> ZipStream:
         """Every attachment of a message in one ZIP ("Télécharger toutes les pièces
-        jointes"): one audited `read` with `details.op = "zip"` and the parts taken."""
+        jointes"), written as it is read: one audited `read` with `details.op = "zip"` and
+        the parts taken, before the first byte. `b"".join(...)` gives the whole archive."""
+        sha256, tree = self._message_tree(ref, uid)
+        attachments = [p for p in mimeview.list_parts(tree) if p.is_attachment]
+        entries: list[tuple[str, MessagePart]] = []
+        used: set[str] = set()
+        for info in attachments:
+            entity = mimeview.find_part(tree, mimeview.parse_part_id(info.part_id))
+            if entity is not None:
+                entries.append((_zip_name(info, used), MessagePart(info, entity)))
+
+        def work(s: Session) -> None:
+            audit.record(s, audit.READ, actor=ref.actor, mailbox=ref.address, ip=ip, message=ref.ref(uid),
+                         details={"sha256": sha256, "op": "zip",
+                                  "parts": [p.part_id for p in attachments]})
+
+        self._write(work)
+        return ZipStream(entries)
+
+    def _message_tree(self: Store, ref: FolderRef, uid: int) -> tuple[str, mimeview.Entity]:
+        """(blob digest, MIME tree of the bytes the reader gets): the message as stored,
+        through the view filters (decrypted where the server holds the key)."""
         metas = self.messages_meta(ref, [(uid, uid)], with_extra=True)
         if not metas:
             raise MessageNotFound(f"no message {uid} in {ref.name}.")
         meta = metas[0]
-        tree = mimeview.parse_tree(self.view(ref.address, self.blobs.read(meta.sha256), meta.extra))
-        attachments = [p for p in mimeview.list_parts(tree) if p.is_attachment]
-
-        def work(s: Session) -> None:
-            audit.record(s, audit.READ, actor=ref.actor, mailbox=ref.address, ip=ip, message=ref.ref(uid),
-                         details={"sha256": meta.sha256, "op": "zip",
-                                  "parts": [p.part_id for p in attachments]})
-
-        self._write(work)
-        buffer = io.BytesIO()
-        used: set[str] = set()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for info in attachments:
-                entity = mimeview.find_part(tree, mimeview.parse_part_id(info.part_id))
-                if entity is None:
-                    continue
-                archive.writestr(_zip_name(info, used), query.decoded_body(entity))
-        return buffer.getvalue()
+        return meta.sha256, mimeview.parse_tree(self.view(ref.address, self.blobs.read(meta.sha256), meta.extra))
 
     def set_flags(self: Store, ref: FolderRef, uids: Sequence[int], mode: Literal["+", "-", ""],
                   flags: Sequence[str], *, ip: str = "") -> dict[int, tuple[str, int]]:

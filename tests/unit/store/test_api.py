@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import random
 import zipfile
 from datetime import UTC, date, datetime, timedelta
 
@@ -133,6 +134,29 @@ def test_summary_carries_protection_and_documents(boxes: Store):
     assert summary.hprim and summary.dlu and summary.documents == ("hprim_net", "dlu")
 
 
+def test_large_part_and_zip_stream_in_pieces_after_the_audit(boxes: Store):
+    """A 3 MB attachment leaves the store in pieces (the webmail streams them), each
+    far smaller than the part; the `read` event exists before the first piece."""
+    store = boxes
+    ref = store.open_folder(DOC, DOC, "INBOX")
+    big = random.Random(7).randbytes(3 << 20)  # incompressible: the ZIP pieces are real data
+    raw = with_attachment().replace(base64.encodebytes(PDF).replace(b"\n", b"\r\n"),
+                                    base64.encodebytes(big).replace(b"\n", b"\r\n"))
+    [uid] = store.append(ref, raw).uids
+    part = store.message_part(ref, uid, "2")
+    assert events(store, "read")[-1].details["part"] == "2"
+    pieces = list(part)
+    assert b"".join(pieces) == big == part.data and len(pieces) >= 10
+    assert max(map(len, pieces)) <= (1 << 18) + 3
+    archive = store.message_attachments_zip(ref, uid)
+    assert events(store, "read")[-1].details["op"] == "zip"
+    zipped = list(archive)
+    assert len(zipped) >= 2 and max(map(len, zipped)) < len(big)
+    with zipfile.ZipFile(io.BytesIO(b"".join(zipped))) as unpacked:
+        assert unpacked.namelist() == ["cr.pdf"] and unpacked.read("cr.pdf") == big
+        assert unpacked.testzip() is None
+
+
 def test_view_and_part_are_audited_reads(boxes: Store):
     store = boxes
     ref = store.open_folder(DOC, DOC, "INBOX")
@@ -150,7 +174,7 @@ def test_view_and_part_are_audited_reads(boxes: Store):
     assert [(e.actor, e.remote_ip, e.message_ref.split("/")[-1]) for e in reads] == [
         (DOC, "192.0.2.7", str(uid)), (DOC, "192.0.2.7", str(uid))]
     assert reads[0].details.get("seen") is True and reads[1].details["part"] == "2"
-    archive = zipfile.ZipFile(io.BytesIO(store.message_attachments_zip(ref, uid, ip="192.0.2.7")))
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(store.message_attachments_zip(ref, uid, ip="192.0.2.7"))))
     assert archive.namelist() == ["cr.pdf"] and archive.read("cr.pdf") == PDF
     zipped = events(store, "read")[-1]
     assert zipped.details["op"] == "zip" and zipped.details["parts"] == ["2"]
