@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from email.utils import getaddresses
 from typing import Any
 
+from mssmail.mime import addresses as mime_addresses
+from mssmail.mime import headers as mime_headers
 from mssmail.smtp import replies
 
 
@@ -156,12 +158,12 @@ def sender_authentication(authserv_id: str, *, login: str | None = None,
 
 
 # --- submission: the header block as a reader sees it (hole 4) -------------------------
-# Defect names shared with mssmail.mime.headers (the one header-block parser, used
-# when present); the fallback below reports the same ones.
-BARE_CR, BARE_LF, NO_BODY, ENVELOPE_LINE = "bare CR", "bare LF", "no empty line", "mbox From line"
-NOT_A_FIELD, LEADING_CONTINUATION = "line without colon", "continuation of nothing"
-SPACE_BEFORE_COLON, BAD_FIELD_NAME, NUL, LONG_LINE = ("space before colon", "bad field name", "NUL",
-                                                      "line over 998 octets")
+# Defect names of mssmail.mime.headers (the one header-block parser), re-exported.
+BARE_CR, BARE_LF, NO_BODY, ENVELOPE_LINE = (mime_headers.BARE_CR, mime_headers.BARE_LF, mime_headers.NO_BODY,
+                                            mime_headers.ENVELOPE_LINE)
+NOT_A_FIELD, LEADING_CONTINUATION = mime_headers.NOT_A_FIELD, mime_headers.LEADING_CONTINUATION
+SPACE_BEFORE_COLON, BAD_FIELD_NAME = mime_headers.SPACE_BEFORE_COLON, mime_headers.BAD_FIELD_NAME
+NUL, LONG_LINE = mime_headers.NUL, mime_headers.LONG_LINE
 # What every reader agrees on anyway; anything else, one of them may read differently.
 HARMLESS_DEFECTS = frozenset({NO_BODY, LONG_LINE})
 AUTHOR_FIELDS = ("from", "sender", "reply-to")
@@ -183,79 +185,17 @@ class HeaderBlock:
 
 def read_header_block(raw: bytes) -> HeaderBlock:
     """The whole header block of `raw` (no size cut: a From after 256 KB of headers is
-    still a From), by mssmail.mime.headers when the build has it."""
-    try:
-        from mssmail.mime import headers as mime_headers
-    except ImportError:
-        return _read_header_block(raw)
+    still a From), read by mssmail.mime.headers: the reader IMAP and crypto use too."""
     parsed = mime_headers.parse(raw)
     return HeaderBlock([(f.key, f.unfolded) for f in parsed.fields], list(parsed.defects))
-
-
-def _read_header_block(raw: bytes) -> HeaderBlock:
-    """RFC 5322 2.1-2.2 and 4.5, reporting (not guessing) what readers differ on."""
-    block = HeaderBlock()
-    defects = block.defects
-    end = len(raw)
-    for blank, keep in ((raw.find(b"\r\n\r\n"), 2), (raw.find(b"\n\n"), 1), (raw.find(b"\n\r\n"), 1)):
-        if blank >= 0:
-            end = min(end, blank + keep)  # the last field's line end stays in the block
-    if raw.startswith((b"\r\n", b"\n")):
-        end = 0
-    data = raw[:end]
-    if end == len(raw) and raw:
-        defects.append(NO_BODY)
-    if data.count(b"\r") != data.count(b"\r\n"):
-        defects.append(BARE_CR)
-    if b"\0" in data:
-        defects.append(NUL)
-    if data.replace(b"\r\n", b"").count(b"\n"):
-        defects.append(BARE_LF)
-    lines = re.split(rb"\r?\n", data)
-    current: tuple[str, list[bytes]] | None = None
-    for number, line in enumerate(lines):
-        if not line:
-            continue
-        if len(line) > 998 and LONG_LINE not in defects:
-            defects.append(LONG_LINE)
-        if line[:1] in (b" ", b"\t"):
-            if current is None:
-                defects.append(LEADING_CONTINUATION)
-            else:
-                current[1].append(line)
-            continue
-        if current is not None:
-            block.fields.append((current[0], b"".join(current[1]).strip(b" \t")))
-            current = None
-        name, colon, value = line.partition(b":")
-        if number == 0 and line.startswith(b"From ") and (not colon or b" " in name[5:]):
-            defects.append(ENVELOPE_LINE)
-            continue
-        if not colon:
-            defects.append(NOT_A_FIELD)
-            continue
-        if name != name.rstrip(b" \t"):
-            defects.append(SPACE_BEFORE_COLON)
-        if not _FIELD_NAME.fullmatch(name.rstrip(b" \t")):
-            defects.append(BAD_FIELD_NAME)
-        current = (name.rstrip(b" \t").decode("ascii", "replace").lower(), [value])
-    if current is not None:
-        block.fields.append((current[0], b"".join(current[1]).strip(b" \t")))
-    return block
 
 
 def read_addresses(value: bytes) -> tuple[list[tuple[str, str]], list[str]]:
     """(display name, address) of each mailbox of an address list, and the defects: by
     mssmail.mime.addresses when present, else by the email package's RFC 5322 parser,
     cross-checked against its older getaddresses (where the two disagree, so may readers)."""
-    text = value.decode("utf-8", "replace")
-    try:
-        from mssmail.mime import addresses as mime_addresses
-        from mssmail.mime.headers import decode_words
-    except ImportError:
-        return _read_addresses(text)
     parsed = mime_addresses.parse(value)
-    found = [(decode_words(m.name or ""), m.address.lower()) for m in parsed.mailboxes]
+    found = [(mime_headers.decode_words(m.name or ""), m.address.lower()) for m in parsed.mailboxes]
     return found, list(parsed.defects)
 
 

@@ -81,9 +81,9 @@ def test_strip_never_raises_and_never_grows(data: bytes) -> None:
     assert len(out) <= len(data)
 
 
-# --- the header-block reader (fallback of mssmail.mime) ----------------------------------
+# --- the header-block reader (mssmail.mime.headers, as the policy reads it) --------------
 def test_header_block_defects() -> None:
-    read = policy._read_header_block
+    read = policy.read_header_block
     assert read(b"From: a@b\r\nSubject: s\r\n\r\nbody").defects == []
     assert policy.SPACE_BEFORE_COLON in read(b"From : a@b\r\n\r\n").defects
     assert policy.NOT_A_FIELD in read(b"junk\r\nFrom: a@b\r\n\r\n").defects
