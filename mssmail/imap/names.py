@@ -65,7 +65,6 @@ class Entry:
     address: str = ""
     folder: str = ""
     children: bool = False
-    subscribed_children: bool = False
 
 
 @dataclass
@@ -115,9 +114,6 @@ class Namespace:
                 parent = DELIMITER.join(parts[:i])
                 entry = by_name.setdefault(parent, Entry(parent, ["\\Noselect"], None))
                 entry.children = True
-                child = by_name[name].info
-                if child is not None and child.subscribed:
-                    entry.subscribed_children = True
         for entry in by_name.values():
             entry.attributes.append("\\HasChildren" if entry.children else "\\HasNoChildren")
         return sorted(by_name.values(), key=lambda e: (e.name != "INBOX", e.name))
@@ -140,6 +136,87 @@ def pattern_regex(reference: str, pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z", re.S)
 
 
-def match(entries: Iterable[Entry], reference: str, patterns: Sequence[str]) -> list[Entry]:
+@dataclass(frozen=True)
+class Listed:
+    """One LIST/LSUB response line: the name, its attributes, and whether it carries
+    `("CHILDINFO" ("SUBSCRIBED"))` (RFC 5258 3.5); `entry` is the existing folder or
+    hierarchy name, None for a subscribed name with nothing behind it."""
+
+    name: str
+    attributes: tuple[str, ...]
+    childinfo: bool = False
+    entry: Entry | None = None
+
+
+def ancestors(name: str) -> list[str]:
+    parts = name.split(DELIMITER)
+    return [DELIMITER.join(parts[:i]) for i in range(1, len(parts))]
+
+
+def list_mailboxes(entries: Iterable[Entry], subscribed: Iterable[str], reference: str,
+                   patterns: Sequence[str], *, lsub: bool = False, select: Iterable[str] = (),
+                   returns: Iterable[str] = ()) -> list[Listed]:
+    """What LIST (RFC 3501 6.3.8, RFC 5258 3), LIST-EXTENDED and LSUB (RFC 3501 6.3.9)
+    answer, from the existing names (`entries`) and the subscription list.
+
+    The rules, each where its RFC puts it:
+    - a name is listed when it matches a pattern and meets the selection criteria:
+      SUBSCRIBED (on the list, whether or not it exists, RFC 5258 3.1) and SPECIAL-USE
+      (RFC 6154 3); without selection options every existing name meets them;
+    - a subscribed name with no folder or hierarchy behind it is `\\NonExistent`
+      (RFC 5258 3.4, which implies \\Noselect);
+    - with RECURSIVEMATCH, a name that matches but does not meet the criteria is still
+      listed, with CHILDINFO, when a descendant meets them without matching the
+      patterns itself (RFC 5258 3.5 and the \\NonExistent rule of 3.4: a descendant
+      the patterns list anyway needs no hint); a name that meets them gets CHILDINFO on
+      the same condition (RFC 9051 6.3.9.4's table, last row);
+    - `\\Subscribed` on names of the list under SUBSCRIBED, selected or returned
+      (RFC 5258 3.4, 4);
+    - LSUB lists the subscribed names that match, and a matching name that is not on
+      the list but has a subscribed descendant the patterns miss (the `%` case) with
+      `\\Noselect` (RFC 3501 6.3.9).
+    """
+    select, returns = set(select), set(returns)
+    by_name = {e.name: e for e in entries}
+    subs = {normalize_folder_name(n) for n in subscribed}
     regexes = [pattern_regex(reference, p) for p in patterns]
-    return [e for e in entries if any(r.match(e.name) for r in regexes)]
+
+    def matches(name: str) -> bool:
+        return any(r.match(name) for r in regexes)
+
+    by_subscription = lsub or "SUBSCRIBED" in select
+
+    def meets(name: str) -> bool:
+        if by_subscription and name not in subs:
+            return False
+        if "SPECIAL-USE" in select:
+            entry = by_name.get(name)
+            if entry is None or entry.info is None or not entry.info.special_use:
+                return False
+        return True
+
+    universe = set(by_name) | (subs if by_subscription else set())
+    recursive = lsub or "RECURSIVEMATCH" in select
+    hinted: set[str] = set()  # names with a descendant that meets but does not match
+    if recursive:
+        for name in universe:
+            if meets(name) and not matches(name):
+                hinted.update(ancestors(name))
+        universe |= hinted
+    show_subscribed = not lsub and ("SUBSCRIBED" in select or "SUBSCRIBED" in returns)
+    out: list[Listed] = []
+    for name in sorted(universe, key=lambda n: (n != "INBOX", n)):
+        if not matches(name):
+            continue
+        met, hint = meets(name), name in hinted
+        if not met and not hint:
+            continue
+        entry = by_name.get(name)
+        if lsub:
+            out.append(Listed(name, () if met else ("\\Noselect",), False, entry))
+            continue
+        attributes = list(entry.attributes) if entry is not None else ["\\NonExistent"]
+        if show_subscribed and name in subs:
+            attributes.append("\\Subscribed")
+        out.append(Listed(name, tuple(attributes), hint, entry))
+    return out

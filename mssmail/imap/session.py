@@ -422,8 +422,10 @@ class Session:
         return await self._done(request)
 
     async def cmd_subscribe(self, request: Request) -> Outcome:
+        """RFC 3501 6.3.6-6.3.7: the name goes on (or off) the user's list; it need not
+        name a folder, and deleting its folder leaves it there (mssmail/store/subscriptions.py)."""
         target = self._folder_target(request.args[0])
-        await self.store.run(self.store.folder_subscribe, self.user, target.address, target.folder,
+        await self.store.run(self.store.subscription_set, self.user, target.address, target.folder,
                              request.name == "SUBSCRIBE")
         return await self._done(request)
 
@@ -459,41 +461,20 @@ class Session:
             await self.send(b'* %s (\\Noselect) "/" ""\r\n' % word)
             return await self._done(request)
         everything = await self._entries()
-        entries = names.match(everything, reference, patterns)
-        matched_names = {e.name for e in entries}
-        subscribed_names = [e.name for e in everything if e.info is not None and e.info.subscribed]
-        select, returns = set(args.select), set(args.returns)
-        subscribed_only = args.lsub or "SUBSCRIBED" in select
-        lines: list[bytes] = []
-        status_for: list[names.Entry] = []
-        for entry in entries:
-            attributes = list(entry.attributes)
-            subscribed = entry.info is not None and entry.info.subscribed
-            if subscribed_only and not subscribed:
-                if args.lsub and entry.subscribed_children:
-                    attributes = ["\\Noselect"]
-                elif "RECURSIVEMATCH" in select and entry.subscribed_children and any(
-                        name.startswith(entry.name + names.DELIMITER) and name not in matched_names
-                        for name in subscribed_names):
-                    # RFC 5258 3.5: CHILDINFO tells of subscribed descendants the patterns
-                    # did not list themselves.
-                    attributes = ['\\NonExistent' if entry.info is None else "\\HasChildren"]
-                    lines.append(_list_line(word, attributes, entry.name,
-                                            b' ("CHILDINFO" ("SUBSCRIBED"))'))
-                    continue
-                else:
-                    continue
-            if "SPECIAL-USE" in select and not (entry.info and entry.info.special_use):
-                continue
-            if subscribed and (subscribed_only or "SUBSCRIBED" in returns) and not args.lsub:
-                attributes.append("\\Subscribed")
-            lines.append(_list_line(word, attributes, entry.name))
-            if args.status and entry.info is not None:
-                status_for.append(entry)
-        for line in lines:
-            await self.send(line)
-        for entry in status_for:
-            await self.send(self._status_line(entry.name, entry.info, args.status, None))
+        assert self.namespace is not None
+        subscribed = [self.namespace.full_name(address, folder)
+                      for address, folder in await self.store.run(self.store.subscriptions, self.user)]
+        listed = names.list_mailboxes(everything, subscribed, reference, patterns, lsub=args.lsub,
+                                      select=args.select, returns=args.returns)
+        lines = [_list_line(word, item.attributes, item.name,
+                            b' ("CHILDINFO" ("SUBSCRIBED"))' if item.childinfo else b"")
+                 for item in listed]
+        if lines:
+            await self.send(b"".join(lines))
+        if args.status:  # RFC 5819 2: a STATUS after the LIST of each selectable name
+            for item in listed:
+                if item.entry is not None and item.entry.info is not None:
+                    await self.send(self._status_line(item.name, item.entry.info, args.status, None))
         return await self._done(request)
 
     cmd_lsub = cmd_list

@@ -20,6 +20,7 @@ from mssmail.store.models import (
     Mailbox,
     MailboxType,
     Message,
+    Subscription,
     table,
 )
 
@@ -111,6 +112,9 @@ class MailboxAdmin:
             for name, special in DEFAULT_FOLDERS.items():
                 s.add(Folder(mailbox_id=mailbox.id, name=name, special_use=special,
                              uidvalidity=new_uidvalidity(), uidnext=1, highest_modseq=1))
+                # The default folders are on the owner's subscription list, so clients
+                # that list with LSUB show them (mssmail/store/subscriptions.py).
+                s.add(Subscription(subscriber_id=mailbox.id, address=address, folder=name))
             audit.record(s, audit.ADMIN, actor=actor, mailbox=address,
                          details={"op": "mailbox.create", "type": mailbox_type, "owner": owner})
             s.flush()

@@ -42,8 +42,9 @@ from mssmail.store.errors import (
     StoreError,
 )
 from mssmail.store.events import FolderChanged
-from mssmail.store.models import Delegation, Folder, Mailbox, Message, table
+from mssmail.store.models import Delegation, Folder, Mailbox, Message, Subscription, table
 from mssmail.store.query import contains, ranges_of
+from mssmail.store.subscriptions import rename_subscriptions
 from mssmail.store.summary import summarize
 
 if TYPE_CHECKING:
@@ -262,7 +263,7 @@ class MessageOps:
     @staticmethod
     def _folder_row(s: Session | Connection, mailbox_id: int, name: str, lock: bool = False) -> Any:
         query = select(Folder.id, Folder.name, Folder.uidvalidity, Folder.uidnext, Folder.message_count,
-                       Folder.unseen_count, Folder.highest_modseq, Folder.special_use, Folder.subscribed
+                       Folder.unseen_count, Folder.highest_modseq, Folder.special_use
                        ).where(Folder.mailbox_id == mailbox_id, Folder.name == normalize_folder_name(name))
         if lock:
             query = query.with_for_update()
@@ -282,13 +283,15 @@ class MessageOps:
     # --- folders --------------------------------------------------------------------
     def folder_list(self: Store, actor: Actor | str, address: str) -> list[FolderInfo]:
         with self.db.read() as s:
-            mailbox_id, _, _ = self._access(s, actor, address)
+            mailbox_id, box, _ = self._access(s, actor, address)
             rows = s.execute(
-                select(Folder.name, Folder.special_use, Folder.subscribed, Folder.message_count,
+                select(Folder.name, Folder.special_use, Folder.message_count,
                        Folder.unseen_count, Folder.uidnext, Folder.uidvalidity, Folder.highest_modseq)
                 .where(Folder.mailbox_id == mailbox_id).order_by(Folder.name)
             ).all()
-        return [FolderInfo(*row) for row in rows]
+            # `subscribed`: on the actor's own list (mssmail/store/subscriptions.py).
+            subscribed = self._subscribed_folders(s, self._subscriber_id(s, actor, box), box)
+        return [FolderInfo(row.name, row.special_use, row.name in subscribed, *row[2:]) for row in rows]
 
     def folder_create(self: Store, actor: Actor | str, address: str, name: str, *,
                       special_use: str | None = None, ip: str = "", subscribed: bool = True) -> FolderInfo:
@@ -304,10 +307,14 @@ class MessageOps:
                                                        Folder.name == name)).first()
             if exists:
                 raise FolderExists(f"folder {name!r} already exists.")
-            folder = Folder(mailbox_id=mailbox_id, name=name, special_use=special_use, subscribed=subscribed,
+            folder = Folder(mailbox_id=mailbox_id, name=name, special_use=special_use,
                             uidvalidity=fresh_uidvalidity(), uidnext=1, highest_modseq=1,
                             message_count=0, unseen_count=0)
             s.add(folder)
+            if subscribed:
+                subscriber = self._subscriber_id(s, actor, box)
+                if name not in self._subscribed_folders(s, subscriber, box):
+                    s.add(Subscription(subscriber_id=subscriber, address=box, folder=name))
             s.flush()
             audit.record(s, audit.ADMIN, actor=as_actor(actor).audit_name, mailbox=box, ip=ip,
                          details={"op": "folder.create", "folder": name})
@@ -367,7 +374,7 @@ class MessageOps:
                 raise FolderExists(f"folder {new!r} already exists.")
             events = [FolderChanged(mailbox_id, source.id, "folder")]
             if old == "INBOX":
-                target = Folder(mailbox_id=mailbox_id, name=new, subscribed=True,
+                target = Folder(mailbox_id=mailbox_id, name=new,
                                 uidvalidity=fresh_uidvalidity(), uidnext=1, highest_modseq=1,
                                 message_count=0, unseen_count=0)
                 s.add(target)
@@ -376,7 +383,13 @@ class MessageOps:
                                  .order_by(Message.uid)).scalars().all()
                 self._transfer(s, source, target.id, rows, move=True)
                 events.append(FolderChanged(mailbox_id, target.id, "new"))
+                # INBOX stays (and stays on the lists); the folder holding its mail is
+                # subscribed for the renamer, as a folder created by hand would be.
+                subscriber = self._subscriber_id(s, actor, box)
+                if new not in self._subscribed_folders(s, subscriber, box):
+                    s.add(Subscription(subscriber_id=subscriber, address=box, folder=new))
             else:
+                rename_subscriptions(s, box, old, new)
                 children = s.execute(select(Folder.id, Folder.name).where(
                     Folder.mailbox_id == mailbox_id,
                     Folder.name.startswith(old + DELIMITER, autoescape=True))).all()
@@ -390,14 +403,6 @@ class MessageOps:
             return events
 
         self._publish(self._write(work))
-
-    def folder_subscribe(self: Store, actor: Actor | str, address: str, name: str, subscribed: bool) -> None:
-        def work(s: Session) -> None:
-            mailbox_id, _, _ = self._access(s, actor, address)
-            folder = self._folder_row(s, mailbox_id, name)
-            s.execute(update(_F).where(_F.c.id == folder.id).values(subscribed=subscribed))
-
-        self._write(work)
 
     def folder_open(self: Store, actor: Actor | str, address: str, name: str, *, uids: bool = True) -> Opened:
         """SELECT/EXAMINE: the folder's state and its UIDs, as of one moment.

@@ -147,7 +147,6 @@ class Folder(Base):
     mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(500))
     special_use: Mapped[str | None] = mapped_column(String(20))
-    subscribed: Mapped[bool] = mapped_column(Boolean, default=True)
     # RFC 3501 2.3.1.1: UIDs never go back and are never reused within a UIDVALIDITY.
     uidvalidity: Mapped[int] = mapped_column(BigInteger)
     uidnext: Mapped[int] = mapped_column(BigInteger, default=1)
@@ -161,6 +160,23 @@ class Folder(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     mailbox: Mapped[Mailbox] = relationship(back_populates="folders")
+
+
+class Subscription(Base):
+    """One name on a user's IMAP subscription list (RFC 3501 section 6.3.6).
+
+    A list of names, not a property of folders: a subscription outlives its folder (the
+    server "MUST NOT unilaterally remove" it, RFC 9051 6.3.7) and may name a folder that
+    does not exist yet. `address` is the mailbox the folder is (or would be) in: the
+    subscriber's own, or one delegated to it."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (UniqueConstraint("subscriber_id", "address", "folder"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"), index=True)
+    address: Mapped[str] = mapped_column(String(320))
+    folder: Mapped[str] = mapped_column(String(500))
 
 
 class Message(Base):

@@ -27,6 +27,7 @@ from mssmail.store.mailboxes import MailboxAdmin
 from mssmail.store.messages import MessageOps
 from mssmail.store.outbound import OutboundOps
 from mssmail.store.passwords import AuthOps
+from mssmail.store.subscriptions import SubscriptionOps
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -38,7 +39,7 @@ T = TypeVar("T")
 
 
 class Store(MailboxAdmin, AuthOps, DeliveryOps, OutboundOps, JobOps, ConnectorOps, MessageAPI, MessageOps,
-            ImapFolderOps):
+            ImapFolderOps, SubscriptionOps):
     def __init__(
         self,
         url: str,

@@ -316,6 +316,35 @@ def test_create_rename_delete_subscribe_list_status(server: MssInstance) -> None
     c.logout()
 
 
+def test_subscriptions_are_names_that_outlive_their_folders(server: MssInstance) -> None:
+    """RFC 3501 6.3.3/6.3.6 and RFC 5258 3.1: CREATE does not subscribe; a subscription
+    stays when its folder is deleted and LIST (SUBSCRIBED) shows it as \\NonExistent;
+    RECURSIVEMATCH hints at a subscribed child the pattern misses."""
+    c = login(server, "jean.martin")
+    _, lsub = c.lsub('""', "*")
+    assert any(b'"INBOX"' in e or b" INBOX" in e for e in lsub)  # default folders are subscribed
+    assert c.create("Sub/Kept")[0] == "OK" and c.create("Sub/Gone")[0] == "OK"
+    _, lsub = c.lsub('""', "Sub/*")
+    assert lsub == [None]  # CREATE subscribed nothing
+    assert c.subscribe("Sub/Kept")[0] == "OK" and c.subscribe("Sub/Gone")[0] == "OK"
+    assert c.delete("Sub/Gone")[0] == "OK"
+    typ, _ = c._simple_command("LIST", '(SUBSCRIBED) "" "Sub/*"')
+    lines = c.untagged_responses.pop("LIST", [])
+    assert typ == "OK" and len(lines) == 2, lines
+    gone = next(line for line in lines if b"Sub/Gone" in line)
+    assert b"\\NonExistent" in gone and b"\\Subscribed" in gone
+    _, lsub = c.lsub('""', "Sub/%")
+    assert sorted(e for e in lsub if e) == [b'() "/" Sub/Gone', b'() "/" Sub/Kept']
+    typ, _ = c._simple_command("LIST", '(SUBSCRIBED RECURSIVEMATCH) "" "%" RETURN (CHILDREN)')
+    lines = c.untagged_responses.pop("LIST", [])
+    assert any(b"Sub" in line and b'("CHILDINFO" ("SUBSCRIBED"))' in line for line in lines), lines
+    assert c.unsubscribe("Sub/Gone")[0] == "OK" and c.unsubscribe("Sub/Kept")[0] == "OK"
+    _, lsub = c.lsub('""', "Sub/*")
+    assert lsub == [None]
+    assert c.delete("Sub/Kept")[0] == "OK"
+    c.logout()
+
+
 def test_namespace_and_delegated_mailbox(server: MssInstance) -> None:
     """Dr Durand is delegated the lab's organisational mailbox; Dr Martin is not."""
     send_mail(server, server.address("laboratoire"), "Résultats HPRIM pour le labo")

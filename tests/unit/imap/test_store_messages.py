@@ -190,7 +190,7 @@ def test_folders_create_rename_delete(boxes):
         store.folder_open(A, A, "Old")
     with pytest.raises(StoreError):
         store.folder_delete(A, A, "inbox")
-    store.folder_subscribe(A, A, "Archives/2026", False)
+    store.subscription_set(A, A, "Archives/2026", False)
     assert not {f.name: f for f in store.folder_list(A, A)}["Archives/2026"].subscribed
     # A re-created folder gets another UIDVALIDITY (RFC 3501 2.3.1.1).
     store.folder_create(A, A, "Old")
