@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mail.log")
 
+OVER_BUDGET = "452 4.3.1 Server busy: too much mail arriving at once, try again later"
+
 
 def _unstuff(block: bytes) -> bytes:
     """Dot-unstuff whole lines (RFC 5321 4.5.2); `block` starts at a line start."""
@@ -58,7 +60,17 @@ async def read_data(server: MssSMTP) -> tuple[_DataState, bytes]:
     line_fragments: list[bytes] = []
     state = _DataState.NOMINAL
     bulk = True
+    budget = server.input_budget
     while server.transport is not None:
+        if (budget is not None and state == _DataState.NOMINAL and not server.over_budget and num_bytes
+                and not budget.hold(server, num_bytes)):
+            # The process holds too much unfinished input (mssmail.limits.BufferBudget,
+            # shared with IMAP and LDAP): this message is read to its end and dropped,
+            # then refused as a temporary failure (452), so nothing grows and the client
+            # retries later (RFC 5321 4.2.5: 4yz, the mail is not lost).
+            server.over_budget = True
+            data *= 0
+            bulk = False
         if bulk and not line_fragments and state == _DataState.NOMINAL:
             size = bulk_size(buffer, num_bytes, limit, server.line_length_limit)
             if size < 0:
@@ -66,7 +78,8 @@ async def read_data(server: MssSMTP) -> tuple[_DataState, bytes]:
             elif size:
                 block = await reader.readexactly(size)  # already buffered: no wait
                 num_bytes += size
-                data.append(_unstuff(block))
+                if not server.over_budget:
+                    data.append(_unstuff(block))
                 continue
         # From here to the end of the loop: aiosmtpd 1.4.6 SMTP.smtp_DATA, unchanged.
         try:
@@ -93,7 +106,7 @@ async def read_data(server: MssSMTP) -> tuple[_DataState, bytes]:
                 if len(line) > server.line_length_limit:
                     state = _DataState.TOO_LONG
                     data *= 0
-                else:
+                elif not server.over_budget:
                     data.append(line[1:] if line[:1] == b"." else line)
             line_fragments *= 0
     return state, b"".join(data)
@@ -113,7 +126,21 @@ async def smtp_DATA(server: MssSMTP, arg: str) -> None:
         await server.push("501 Syntax: DATA")
         return
     await server.push("354 End data with <CR><LF>.<CR><LF>")
+    try:
+        await _data_and_reply(server)
+    finally:
+        server.over_budget = False
+        if server.input_budget is not None:
+            server.input_budget.drop(server)  # the message is stored, refused or gone
+
+
+async def _data_and_reply(server: MssSMTP) -> None:
+    assert server.envelope is not None
     state, original_content = await read_data(server)
+    if server.over_budget and state == _DataState.NOMINAL:
+        await server.push(OVER_BUDGET)
+        server._set_post_data_state()
+        return
     if state != _DataState.NOMINAL:
         if state == _DataState.TOO_LONG:
             await server.push("500 Line too long (see RFC5321 4.5.3.1.6)")

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, syntax
 
-from mssmail import logs
+from mssmail import limits, logs
+from mssmail.limits import BufferBudget
 from mssmail.smtp import abuse, data, replies
 
 if TYPE_CHECKING:
@@ -51,6 +52,11 @@ class MssSMTP(SMTP):
         self.admitted = False
         self.in_transaction = False
         self.peer_ip = ""
+        # The process's input budget (mssmail.limits), counting the message being read in
+        # DATA; over_budget: this one is being read to its end and dropped (data.py).
+        ctx = getattr(listener, "ctx", None)
+        self.input_budget: BufferBudget | None = limits.of(ctx).input if ctx is not None else None
+        self.over_budget = False
         super().__init__(handler, **kwargs)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
@@ -114,6 +120,8 @@ class MssSMTP(SMTP):
         if self.refused:
             return
         self.listener.release(self)
+        if self.input_budget is not None:
+            self.input_budget.drop(self)
         super().connection_lost(error)
 
     def eof_received(self) -> bool | None:
