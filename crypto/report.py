@@ -152,40 +152,73 @@ def _detail_fr(s: SignerReport) -> str:
     return _STATUS_FR.get(s.status, s.status)
 
 
-def render_fr(report: SignatureReport | dict[str, Any]) -> str:
-    """The "Rapport de signature" shown to the doctor (plain text, French only)."""
+def identifier_label(value: str) -> str:
+    """What kind of national identifier a certificate carries in its serialNumber: RPPS
+    (11 digits; "8" + RPPS in the CPS cards' 12-character form) or ADELI (9 characters;
+    "0" + ADELI in the 10-character form) [M: the ANS "type d'identifiant national"
+    prefixes]; anything else is named plainly."""
+    v = value.strip()
+    if (len(v) == 11 and v.isdigit()) or (len(v) == 12 and v.startswith("8") and v.isdigit()):
+        return "Identifiant RPPS"
+    if len(v) == 9 or (len(v) == 10 and v.startswith("0")):
+        return "Identifiant ADELI"
+    return "Identifiant"
+
+
+def overview_fr(report: SignatureReport | dict[str, Any]) -> list[tuple[str, str]]:
+    """The report's first lines as (label, value): the verdict, the encryption."""
     r = SignatureReport.from_dict(report) if isinstance(report, dict) else report
     summary = r.summary
     if r.decrypted is False:  # the summary is then the decryption error, in English
         summary = "message chiffré que le serveur ne peut pas déchiffrer (aucune clé ne convient)"
-    lines = ["Rapport de signature", "====================",
-             f"Verdict : {_STATUS_FR.get(r.verdict, r.verdict).upper()} ({summary})"]
+    rows = [("Verdict", f"{_STATUS_FR.get(r.verdict, r.verdict).upper()} ({summary})")]
     if r.encrypted:
-        lines.append("Chiffrement : message chiffré" + (
-            f" ({r.encryption})" if r.encryption else "") + (
-            ", déchiffré par le serveur" if r.decrypted else ", non déchiffré" if r.decrypted is False else ""))
+        rows.append(("Chiffrement", "message chiffré" + (f" ({r.encryption})" if r.encryption else "") + (
+            ", déchiffré par le serveur" if r.decrypted else ", non déchiffré" if r.decrypted is False else "")))
+    return rows
+
+
+def signer_title_fr(index: int, s: SignerReport) -> str:
+    return f"Signature {index} ({'S/MIME' if s.method == 'smime' else 'OpenPGP'}) : {_STATUS_FR.get(s.status, s.status)}"
+
+
+def signer_fields_fr(s: SignerReport) -> list[tuple[str, str]]:
+    """One signer as (label, value) rows: the webmail's table and render_fr's lines."""
+    rows = [("Détail", _detail_fr(s)), ("Signataire", s.subject or "inconnu")]
+    if s.rpps:
+        rows.append((identifier_label(s.rpps), s.rpps))
+    if s.email:
+        rows.append(("Adresse", s.email))
+    rows += [("Émetteur", s.issuer or "inconnu"),
+             ("Numéro de série", s.serial or "inconnu"),
+             ("Validité", f"du {_date(s.not_before)} au {_date(s.not_after)}"),
+             ("Chaîne de certification", _CHAIN_FR.get(s.chain_status, s.chain_status)),
+             ("Révocation", _REVOCATION_FR.get(s.revocation, s.revocation)),
+             ("Date de signature", _date(s.signing_time)),
+             ("Algorithmes", f"{s.digest_algorithm} / {s.signature_algorithm}")]
+    if s.covers:
+        rows.append(("Couvre", ", ".join(s.covers)))
+    return rows
+
+
+def part_fr(p: PartReport) -> tuple[str, str, str]:
+    """(name, kind, status) of one part, in French."""
+    kind = "pièce jointe" if p.kind == "attachment" else "message"
+    return p.name, kind, _STATUS_FR.get(p.status, p.status) + (
+        f", signée par {p.signed_by}" if p.signed_by and p.status == PART_INTACT else "")
+
+
+def render_fr(report: SignatureReport | dict[str, Any]) -> str:
+    """The "Rapport de signature" shown to the doctor (plain text, French only)."""
+    r = SignatureReport.from_dict(report) if isinstance(report, dict) else report
+    lines = ["Rapport de signature", "===================="]
+    lines += [f"{label} : {value}" for label, value in overview_fr(r)]
     for i, s in enumerate(r.signers, 1):
-        lines += ["", f"Signature {i} ({'S/MIME' if s.method == 'smime' else 'OpenPGP'}) : "
-                      f"{_STATUS_FR.get(s.status, s.status)}",
-                  f"  Détail : {_detail_fr(s)}",
-                  f"  Signataire : {s.subject or 'inconnu'}"]
-        if s.rpps:
-            lines.append(f"  Identifiant RPPS : {s.rpps}")
-        if s.email:
-            lines.append(f"  Adresse : {s.email}")
-        lines += [f"  Émetteur : {s.issuer or 'inconnu'}",
-                  f"  Numéro de série : {s.serial or 'inconnu'}",
-                  f"  Validité : du {_date(s.not_before)} au {_date(s.not_after)}",
-                  f"  Chaîne de certification : {_CHAIN_FR.get(s.chain_status, s.chain_status)}",
-                  f"  Révocation : {_REVOCATION_FR.get(s.revocation, s.revocation)}",
-                  f"  Date de signature : {_date(s.signing_time)}",
-                  f"  Algorithmes : {s.digest_algorithm} / {s.signature_algorithm}"]
-        if s.covers:
-            lines.append(f"  Couvre : {', '.join(s.covers)}")
+        lines += ["", signer_title_fr(i, s)]
+        lines += [f"  {label} : {value}" for label, value in signer_fields_fr(s)]
     if r.parts:
         lines += ["", "Parties du message :"]
         for p in r.parts:
-            kind = "pièce jointe" if p.kind == "attachment" else "message"
-            lines.append(f"  - {p.name} ({kind}) : {_STATUS_FR.get(p.status, p.status)}"
-                         + (f", signée par {p.signed_by}" if p.signed_by and p.status == PART_INTACT else ""))
+            name, kind, status = part_fr(p)
+            lines.append(f"  - {name} ({kind}) : {status}")
     return "\n".join(lines) + "\n"

@@ -41,7 +41,7 @@ from mssmail.store import totp, websessions
 from mssmail.store.actors import Actor
 from mssmail.store.api import MessageNotFound
 from mssmail.store.errors import AccessDenied, FolderNotFound, MailboxNotFound
-from webmail import fmt
+from webmail import fmt, reading, timeout
 from webmail.downloads import content_disposition, safe_content_type, safe_filename
 from webmail.sanitize import clean_html, frame_document
 from webmail.security import (
@@ -194,8 +194,10 @@ class Webmail:
     # --- rendering -------------------------------------------------------------
     def page(self, name: str, status: int = 200, headers: dict[str, str] | None = None,
              **context: Any) -> HTMLResponse:
-        html = self.templates.get_template(name).render(**context)
-        return HTMLResponse(html, status_code=status, headers=headers)
+        html = self.templates.get_template(name).render(**timeout.page_context(self, context), **context)
+        # "replace": a lone surrogate (undecodable bytes of a broken mail kept by a
+        # decoder) shows as "?" rather than failing the page (found by Hypothesis).
+        return HTMLResponse(html.encode("utf-8", "replace"), status_code=status, headers=headers)
 
     def error(self, status: int, text: str, session: Any = None,
               headers: dict[str, str] | None = None) -> HTMLResponse:
@@ -233,7 +235,10 @@ class Webmail:
     def to_login(self, request: Request) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         page = "/connexion/code" if getattr(request.state, "partial", None) is not None else "/connexion"
-        return RedirectResponse(f"{page}?suite={quote(safe_next(target), safe='/')}", status_code=303)
+        location = f"{page}?suite={quote(safe_next(target), safe='/')}"
+        if request.headers.get("hx-request") == "true":  # htmx follows HX-Redirect, not a 303 (issue 14)
+            return Response(status_code=401, headers={"HX-Redirect": location})
+        return RedirectResponse(location, status_code=303)
 
     # --- login / logout --------------------------------------------------------
     def login_page(self, request: Request, *, status: int = 200, error: str = "", address: str = "",
@@ -423,6 +428,10 @@ class Webmail:
                     and segments[-2].isdigit():
                 return await self.attachments_zip(request, session, address, "/".join(segments[:-3]),
                                                   int(segments[-3]), int(segments[-2]))
+            if len(segments) >= 4 and segments[-1] in reading.PAGES and segments[-3].isdigit() \
+                    and segments[-2].isdigit():
+                return await reading.PAGES[segments[-1]](self, request, session, address, "/".join(segments[:-3]),
+                                                         int(segments[-3]), int(segments[-2]))
             if len(segments) >= 4 and segments[-1] == "corps" and segments[-3].isdigit() and segments[-2].isdigit():
                 return await self.frame(request, session, address, "/".join(segments[:-3]),
                                         int(segments[-3]), int(segments[-2]))
@@ -469,7 +478,7 @@ class Webmail:
                          ref=ref, folder=ref.name, view=view, mail_headers=headers, uid=uid,
                          signature=signature_sentence(view.summary.protection), remote_images=remote_images,
                          attachments=[(p, safe_filename(p.filename or f"partie-{p.part_id}"))
-                                      for p in view.attachments], **context)
+                                      for p in view.attachments], **reading.message_context(view), **context)
 
     def _frame_key(self, request: Request, address: str, ref: Any, uid: int) -> tuple[str, ...]:
         token = request.cookies.get(SESSION_COOKIE, "")
@@ -528,6 +537,7 @@ def create_app(store: Any, config: Any, totp_key: bytes | None = None) -> Starle
         Route("/connexion/activation", webmail.activation, methods=["GET", "POST"]),
         Route("/deconnexion", webmail.deconnexion, methods=["POST"]),
         Route("/dossiers", webmail.dossiers),
+        Route("/session", timeout.keepalive),
         *(Route(path, webmail.later) for path in LATER),
         Route("/b/{adresse}/{reste:path}", webmail.mailbox),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),

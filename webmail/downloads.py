@@ -38,8 +38,9 @@ def safe_filename(name: str, *, fallback: str = FALLBACK) -> str:
     """A name that is the same file wherever it is saved, never a path or a trick."""
     name = unicodedata.normalize("NFC", name or "")
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    # Cc (controls) and Cf (format: bidi overrides, zero-width joiners...) go.
-    name = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp"))
+    # Cc (controls), Cf (format: bidi overrides, zero-width joiners...) and Cs (lone
+    # surrogates: the undecodable bytes of a name in a wrong charset) go.
+    name = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf", "Cs", "Zl", "Zp"))
     name = _FORBIDDEN.sub("_", name)
     name = " ".join(name.split()).strip(" .")
     if not name:

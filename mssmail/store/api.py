@@ -149,6 +149,10 @@ class MessageView:
     html: str | None  # the first text/html part that is not an attachment
     parts: tuple[PartInfo, ...]
     marked_seen: bool
+    # What could not be read as written (broken structure, bad base64, unknown
+    # charset: `mimeview.structure_defects`/`text_defects`); the reader is told and
+    # offered the .eml. Empty for a well-formed message.
+    defects: tuple[str, ...] = ()
 
     @property
     def attachments(self) -> tuple[PartInfo, ...]:
@@ -393,6 +397,7 @@ class MessageAPI:
         headers = tuple((name, query.decode_words(str(value))) for name, value in tree.headers.items())
         parts = tuple(mimeview.list_parts(tree))
         text = html = None
+        defects = mimeview.structure_defects(tree)
         for part in parts:
             if part.is_attachment or part.content_type not in ("text/plain", "text/html"):
                 continue
@@ -403,7 +408,48 @@ class MessageAPI:
                 text = query.decoded_text(entity)
             elif part.content_type == "text/html" and html is None:
                 html = query.decoded_text(entity)
-        return MessageView(summary, raw, headers, text, html, parts, uid in marked)
+            else:
+                continue
+            defects += [d for d in mimeview.text_defects(entity) if d not in defects]
+        return MessageView(summary, raw, headers, text, html, parts, uid in marked, tuple(defects))
+
+    def message_raw(self: Store, ref: FolderRef, uid: int, *, ip: str = "",
+                    op: str = "eml") -> tuple[MessageSummary, bytes]:
+        """The whole message as its reader sees it (decrypted where the server holds
+        the key, as IMAP's BODY[] gives it): "Télécharger le message (.eml)". Audited
+        as a `read` with `details.op` before the bytes are returned; \\Seen unchanged."""
+        summary = self.message_summary(ref, uid)
+        metas = self.messages_meta(ref, [(uid, uid)], with_extra=True)
+        if not metas:
+            raise MessageNotFound(f"no message {uid} in {ref.name}.")
+        meta = metas[0]
+        raw = self.view(ref.address, self.blobs.read(meta.sha256), meta.extra)
+
+        def work(s: Session) -> None:
+            audit.record(s, audit.READ, actor=ref.actor, mailbox=ref.address, ip=ip, message=ref.ref(uid),
+                         details={"sha256": meta.sha256, "op": op})
+
+        self._write(work)
+        return summary, raw
+
+    def message_signature_report(self: Store, ref: FolderRef, uid: int, *,
+                                 ip: str = "") -> tuple[MessageSummary, dict[str, Any] | None]:
+        """What crypto found when the message arrived (`extra["signature_report"]`,
+        see crypto/report.py), None for a message nobody signed or encrypted. Audited
+        as a `read` (`details.op = "report"`): it names the signer and the parts."""
+        summary = self.message_summary(ref, uid)
+        metas = self.messages_meta(ref, [(uid, uid)], with_extra=True)
+        if not metas:
+            raise MessageNotFound(f"no message {uid} in {ref.name}.")
+        meta = metas[0]
+        found = (meta.extra or {}).get("signature_report")
+
+        def work(s: Session) -> None:
+            audit.record(s, audit.READ, actor=ref.actor, mailbox=ref.address, ip=ip, message=ref.ref(uid),
+                         details={"sha256": meta.sha256, "op": "report"})
+
+        self._write(work)
+        return summary, dict(found) if isinstance(found, dict) else None
 
     def message_part(self: Store, ref: FolderRef, uid: int, part_id: str, *, ip: str = "") -> MessagePart:
         """One part (an attachment), decoded as it is read: audited as a `read` with

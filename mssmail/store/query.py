@@ -388,7 +388,7 @@ def decoded_text(entity: mimeview.Entity) -> str:
     charset = entity.headers.charset() or "utf-8"
     try:
         return body.decode(charset, "replace")
-    except LookupError:
+    except (LookupError, ValueError):  # unknown, or not even ASCII (a broken header's bytes)
         return body.decode("utf-8", "replace")
 
 
