@@ -168,13 +168,26 @@ class ImapConnection:
             for piece in self._pieces(data):
                 self._frame_for_state()
                 events = self.framer.feed(piece)
-                if not self.budget.hold(self, self.framer.pending):
-                    raise Bye("[UNAVAILABLE] server busy: too much unfinished input, try again later")
+                # A literal counts from its announcement: before "+" is sent for it.
+                if not self.budget.hold(self, self.framer.committed):
+                    events = await self._over_budget(events)
                 after = await self._run_events(events)
                 if after == "end":
                     return
                 if after == "drop":
                     break  # anything sent with STARTTLS in plaintext is dropped
+
+    async def _over_budget(self, events: list[Event]) -> list[Event]:
+        """The process's input budget would be crossed by this connection. A synchronizing
+        literal just announced is refused with a tagged NO (its octets were never asked
+        for, the session goes on); anything else is already on its way: the connection ends."""
+        if not events or not isinstance(events[-1], Continue):
+            raise Bye("[UNAVAILABLE] server busy: too much unfinished input, try again later")
+        tag = (self.framer.cancel_literal() or b"*").decode("ascii", "replace")
+        self.budget.hold(self, self.framer.committed)
+        await self.send(f"{tag} NO [UNAVAILABLE] Server busy: too much unfinished input, "
+                        "try again later\r\n".encode())
+        return events[:-1]
 
     async def _run_events(self, events: list[Event]) -> str:
         """Answer the framed events: "more", "drop" (the rest of this read is not to be trusted:

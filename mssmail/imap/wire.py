@@ -84,6 +84,20 @@ class CommandReader:
         return len(self._buf) + len(self._cmd)
 
     @property
+    def committed(self) -> int:
+        """Octets held plus those of the literal announced and not yet received: what
+        this connection will hold once the client sends what it said it would."""
+        return len(self._buf) + len(self._cmd) + self._literal
+
+    def cancel_literal(self) -> bytes | None:
+        """Give up the synchronizing literal just announced (its "+" is not sent, RFC 3501
+        section 7.5: a tagged answer ends the command instead); the command's tag."""
+        tag = tag_of(bytes(self._cmd[:80]))
+        self._cmd.clear()
+        self._literal = 0
+        return tag
+
+    @property
     def in_command(self) -> bool:
         """Whether part of a command has been received."""
         return bool(self._cmd) or self._literal > 0

@@ -104,6 +104,31 @@ def test_imap_small_literals_still_log_in_and_big_ones_after_login(inst):
         s.close()
 
 
+def test_imap_sync_literal_past_the_budget_gets_no_and_the_session_goes_on(inst):
+    """After login a 2 MB APPEND is within the literal limit (64 MB) but not within the
+    process's 1 MB input budget: it is refused `NO [UNAVAILABLE]` before the "+", none of
+    its octets are asked for, and the same session then appends a small message. On the
+    code before, the "+" was sent and the connection ended with BYE as the octets came."""
+    address = inst.address("claire.durand")
+    ctx = ssl.create_default_context(cafile=str(inst.ca_file))
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", inst.ports["imaps"]), timeout=10),
+                        server_hostname="127.0.0.1")
+    try:
+        assert read_until(s, b"\r\n").startswith(b"* OK")
+        s.sendall(b'a1 LOGIN "%s" "%s"\r\n' % (address.encode(), inst.passwords[address].encode()))
+        assert b"a1 OK" in wire.tagged(s, b"a1")
+        s.sendall(b"a2 APPEND INBOX {2000000}\r\n")
+        answer = read_until(s, b"\r\n")
+        assert answer.startswith(b"a2 NO [UNAVAILABLE]"), answer
+        body = b"Subject: small\r\n\r\nok\r\n"
+        s.sendall(b"a3 APPEND INBOX {%d}\r\n" % len(body))
+        assert read_until(s, b"\r\n").startswith(b"+")
+        s.sendall(body + b"\r\n")
+        assert b"a3 OK" in wire.tagged(s, b"a3")
+    finally:
+        s.close()
+
+
 def test_ldap_anonymous_oversized_message_is_cut_at_once(inst):
     """An anonymous client announcing a 15 MB message gets a Notice of Disconnection
     (adminLimitExceeded) as soon as the length octets are in, and the connection ends."""
