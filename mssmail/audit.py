@@ -33,9 +33,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from mssmail.store.driversql import Driver, Processor, driver_for, process_columns
@@ -169,9 +169,9 @@ def load_or_create_key(path: Path, engine: Engine) -> AuditKey:
 
 def key_of(bind: Session | Connection | Engine) -> AuditKey | None:
     if isinstance(bind, Session):
-        bind = bind.get_bind()  # type: ignore[assignment]
+        bind = bind.get_bind()
     engine = bind.engine if isinstance(bind, Connection) else bind
-    return _KEYS.get(engine.pool)  # type: ignore[union-attr]
+    return _KEYS.get(engine.pool)
 
 
 @dataclass(frozen=True)
@@ -186,10 +186,10 @@ class Event:
     details: dict[str, Any] | None = None
 
 
-_HEAD = AuditHead.__table__
+_HEAD = cast(Table, AuditHead.__table__)
 # Built once: this runs in every write transaction that records something.
 _LOCK_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
-_INSERT_EVENTS = insert(AuditEvent.__table__)
+_INSERT_EVENTS = insert(cast(Table, AuditEvent.__table__))
 _MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
 
 
@@ -287,7 +287,7 @@ def _insert_rows(driver: Driver, connection: Connection, rows: list[tuple[Any, .
     """INSERT the events as one driver executemany, values through the columns' own bind
     processors (the values Core would store; `ts`, shared by the batch, is processed
     already), without Core's per-row parameter handling."""
-    table = AuditEvent.__table__
+    table = cast(Table, AuditEvent.__table__)
     sql = (f"INSERT INTO {table.name} ({', '.join(_EVENT_COLUMNS)}) "
            f"VALUES ({driver.marks(len(_EVENT_COLUMNS))})")
     processors = [None if index == _TS else proc for index, proc in enumerate(processors)]

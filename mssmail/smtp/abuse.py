@@ -49,7 +49,7 @@ class Dialogue:
         self.errors = 0
 
     def too_old(self) -> bool:
-        return time.monotonic() - self.started > self.limits.smtp_session_time
+        return bool(time.monotonic() - self.started > self.limits.smtp_session_time)
 
     def error(self) -> tuple[float, bool]:
         """Count one error: (seconds to wait before answering, end the session)."""

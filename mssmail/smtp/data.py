@@ -112,6 +112,11 @@ async def read_data(server: MssSMTP) -> tuple[_DataState, bytes]:
     return state, b"".join(data)
 
 
+def _after_data(server: MssSMTP) -> None:
+    """aiosmtpd's end of a transaction (envelope reset, session state), untyped there."""
+    server._set_post_data_state()  # type: ignore[no-untyped-call]
+
+
 async def smtp_DATA(server: MssSMTP, arg: str) -> None:
     """aiosmtpd 1.4.6's DATA command with `read_data` (decode_data=False only)."""
     if await server.check_helo_needed():
@@ -139,17 +144,17 @@ async def _data_and_reply(server: MssSMTP) -> None:
     state, original_content = await read_data(server)
     if server.over_budget and state == _DataState.NOMINAL:
         await server.push(OVER_BUDGET)
-        server._set_post_data_state()
+        _after_data(server)
         return
     if state != _DataState.NOMINAL:
         if state == _DataState.TOO_LONG:
             await server.push("500 Line too long (see RFC5321 4.5.3.1.6)")
         elif state == _DataState.TOO_MUCH:
             await server.push("552 Error: Too much mail data")
-        server._set_post_data_state()
+        _after_data(server)
         return
     server.envelope.content = original_content
     server.envelope.original_content = original_content
     status = await server._call_handler_hook("DATA") if "DATA" in server._handle_hooks else MISSING
-    server._set_post_data_state()
+    _after_data(server)
     await server.push("250 OK" if status is MISSING else status)

@@ -26,12 +26,15 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mssmail.delivery import filters
 from mssmail.smtp import replies
 from mssmail.store.blobs import BlobStore
 from mssmail.store.summary import Summary, summarize
+
+if TYPE_CHECKING:
+    from mssmail.store.service import Store
 
 log = logging.getLogger("mss.smtp")
 DELIVERY_ACTIONS = ("delivery", "send")  # mssmail.audit.DELIVERY, mssmail.audit.SEND
@@ -100,7 +103,7 @@ class LocalGateway:
     """Store operations of the SMTP path: deliveries and submissions through the
     delivery service (`mssmail.delivery`), the rest on the store's threads."""
 
-    def __init__(self, store: Any, max_connections_per_ip: int, config: Any = None) -> None:
+    def __init__(self, store: Store, max_connections_per_ip: int, config: Any = None) -> None:
         self.store = store
         self.config = config
         self.max_per_ip = max_connections_per_ip
@@ -339,23 +342,29 @@ class RemoteGateway:
         return set(await self.call("local_domains"))
 
     async def recipient_state(self, address: str) -> tuple[bool, int, int] | None:
-        return await self.call("recipient_state", address)
+        state: tuple[bool, int, int] | None = await self.call("recipient_state", address)
+        return state
 
     async def authenticate(self, login: str, password: str, ip: str, service: str) -> AuthOutcome:
-        return await self.call("authenticate", login, password, ip, service)
+        outcome: AuthOutcome = await self.call("authenticate", login, password, ip, service)
+        return outcome
 
     async def accessible_mailboxes(self, login: str) -> list[tuple[str, str]]:
-        return await self.call("accessible_mailboxes", login)
+        boxes: list[tuple[str, str]] = await self.call("accessible_mailboxes", login)
+        return boxes
 
     async def submit(self, actor: str, sender: str, recipients: list[str], raw: bytes, ip: str,
                      queue_id: str, trace: bytes, allowed: list[str] | None) -> str:
-        return await self.call("submit", actor, sender, recipients, ip, queue_id, len(trace), allowed,
-                               payload=trace + raw)
+        reply: str = await self.call("submit", actor, sender, recipients, ip, queue_id, len(trace), allowed,
+                                     payload=trace + raw)
+        return reply
 
     async def deliver(self, sender: str, recipients: list[str], data: bytes, ip: str,
                       action: str = "delivery") -> dict[str, Outcome]:
         stored = await self._store_blob(data)
-        return await self.call("deliver", sender, recipients, ip, action, stored, payload=data)
+        outcomes: dict[str, Outcome] = await self.call("deliver", sender, recipients, ip, action, stored,
+                                                       payload=data)
+        return outcomes
 
     async def _store_blob(self, data: bytes) -> dict[str, Any] | None:
         blobs = self.blobs

@@ -209,7 +209,7 @@ class MxHandler(BaseHandler):
             if refused:
                 return render(refused)
             data = self.trace(server, session, queue_id, recipients) + strip_our_results(raw, self.authserv_id)
-            sender = "" if policy.is_null_sender(envelope.mail_from or "") else envelope.mail_from
+            sender = "" if policy.is_null_sender(envelope.mail_from or "") else (envelope.mail_from or "")
             outcomes = await self.deliver_local(server, sender, recipients, data)
             return _data_reply(outcomes, queue_id)
         except Exception:
@@ -240,7 +240,7 @@ class SubmissionHandler(BaseHandler):
                 await server.push("501 5.5.2 Cannot decode base64")
                 return AuthResult(success=False, handled=True)
         try:
-            _authz, login, password = blob.split(b"\x00")  # type: ignore[union-attr]
+            _authz, login, password = blob.split(b"\x00")
         except ValueError:
             await server.push("501 5.5.2 Cannot split PLAIN credentials")
             return AuthResult(success=False, handled=True)
@@ -260,7 +260,7 @@ class SubmissionHandler(BaseHandler):
         password = await server.challenge_auth(server.AuthLoginPasswordChallenge)
         if password is MISSING:
             return AuthResult(success=False)
-        return await self._authenticate(server, login, password)  # type: ignore[arg-type]
+        return await self._authenticate(server, login, password)
 
     async def _authenticate(self, server: MssSMTP, login: bytes, password: bytes) -> AuthResult:
         user = login.decode("utf-8", "replace")

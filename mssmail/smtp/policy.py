@@ -205,8 +205,8 @@ def _read_addresses(text: str) -> tuple[list[tuple[str, str]], list[str]]:
     defects: list[str] = []
     try:
         header = email.policy.default.header_factory("from", text)
-        found = [(a.display_name or "", a.addr_spec.lower()) for a in header.addresses]  # type: ignore[attr-defined]
-        defects.extend(type(d).__name__ for d in header.defects)  # type: ignore[attr-defined]
+        found = [(a.display_name or "", a.addr_spec.lower()) for a in header.addresses]
+        defects.extend(type(d).__name__ for d in header.defects)
     except Exception:  # the email package raises on some malformed input: then it is
         return [], ["unparseable address list"]
     older = sorted(addr.lower() for _name, addr in getaddresses([text]) if addr)

@@ -83,7 +83,7 @@ class MssSMTP(SMTP):
         """aiosmtpd's, and the operator's log line for what the handler decided (a
         delivery, or a refusal of MAIL, RCPT or DATA: `mssmail.logs.smtp_outcome`)."""
         status = await super()._call_handler_hook(command, *args)
-        if command in ("MAIL", "RCPT", "DATA") and isinstance(status, str):
+        if command in ("MAIL", "RCPT", "DATA") and isinstance(status, str) and self.envelope is not None:
             logs.smtp_outcome(getattr(self.listener, "name", "smtp"), self.peer_ip, command, status,
                               self.envelope.mail_from if command != "MAIL" else args[0],
                               args[0] if command == "RCPT" else self.envelope.rcpt_tos)
@@ -91,7 +91,8 @@ class MssSMTP(SMTP):
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str):
-            status = with_enhanced_code(status)  # type: ignore[assignment]
+            await super().push(with_enhanced_code(status))
+            return
         await super().push(status)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -169,7 +170,7 @@ class SmtpListener:
         self._adopting: set[asyncio.Task[Any]] = set()
 
     async def admit(self, session: MssSMTP) -> bool:
-        ok = await self.handler.gateway.admit(session.peer_ip)
+        ok: bool = await self.handler.gateway.admit(session.peer_ip)
         if ok and session not in self.sessions:  # gone while we asked
             self.handler.gateway.release(session.peer_ip)
             return False
