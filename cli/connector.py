@@ -171,15 +171,16 @@ def _job_dict(job: Any) -> dict[str, Any]:
 @operational
 def connector_jobs(env: Env, state: str | None, retry_id: int | None, retry_dead: bool, show_id: int | None,
                    limit: int, as_json: bool) -> None:
-    """The connectors' jobs (route and deliver), newest first."""
+    """The connectors' jobs (route, deliver and mdn: the acknowledgement), newest first."""
     from mssmail.store.actors import Actor
-    from mssmail.store.connectors import DELIVER_KIND, ROUTE_KIND
+    from mssmail.store.connectors import DELIVER_KIND, MDN_KIND, ROUTE_KIND
 
+    kinds = (ROUTE_KIND, DELIVER_KIND, MDN_KIND)
     if sum(x is not None and x is not False for x in (retry_id, retry_dead or None, show_id)) > 1:
         raise click.UsageError("give one of --retry, --retry-dead, --show.")
     if retry_id is not None or retry_dead:
         count = 0
-        for kind in (ROUTE_KIND, DELIVER_KIND):
+        for kind in kinds:
             if retry_id is not None:
                 job = env.store.get_job(retry_id)
                 if job.kind != kind:
@@ -189,7 +190,7 @@ def connector_jobs(env: Env, state: str | None, retry_id: int | None, retry_dead
         return
     if show_id is not None:
         job = env.store.get_job(show_id)
-        if job.kind not in (ROUTE_KIND, DELIVER_KIND):
+        if job.kind not in kinds:
             fail(f"job {show_id} is not a connector job.")
         data = _job_dict(job)
         if as_json:
@@ -198,7 +199,7 @@ def connector_jobs(env: Env, state: str | None, retry_id: int | None, retry_dead
         for name, value in data.items():
             click.echo(f"{name}: {json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value}")
         return
-    jobs = [j for kind in (ROUTE_KIND, DELIVER_KIND)
+    jobs = [j for kind in kinds
             for j in env.store.list_jobs(kind=kind, state=state, limit=limit)]
     jobs.sort(key=lambda j: j.id, reverse=True)
     if as_json:

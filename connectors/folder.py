@@ -30,7 +30,12 @@ TMP_DIR = ".mss-tmp"
 
 
 class PermanentError(Exception):
-    """Retrying cannot help (a different file has the name, the input is gone)."""
+    """Retrying cannot help (a different file has the name, the input is gone).
+    `code`: the ANS volet's error code (900-906) the peer gave, for the MDN."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class TemporaryError(Exception):

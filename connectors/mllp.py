@@ -29,6 +29,9 @@ class Ack:
     code: str  # MSA-1
     control_id: str  # MSA-2: the MSH-10 acknowledged
     text: str  # MSA-3 / ERR, for the job's last error
+    # ERR-5 (application error code, HL7 v2.5 chapter 2.15.5; ERR-3 when ERR-5 is
+    # empty): the ANS volet's 900-906 table, which the acknowledgement MDN reports.
+    error_code: str = ""
 
     @property
     def accepted(self) -> bool:
@@ -57,8 +60,10 @@ def parse_ack(framed: bytes) -> Ack:
         if fields[0] == "MSA" and len(fields) > 1:
             errors = [s.split(separator) for s in segments if s.startswith("ERR" + separator)]
             detail = " ".join(f[-1] for f in errors if len(f) > 1)
+            codes = [f[5] if len(f) > 5 and f[5] else f[3] if len(f) > 3 else "" for f in errors]
             return Ack(fields[1], fields[2] if len(fields) > 2 else "",
-                       " ".join(x for x in (fields[3] if len(fields) > 3 else "", detail) if x))
+                       " ".join(x for x in (fields[3] if len(fields) > 3 else "", detail) if x),
+                       next((c for c in codes if c), ""))
     raise MllpError("the answer has no MSA segment")
 
 

@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from connectors import folder, mllp, routing
+from connectors import acknowledge, folder, mllp, routing
 from connectors.formats import ParseError, parse_content
 from connectors.formats.hl7v2 import Hl7Options, oru_r01_from_hprim_net, oru_r01_from_hprim_sante
 from connectors.formats.hprim_net import HprimNetFile
@@ -45,7 +45,7 @@ from connectors.formats.summary import parts as content_parts
 from mssmail import logs
 from mssmail.store import mimeview, query
 from mssmail.store.actors import Actor
-from mssmail.store.connectors import DELIVER_KIND, ROUTE_KIND
+from mssmail.store.connectors import DELIVER_KIND, MDN_KIND, ROUTE_KIND
 from mssmail.store.jobs import JobItem, LeaseLost, NewJob, job_key, retry_delay
 
 log = logging.getLogger("mss.connectors")
@@ -69,8 +69,21 @@ class ConnectorWorker:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.actor = ACTOR
+        self.acks = acknowledge.Acknowledger(self)
+
+    def wake(self) -> None:
+        """More work is due (called from the worker thread)."""
+        if self._loop is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def run_async(self, coro: Any, timeout: float) -> Any:
+        """A coroutine of the serving process (the submission path) from the worker thread."""
+        return acknowledge.run_coroutine(self._loop, coro, timeout)
 
     async def start(self) -> list[str]:
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name="connectors-poller")
         return [f"connectors: job worker (poll every {self.settings.poll_interval}s, lease "
                 f"{self.settings.lease}s)"]
@@ -102,7 +115,7 @@ class ConnectorWorker:
     # --- one job (blocking, on the worker thread) --------------------------------------
     def run_once(self, now: datetime | None = None) -> bool:
         """Claim and run one due job; whether there was one."""
-        jobs = self.store.claim_jobs([ROUTE_KIND, DELIVER_KIND], self.worker, self.settings.lease, now=now)
+        jobs = self.store.claim_jobs([ROUTE_KIND, DELIVER_KIND, MDN_KIND], self.worker, self.settings.lease, now=now)
         for job in jobs:
             self.run_job(job)
         return bool(jobs)
@@ -111,12 +124,14 @@ class ConnectorWorker:
         try:
             if job.kind == ROUTE_KIND:
                 self._route(job)
+            elif job.kind == MDN_KIND:
+                self.acks.run(job)
             else:
                 self._deliver(job)
         except LeaseLost:
             log.warning("connectors: job %s was taken over by another worker", job.id)
         except folder.PermanentError as exc:
-            self._dead(job, str(exc))
+            self._dead(job, str(exc), exc.code)
         except (folder.TemporaryError, OSError) as exc:
             self._retry(job, str(exc))
         except Exception as exc:  # a bug must not hold the job: retried, then dead
@@ -138,11 +153,19 @@ class ConnectorWorker:
         logs.event("connector.retry", level=logging.WARNING, job=job.id, key=job.key[:16],
                    attempts=job.attempts, reason=error)
 
-    def _dead(self, job: JobItem, error: str) -> None:
+    def _dead(self, job: JobItem, error: str, code: int | None = None) -> None:
+        from connectors import mdn
+
+        code = code or mdn.OTHER
+        self.store.checkpoint_job(job.id, self.worker, {"error_code": code})
         self.store.fail_job(job.id, self.worker, error)
         self.store.connector_audit(ACTOR, "connector.dead", mailbox=job.mailbox, message=f"job/{job.id}",
-                                   details={"key": job.key, "attempts": job.attempts, "error": error})
+                                   details={"key": job.key, "kind": job.kind, "attempts": job.attempts,
+                                            "error": error, "error_code": code,
+                                            "type": job.payload.get("type"), "target": job.payload.get("target")})
         logs.event("connector.dead", level=logging.ERROR, job=job.id, key=job.key[:16], reason=error)
+        if job.kind == DELIVER_KIND:
+            self.acks.check(job.payload.get("route_job"))
 
     # --- routing -------------------------------------------------------------------------
     def _route(self, job: JobItem) -> None:
@@ -161,6 +184,16 @@ class ConnectorWorker:
         self.store.connector_audit(ACTOR, "connector.received", mailbox=located.mailbox, message=where,
                                    details={"key": job.key, "size": len(raw), "sha256": located.sha256,
                                             "message_id": located.message_id})
+        ack_fields, original = acknowledge.original_fields(raw, job.payload.get("return_path", ""), identity)
+        if original.is_report or original.auto_replied:
+            # An MDN, a DSN or an automatic reply (ours re-attach the original files):
+            # never integrated again and never acknowledged (RFC 8098 2.1, RFC 3834).
+            self.store.connector_audit(ACTOR, "connector.routed", mailbox=located.mailbox, message=where,
+                                       details={"key": job.key, "outcome": "report or automatic reply: not routed",
+                                                "message_id": located.message_id})
+            self.store.complete_job(job.id, self.worker, progress={"outcome": "report"})
+            return
+        failures: list[dict[str, Any]] = []
         sender = _sender(view)
         files = _candidates(raw)
         documents: list[dict[str, Any]] = []
@@ -174,6 +207,7 @@ class ConnectorWorker:
                 result = parse_content(candidate.data)
             except ParseError as exc:
                 self._quarantine(job, located.mailbox, where, identity, candidate, exc)
+                failures.append({"code": 906, "detail": f"file {candidate.index}: {exc.describe()}"})
                 continue
             found = content_parts(result)
             container = "xdm" if not isinstance(result, HprimNetFile | HprimSanteFile) and \
@@ -233,7 +267,9 @@ class ConnectorWorker:
         logs.event("connector.routed", job=job.id, mailbox=located.mailbox, files=len(files),
                    parts=len(documents), jobs=len(new_jobs), unmatched=unmatched)
         self.store.complete_job(job.id, self.worker, progress={"files": len(files), "parts": len(documents),
-                                                               "jobs": len(new_jobs), "inserted": inserted})
+                                                               "jobs": len(new_jobs), "inserted": inserted,
+                                                               "ack": ack_fields, "failures": failures})
+        self.acks.check(job.id)
         self._wake.set()
 
     def _deliver_job(self, job: JobItem, mailbox: str, key: str, rule: Any, target: str, data: bytes,
@@ -288,6 +324,7 @@ class ConnectorWorker:
                                             "outcome": outcome, "size": len(data), "sha256": sha,
                                             "attempts": job.attempts})
         logs.event("connector.delivered", job=job.id, key=job.key[:16], target=payload["target"], outcome=outcome)
+        self.acks.check(payload.get("route_job"))
 
 
     def _deliver_mllp(self, job: JobItem, data: bytes, sha: str) -> None:
@@ -298,7 +335,10 @@ class ConnectorWorker:
             raise folder.TemporaryError(str(exc)) from exc
         sent_id = mllp.control_id(data)
         if ack.permanent:
-            raise folder.PermanentError(f"{ack.code} for {sent_id}: {ack.text or 'refused by the receiver'}")
+            from connectors import mdn
+
+            raise folder.PermanentError(f"{ack.code} for {sent_id}: {ack.text or 'refused by the receiver'}",
+                                        mdn.code_in(ack.error_code))
         if not ack.accepted:
             raise folder.TemporaryError(f"{ack.code} for {sent_id}: {ack.text or 'rejected for now'}")
         self.store.complete_job(job.id, self.worker, progress={"outcome": ack.code, "control_id": sent_id})
@@ -308,6 +348,7 @@ class ConnectorWorker:
                                             "sha256": sha, "attempts": job.attempts})
         logs.event("connector.delivered", job=job.id, key=job.key[:16], target=job.payload["target"],
                    outcome=ack.code)
+        self.acks.check(job.payload.get("route_job"))
 
 
 def _render_hl7(result: Any, part: Any, key: str, created: datetime) -> bytes:

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 ROUTE_KIND = "connector.route"
 DELIVER_KIND = "connector.deliver"
+# The acknowledgement to the sender once every target of a message is final (an RFC
+# 8098 MDN, or a plain mail on failure): one per message, by its key.
+MDN_KIND = "connector.mdn"
 # Target types this build delivers to; the issue's others (fhir, smtp, imap, pickup)
 # are refused by `add_connector_rule` until they exist.
 TARGET_TYPES = ("folder", "mllp")
@@ -105,10 +108,13 @@ def validate_rule(target_type: str, targets: Sequence[str], match: Mapping[str, 
         raise ValueError("an extension is 1 to 10 letters or digits, without the dot.")
 
 
-def route_jobs(connection: Connection, placed: Sequence[tuple[int, str, int, str, str]]) -> int:
+def route_jobs(connection: Connection, placed: Sequence[tuple[int, str, int, str, str, str]]) -> int:
     """In a delivery's transaction: one `connector.route` job per delivered INBOX row
     whose mailbox has rules. `placed`: (mailbox id, address, message row id, Message-ID
-    header, blob SHA-256). How many jobs were inserted."""
+    header, blob SHA-256, envelope sender). The envelope sender is kept in the job: the
+    store does not add a Return-Path field, and the acknowledgement (an MDN only when
+    Disposition-Notification-To equals it, RFC 8098 2.1) needs it. How many jobs were
+    inserted."""
     if not placed:
         return 0
     box_ids = sorted({box_id for box_id, *_ in placed})
@@ -118,8 +124,9 @@ def route_jobs(connection: Connection, placed: Sequence[tuple[int, str, int, str
         return 0
     return enqueue(connection, [
         NewJob(kind=ROUTE_KIND, key=job_key(ROUTE_KIND, address, row_id),
-               payload={"message_id": message_id, "sha256": sha}, mailbox=address, message_id=row_id)
-        for box_id, address, row_id, message_id, sha in placed if box_id in routed])
+               payload={"message_id": message_id, "sha256": sha, "return_path": sender}, mailbox=address,
+               message_id=row_id)
+        for box_id, address, row_id, message_id, sha, sender in placed if box_id in routed])
 
 
 class ConnectorOps:
@@ -207,5 +214,5 @@ class ConnectorOps:
                          details=dict(details or {}))
 
 
-__all__ = ["DELIVER_KIND", "ROUTE_KIND", "TARGET_TYPES", "ConnectorOps", "LocatedMessage", "RuleItem",
+__all__ = ["DELIVER_KIND", "MDN_KIND", "ROUTE_KIND", "TARGET_TYPES", "ConnectorOps", "LocatedMessage", "RuleItem",
            "RuleNotFound", "route_jobs", "validate_rule"]

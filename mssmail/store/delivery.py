@@ -249,6 +249,7 @@ def _deliver(io: _Writes, requests: Sequence[DeliveryRequest]) -> list[DeliveryR
     events: list[audit.Event] = []
     pending: list[_Placed] = []
     inbox: list[bool] = []  # per `pending` row: an inbound delivery (connectors route those)
+    envelope: list[str] = []  # per `pending` row: the envelope sender (the Return-Path)
     # (jobs, index range in `pending` of the rows written for the request's recipients)
     jobs: list[tuple[tuple[JobSpec, ...], int, int]] = []
 
@@ -290,6 +291,7 @@ def _deliver(io: _Writes, requests: Sequence[DeliveryRequest]) -> list[DeliveryR
                          "message_id": summary.message_id}))
             pending.append(_Placed(outcomes, address, uid, target.uidvalidity))
             inbox.append(request.folder == "INBOX" and request.action == audit.DELIVERY)
+            envelope.append(request.sender)
             changed.append(FolderChanged(box.id, target.id, "new"))
             reached += 1
         return outcomes, reached
@@ -328,9 +330,10 @@ def _deliver(io: _Writes, requests: Sequence[DeliveryRequest]) -> list[DeliveryR
                               for specs, start, end in jobs for job in specs])
         # Connectors: one route job per INBOX row of a mailbox that has rules (the
         # worker parses after the commit; see mssmail/store/connectors.py).
-        connectors.route_jobs(io.s, [(boxes[placed.address].id, placed.address, message_id, row[13], row[2])
-                                     for placed, message_id, row, is_inbox in zip(pending, ids, message_rows,
-                                                                                inbox, strict=True) if is_inbox])
+        connectors.route_jobs(io.s, [(boxes[placed.address].id, placed.address, message_id, row[13], row[2],
+                                      sender)
+                                     for placed, message_id, row, is_inbox, sender
+                                     in zip(pending, ids, message_rows, inbox, envelope, strict=True) if is_inbox])
     # Outcomes were filled in place; keep each copy's recipients in its own order.
     for result in results:
         if isinstance(result, DeliveryResult):

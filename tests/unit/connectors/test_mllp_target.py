@@ -23,6 +23,7 @@ class Listener:
 
     def __init__(self) -> None:
         self.answers: list[str | None] = []
+        self.error = ""  # ERR-5 of an AE (the ANS volet's 900-906 codes)
         self.received: list[bytes] = []
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
@@ -47,6 +48,8 @@ class Listener:
         else:
             control = mllp.control_id(message)
             ack = f"MSH|^~\\&|DUI||MSS||20260312||ACK|A{control}|P|2.5\rMSA|{answer}|{control}|test\r"
+            if answer == "AE" and self.error:
+                ack += f"ERR|||207^Application internal error^HL70357|E|{self.error}\r"
             writer.write(mllp.frame(ack.encode()))
             await writer.drain()
         writer.close()

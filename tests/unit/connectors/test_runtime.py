@@ -34,11 +34,22 @@ def _mail(attachments: list[tuple[str, bytes]], body: str = "Résultats ci-joint
     return msg.as_bytes()
 
 
+def _config(tmp_path: Path):
+    """A real configuration: the acknowledgement goes through the submission path, which
+    reads the domain, the space of trust and the limits."""
+    from mssmail.config import Config
+
+    config = Config()
+    config.server.domain = "a.example"
+    config.server.data = str(tmp_path)
+    config.trust.domains = ["b.example"]
+    for name, value in (("poll_interval", 1), ("lease", 60), ("mllp_timeout", 2)):
+        setattr(config.connectors, name, value)
+    return config
+
+
 def _worker(store, tmp_path: Path) -> ConnectorWorker:
-    settings = types.SimpleNamespace(poll_interval=1, lease=60, retry_initial=30, retry_max_interval=6 * 3600,
-                                     max_age=48 * 3600, max_attempts=20, mllp_timeout=2)
-    config = types.SimpleNamespace(connectors=settings, server=types.SimpleNamespace(data=str(tmp_path)))
-    return ConnectorWorker(config, store)
+    return ConnectorWorker(_config(tmp_path), store)
 
 
 def _drain(worker: ConnectorWorker) -> None:
