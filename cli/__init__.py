@@ -8,7 +8,7 @@ import line below.
 
 from __future__ import annotations
 
-from cli import audit, cert, check, connector, directory, mailbox, queue, serve
+from cli import audit, cert, check, connector, directory, index, mailbox, queue, serve
 from cli.common import main
 
-__all__ = ["audit", "cert", "check", "connector", "directory", "mailbox", "main", "queue", "serve"]
+__all__ = ["audit", "cert", "check", "connector", "directory", "index", "mailbox", "main", "queue", "serve"]

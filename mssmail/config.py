@@ -228,6 +228,24 @@ class ConnectorsConfig(Section):
         return parse_duration(v)
 
 
+class SearchConfig(Section):
+    """Full-text index (mssmail/store/fts.py)."""
+
+    # false: `mss serve` runs no indexer (searches then read every message, as without an index).
+    enabled: bool = True
+    # Index the readable form of encrypted messages (only where the server holds the key):
+    # "personal" (personal mailboxes only), "all", or "none". Not indexed: always read.
+    index_encrypted: Literal["personal", "all", "none"] = "personal"
+    # Messages per indexing transaction, and how often an idle indexer looks again.
+    batch: int = Field(default=200, ge=1, le=5000)
+    poll_interval: int = Field(default=1, ge=1)
+
+    @field_validator("poll_interval", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> int:
+        return parse_duration(v)
+
+
 class AuditConfig(Section):
     # A signed checkpoint of the audit chain's head into checkpoint_dir this often (0: never).
     checkpoint_interval: int = 3600
@@ -317,6 +335,7 @@ class Config(Section):
     connectors: ConnectorsConfig = Field(default_factory=ConnectorsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
 
     # --- derived values -------------------------------------------------
     @property

@@ -35,6 +35,7 @@ COMPONENTS: dict[str, str] = {
     "ldap": "directory.server:ldap_component",
     "web": "webmail.app:web_component",
     "connectors": "connectors.worker:connectors_component",
+    "index": "mssmail.store.fts:index_component",
 }
 
 

@@ -201,7 +201,8 @@ class ConnectorOps:
             if extra is None and not s.execute(select(Message.id).where(Message.id == message_row_id)).first():
                 return
             s.execute(update(Message).where(Message.id == message_row_id)
-                      .values(extra={**(extra or {}), "documents": documents}))
+                      .values(extra={**(extra or {}), "documents": documents},
+                              fts_state=0))  # indexed again, with the documents' text (fts.py)
 
     def connector_audit(self: Store, actor: Actor, action: str, *, mailbox: str = "", message: str = "",
                         details: Mapping[str, Any] | None = None) -> None:

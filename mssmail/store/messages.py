@@ -526,9 +526,11 @@ class MessageOps:
         return out
 
     def search_rows(self: Store, ref: FolderRef, columns: Sequence[str],
-                    needed: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
-        """(uid, *columns) of every message of the folder, for SEARCH; a column not in
-        `needed` (when given) comes back as None, without being read."""
+                    needed: Sequence[str] | None = None,
+                    uids: set[int] | None = None) -> list[tuple[Any, ...]]:
+        """(uid, *columns) of every message of the folder (only those of `uids` when
+        given: the full-text index's candidates), for SEARCH; a column not in `needed`
+        (when given) comes back as None, without being read."""
         allowed = {"flags", "size", "internal_date", "date_header", "from_addr", "to_addrs", "subject",
                    "modseq", "blob_sha256", "has_attachments", "extra", "id"}
         bad = [c for c in columns if c not in allowed]
@@ -538,7 +540,15 @@ class MessageOps:
                                       for c in columns)).where(
             Message.folder_id == ref.folder_id).order_by(Message.uid)
         with self.db.engine.connect() as connection:
-            return [tuple(r) for r in connection.execute(query).all()]
+            if uids is None:
+                return [tuple(r) for r in connection.execute(query).all()]
+            if len(uids) > 20 * _BATCH:  # most of a large folder: one pass, filtered here
+                return [tuple(r) for r in connection.execute(query).all() if r[0] in uids]
+            wanted = sorted(uids)
+            rows: list[tuple[Any, ...]] = []
+            for chunk in _chunks(wanted):
+                rows += [tuple(r) for r in connection.execute(query.where(Message.uid.in_(chunk))).all()]
+            return rows
 
     def messages_content(self: Store, ref: FolderRef, metas: Sequence[MessageMeta], *,
                          purpose: str, ip: str = "") -> dict[int, bytes]:

@@ -22,12 +22,15 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
+from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -184,6 +187,9 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("folder_id", "uid"),
         Index("ix_messages_folder_modseq", "folder_id", "modseq"),
+        # The messages the full-text index does not answer for (few): searches read them.
+        Index("ix_messages_fts_todo", "folder_id", "id", sqlite_where=text("fts_state != 1"),
+              postgresql_where=text("fts_state != 1")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -209,8 +215,34 @@ class Message(Base):
     # What IMAP FETCH derived from the bytes (ENVELOPE, BODYSTRUCTURE...), pre-rendered
     # (mssmail/imap/fetch.py `cache_entry`): listing a folder writes it without decoding.
     imap_cache: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, default=None)
+    # Full-text index (mssmail/store/fts.py): 0 pending, 1 indexed, 2 not indexable (read
+    # by every text search). A new row (delivery, append, copy) starts pending.
+    fts_state: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
 
     folder: Mapped[Folder] = relationship()
+
+
+class FtsDoc(Base):
+    """A message's full-text document: its terms (mssmail/store/fts.py). PostgreSQL
+    keeps them as a `tsvector` with a GIN index; SQLite as text, indexed by the FTS5 table
+    `fts_index` (external content, kept in step by triggers; made by the migration, as
+    SQLAlchemy has no model of a virtual table). Removed with the message (cascade)."""
+
+    __tablename__ = "fts_docs"
+    __table_args__ = (Index("ix_fts_docs_terms", "terms", postgresql_using="gin").ddl_if(dialect="postgresql"),)
+
+    message_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                            ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    terms: Mapped[str] = mapped_column(Text().with_variant(TSVECTOR(), "postgresql"))
+
+
+class FtsTerm(Base):
+    """The index's vocabulary: every term once, to turn a needle that is part of a word
+    into the words that contain it (IMAP SEARCH is a substring match)."""
+
+    __tablename__ = "fts_terms"
+
+    term: Mapped[str] = mapped_column(String(800), primary_key=True)
 
 
 class AuditEvent(Base):

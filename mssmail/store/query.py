@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email.utils import parsedate_tz
@@ -506,18 +506,27 @@ def _strings(value: Any) -> Iterable[str]:
             yield from _strings(item)
 
 
-def compile_query(node: Query) -> Test:
-    """A predicate over (row, content) for `node`."""
+Certain = Mapping[Any, frozenset[int]]
+
+
+def compile_query(node: Query, certain: Certain | None = None) -> Test:
+    """A predicate over (row, content) for `node`. `certain`: for Text keys, UIDs known to
+    match (the full-text index's sure hits, mssmail/store/fts.py): those are not read."""
     if isinstance(node, And):
-        tests = [compile_query(k) for k in sorted(node.items, key=_cost)]  # what reads the message last
+        # What reads the message last.
+        tests = [compile_query(k, certain) for k in sorted(node.items, key=_cost)]
         return lambda row, content: all(t(row, content) for t in tests)
     if isinstance(node, Or):
-        tests = [compile_query(k) for k in node.items]
+        tests = [compile_query(k, certain) for k in node.items]
         return lambda row, content: any(t(row, content) for t in tests)
     if isinstance(node, Not):
-        inner = compile_query(node.item)
+        inner = compile_query(node.item, certain)
         return lambda row, content: not inner(row, content)
-    return _leaf(node)
+    test = _leaf(node)
+    sure = certain.get(node) if certain and isinstance(node, Text) else None
+    if sure is not None:
+        return lambda row, content: row[UID] in sure or test(row, content)
+    return test
 
 
 def _leaf(key: Query) -> Test:
@@ -608,9 +617,10 @@ def ranges_of(values: Iterable[int]) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-def evaluate(node: Query, rows: Sequence[Row], loader: Callable[[str], bytes]) -> tuple[list[int], int]:
+def evaluate(node: Query, rows: Sequence[Row], loader: Callable[[str], bytes],
+             certain: Certain | None = None) -> tuple[list[int], int]:
     """UIDs of the matching rows (in row order) and how many messages were read."""
-    test = compile_query(node)
+    test = compile_query(node, certain)
     matched: list[int] = []
     read = 0
     for row in rows:

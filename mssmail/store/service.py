@@ -20,6 +20,7 @@ from mssmail.store.connectors import ConnectorOps
 from mssmail.store.db import Database
 from mssmail.store.delivery import DeliveryOps
 from mssmail.store.events import ChangeBus
+from mssmail.store.fts import FtsOps
 from mssmail.store.groupcommit import GroupCommitter
 from mssmail.store.imapfolder import ImapFolderOps
 from mssmail.store.jobs import JobOps
@@ -38,7 +39,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class Store(MailboxAdmin, AuthOps, DeliveryOps, OutboundOps, JobOps, ConnectorOps, MessageAPI, MessageOps,
+class Store(MailboxAdmin, AuthOps, DeliveryOps, OutboundOps, JobOps, ConnectorOps, FtsOps, MessageAPI, MessageOps,
             ImapFolderOps, SubscriptionOps):
     def __init__(
         self,
@@ -104,6 +105,7 @@ class Store(MailboxAdmin, AuthOps, DeliveryOps, OutboundOps, JobOps, ConnectorOp
             audit_key=config.path("pki/audit.key"),
         )
         store.configure_auth(AuthSettings.from_limits(config.limits))
+        store.fts_policy = config.search.index_encrypted
         return store
 
     def _blob_corrupt(self, sha256: str, actual: str) -> None:

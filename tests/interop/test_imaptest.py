@@ -147,7 +147,7 @@ def imaptest_bin() -> Path:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MssInstance]:
     inst = MssInstance(tmp_path_factory.mktemp("imaptest") / "a", DOMAIN)
     inst.configure("imap", "poll_interval", "1")
-    inst.start("imap")
+    inst.start("imap", "index")  # the full-text indexer too: SEARCH answers must not change
     yield inst
     assert inst.stop() == 0
 

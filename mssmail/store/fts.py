@@ -1,0 +1,796 @@
+"""Full-text index of the message store, in the database engine itself.
+
+Why in the engine: the index is then in the same database (and the same backups,
+permissions and transactions) as the mail, and removed with it. SQLite uses an FTS5
+table, PostgreSQL a `tsvector` column with a GIN index; both hold the same terms, which
+Python computes (one tokenizer, so the two engines give the same answers by
+construction, and accents and case are folded the same way on both).
+
+What a message's document holds (`extract`), as sets of terms tagged with the part of
+the message they come from (a private-use code point before the term, so one index
+column serves every "column" and a query names the ones it wants):
+
+- SUBJECT, ADDRS: the decoded Subject and address fields (From, To, Cc, Bcc, Sender,
+  Reply-To) and their address readings (`mime.addresses.search_text`), plus the row's
+  summary of them: what SEARCH SUBJECT / FROM / TO / CC compare with;
+- HEAD, NESTED, BODY: exactly the texts the IMAP rule decodes (`query._texts`): the top
+  header block, the headers of attached messages, every text part decoded (charset,
+  quoted-printable, base64; HTML as its source);
+- RAWHEAD, RAWBODY: the raw bytes (ASCII-lowered, as the IMAP rule reads them) without
+  the bodies of base64 parts, whose encoded text is not worth a vocabulary (a message
+  that has any is marked `opaque`, see below); only the terms HEAD / BODY lack;
+- FIELDS: terms of any header field value HEAD lacks (HEADER <field> <string>);
+- EXTRA: what only the webmail's word search uses: HTML as text, attachment names,
+  the text of health documents the connectors parsed (`extra["documents"]`);
+- LOOSE_SUBJECT, LOOSE: the accent-free forms of terms that have accents (the webmail
+  finds "hyperkaliémie" with "hyperkaliemie"); never used by IMAP, which keeps accents;
+- SCOPE: the folder, the mailbox, and `opaque`: a search is always limited to one
+  folder (or one mailbox's folders), so no search ever reads another mailbox's terms.
+
+IMAP answers do not change (RFC 3501/9051 6.4.4: a substring, case-insensitively): the
+index only narrows the candidates, and the IMAP rule decides. A needle is cut into runs
+of letters and digits; a run framed by other characters in the needle is a whole term,
+one that ends the needle is a term's prefix, one that starts it a term's suffix, a needle
+that is one run is inside a term; suffixes and infixes are looked up in the vocabulary
+(`fts_terms`) first. Every message the rule would match has the terms of the query, so
+no answer is lost (tests/unit/store/test_fts.py checks that on random corpora, on both
+engines). When the needle is one run of ASCII letters and digits, a message whose terms
+contain it in a column the rule reads certainly matches: it is not read again (the
+"certain" set), which is what makes a common word fast. Messages not indexed yet (or not
+indexable: an encrypted message where `[search] index_encrypted` says no) are always
+candidates, read as before: a search while indexing is behind is slower, never short.
+
+The raw rule also matches inside the encoded text of base64 parts: a needle made only of
+characters base64 text can hold (or holding a line break) adds the folder's `opaque`
+messages to the candidates.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import time
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.types import ARRAY, Text
+
+from mssmail import audit
+from mssmail.mime import addresses
+from mssmail.store import mimeview, query
+from mssmail.store.actors import Actor, as_actor
+from mssmail.store.models import Folder, FtsDoc, FtsTerm, Mailbox, MailboxType, Message, table
+from mssmail.store.query import Query
+
+if TYPE_CHECKING:
+    from mssmail.store.messages import FolderRef
+    from mssmail.store.service import Store
+
+log = logging.getLogger("mss.fts")
+_M, _D, _T, _F, _MB = table(Message), table(FtsDoc), table(FtsTerm), table(Folder), table(Mailbox)
+
+# Message.fts_state
+PENDING, INDEXED, EXCLUDED = 0, 1, 2
+
+# Column codes: one private-use character before each term (never inside a term: terms
+# are runs of letters and digits, and U+E000..U+F8FF are neither).
+SUBJECT, ADDRS, FIELDS, HEAD, NESTED, BODY, RAWHEAD, RAWBODY, EXTRA, LOOSE_SUBJECT, LOOSE, SCOPE = (
+    chr(0xE001 + i) for i in range(12))
+# The columns each kind of IMAP key reads (see the module docstring).
+TEXT_COLUMNS = (HEAD, NESTED, BODY, RAWHEAD, RAWBODY)
+BODY_COLUMNS = (BODY, RAWBODY)
+WEB_SUBJECT = (SUBJECT, LOOSE_SUBJECT)
+WEB_OTHER = (ADDRS, FIELDS, HEAD, NESTED, BODY, EXTRA, LOOSE)
+IMAP_COLUMNS = frozenset((SUBJECT, ADDRS, FIELDS, HEAD, NESTED, BODY, RAWHEAD, RAWBODY))
+ADDRESS_FIELDS = ("from", "to", "cc", "bcc", "sender", "reply-to")
+
+TOKEN = re.compile(r"[^\W_]+")
+MAX_TERM = 200  # a longer run of letters and digits: the message is not indexed (scanned)
+MAX_TERMS = 60_000  # distinct terms of one message (PostgreSQL: a tsvector is at most 1 MB)
+MAX_EXPANSION = 400  # vocabulary terms one needle may stand for; more: no narrowing
+MIN_INFIX = 2  # shorter infix or suffix runs are not looked up (they match most terms)
+# Characters the lowered encoded text of a clean base64 body may hold.
+_CLEAN_BASE64 = re.compile(rb"[A-Za-z0-9+/=\r\n\t ]*")
+_BASE64_TEXT = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+/= \t\r\n")
+_TAG = re.compile(r"<[^>]*>")
+
+Policy = Literal["personal", "all", "none"]
+
+
+# --- extraction (pure) ----------------------------------------------------------------
+
+
+@dataclass
+class Document:
+    """The terms of one message, by column code; `opaque` when base64 bodies were left out."""
+
+    terms: dict[str, set[str]] = field(default_factory=dict)
+    opaque: bool = False
+
+    def add(self, column: str, text_: str) -> None:
+        if text_:
+            self.terms.setdefault(column, set()).update(TOKEN.findall(text_.casefold()))
+
+    def add_tokens(self, column: str, tokens: Iterable[str]) -> None:
+        self.terms.setdefault(column, set()).update(tokens)
+
+    def coded(self) -> set[str]:
+        return {code + term for code, terms in self.terms.items() for term in terms}
+
+    def vocabulary(self) -> set[str]:
+        return {t for code, terms in self.terms.items() if code in IMAP_COLUMNS for t in terms}
+
+    def longest(self) -> int:
+        return max((len(t) for terms in self.terms.values() for t in terms), default=0)
+
+
+def unaccent(term: str) -> str:
+    """A term without its accents (NFKD, combining marks dropped): "é" -> "e"."""
+    return "".join(c for c in unicodedata.normalize("NFKD", term) if not unicodedata.combining(c))
+
+
+def _decoded_texts(entity: mimeview.Entity, with_headers: bool, top: bool) -> list[tuple[str, str]]:
+    """`query._texts` with each text tagged HEAD, NESTED or BODY (same walk, same texts;
+    test_fts checks the two agree)."""
+    out: list[tuple[str, str]] = []
+    if with_headers:
+        out.append((HEAD if top else NESTED, query.decode_words(entity.header.decode("utf-8", "replace"))))
+    if entity.children:
+        for child in entity.children:
+            out += _decoded_texts(child, with_headers and entity.is_message, False)
+        return out
+    if entity.content_type.startswith("text/"):
+        out.append((BODY, query.decoded_text(entity)))
+    return out
+
+
+def _cut_regions(tree: mimeview.Entity, header_end: int) -> list[tuple[int, int]]:
+    """Byte ranges of base64 bodies made only of base64 text (left out of RAWBODY)."""
+    regions = []
+    for entity in tree.walk():
+        if entity.children or entity.header_end < header_end:
+            continue
+        encoding = str(entity.headers.get("content-transfer-encoding", "")).strip().lower()
+        if encoding != "base64" or entity.end <= entity.header_end:
+            continue
+        if _CLEAN_BASE64.fullmatch(entity.data, entity.header_end, entity.end):
+            regions.append((entity.header_end, entity.end))
+    return regions
+
+
+def _raw_body(raw: bytes, header_end: int, regions: list[tuple[int, int]]) -> str:
+    pieces, at = [], header_end
+    for start, end in sorted(regions):
+        if start < at:
+            continue
+        pieces.append(raw[at:start])
+        pieces.append(b"\n")  # keeps the text on either side apart
+        at = end
+    pieces.append(raw[at:])
+    return b"".join(pieces).lower().decode("utf-8", "replace")
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def extract(raw: bytes, *, summary: Sequence[str] = (), extra: dict[str, Any] | None = None) -> Document:
+    """The document of a message as its reader sees it (`raw` after the store's view).
+    `summary`: the row's From, To/Cc and Subject summaries (the IMAP rule reads them)."""
+    doc = Document()
+    tree = mimeview.parse_tree(raw)
+    header_end = mimeview.header_length(raw)
+    for column, value in _decoded_texts(tree, True, True):
+        doc.add(column, value)
+    # Header fields one by one, as SEARCH SUBJECT/FROM/HEADER read them.
+    fields: set[str] = set()
+    seen_names: set[str] = set()
+    for name, _value in tree.headers.items():
+        lowered = name.lower()
+        if lowered in seen_names:
+            continue
+        seen_names.add(lowered)
+        for value in tree.headers.get_all(lowered) or []:
+            decoded = query.decode_words(str(value))
+            fields.update(TOKEN.findall(decoded.casefold()))
+            if lowered == "subject":
+                doc.add(SUBJECT, decoded)
+            elif lowered in ADDRESS_FIELDS:
+                doc.add(ADDRS, decoded)
+                for form in addresses.search_text(decoded):
+                    doc.add(ADDRS, form)
+                    fields.update(TOKEN.findall(form.casefold()))
+    from_addr, to_addrs, subject = [*summary, "", "", ""][:3]
+    doc.add(SUBJECT, subject)
+    for value in (from_addr, to_addrs):
+        doc.add(ADDRS, value)
+        for form in addresses.search_text(value):
+            doc.add(ADDRS, form)
+    head = doc.terms.get(HEAD, set())
+    doc.add_tokens(FIELDS, fields - head)
+    # The raw bytes, as the raw half of the rule reads them (ASCII-lowered).
+    regions = _cut_regions(tree, header_end)
+    doc.opaque = bool(regions)
+    raw_head = set(TOKEN.findall(raw[:header_end].lower().decode("utf-8", "replace")))
+    doc.add_tokens(RAWHEAD, raw_head - head)
+    raw_body = set(TOKEN.findall(_raw_body(raw, header_end, regions)))
+    doc.add_tokens(RAWBODY, raw_body - doc.terms.get(BODY, set()))
+    # For the webmail only: HTML as text, attachment names, documents' text.
+    for entity in tree.walk():
+        if not entity.children and entity.content_type == "text/html":
+            doc.add(EXTRA, html.unescape(_TAG.sub(" ", query.decoded_text(entity))))
+    for part in mimeview.list_parts(tree):
+        doc.add(EXTRA, part.filename)
+    documents = (extra or {}).get("documents")
+    if isinstance(documents, list):
+        for item in documents:
+            for value in _strings(item):
+                doc.add(EXTRA, value)
+    for source, target in ((SUBJECT, LOOSE_SUBJECT), *((c, LOOSE) for c in WEB_OTHER[:-1])):
+        loose = {unaccent(t) for t in doc.terms.get(source, ()) if not t.isascii()}
+        for form in loose:
+            doc.add_tokens(target, TOKEN.findall(form))
+    for column in list(doc.terms):
+        if not doc.terms[column]:
+            del doc.terms[column]
+    return doc
+
+
+# --- index queries (pure) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Term:
+    """`text` (a term, or a term's prefix) in any of `columns`."""
+
+    columns: tuple[str, ...]
+    text: str
+    prefix: bool = False
+
+
+@dataclass(frozen=True)
+class AllOf:
+    items: tuple[IndexQuery, ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    items: tuple[IndexQuery, ...]
+
+
+IndexQuery = Term | AllOf | AnyOf
+NOTHING = AnyOf(())
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of letters and digits of a needle and where it must be in a term."""
+
+    text: str
+    kind: Literal["term", "prefix", "suffix", "infix"]
+
+
+def runs(needle: str) -> list[Run]:
+    """The runs of a (folded) needle: framed on both sides by other characters of the
+    needle, a run is a whole term of the text; at the needle's end only, a prefix; at its
+    start only, a suffix; alone, anywhere inside a term."""
+    out = []
+    for match in TOKEN.finditer(needle):
+        before, after = match.start() > 0, match.end() < len(needle)
+        kind: Literal["term", "prefix", "suffix", "infix"] = (
+            "term" if before and after else "prefix" if before else "suffix" if after else "infix")
+        out.append(Run(match.group(), kind))
+    return out
+
+
+def raw_form(needle: str) -> str:
+    """The needle as the raw half of the rule compares it: ASCII letters lowered only."""
+    return needle.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")
+
+
+def certain_needle(needle: str) -> bool:
+    """A needle whose index hits match for sure: one run of ASCII letters and digits."""
+    return bool(needle) and needle.isascii() and needle.isalnum()
+
+
+def may_hit_base64(needle: str) -> bool:
+    """Whether the raw rule could find `needle` in the encoded text of a base64 body."""
+    lowered = raw_form(needle)
+    return "\r" in lowered or "\n" in lowered or set(lowered) <= _BASE64_TEXT
+
+
+Lookup = Callable[[str, str], list[str] | None]  # (run, "suffix"|"infix") -> terms, None: too many
+
+
+def needle_query(needle: str, columns: tuple[str, ...], lookup: Lookup) -> IndexQuery | None:
+    """An index query that every message containing `needle` (casefolded, or ASCII-lowered
+    in the raw bytes) satisfies, over `columns`; None when the index cannot narrow."""
+    forms = dict.fromkeys((needle.casefold(), raw_form(needle)))
+    alternatives = []
+    for form in forms:
+        found = runs(form)
+        if not found:
+            return None
+        parts: list[IndexQuery] = []
+        for run in found:
+            if run.kind == "term":
+                parts.append(Term(columns, run.text))
+            elif run.kind == "prefix":
+                parts.append(Term(columns, run.text, prefix=True))
+            else:
+                if len(run.text) < MIN_INFIX:
+                    continue  # says little; the other runs still narrow
+                terms = lookup(run.text, run.kind)
+                if terms is None:
+                    continue
+                parts.append(AnyOf(tuple(Term(columns, t) for t in terms)))
+        if not parts:
+            return None
+        alternatives.append(parts[0] if len(parts) == 1 else AllOf(tuple(parts)))
+    return alternatives[0] if len(alternatives) == 1 else AnyOf(tuple(alternatives))
+
+
+def simplify(node: IndexQuery) -> IndexQuery:
+    if isinstance(node, Term):
+        return node
+    items = tuple(simplify(i) for i in node.items)
+    if isinstance(node, AllOf):
+        if any(i == NOTHING for i in items):
+            return NOTHING
+        return items[0] if len(items) == 1 else AllOf(items)
+    items = tuple(i for i in items if i != NOTHING)
+    if not items:
+        return NOTHING
+    return items[0] if len(items) == 1 else AnyOf(items)
+
+
+def render_fts5(node: IndexQuery) -> str:
+    """FTS5 query syntax (the terms are letters, digits and a code: no quoting needed
+    beyond the double quotes)."""
+    if isinstance(node, Term):
+        each = [f'"{code}{node.text}"' + (" *" if node.prefix else "") for code in node.columns]
+        return each[0] if len(each) == 1 else "(" + " OR ".join(each) + ")"
+    joiner = " AND " if isinstance(node, AllOf) else " OR "
+    return "(" + joiner.join(render_fts5(i) for i in node.items) + ")"
+
+
+def render_tsquery(node: IndexQuery) -> str:
+    """`tsquery` input syntax: quoted lexemes taken as they are (no parser, no stemming)."""
+    if isinstance(node, Term):
+        each = [f"'{code}{node.text}'" + (":*" if node.prefix else "") for code in node.columns]
+        return each[0] if len(each) == 1 else "(" + " | ".join(each) + ")"
+    joiner = " & " if isinstance(node, AllOf) else " | "
+    return "(" + joiner.join(render_tsquery(i) for i in node.items) + ")"
+
+
+def header_columns(field_name: str) -> tuple[str, ...]:
+    if field_name == "subject":
+        return (SUBJECT,)
+    if field_name in ADDRESS_FIELDS:
+        return (ADDRS,)
+    return (HEAD, FIELDS)
+
+
+# --- the store's side -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Narrowed:
+    """What the index says about a search: `candidates` (UIDs; None: every message),
+    and for Text keys the UIDs that certainly match (not read again)."""
+
+    candidates: set[int] | None
+    certain: dict[Query, frozenset[int]]
+
+
+@dataclass(frozen=True)
+class IndexStatus:
+    pending: int
+    indexed: int
+    excluded: int
+    oldest_pending: datetime | None
+
+    @property
+    def lag_seconds(self) -> float:
+        if self.oldest_pending is None:
+            return 0.0
+        return max((datetime.now(UTC) - self.oldest_pending).total_seconds(), 0.0)
+
+
+@dataclass(frozen=True)
+class TextHit:
+    """One message found by the webmail's search (`FtsOps.search_text`)."""
+
+    folder: str
+    uid: int
+    in_subject: bool
+    internal_date: datetime
+    subject: str
+    from_addr: str
+
+
+def _has_words(doc: Document, words: Sequence[str], columns: tuple[str, ...]) -> bool:
+    coded = doc.coded()
+    return all(any(t.startswith(code + w) for code in columns for t in coded) for w in words)
+
+
+def _scope(kind: str, value: int | str) -> Term:
+    return Term((SCOPE,), f"{kind}{value}")
+
+
+class FtsOps:
+    """Store methods of the full-text index (mixed into `Store`)."""
+
+    # Set by the service from `[search]` (index_encrypted).
+    fts_policy: Policy = "personal"
+
+    # --- reading ----------------------------------------------------------------------
+    def _fts_ids(self: Store, connection: Connection, node: IndexQuery, folder_id: int | None = None,
+                 mailbox_id: int | None = None) -> set[int]:
+        """Message UIDs (folder) or ids (mailbox) whose document matches `node`."""
+        node = simplify(node)
+        if node == NOTHING:
+            return set()
+        scope = _scope("f", folder_id) if folder_id is not None else _scope("m", mailbox_id or 0)
+        node = AllOf((scope, node))
+        if connection.dialect.name == "sqlite":
+            sql = ("SELECT m.uid FROM fts_index JOIN messages m ON m.id = fts_index.rowid "
+                   "WHERE fts_index MATCH :q")
+            if folder_id is not None:
+                sql += " AND m.folder_id = :f"
+            else:
+                sql = sql.replace("m.uid", "m.id")
+            rows = connection.execute(text(sql), {"q": render_fts5(node), "f": folder_id})
+        else:
+            sql = ("SELECT m.uid FROM fts_docs d JOIN messages m ON m.id = d.message_id "
+                   "WHERE d.terms @@ CAST(:q AS tsquery)")
+            if folder_id is not None:
+                sql += " AND m.folder_id = :f"
+            else:
+                sql = sql.replace("m.uid", "m.id")
+            rows = connection.execute(text(sql), {"q": render_tsquery(node), "f": folder_id})
+        return {r[0] for r in rows}
+
+    def _fts_lookup(self: Store, connection: Connection) -> Lookup:
+        cache: dict[tuple[str, str], list[str] | None] = {}
+
+        def lookup(run: str, kind: str) -> list[str] | None:
+            key = (run, kind)
+            if key not in cache:
+                pattern = "%" + run + ("" if kind == "suffix" else "%")
+                found = list(connection.execute(select(_T.c.term).where(_T.c.term.like(pattern))
+                                                .limit(MAX_EXPANSION + 1)).scalars())
+                cache[key] = None if len(found) > MAX_EXPANSION else found
+            return cache[key]
+
+        return lookup
+
+    def fts_narrow(self: Store, ref: FolderRef, criteria: Query) -> Narrowed:
+        """The candidates of a search in one folder (see the module docstring)."""
+        certain: dict[Query, frozenset[int]] = {}
+        with self.db.engine.connect() as connection:
+            lookup = self._fts_lookup(connection)
+            opaque: set[int] | None = None
+
+            def opaque_uids() -> set[int]:
+                nonlocal opaque
+                if opaque is None:
+                    opaque = self._fts_ids(connection, _scope("o", ""), ref.folder_id)
+                return opaque
+
+            def narrow(node: Query) -> set[int] | None:
+                if isinstance(node, query.Text):
+                    columns = BODY_COLUMNS if node.body_only else TEXT_COLUMNS
+                    index_query = needle_query(node.value, columns, lookup)
+                    if index_query is None:
+                        return None
+                    hits = self._fts_ids(connection, index_query, ref.folder_id)
+                    if certain_needle(node.value):
+                        certain[node] = frozenset(hits)
+                    if may_hit_base64(node.value):
+                        hits = hits | opaque_uids()
+                    return hits
+                if isinstance(node, query.Header):
+                    if not node.value:
+                        return None
+                    index_query = needle_query(node.value, header_columns(node.field.lower()), lookup)
+                    if index_query is None:
+                        return None
+                    return self._fts_ids(connection, index_query, ref.folder_id)
+                if isinstance(node, query.And):
+                    known = [n for n in (narrow(i) for i in node.items) if n is not None]
+                    if not known:
+                        return None
+                    result = known[0]
+                    for other in known[1:]:
+                        result = result & other
+                    return result
+                if isinstance(node, query.Or):
+                    found: set[int] = set()
+                    for item in node.items:
+                        got = narrow(item)
+                        if got is None:
+                            return None
+                        found |= got
+                    return found
+                return None
+
+            if not any(isinstance(n, query.Text | query.Header) for n in query.walk(criteria)):
+                return Narrowed(None, {})
+            # Not yet indexed (or never): read first, so a message indexed meanwhile is in
+            # one set or the other.
+            todo = set(connection.execute(select(_M.c.uid).where(
+                _M.c.folder_id == ref.folder_id, _M.c.fts_state != INDEXED)).scalars())
+            candidates = narrow(criteria)
+            if candidates is not None:
+                candidates |= todo
+        return Narrowed(candidates, certain)
+
+    def fts_status(self: Store, address: str | None = None) -> IndexStatus:
+        """How far indexing is: messages pending, indexed, excluded (scanned), and the
+        arrival of the oldest pending one (its lag)."""
+        states = select(_M.c.fts_state, func.count(), func.min(_M.c.internal_date))
+        if address is not None:
+            states = states.join(_F, _F.c.id == _M.c.folder_id).join(_MB, _MB.c.id == _F.c.mailbox_id).where(
+                _MB.c.address == address.strip().lower())
+        with self.db.engine.connect() as connection:
+            rows = connection.execute(states.group_by(_M.c.fts_state)).all()
+        counts = {row[0]: row[1] for row in rows}
+        oldest = next((row[2] for row in rows if row[0] == PENDING), None)
+        if isinstance(oldest, str):  # SQLite's MIN() over the column returns the stored text
+            oldest = datetime.fromisoformat(oldest)
+        if oldest is not None and oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=UTC)
+        return IndexStatus(counts.get(PENDING, 0), counts.get(INDEXED, 0), counts.get(EXCLUDED, 0), oldest)
+
+    def fts_rebuild(self: Store, address: str | None = None) -> int:
+        """Mark a mailbox's messages (or every message) for indexing again; the indexer
+        replaces their documents. Searches stay complete meanwhile (pending messages are
+        scanned). How many were marked."""
+        statement = update(_M).values(fts_state=PENDING)
+        if address is not None:
+            folders = select(_F.c.id).join(_MB, _MB.c.id == _F.c.mailbox_id).where(
+                _MB.c.address == address.strip().lower())
+            statement = statement.where(_M.c.folder_id.in_(folders.scalar_subquery()))
+        with self.db.write() as s:
+            return int(getattr(s.execute(statement), "rowcount", 0) or 0)
+
+    def search_text(self: Store, actor: Actor | str, address: str, words: str, *, folder: str | None = None,
+                    limit: int = 50, ip: str = "") -> list[TextHit]:
+        """The webmail's search box: messages of mailbox `address` (every folder, or only
+        `folder`) having every word of `words`, each as a word or the start of one, case
+        and accents folded ("hyperkal" finds "Hyperkaliémie"); in the subject, the sender
+        and recipients, the text, attachment names and the documents the connectors
+        parsed (HPRIM, DLU: patient names, analyses). Ranked: subject hits first, then the
+        others, newest first within each; at most `limit`.
+
+        Within `actor`'s rights on the mailbox (AccessDenied otherwise); one `search`
+        audit event. Messages not indexed yet are read and matched with the same rule,
+        so the answer is never short while the indexer is behind.
+
+            search_text(actor, address, words, *, folder=None, limit=50, ip="") -> list[TextHit]
+        """
+        wanted = list(dict.fromkeys(unaccent(t) for t in TOKEN.findall(words.casefold())))[:12]
+        limit = max(1, min(limit, 500))
+        with self.db.read() as s:
+            mailbox_id, box, _rights = self._access(s, actor, address)
+            folder_id = None
+            if folder is not None:
+                folder_id = self._folder_row(s, mailbox_id, folder).id
+        if not wanted:
+            return []
+        every = AllOf(tuple(Term(WEB_SUBJECT + WEB_OTHER, w, prefix=True) for w in wanted))
+        subject = AllOf(tuple(Term(WEB_SUBJECT, w, prefix=True) for w in wanted))
+        with self.db.engine.connect() as connection:
+            found = self._fts_ids(connection, every, mailbox_id=mailbox_id)
+            in_subject = self._fts_ids(connection, subject, mailbox_id=mailbox_id) & found
+            todo = select(_M.c.id, _M.c.blob_sha256, _M.c.extra, _M.c.from_addr, _M.c.to_addrs, _M.c.subject).join(
+                _F, _F.c.id == _M.c.folder_id).where(_F.c.mailbox_id == mailbox_id, _M.c.fts_state != INDEXED)
+            pending = connection.execute(todo).all()
+        for row in pending:  # the same rule, on a document made now
+            try:
+                raw = self.view(box, self.blobs.read(row.blob_sha256))
+            except Exception:
+                continue
+            doc = extract(raw, summary=(row.from_addr or "", row.to_addrs or "", row.subject or ""),
+                          extra=row.extra or {})
+            if _has_words(doc, wanted, WEB_SUBJECT + WEB_OTHER):
+                found.add(row.id)
+                if _has_words(doc, wanted, WEB_SUBJECT):
+                    in_subject.add(row.id)
+        hits: list[TextHit] = []
+        if found:
+            ids = sorted(found)
+            rows: list[Any] = []
+            with self.db.engine.connect() as connection:
+                for start in range(0, len(ids), 500):
+                    statement = select(_M.c.id, _F.c.name, _M.c.uid, _M.c.internal_date, _M.c.subject,
+                                       _M.c.from_addr).join(_F, _F.c.id == _M.c.folder_id).where(
+                        _M.c.id.in_(ids[start:start + 500]), _F.c.mailbox_id == mailbox_id)
+                    if folder_id is not None:
+                        statement = statement.where(_M.c.folder_id == folder_id)
+                    rows += connection.execute(statement).all()
+            rows.sort(key=lambda r: (r.id not in in_subject, -r.internal_date.timestamp(), -r.id))
+            hits = [TextHit(r.name, r.uid, r.id in in_subject, r.internal_date, r.subject or "", r.from_addr or "")
+                    for r in rows[:limit]]
+        who = as_actor(actor)
+
+        def work(session: Any) -> None:
+            audit.record(session, "search", actor=who.audit_name, mailbox=box, ip=ip,
+                         message=folder or "*",
+                         details={"criteria": "text " + " ".join(wanted)[:480], "scanned": len(pending),
+                                  "matched": len(hits)})
+
+        self._write(work)
+        return hits
+
+    # --- writing ----------------------------------------------------------------------
+    def fts_index_pending(self: Store, limit: int = 200) -> int:
+        """Index up to `limit` pending messages, oldest first; how many were done.
+
+        Read and parse outside any transaction, then one short write transaction: the
+        documents replace any earlier ones (idempotent: a message indexed twice, or by two
+        processes at once, has one document), only for messages still there and still
+        pending. Never called on the SMTP path: `IndexWorker` runs it in `mss serve`."""
+        with self.db.engine.connect() as connection:
+            rows = connection.execute(
+                select(_M.c.id, _M.c.blob_sha256, _M.c.extra, _M.c.from_addr, _M.c.to_addrs, _M.c.subject,
+                       _M.c.folder_id, _F.c.mailbox_id, _MB.c.address, _MB.c.type)
+                .join(_F, _F.c.id == _M.c.folder_id).join(_MB, _MB.c.id == _F.c.mailbox_id)
+                .where(_M.c.fts_state == PENDING).order_by(_M.c.id).limit(limit)).all()
+        if not rows:
+            return 0
+        docs: dict[int, tuple[list[str], set[str]] | None] = {}
+        for row in rows:
+            docs[row.id] = self._fts_document(row)
+        self._fts_write(docs)
+        return len(rows)
+
+    def _fts_document(self: Store, row: Any) -> tuple[list[str], set[str]] | None:
+        """(coded terms, vocabulary) of one message, or None: not to be indexed."""
+        extra = row.extra or {}
+        report = extra.get("signature_report") if isinstance(extra, dict) else None
+        encrypted = isinstance(report, dict) and bool(report.get("encrypted"))
+        if encrypted and not self._fts_encrypted_allowed(row.type):
+            return None
+        try:
+            raw = self.view(row.address, self.blobs.read(row.blob_sha256))
+        except Exception:  # a missing or unreadable blob: scanned (and reported) as today
+            log.warning("fts: message %s not indexed: its content could not be read", row.id, exc_info=True)
+            return None
+        doc = extract(raw, summary=(row.from_addr or "", row.to_addrs or "", row.subject or ""), extra=extra)
+        if doc.longest() > MAX_TERM:
+            return None
+        coded = doc.coded()
+        coded.update({SCOPE + f"f{row.folder_id}", SCOPE + f"m{row.mailbox_id}"})
+        if doc.opaque:
+            coded.add(SCOPE + "o")
+        if len(coded) > MAX_TERMS:
+            return None
+        return sorted(coded), doc.vocabulary()
+
+    def _fts_encrypted_allowed(self: Store, mailbox_type: str) -> bool:
+        if self.fts_policy == "all":
+            return True
+        if self.fts_policy == "none":
+            return False
+        return mailbox_type == MailboxType.personal.value
+
+    def _fts_write(self: Store, docs: dict[int, tuple[list[str], set[str]] | None]) -> None:
+        ids = sorted(docs)
+        with self.db.write() as s:
+            connection = s.connection()
+            still = set(connection.execute(select(_M.c.id).where(
+                _M.c.id.in_(ids), _M.c.fts_state == PENDING)).scalars())
+            if not still:
+                return
+            live = [i for i in ids if i in still]
+            connection.execute(delete(_D).where(_D.c.message_id.in_(live)))
+            indexed = [i for i in live if docs[i] is not None]
+            excluded = [i for i in live if docs[i] is None]
+            vocabulary: set[str] = set()
+            if indexed:
+                if connection.dialect.name == "postgresql":
+                    statement = insert(_D).values(
+                        message_id=bindparam("mid"),
+                        terms=func.array_to_tsvector(bindparam("terms", type_=ARRAY(Text))))
+                    connection.execute(statement, [{"mid": i, "terms": docs[i][0]}  # type: ignore[index]
+                                                   for i in indexed])
+                else:
+                    connection.execute(insert(_D), [{"message_id": i, "terms": " ".join(docs[i][0])}  # type: ignore[index]
+                                                    for i in indexed])
+                for i in indexed:
+                    vocabulary |= docs[i][1]  # type: ignore[index]
+            if vocabulary:
+                maker = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+                terms = sorted(vocabulary)
+                for start in range(0, len(terms), 5000):
+                    connection.execute(maker(_T).on_conflict_do_nothing(index_elements=["term"]),
+                                       [{"term": t} for t in terms[start:start + 5000]])
+            if indexed:
+                connection.execute(update(_M).where(_M.c.id.in_(indexed)).values(fts_state=INDEXED))
+            if excluded:
+                connection.execute(update(_M).where(_M.c.id.in_(excluded)).values(fts_state=EXCLUDED))
+
+    def fts_index_all(self: Store, batch: int = 200) -> int:
+        """Index every pending message now (tests, `mss index rebuild --now`)."""
+        total = 0
+        while True:
+            done = self.fts_index_pending(batch)
+            total += done
+            if done < batch:
+                return total
+
+
+class IndexWorker:
+    """The indexer of `mss serve`: indexes pending messages in batches, in a thread of
+    its own, pausing when there is nothing to do. Deliveries never wait for it: a message
+    is pending from the moment it is stored and searches read it until it is indexed."""
+
+    name = "index"
+
+    def __init__(self, store: Store, *, batch: int = 200, idle: float = 1.0) -> None:
+        self.store = store
+        self.batch = batch
+        self.idle = idle
+        self.indexed = 0
+        import threading
+
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> int:
+        started = time.monotonic()
+        done = self.store.fts_index_pending(self.batch)
+        if done:
+            self.indexed += done
+            log.info("fts: indexed %d message(s) in %.0f ms", done, (time.monotonic() - started) * 1000)
+        return done
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                done = self.run_once()
+            except Exception:
+                log.exception("fts: indexing failed; retrying")
+                done = 0
+            if done < self.batch:
+                self._stop.wait(self.idle)
+
+    async def start(self) -> list[str]:
+        import threading
+
+        self._thread = threading.Thread(target=self._loop, name="fts-indexer", daemon=True)
+        self._thread.start()
+        return ["full-text indexer"]
+
+    async def stop(self, grace: float) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            import asyncio
+
+            await asyncio.to_thread(self._thread.join, grace)
+
+
+def index_component(ctx: Any) -> IndexWorker | None:
+    settings = ctx.config.search
+    if not settings.enabled:
+        return None
+    return IndexWorker(ctx.store, batch=settings.batch, idle=settings.poll_interval)
+
+
+__all__ = ["EXCLUDED", "INDEXED", "PENDING", "Document", "FtsOps", "IndexStatus", "IndexWorker", "Narrowed",
+           "TextHit", "extract", "index_component", "needle_query", "runs"]

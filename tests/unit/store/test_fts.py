@@ -1,0 +1,207 @@
+"""The full-text index (mssmail/store/fts.py): IMAP SEARCH answers with the index are the
+answers of the scan, on random corpora and on both engines; documents go with their
+messages; encrypted messages follow `[search] index_encrypted`; the webmail's word search."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mssmail.store import fts
+from mssmail.store import query as q
+from tests.unit.imap.test_search_prefilter import WORDS, content, header_value, message, needle_for
+
+_counter = itertools.count()
+
+
+def _fresh_mailbox(store, kind: str = "personal") -> str:
+    address = f"p{next(_counter)}@a.example"
+    store.create_mailbox(address, kind)
+    return address
+
+
+@st.composite
+def corpus_message(draw) -> bytes:
+    """The prefilter test's messages, plus address fields with comments and quoted names,
+    Cc, Message-ID, base64 attachments of random bytes and attached messages."""
+    inner = draw(message())
+    head, sep, body = inner.partition(b"\r\n\r\n")
+    extra = []
+    if draw(st.booleans()):
+        extra.append(f'To: "{draw(WORDS)}" (x{draw(WORDS)}) <t@c.example>, {draw(header_value())} <u@d.example>')
+    if draw(st.booleans()):
+        extra.append(f"Cc: {draw(header_value())} <cc@e.example>")
+    extra.append(f"Message-ID: <{draw(WORDS).replace(' ', '')}@f.example>")
+    raw = head + b"\r\n" + "\r\n".join(extra).encode("utf-8") + sep + body
+    shape = draw(st.sampled_from(["plain", "attachment", "attached-message"]))
+    if shape == "plain":
+        return raw
+    boundary = "=_outer"
+    if shape == "attachment":
+        data = draw(st.binary(min_size=0, max_size=300))
+        if draw(st.booleans()):
+            data = draw(WORDS).encode("utf-8") + data
+        encoded = base64.encodebytes(data).replace(b"\n", b"\r\n")
+        part = (b"Content-Type: application/pdf; name=\"" + draw(WORDS).encode() + b".pdf\"\r\n"
+                b"Content-Transfer-Encoding: base64\r\n\r\n" + encoded)
+    else:
+        part = b"Content-Type: message/rfc822\r\n\r\n" + draw(message())
+    text = draw(WORDS).encode("utf-8")
+    return (b"From: " + draw(header_value()).encode("utf-8") + b" <o@g.example>\r\nSubject: "
+            + draw(header_value()).encode("utf-8")
+            + f'\r\nContent-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'.encode()
+            + b"--" + boundary.encode() + b"\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + text + b"\r\n"
+            + b"--" + boundary.encode() + b"\r\n" + part + b"\r\n--" + boundary.encode() + b"--\r\n")
+
+
+def _criteria(needle: str) -> list[q.Query]:
+    return [q.Text(needle), q.Text(needle, body_only=True), q.Subject(needle), q.From(needle), q.To(needle),
+            q.Header("cc", needle), q.Header("message-id", needle),
+            q.And((q.Text(needle), q.Not(q.Subject(needle)))), q.Or((q.Subject(needle), q.Text(needle, True)))]
+
+
+def _scan(store, ref, criteria: q.Query) -> tuple[int, ...]:
+    rows = store.search_rows(ref, q.COLUMNS)
+    matched, _read = q.evaluate(criteria, rows, lambda sha: store.view(ref.address, store.blobs.read(sha)))
+    return tuple(matched)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.data_too_large])
+@given(data=st.data())
+def test_indexed_answers_equal_the_scan(store, data) -> None:
+    corpus = data.draw(st.lists(corpus_message(), min_size=1, max_size=6))
+    address = _fresh_mailbox(store)
+    store.messages_append(address, address, "INBOX", [(raw, [], None) for raw in corpus])
+    # Sometimes only part of the folder is indexed: the rest must still be found.
+    store.fts_index_pending(limit=data.draw(st.integers(0, len(corpus))) if data.draw(st.booleans()) else 1000)
+    ref = store.open_folder(address, address, "INBOX")
+    needles = [data.draw(needle_for(data.draw(st.sampled_from(corpus)))) for _ in range(3)]
+    needles += [data.draw(st.sampled_from(["patient", "pdf", "example", "b1", "=_outer", "aGVsbG8", "\r\n"]))]
+    for needle in needles:
+        for criteria in _criteria(needle):
+            assert store.search(ref, criteria).uids == _scan(store, ref, criteria), (needle, criteria, corpus)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(raw=corpus_message())
+def test_decoded_texts_are_the_rules_texts(raw: bytes) -> None:
+    tree = content(raw).tree
+    assert [t for _c, t in fts._decoded_texts(tree, True, True)] == q._texts(tree, True)
+    assert [t for c, t in fts._decoded_texts(tree, True, True) if c == fts.BODY] == q._texts(tree, False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(needle=st.text(min_size=0, max_size=20))
+def test_runs_cover_the_needle(needle: str) -> None:
+    found = fts.runs(needle)
+    assert "".join(r.text for r in found) == "".join(fts.TOKEN.findall(needle))
+    for run in found:
+        assert run.kind in ("term", "prefix", "suffix", "infix")
+
+
+NOTE = (b"From: Dr Jean Martin <jean.martin@b.example>\r\nTo: u@a.example\r\n"
+        b"Subject: =?utf-8?q?R=C3=A9sultats_de_biologie?=\r\nMessage-ID: <n1@b.example>\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        + "Le patient présente une hyperkaliémie modérée.\r\n".encode())
+
+
+def _deliver_and_index(store, address: str, raws: list[bytes]) -> None:
+    store.messages_append(address, address, "INBOX", [(raw, [], None) for raw in raws])
+    store.fts_index_all()
+
+
+def _terms_of(store) -> int:
+    from sqlalchemy import text
+
+    with store.db.engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            found = connection.execute(text("SELECT count(*) FROM fts_index WHERE fts_index MATCH :q"),
+                                       {"q": '"' + fts.BODY + 'patient"'}).scalar_one()
+            connection.execute(text("INSERT INTO fts_index(fts_index) VALUES ('integrity-check')"))
+        else:
+            found = connection.execute(text("SELECT count(*) FROM fts_docs WHERE terms @@ CAST(:q AS tsquery)"),
+                                       {"q": "'" + fts.BODY + "patient'"}).scalar_one()
+    return int(found)
+
+
+def test_documents_go_with_their_messages(store) -> None:
+    address = _fresh_mailbox(store)
+    _deliver_and_index(store, address, [NOTE, NOTE, NOTE])
+    assert _terms_of(store) == 3
+    ref = store.open_folder(address, address, "INBOX")
+    assert store.search(ref, q.Text("hyperkaliémie")).uids == (1, 2, 3)
+    store.messages_store(ref, [1], "+", ["\\Deleted"])
+    store.messages_expunge(ref)
+    assert _terms_of(store) == 2
+    store.folder_create(address, address, "Archive")
+    store.messages_copy(ref, [2], address, "Archive", move=True)
+    assert store.fts_status().pending == 1  # the moved copy is a new row: indexed again
+    store.fts_index_all()
+    assert _terms_of(store) == 2
+    store.folder_delete(address, address, "Archive")
+    assert _terms_of(store) == 1
+    store.remove_mailbox(address)
+    assert _terms_of(store) == 0
+
+
+def test_search_while_behind_is_complete(store) -> None:
+    address = _fresh_mailbox(store)
+    _deliver_and_index(store, address, [NOTE])
+    store.messages_append(address, address, "INBOX", [(NOTE, [], None)])  # not indexed yet
+    ref = store.open_folder(address, address, "INBOX")
+    assert store.fts_status(address).pending == 1
+    assert store.search(ref, q.Text("patient")).uids == (1, 2)
+    assert store.fts_rebuild(address) == 2
+    assert store.search(ref, q.Text("patient")).uids == (1, 2)
+    store.fts_index_all()
+    result = store.search(ref, q.Text("patient"))
+    assert result.uids == (1, 2) and result.read == 0  # certain hits: nothing read again
+
+
+ENCRYPTED = {"signature_report": {"encrypted": True, "decrypted": True}}
+
+
+@pytest.mark.parametrize("policy,kind,indexed", [
+    ("personal", "personal", True), ("personal", "organisational", False),
+    ("none", "personal", False), ("all", "organisational", True)])
+def test_encrypted_messages_follow_the_policy(store, monkeypatch, policy: str, kind: str, indexed: bool) -> None:
+    monkeypatch.setattr(store, "fts_policy", policy)
+    address = _fresh_mailbox(store, kind)
+    store.deliver(NOTE, [address], sender="dr.x@b.example", extra=ENCRYPTED)
+    store.fts_index_all()
+    status = store.fts_status(address)
+    assert (status.indexed, status.excluded) == ((1, 0) if indexed else (0, 1))
+    ref = store.open_folder(address, address, "INBOX")
+    assert store.search(ref, q.Text("hyperkali")).uids == (1,)  # found either way: scanned when not indexed
+
+
+def test_a_search_never_reads_another_mailbox(store) -> None:
+    mine, other = _fresh_mailbox(store), _fresh_mailbox(store)
+    _deliver_and_index(store, other, [NOTE])
+    _deliver_and_index(store, mine, [b"Subject: rien\r\n\r\nrien\r\n"])
+    ref = store.open_folder(mine, mine, "INBOX")
+    narrowed = store.fts_narrow(ref, q.Text("patient"))
+    assert narrowed.candidates == set()
+
+
+def test_index_query_renders_for_both_engines() -> None:
+    node = fts.simplify(fts.AllOf((fts.Term((fts.BODY,), "pat", prefix=True),
+                                   fts.AnyOf((fts.Term((fts.HEAD, fts.BODY), "x"),)))))
+    assert fts.render_fts5(node) == f'("{fts.BODY}pat" * AND ("{fts.HEAD}x" OR "{fts.BODY}x"))'
+    assert fts.render_tsquery(node) == f"('{fts.BODY}pat':* & ('{fts.HEAD}x' | '{fts.BODY}x'))"
+
+
+def test_accents_and_case_are_folded_for_the_webmail(store) -> None:
+    address = _fresh_mailbox(store)
+    _deliver_and_index(store, address, [NOTE, b"Subject: Hyperkaliemie\r\n\r\nsans accent\r\n"])
+    hits = store.search_text(address, address, "hyperkaliémie")
+    assert [h.uid for h in hits] == [2, 1]  # the subject hit first
+    assert [h.uid for h in store.search_text(address, address, "HYPERKAL")] == [2, 1]  # a prefix, any case
+    assert [h.uid for h in store.search_text(address, address, "biolo martin")] == [1]  # words AND-ed
+    assert store.search_text(address, address, "zorglub") == []
