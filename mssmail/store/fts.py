@@ -198,6 +198,7 @@ def extract(raw: bytes, *, summary: Sequence[str] = (), extra: dict[str, Any] | 
     # Header fields one by one, as SEARCH SUBJECT/FROM/HEADER read them.
     fields: set[str] = set()
     seen_names: set[str] = set()
+    read_addresses: set[str] = set()
     for name, _value in tree.headers.items():
         lowered = name.lower()
         if lowered in seen_names:
@@ -210,12 +211,15 @@ def extract(raw: bytes, *, summary: Sequence[str] = (), extra: dict[str, Any] | 
                 doc.add(SUBJECT, decoded)
             elif lowered in ADDRESS_FIELDS:
                 doc.add(ADDRS, decoded)
+                read_addresses.add(decoded)
                 for form in addresses.search_text(decoded):
                     doc.add(ADDRS, form)
                     fields.update(TOKEN.findall(form.casefold()))
     from_addr, to_addrs, subject = [*summary, "", "", ""][:3]
     doc.add(SUBJECT, subject)
     for value in (from_addr, to_addrs):
+        if not value or value in read_addresses:  # the summary is usually the field itself
+            continue
         doc.add(ADDRS, value)
         for form in addresses.search_text(value):
             doc.add(ADDRS, form)
@@ -393,7 +397,7 @@ class Narrowed:
     and for Text keys the UIDs that certainly match (not read again)."""
 
     candidates: set[int] | None
-    certain: dict[Query, frozenset[int]]
+    certain: dict[Query, query.Known]
 
 
 @dataclass(frozen=True)
@@ -480,7 +484,8 @@ class FtsOps:
 
     def fts_narrow(self: Store, ref: FolderRef, criteria: Query) -> Narrowed:
         """The candidates of a search in one folder (see the module docstring)."""
-        certain: dict[Query, frozenset[int]] = {}
+        certain: dict[Query, query.Known] = {}
+        todo: set[int] = set()
         with self.db.engine.connect() as connection:
             lookup = self._fts_lookup(connection)
             opaque: set[int] | None = None
@@ -498,10 +503,14 @@ class FtsOps:
                     if index_query is None:
                         return None
                     hits = self._fts_ids(connection, index_query, ref.folder_id)
-                    if certain_needle(node.value):
-                        certain[node] = frozenset(hits)
+                    sure = frozenset(hits) if certain_needle(node.value) else frozenset()
+                    raw_only: frozenset[int] = frozenset()
                     if may_hit_base64(node.value):
+                        # An indexed message with base64 bodies that the index does not
+                        # point at can only match inside their encoded text.
+                        raw_only = frozenset(opaque_uids() - hits - todo)
                         hits = hits | opaque_uids()
+                    certain[node] = query.Known(sure, raw_only)
                     return hits
                 if isinstance(node, query.Header):
                     if not node.value:
@@ -532,7 +541,7 @@ class FtsOps:
                 return Narrowed(None, {})
             # Not yet indexed (or never): read first, so a message indexed meanwhile is in
             # one set or the other.
-            todo = set(connection.execute(select(_M.c.uid).where(
+            todo.update(connection.execute(select(_M.c.uid).where(
                 _M.c.folder_id == ref.folder_id, _M.c.fts_state != INDEXED)).scalars())
             candidates = narrow(criteria)
             if candidates is not None:

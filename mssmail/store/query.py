@@ -269,6 +269,16 @@ class Content:
         values = self.tree.headers.get_all(name) or []
         return [decode_words(str(v)) for v in values]
 
+    def raw_contains(self, needle: str, body_only: bool) -> bool:
+        """The raw half of `contains_text`: the bytes (from the body on, if `body_only`)
+        hold the needle, ASCII case-insensitively."""
+        raw = self.raw
+        try:
+            encoded = needle.encode("ascii").lower()
+        except UnicodeEncodeError:
+            encoded = needle.encode("utf-8").lower()
+        return raw.lower().find(encoded, mimeview.header_length(raw) if body_only else 0) >= 0
+
     def contains_text(self, needle: str, body_only: bool) -> bool:
         """Whether the (decoded) text or body contains `needle`, case-insensitively.
 
@@ -506,12 +516,22 @@ def _strings(value: Any) -> Iterable[str]:
             yield from _strings(item)
 
 
-Certain = Mapping[Any, frozenset[int]]
+@dataclass(frozen=True)
+class Known:
+    """What the full-text index knows about one Text key (mssmail/store/fts.py): UIDs
+    that match for sure (not read), and UIDs whose only possible match is in their raw
+    bytes (inside base64 text), which a byte search decides without decoding."""
+
+    sure: frozenset[int] = frozenset()
+    raw_only: frozenset[int] = frozenset()
+
+
+Certain = Mapping[Any, Known]
 
 
 def compile_query(node: Query, certain: Certain | None = None) -> Test:
-    """A predicate over (row, content) for `node`. `certain`: for Text keys, UIDs known to
-    match (the full-text index's sure hits, mssmail/store/fts.py): those are not read."""
+    """A predicate over (row, content) for `node`; `certain`: what the full-text index
+    knows about its Text keys (see `Known`)."""
     if isinstance(node, And):
         # What reads the message last.
         tests = [compile_query(k, certain) for k in sorted(node.items, key=_cost)]
@@ -523,10 +543,21 @@ def compile_query(node: Query, certain: Certain | None = None) -> Test:
         inner = compile_query(node.item, certain)
         return lambda row, content: not inner(row, content)
     test = _leaf(node)
-    sure = certain.get(node) if certain and isinstance(node, Text) else None
-    if sure is not None:
-        return lambda row, content: row[UID] in sure or test(row, content)
-    return test
+    known = certain.get(node) if certain and isinstance(node, Text) else None
+    if known is None or not isinstance(node, Text):
+        return test
+    sure, raw_only = known.sure, known.raw_only
+    needle, body_only = node.value, node.body_only
+
+    def indexed(row: Row, content: Content) -> bool:
+        uid = row[UID]
+        if uid in sure:
+            return True
+        if uid in raw_only:
+            return content.raw_contains(needle, body_only)
+        return test(row, content)
+
+    return indexed
 
 
 def _leaf(key: Query) -> Test:

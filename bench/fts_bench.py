@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""Full-text search on a large mailbox: mss without its index, mss with it, and Dovecot
+(no FTS plugin), side by side on the same messages, in one run.
+
+    flock /tmp/mss-bench.lock .venv/bin/python bench/fts_bench.py [--size 100000] [--repeat 5] \\
+        [--db sqlite|postgresql]
+
+The mailbox is `bench/imap_bench.py`'s generator (a few KB each: plain text, 8-bit UTF-8,
+multipart/alternative with HTML, one in eight with a base64 attachment of random bytes;
+"hyperkaliemie" in about 1% of the bodies, "Zorglub" in about 1% of the subjects). Steps:
+
+1. load it into an `mss` data directory through the store API (batches of 1,000) and
+   into a private Dovecot (Maildir written directly, as imap_bench does);
+2. start `mss serve --only imap` (no indexer) and time the searches over IMAPS: every
+   message is pending, so this is the scan, as before the index;
+3. index everything in this process (`Store.fts_index_all`, the indexer's own code path):
+   messages per second, and the index's size on disk against the text it indexes (the
+   decoded text of the headers and text parts) and the raw messages;
+4. time the same searches again (index in use), then Dovecot's, with the same client;
+   and the webmail's word search (`Store.search_text`, in process) for a patient's name.
+
+Each search runs `--repeat` times after one untimed warm-up; the median (p50) is reported
+and the hit counts must agree between the three. Prints a table and writes JSON to
+bench/results/. Not a test: run by hand, results go into docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from imap_bench import PASSWORD, USER, Dovecot, check, connect, generate  # noqa: E402
+
+from tests.support.instance import MssInstance  # noqa: E402
+
+DOMAIN = USER.split("@")[1]
+SEARCHES = [
+    ("UID SEARCH TEXT hyperkaliemie (rare word)", ("TEXT", "hyperkaliemie")),
+    ("UID SEARCH TEXT patient (common word)", ("TEXT", "patient")),
+    ("UID SEARCH BODY perkali (part of a word)", ("BODY", "perkali")),
+    ("UID SEARCH SUBJECT Zorglub", ("SUBJECT", "Zorglub")),
+    ("UID SEARCH FROM dupont", ("FROM", "dupont")),
+]
+WEB_WORDS = ["Lefèvre", "hyperkaliémie", "zorg"]
+
+
+def timed_runs(fn, repeat: int) -> tuple[float, list[float], object]:
+    fn()  # warm-up, untimed
+    runs, out = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        runs.append(round((time.perf_counter() - start) * 1000, 2))
+    return statistics.median(runs), runs, out
+
+
+def imap_searches(port: int, ca: Path, repeat: int) -> dict:
+    client = connect(port, ca)
+    try:
+        check(client.select("INBOX"))
+        results = {}
+        for label, criteria in SEARCHES:
+            ms, runs, data = timed_runs(lambda c=criteria: check(client.uid("SEARCH", None, *c)), repeat)
+            results[label] = {"ms": round(ms, 2), "runs": runs, "hits": len(data[0].split())}  # type: ignore[index]
+        client.logout()
+        return results
+    finally:
+        with contextlib.suppress(Exception):  # already logged out
+            client.shutdown()
+
+
+def index_size(store) -> dict:
+    from sqlalchemy import text
+
+    with store.db.engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            size = connection.execute(text(
+                "SELECT pg_total_relation_size('fts_docs') + pg_total_relation_size('fts_terms')")).scalar_one()
+            return {"bytes": int(size), "how": "pg_total_relation_size(fts_docs, its GIN index, fts_terms)"}
+        pages = connection.execute(text("PRAGMA page_size")).scalar_one()
+        try:
+            size = connection.execute(text(
+                "SELECT SUM(pgsize) FROM dbstat WHERE name LIKE 'fts_%' OR name LIKE 'sqlite_autoindex_fts_%'"
+            )).scalar_one()
+            return {"bytes": int(size or 0), "how": "dbstat: fts_docs, fts_index (FTS5 shadow tables), fts_terms"}
+        except Exception:  # SQLite built without dbstat
+            return {"bytes": None, "how": f"dbstat unavailable (page size {pages})"}
+
+
+def text_size(messages: list) -> int:
+    """Octets of the text the index reads: decoded headers and text parts (UTF-8)."""
+    from mssmail.store import mimeview
+    from mssmail.store import query as q
+
+    return sum(len(t.encode("utf-8")) for raw, _when, _flags in messages
+               for t in q._texts(mimeview.parse_tree(raw), True))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--scan-repeat", type=int, default=1, help="repeats of the (slow) scan searches")
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--no-dovecot", action="store_true")
+    args = parser.parse_args()
+    use_dovecot = not args.no_dovecot and shutil.which("dovecot") is not None
+    report: dict = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "size": args.size,
+                    "db": args.db, "repeat": args.repeat,
+                    "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                "python": platform.python_version(), "load_average": os.getloadavg(),
+                                "shared": "yes: other agents ran builds and tests on the same 2 cores"}}
+    if use_dovecot:
+        report["dovecot"] = subprocess.run(["dovecot", "--version"], capture_output=True, text=True).stdout.strip()
+    work = Path(tempfile.mkdtemp(prefix="fts-bench-"))
+    os.chmod(work, 0o755)
+    inst = dove = None
+    schema = None
+    try:
+        messages = generate(args.size)
+        raw_bytes = sum(len(m[0]) for m in messages)
+        print(f"{args.size} messages generated, {raw_bytes / 1e6:.1f} MB", flush=True)
+        db_url = None
+        if args.db == "postgresql":
+            from tests.conftest import _pg_schema_url
+            schema, db_url = _pg_schema_url()
+            os.environ["MSS_DATABASE_URL"] = db_url
+        from mssmail.config import load_config
+        from mssmail.imap.fetch import cache_entry
+        from mssmail.store.service import Store
+
+        inst = MssInstance(work / "mss", DOMAIN, demo=False, database_url=db_url)
+        inst.configure("limits", "max_connections_per_ip", "50")
+        inst.mss("mailbox", "create", USER, "--quota", "100GB", "--password-stdin", input=PASSWORD + "\n")
+        store = Store.from_config(load_config(inst.data))
+        started = time.monotonic()
+        for start in range(0, len(messages), 1000):
+            batch = [(raw, flags, when) for raw, when, flags in messages[start:start + 1000]]
+            store.messages_append(USER, USER, "INBOX", batch, cache=cache_entry)
+        report["mss_load_s"] = round(time.monotonic() - started, 1)
+        print(f"mss: loaded in {report['mss_load_s']} s", flush=True)
+        if use_dovecot:
+            dove = Dovecot(work / "dovecot", inst.data / "pki" / "server.pem", inst.data / "pki" / "server.key")
+            dove.load(messages)
+            dove.start()
+        report["text_bytes"] = text_size(messages)
+        report["raw_bytes"] = raw_bytes
+        del messages
+        ca = inst.ca_file
+
+        inst.start("imap")
+        print("mss without its index (scan)...", flush=True)
+        report["mss_scan"] = imap_searches(inst.ports["imaps"], ca, args.scan_repeat)
+
+        started = time.monotonic()
+        indexed = store.fts_index_all(batch=500)
+        seconds = time.monotonic() - started
+        report["indexing"] = {"messages": indexed, "seconds": round(seconds, 1),
+                              "messages_per_s": round(indexed / seconds, 1)}
+        report["index_size"] = index_size(store)
+        print(f"indexed {indexed} in {seconds:.1f} s ({indexed / seconds:.0f}/s); "
+              f"index {report['index_size']}", flush=True)
+
+        print("mss with its index...", flush=True)
+        report["mss_index"] = imap_searches(inst.ports["imaps"], ca, args.repeat)
+        if dove is not None:
+            print("dovecot...", flush=True)
+            report["dovecot_scan"] = imap_searches(dove.port, ca, args.repeat)
+        web = {}
+        for words in WEB_WORDS:
+            ms, runs, hits = timed_runs(lambda w=words: store.search_text(USER, USER, w, limit=50), args.repeat)
+            web[words] = {"ms": round(ms, 2), "runs": runs, "hits_shown": len(hits)}  # type: ignore[arg-type]
+        report["webmail_search_text"] = web
+        store.close()
+    finally:
+        if inst is not None:
+            inst.stop()
+        if dove is not None:
+            dove.stop()
+        if schema is not None:
+            from tests.conftest import _drop_schema
+            _drop_schema(schema)
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\n## {args.size:,} messages, {args.db}\n")
+    print("| search | mss, scan (ms) | mss, index (ms) | Dovecot (ms) | hits |")
+    print("|---|---:|---:|---:|---|")
+    for label, _criteria in SEARCHES:
+        scan, index = report["mss_scan"][label], report["mss_index"][label]
+        dove_row = report.get("dovecot_scan", {}).get(label, {})
+        hits = f"{scan['hits']} / {index['hits']} / {dove_row.get('hits', '-')}"
+        print(f"| {label} | {scan['ms']:.1f} | {index['ms']:.1f} | {dove_row.get('ms', float('nan')):.1f} | {hits} |")
+    for words, row in report["webmail_search_text"].items():
+        print(f"| webmail search_text {words!r} | - | {row['ms']:.1f} | - | {row['hits_shown']} shown |")
+    size = report["index_size"]["bytes"]
+    print(f"\nindexing: {report['indexing']['messages_per_s']} messages/s; index {size} bytes "
+          f"= {size / report['text_bytes']:.2f} x the text indexed ({report['text_bytes']} bytes), "
+          f"{size / report['raw_bytes']:.2f} x the raw messages" if size else "")
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"fts-{args.db}-{args.size}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(report, indent=2, default=str))
+    print(f"\nwritten {path}")
+
+
+if __name__ == "__main__":
+    main()
