@@ -110,7 +110,7 @@ def client_ip(request: Request) -> str:
 def signature_sentence(protection: Any) -> tuple[str, str] | None:
     """(css class, French sentence) about the message's signature, None when unsigned
     and not encrypted."""
-    names = ", ".join(n for n in protection.signers if n) or "signataire inconnu"
+    names = reading.signer_labels(protection.signers)
     if protection.signed and protection.verdict == "valid":
         verb = "signé et chiffré" if protection.encrypted else "signé"
         return "ok", f"Ce message a été {verb} par : {names}"

@@ -36,6 +36,37 @@ EML_TYPE = "message/rfc822"
 MAX_SUBJECT_IN_NAME = 100
 
 
+def signer_label(subject: str) -> str:
+    """A signer as a doctor reads it: "Dr Claire Durand (RPPS 10005678908)" from the
+    certificate subject (RFC 4514 string: CN, and the national identifier crypto reads
+    from serialNumber); the string itself when it is not a distinguished name (an
+    address)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        name = x509.Name.from_rfc4514_string(subject)
+    except ValueError:
+        return subject
+    common = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not common:
+        return subject
+    label = str(common[0].value)
+    serial = name.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
+    if serial:
+        number = str(serial[0].value)
+        kind = signature_report.identifier_label(number).removeprefix("Identifiant").strip()
+        label += f" ({kind} {number})" if kind else f" ({number})"
+    return label
+
+
+def signer_labels(subjects: tuple[str, ...]) -> str:
+    """Every signer once (a message signed as a whole and per attachment carries the
+    same signer several times)."""
+    labels = dict.fromkeys(signer_label(s) for s in subjects if s)
+    return ", ".join(labels) or "signataire inconnu"
+
+
 def eml_filename(subject: str) -> str:
     """The download's name: the subject (made safe, at most 100 characters) + `.eml`."""
     # A subject's "/" is words ("CR 12/03"), not a directory: kept as "-".

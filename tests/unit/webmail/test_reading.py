@@ -156,7 +156,7 @@ def test_signature_report_page_from_a_really_signed_message(client: TestClient, 
     store.deliver(signed, [DOC], extra={"signature_report": report.to_dict()})
     login(client)
     message = client.get(message_url(store))
-    assert "Ce message a été signé par :" in message.text
+    assert "Ce message a été signé par : Dr Alice Martin (RPPS 10003456787)</p>" in message.text
     assert f'href="{message_url(store)}/rapport">Rapport de signature</a>' in message.text
     page = client.get(message_url(store) + "/rapport")
     assert page.status_code == 200
@@ -344,3 +344,13 @@ def test_time_left_counts_from_the_stored_last_seen() -> None:
     assert timeout.time_left(info, 900, 43200, now) == (871, "inactivite")
     info = WebSessionInfo(DOC, "t", now - timedelta(hours=12), now, "totp")
     assert timeout.time_left(info, 900, 43200, now) == (0, "max")
+
+
+@pytest.mark.parametrize(("subjects", "sentence"), [
+    (("2.5.4.5=10005678908,CN=Dr Claire Durand,O=mss a.example,C=FR",) * 2, "Dr Claire Durand (RPPS 10005678908)"),
+    (("CN=Laboratoire,O=Bio", "2.5.4.5=751234567,CN=Dr X"), "Laboratoire, Dr X (ADELI 751234567)"),
+    (("claire@a.example",), "claire@a.example"),
+    (("",), "signataire inconnu"),
+])
+def test_signer_labels(subjects: tuple[str, ...], sentence: str) -> None:
+    assert reading.signer_labels(subjects) == sentence

@@ -1,0 +1,363 @@
+#!/usr/bin/env python3
+"""The webmail under load: folder pages of a 100,000-message box, and a message with a
+10 MB PDF, over HTTPS keep-alive against a real `mss serve --only web`.
+
+    flock /tmp/mss-bench.lock .venv/bin/python bench/webmail_bench.py [--messages 100000]
+        [--db sqlite|postgresql] [--concurrency 8] [--requests 2000] [--opens 20]
+
+Steps: generates the messages of `bench/imap_bench.generate` (a few KB each, one in
+eight with an attachment) plus one message carrying a 10 MB PDF, loads them into one
+mailbox through the store API (batches of 1,000), starts `mss serve --only web`, reads
+its RSS before any request (idle), logs in like a browser (password, then the TOTP
+enrolment page's secret and a code computed with pyotp), then:
+
+- folder pages of 50 rows, the first page and page 1,000 (`?avant=UID`): `--requests`
+  GETs spread over `--concurrency` TLS keep-alive connections (asyncio streams, one
+  request at a time per connection, the session cookie of the login), after 200
+  warm-up requests; latency p50/p95/p99 and pages per second;
+- the message with the 10 MB PDF: `--opens` sequential opens of the message page
+  (parse, text, the attachment list; the first marks it \\Seen), then the attachments
+  ZIP and the PDF part, each read to the last byte; then 4 opens at once;
+- RSS of the server process (VmRSS, and VmHWM: its peak) at each stage.
+
+The client runs in this process, the server in its own; on a shared 2-core machine both
+compete with whatever else runs (the load average is recorded). Prints a table and
+writes JSON to bench/results/. Not a test: results go into docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import ssl
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyotp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.imap_bench import generate  # noqa: E402
+from tests.support.instance import MssInstance  # noqa: E402
+
+DOMAIN = "bench.example"
+USER = f"bench@{DOMAIN}"
+PASSWORD = "Bench-password-2026"
+PDF_SIZE = 10 * 1024 * 1024
+PAGE = 50
+COOKIE = "__Host-mss_session"
+
+
+def big_message(seed: int = 7) -> bytes:
+    """A letter with a 10 MB PDF (base64: about 14 MB stored), as a lab would send."""
+    import random
+
+    rng = random.Random(seed)
+    pdf = b"%PDF-1.4\n" + rng.randbytes(PDF_SIZE - 9)
+    b64 = base64.encodebytes(pdf).replace(b"\n", b"\r\n")
+    head = (f"From: Laboratoire <labo@labo-bio.example>\r\nTo: {USER}\r\n"
+            "Subject: Imagerie - dossier complet\r\nDate: Mon, 07 Dec 2026 08:00:00 +0000\r\n"
+            "Message-ID: <big.1@labo-bio.example>\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/mixed; boundary="=_big"\r\n\r\n'
+            "--=_big\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+            "Bonjour,\r\n\r\nVeuillez trouver le dossier d'imagerie complet.\r\n\r\n"
+            "--=_big\r\nContent-Type: application/pdf; name=\"imagerie.pdf\"\r\n"
+            "Content-Transfer-Encoding: base64\r\n"
+            "Content-Disposition: attachment; filename=\"imagerie.pdf\"\r\n\r\n").encode()
+    return head + b64 + b"--=_big--\r\n"
+
+
+def rss(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM (peak) of a process, in MB."""
+    out: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = round(int(value.split()[0]) / 1024, 1)
+    return out
+
+
+def server_pid(inst: MssInstance) -> int:
+    assert inst.process is not None
+    return inst.process.pid
+
+
+def load(inst: MssInstance, messages: list, big: bytes) -> tuple[float, int]:
+    """Append the messages through the store API; the big one last. Returns (seconds,
+    the big one's UID)."""
+    from mssmail.config import load_config
+    from mssmail.store.service import Store
+
+    store = Store.from_config(load_config(inst.data))
+    started = time.monotonic()
+    try:
+        for start in range(0, len(messages), 1000):
+            batch = [(raw, flags, when) for raw, when, flags in messages[start:start + 1000]]
+            store.messages_append(USER, USER, "INBOX", batch)
+        _validity, uids = store.messages_append(USER, USER, "INBOX", [(big, [], None)])
+    finally:
+        store.close()
+    return time.monotonic() - started, uids[0]
+
+
+def login(base: str, ca: Path) -> tuple[str, int]:
+    """Password, then TOTP enrolment: the session cookie and the folder's UIDVALIDITY
+    (read from the first message link of the inbox)."""
+    with httpx.Client(base_url=base, verify=str(ca), follow_redirects=False, timeout=60) as client:
+        page = client.get("/connexion")
+        token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+        answer = client.post("/connexion", data={"csrf": token, "adresse": USER, "mot_de_passe": PASSWORD,
+                                                 "suite": "/"})
+        assert answer.status_code == 303, answer.text
+        page = client.get("/connexion/activation")
+        secret = re.search(r'<code id="totp-secret">([^<]+)</code>', page.text).group(1)  # type: ignore[union-attr]
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+        answer = client.post("/connexion/activation", data={
+            "csrf": csrf, "code": pyotp.TOTP(secret.replace(" ", "")).now(), "suite": "/"})
+        assert answer.status_code == 303, answer.text
+        cookie = client.cookies.get(COOKIE)
+        assert cookie
+        inbox = client.get(f"/b/{USER}/INBOX")
+        validity = int(re.search(r"/INBOX/(\d+)/\d+\"", inbox.text).group(1))  # type: ignore[union-attr]
+        return cookie, validity
+
+
+class Connection:
+    """One HTTPS keep-alive connection, one request at a time (HTTP/1.1)."""
+
+    def __init__(self, port: int, context: ssl.SSLContext, cookie: str) -> None:
+        self.port, self.context, self.cookie = port, context, cookie
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port, ssl=self.context,
+                                                                 server_hostname="localhost")
+
+    async def get(self, path: str) -> tuple[int, int]:
+        """(status, body octets) once the whole body has arrived."""
+        assert self.reader is not None and self.writer is not None
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost:{self.port}\r\n"
+                          f"Cookie: {COOKIE}={self.cookie}\r\nAccept-Encoding: identity\r\n\r\n".encode())
+        await self.writer.drain()
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        headers = {k.strip().lower(): v.strip() for k, _, v in
+                   (line.partition(b":") for line in head.split(b"\r\n")[1:] if line)}
+        if b"content-length" in headers:
+            size = int(headers[b"content-length"])
+            remaining = size
+            while remaining:
+                chunk = await self.reader.read(min(remaining, 1 << 20))
+                if not chunk:
+                    raise ConnectionError("closed mid-body")
+                remaining -= len(chunk)
+            return status, size
+        size = 0  # chunked (streamed parts and ZIPs)
+        while True:
+            line = await self.reader.readuntil(b"\r\n")
+            length = int(line.split(b";")[0], 16)
+            if length == 0:
+                await self.reader.readuntil(b"\r\n")
+                return status, size
+            await self.reader.readexactly(length + 2)
+            size += length
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await self.writer.wait_closed()
+
+
+def client_context(ca: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca))
+    context.check_hostname = False  # the certificate names the mail domain, we dial 127.0.0.1
+    return context
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
+
+    return {"n": len(ordered), "p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99),
+            "max_ms": round(ordered[-1] * 1000, 2)}
+
+
+async def hammer(port: int, ca: Path, cookie: str, path: str, total: int, concurrency: int,
+                 expect: bytes | None = None) -> dict[str, Any]:
+    """`total` GETs of `path` over `concurrency` keep-alive connections."""
+    context = client_context(ca)
+    connections = [Connection(port, context, cookie) for _ in range(concurrency)]
+    await asyncio.gather(*(c.open() for c in connections))
+    latencies: list[float] = []
+    left = [total]
+    statuses: dict[int, int] = {}
+
+    async def worker(connection: Connection) -> None:
+        while left[0] > 0:
+            left[0] -= 1
+            started = time.perf_counter()
+            status, _size = await connection.get(path)
+            latencies.append(time.perf_counter() - started)
+            statuses[status] = statuses.get(status, 0) + 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in connections))
+    elapsed = time.perf_counter() - started
+    await asyncio.gather(*(c.close() for c in connections))
+    result = percentiles(latencies)
+    result.update({"pages_per_s": round(total / elapsed, 1), "statuses": statuses, "concurrency": concurrency})
+    return result
+
+
+async def sequential(port: int, ca: Path, cookie: str, path: str, count: int) -> dict[str, Any]:
+    connection = Connection(port, client_context(ca), cookie)
+    await connection.open()
+    latencies: list[float] = []
+    sizes = set()
+    for _ in range(count):
+        started = time.perf_counter()
+        status, size = await connection.get(path)
+        latencies.append(time.perf_counter() - started)
+        assert status == 200, (path, status)
+        sizes.add(size)
+    await connection.close()
+    result = percentiles(latencies)
+    result["bytes"] = max(sizes)
+    return result
+
+
+async def at_once(port: int, ca: Path, cookie: str, path: str, count: int) -> dict[str, Any]:
+    context = client_context(ca)
+    connections = [Connection(port, context, cookie) for _ in range(count)]
+    await asyncio.gather(*(c.open() for c in connections))
+    started = time.perf_counter()
+    results = await asyncio.gather(*(c.get(path) for c in connections))
+    elapsed = time.perf_counter() - started
+    await asyncio.gather(*(c.close() for c in connections))
+    assert all(status == 200 for status, _ in results)
+    return {"count": count, "all_done_ms": round(elapsed * 1000, 1)}
+
+
+def check_page(port: int, ca: Path, cookie: str, path: str) -> None:
+    """The page is a real folder page of 50 rows (not a redirect or an error)."""
+    with httpx.Client(verify=str(ca), timeout=60) as client:
+        client.cookies.set(COOKIE, cookie, domain="127.0.0.1")
+        answer = client.get(f"https://127.0.0.1:{port}{path}", headers={"Cookie": f"{COOKIE}={cookie}"})
+    rows = answer.text.count('<tr class="')
+    assert answer.status_code == 200 and rows == PAGE, (path, answer.status_code, rows)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="webmail-bench-"))
+    schema = None
+    inst: MssInstance | None = None
+    report: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"), "db": args.db,
+        "messages": args.messages, "concurrency": args.concurrency, "requests": args.requests,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "load_average_before": os.getloadavg()}}
+    try:
+        t0 = time.monotonic()
+        messages = generate(args.messages)
+        big = big_message()
+        report["generate_s"] = round(time.monotonic() - t0, 1)
+        report["big_message_bytes"] = len(big)
+        print(f"{len(messages)} messages generated in {report['generate_s']} s; big one {len(big) / 1e6:.1f} MB",
+              flush=True)
+        db_url = None
+        if args.db == "postgresql":
+            from tests.conftest import _pg_schema_url
+            schema, db_url = _pg_schema_url()
+            os.environ["MSS_DATABASE_URL"] = db_url
+        inst = MssInstance(work / "mss", DOMAIN, demo=False, database_url=db_url)
+        inst.configure("limits", "max_connections_per_ip", "50")
+        inst.mss("mailbox", "create", USER, "--quota", "100GB", "--password-stdin", input=PASSWORD + "\n")
+        load_s, big_uid = load(inst, messages, big)
+        del messages
+        report["load_s"] = round(load_s, 1)
+        print(f"loaded in {load_s:.1f} s", flush=True)
+        inst.start("web")
+        pid, port, ca = server_pid(inst), inst.ports["web"], inst.ca_file
+        time.sleep(2)
+        report["rss_idle"] = rss(pid)
+        print(f"RSS idle: {report['rss_idle']}", flush=True)
+        cookie, validity = login(f"https://127.0.0.1:{port}", ca)
+        report["rss_after_login"] = rss(pid)
+        first = f"/b/{USER}/INBOX"
+        total = args.messages + 1
+        deep_page = min(1000, total // PAGE)  # page 1,000 at 100,000 messages
+        report["deep_page"] = deep_page
+        deep = f"/b/{USER}/INBOX?avant={total - PAGE * (deep_page - 1) + 1}"
+        check_page(port, ca, cookie, first)
+        check_page(port, ca, cookie, deep)
+        asyncio.run(hammer(port, ca, cookie, first, 200, args.concurrency))  # warm-up
+        report["folder_first_page"] = asyncio.run(hammer(port, ca, cookie, first, args.requests, args.concurrency))
+        print(f"first page: {report['folder_first_page']}", flush=True)
+        report["folder_page_1000"] = asyncio.run(hammer(port, ca, cookie, deep, args.requests, args.concurrency))
+        print(f"page {deep_page}: {report['folder_page_1000']}", flush=True)
+        report["rss_after_pages"] = rss(pid)
+        message = f"/b/{USER}/INBOX/{validity}/{big_uid}"
+        report["big_open"] = asyncio.run(sequential(port, ca, cookie, message, args.opens))
+        print(f"open (10 MB PDF): {report['big_open']}", flush=True)
+        report["big_zip"] = asyncio.run(sequential(port, ca, cookie, message + "/pieces-jointes.zip", 5))
+        print(f"ZIP: {report['big_zip']}", flush=True)
+        report["big_part"] = asyncio.run(sequential(port, ca, cookie, message + "/partie/2", 5))
+        print(f"PDF part: {report['big_part']}", flush=True)
+        report["rss_after_big"] = rss(pid)
+        report["big_open_4_at_once"] = asyncio.run(at_once(port, ca, cookie, message, 4))
+        report["rss_after_4_at_once"] = rss(pid)
+        print(f"4 opens at once: {report['big_open_4_at_once']}, RSS {report['rss_after_4_at_once']}", flush=True)
+        report["machine"]["load_average_after"] = os.getloadavg()
+    finally:
+        if inst is not None:
+            inst.stop()
+        if schema:
+            from tests.conftest import _drop_schema
+            _drop_schema(schema)
+        shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--opens", type=int, default=20)
+    args = parser.parse_args()
+    report = run(args)
+    rows = [("folder, first page", report["folder_first_page"]), ("folder, page 1,000", report["folder_page_1000"]),
+            ("open, 10 MB PDF", report["big_open"]), ("ZIP of its attachments", report["big_zip"]),
+            ("its PDF part", report["big_part"])]
+    print(f"\n{'':28} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'pages/s':>8}")
+    for name, r in rows:
+        print(f"{name:28} {r['p50_ms']:>8} {r['p95_ms']:>8} {r['p99_ms']:>8} {r.get('pages_per_s', ''):>8}")
+    print(f"RSS idle {report['rss_idle']}, after pages {report['rss_after_pages']}, "
+          f"after 4 big opens at once {report['rss_after_4_at_once']}")
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(exist_ok=True)
+    out = out_dir / f"webmail-{args.db}-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2, default=str))
+    print(f"JSON: {out}")
+
+
+if __name__ == "__main__":
+    main()
