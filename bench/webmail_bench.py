@@ -90,6 +90,14 @@ def rss(pid: int) -> dict[str, float]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat fields 14 and 15):
+    what a request costs the server, less sensitive to the other load on the machine
+    than wall time."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def server_pid(inst: MssInstance) -> int:
     assert inst.process is not None
     return inst.process.pid
@@ -308,13 +316,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         check_page(port, ca, cookie, first)
         check_page(port, ca, cookie, deep)
         asyncio.run(hammer(port, ca, cookie, first, 200, args.concurrency))  # warm-up
-        report["folder_first_page"] = asyncio.run(hammer(port, ca, cookie, first, args.requests, args.concurrency))
-        print(f"first page: {report['folder_first_page']}", flush=True)
-        report["folder_page_1000"] = asyncio.run(hammer(port, ca, cookie, deep, args.requests, args.concurrency))
-        print(f"page {deep_page}: {report['folder_page_1000']}", flush=True)
+        for key, path in (("folder_first_page", first), ("folder_page_1000", deep)):
+            cpu = cpu_seconds(pid)
+            report[key] = asyncio.run(hammer(port, ca, cookie, path, args.requests, args.concurrency))
+            report[key]["server_cpu_ms_per_page"] = round((cpu_seconds(pid) - cpu) / args.requests * 1000, 2)
+            print(f"{key} (page {1 if path == first else deep_page}): {report[key]}", flush=True)
         report["rss_after_pages"] = rss(pid)
         message = f"/b/{USER}/INBOX/{validity}/{big_uid}"
+        cpu = cpu_seconds(pid)
         report["big_open"] = asyncio.run(sequential(port, ca, cookie, message, args.opens))
+        report["big_open"]["server_cpu_ms_per_open"] = round((cpu_seconds(pid) - cpu) / args.opens * 1000, 1)
         print(f"open (10 MB PDF): {report['big_open']}", flush=True)
         report["big_zip"] = asyncio.run(sequential(port, ca, cookie, message + "/pieces-jointes.zip", 5))
         print(f"ZIP: {report['big_zip']}", flush=True)
@@ -347,9 +358,10 @@ def main() -> None:
     rows = [("folder, first page", report["folder_first_page"]), ("folder, page 1,000", report["folder_page_1000"]),
             ("open, 10 MB PDF", report["big_open"]), ("ZIP of its attachments", report["big_zip"]),
             ("its PDF part", report["big_part"])]
-    print(f"\n{'':28} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'pages/s':>8}")
+    print(f"\n{'':28} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'pages/s':>8} {'CPU ms':>7}")
     for name, r in rows:
-        print(f"{name:28} {r['p50_ms']:>8} {r['p95_ms']:>8} {r['p99_ms']:>8} {r.get('pages_per_s', ''):>8}")
+        cpu = r.get("server_cpu_ms_per_page", r.get("server_cpu_ms_per_open", ""))
+        print(f"{name:28} {r['p50_ms']:>8} {r['p95_ms']:>8} {r['p99_ms']:>8} {r.get('pages_per_s', ''):>8} {cpu:>7}")
     print(f"RSS idle {report['rss_idle']}, after pages {report['rss_after_pages']}, "
           f"after 4 big opens at once {report['rss_after_4_at_once']}")
     out_dir = ROOT / "bench" / "results"

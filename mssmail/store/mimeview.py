@@ -65,7 +65,7 @@ def list_parts(top: Entity) -> list[PartInfo]:
         content_type = entity.content_type
         attachment = disposition == "attachment" or bool(filename) or entity.is_message or not (
             content_type.startswith("text/") or disposition == "inline")
-        out.append(PartInfo(number or "1", content_type, filename, len(entity.body), disposition,
+        out.append(PartInfo(number or "1", content_type, filename, entity.body_size, disposition,
                             str(entity.headers.get("content-id", "")).strip().strip("<>"), attachment))
 
     visit(top, "")
