@@ -97,3 +97,32 @@ def test_opened_in_webmail_is_seen_over_imap_and_audited(server: MssInstance) ->
     logins = [e for e in events if e.get("action") == "login.success" and e.get("actor") == jean]
     assert any(e.get("details", {}).get("service") == "web" for e in logins)
     assert any(e.get("details", {}).get("factor") == "totp" for e in logins)
+
+
+def test_eml_download_is_the_imap_body_and_audited(server: MssInstance) -> None:
+    """"Télécharger le message (.eml)" gives what IMAP's BODY[] gives, leaves \\Seen as
+    it is, and `mss audit export` shows the read (`op: eml`) and the report's (`op:
+    report`)."""
+    claire = server.address("claire.durand")
+    send(server, claire, "Note pour moi", "Rappeler le laboratoire.")
+    with web(server) as client:
+        login(client, server, claire)
+        inbox = client.get("/", follow_redirects=True)
+        href = re.search(r'href="(/b/[^"]+/INBOX/(\d+)/(\d+))">Note pour moi', inbox.text)
+        assert href, inbox.text
+        eml = client.get(href.group(1) + "/message.eml")
+        assert eml.status_code == 200 and eml.headers["content-type"] == "message/rfc822"
+        assert eml.headers["content-disposition"].startswith('attachment; filename="Note pour moi.eml"')
+        report = client.get(href.group(1) + "/rapport")
+        assert report.status_code == 200 and "Rapport de signature" in report.text
+    imap = imaplib.IMAP4("127.0.0.1", server.ports["imap"], timeout=30)
+    imap.starttls(ssl_context=ssl.create_default_context(cafile=str(server.ca_file)))
+    imap.login(claire, server.passwords[claire])
+    imap.select("INBOX", readonly=True)
+    answer = imap.uid("FETCH", href.group(3), "(FLAGS BODY.PEEK[])")[1]
+    imap.logout()
+    assert answer[0][1] == eml.content
+    assert b"\\Seen" not in answer[0][0]
+    events = [json.loads(line) for line in server.mss("audit", "export").stdout.splitlines()]
+    ops = [e.get("details", {}).get("op") for e in events if e.get("action") == "read" and e.get("mailbox") == claire]
+    assert ops[-3:] == ["eml", "report", None], ops  # the last: IMAP's BODY.PEEK[], audited too
