@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import smtplib
+import sqlite3
 import ssl
 import time
 from collections.abc import Iterator
@@ -259,9 +260,19 @@ def test_session_warning_before_the_end(server: MssInstance, browser_page: tuple
     expect(warning).to_be_visible()
     # At the end the page is asked for again: the server decides (here the session is
     # still alive on its clock, so the same page comes back).
+    page.evaluate("() => { window.avantRechargement = true; }")
     with page.expect_navigation():
         page.clock.fast_forward("02:30")
-    assert page.url.split("#")[0].endswith("/INBOX")
+    assert page.url.endswith("/INBOX")  # a new document (the #contenu of the skip link gone)
+    assert page.evaluate("() => window.avantRechargement === undefined")
+    # Now the server's session ends too (its row aged by 20 minutes, as the idle time
+    # would): at the end of the count the reload lands on the login page, with the way back.
+    with sqlite3.connect(server.data / "mss.db") as db:
+        db.execute("UPDATE web_sessions SET last_seen = datetime(last_seen, '-20 minutes')")
+    with page.expect_navigation():
+        page.clock.fast_forward("16:00")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Connexion")
+    assert page.url.endswith(f"/connexion?suite=/b/{jean}/INBOX".replace("@", "%40")), page.url
     assert problems == []
 
 

@@ -13,6 +13,10 @@
   var warnBefore = parseInt(body.dataset.sessionAlerte || "120", 10);
   var timers = [];
 
+  // A GET of the page without its #fragment: assigning the same URL with a fragment
+  // would only scroll, and reload() would post a form again.
+  function reload() { window.location.assign(window.location.pathname + window.location.search); }
+
   function clear() { timers.forEach(clearTimeout); timers = []; }
 
   function schedule(left, limit) {
@@ -20,7 +24,7 @@
     box.hidden = true;
     var warnIn = Math.max(0, left - warnBefore);
     timers.push(setTimeout(function () { warn(Math.min(left, warnBefore), limit); }, warnIn * 1000));
-    timers.push(setTimeout(function () { window.location.assign(window.location.href); }, left * 1000 + 1000));
+    timers.push(setTimeout(reload, left * 1000 + 1000));
   }
 
   function warn(seconds, limit) {
@@ -40,7 +44,7 @@
   stay.addEventListener("click", function () {
     fetch("/session", { credentials: "same-origin", headers: { "Accept": "application/json" } })
       .then(function (response) {
-        if (response.status === 401) { window.location.assign(window.location.href); return null; }
+        if (response.status === 401) { reload(); return null; }
         return response.json();
       })
       .then(function (data) { if (data) { schedule(data.fin, data.limite); } })
