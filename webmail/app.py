@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import socket
@@ -124,6 +125,7 @@ def signature_sentence(protection: Any) -> tuple[str, str] | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)  # a folder's senders repeat; parseaddr is ~20 µs a row
 def sender_name(from_header: str) -> str:
     """The list's "De": the display name when there is one, else the address."""
     name, address = parseaddr(from_header)

@@ -354,3 +354,26 @@ def test_time_left_counts_from_the_stored_last_seen() -> None:
 ])
 def test_signer_labels(subjects: tuple[str, ...], sentence: str) -> None:
     assert reading.signer_labels(subjects) == sentence
+
+
+def test_list_formats_are_babels() -> None:
+    """fmt.size and fmt.date_short are built from babel's locale data for speed: they
+    must say exactly what babel says (sizes around each unit, dates across both DST
+    changes of a year, naive datetimes read as UTC)."""
+    from babel.dates import format_datetime
+    from babel.numbers import format_decimal
+
+    from webmail import fmt
+
+    for n in [*range(0, 3 * fmt.MIB, 7919), *range(fmt.MIB - 600, fmt.MIB + 600), 10**10]:
+        if n < 1024:
+            expected = f"{n} o"
+        elif n < fmt.MIB:
+            expected = f"{format_decimal(round(n / 1024), locale='fr_FR')} ko"
+        else:
+            expected = f"{format_decimal(n / fmt.MIB, format='#,##0.0', locale='fr_FR')} Mo"
+        assert fmt.size(n) == expected, n
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for when in [start + timedelta(minutes=97 * i) for i in range(0, 5500)] + [datetime(2026, 3, 29, 1, 30)]:
+        assert fmt.date_short(when) == format_datetime(when, "d MMM y, HH:mm", tzinfo=fmt.PARIS,
+                                                       locale="fr_FR"), when
