@@ -10,9 +10,14 @@ STORE, EXPUNGE, APPEND... with state tracking: it checks every response against 
 it knows of the mailbox and prints an `Error:` line for each protocol violation. mss
 runs from this tree (`mss serve --only imap`, SQLite, its demo user); Dovecot is Debian's
 2.3 (`dovecot-imapd`), a private instance on loopback ports with a temporary config
-(Maildir, a static password), started and stopped here (it needs the `dovecot` and
-`dovenull` users the package creates). Runs hold /tmp/mss-bench.lock so two benchmarks
-never overlap. The ratio printed is mss logins / Dovecot logins.
+(Maildir, users from a passwd-file with a SHA512-CRYPT password), started and stopped here
+(it needs the `dovecot` and `dovenull` users the package creates). Runs hold
+/tmp/mss-bench.lock so two benchmarks never overlap. The ratio printed is mss logins /
+Dovecot logins.
+
+    --only mss             skip Dovecot (while working on mss)
+    --profile FILE.svg     py-spy flame graph of the mss process during the run (FILE.txt:
+                           collapsed stacks, one line per stack and its sample count)
 """
 
 from __future__ import annotations
@@ -43,9 +48,10 @@ def build_imaptest() -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
-def rss_kib(pid: int) -> int:
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """Resident KiB of a process (VmRSS; RssAnon: heap only, RssFile: mapped files)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
 
@@ -72,7 +78,7 @@ def run_stress(binary: Path, port: int, user: str, password: str, secs: int, cli
     return {"totals": totals, "errors": len(errors), "error_kinds": kinds}
 
 
-def dovecot_config(base: Path, port: int) -> Path:
+def dovecot_config(base: Path, port: int, scheme: str = "SHA512-CRYPT") -> Path:
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                     "-subj", "/CN=localhost", "-keyout", str(base / "key.pem"),
                     "-out", str(base / "cert.pem")], check=True, capture_output=True)
@@ -80,6 +86,11 @@ def dovecot_config(base: Path, port: int) -> Path:
     mail.mkdir()
     shutil.chown(mail, "nobody", "nogroup")
     base.chmod(0o755)
+    # The same kind of credential check mss does: a salted hash per user from a file, not a
+    # static password (Dovecot's default scheme; mss uses Argon2id, docs/security.md).
+    hashed = "pass" if scheme == "PLAIN" else subprocess.run(
+        ["openssl", "passwd", "-6", "pass"], check=True, capture_output=True, text=True).stdout.strip()
+    (base / "passwd").write_text(f"tester:{{{scheme}}}{hashed}::::::\n")
     conf = base / "dovecot.conf"
     conf.write_text(f"""base_dir = {base}/run
 state_dir = {base}/state
@@ -95,8 +106,8 @@ mail_location = maildir:{mail}/%u
 auth_mechanisms = plain login
 disable_plaintext_auth = no
 passdb {{
-  driver = static
-  args = password=pass
+  driver = passwd-file
+  args = scheme={scheme} {base}/passwd
 }}
 userdb {{
   driver = static
@@ -115,36 +126,73 @@ service imap-login {{
     return conf
 
 
+def run_mss(binary: Path, tmp: Path, opts: argparse.Namespace) -> dict:
+    inst = MssInstance(tmp / "mss", "a.example")
+    inst.configure("imap", "poll_interval", "1")
+    inst.start("imap")
+    spy = None
+    try:
+        assert inst.process is not None
+        pid = inst.process.pid
+        before = rss_kib(pid)
+        if opts.profile:
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid),
+                                    "-d", str(opts.secs), "-o", str(opts.profile), "-r", "50", "--nonblocking",
+                                    "-f", "flamegraph" if opts.profile.suffix == ".svg" else "raw"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        result = run_stress(binary, inst.ports["imaps"], USER, inst.passwords[USER], opts.secs, opts.clients)
+        after = rss_kib(pid)
+        for _ in range(opts.rounds - 1):
+            result.setdefault("rss_kib_rounds", [after])
+            again = run_stress(binary, inst.ports["imaps"], USER, inst.passwords[USER], opts.secs, opts.clients)
+            result["errors"] += again["errors"]
+            after = rss_kib(pid)
+            result["rss_kib_rounds"].append(after)
+            result.setdefault("anon_kib_rounds", []).append(rss_kib(pid, "RssAnon"))
+        time.sleep(10)
+        result["rss_kib"] = {"start": before, "end": after, "10s_later": rss_kib(pid)}
+        if spy is not None:
+            spy.wait(timeout=120)
+        return result
+    finally:
+        inst.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--secs", type=int, default=30)
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--only", choices=("mss", "dovecot"))
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="stress runs in a row against the same mss (RSS after each: growth or plateau)")
+    parser.add_argument("--dovecot-scheme", choices=("SHA512-CRYPT", "PLAIN"), default="SHA512-CRYPT",
+                        help="how the passwd-file holds Dovecot's password (PLAIN: no hash at all)")
+    parser.add_argument("--profile", type=Path, help="py-spy flame graph (SVG) of mss")
     opts = parser.parse_args()
     binary = build_imaptest()
+    load = Path("/proc/loadavg").read_text().split()[0]  # the machine is shared: say how busy
     results: dict[str, dict] = {}
     with open("/tmp/mss-bench.lock", "w") as lock, tempfile.TemporaryDirectory() as tmp:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        inst = MssInstance(Path(tmp) / "mss", "a.example")
-        inst.configure("imap", "poll_interval", "1")
-        inst.start("imap")
-        try:
-            assert inst.process is not None
-            pid = inst.process.pid
-            before = rss_kib(pid)
-            results["mss"] = run_stress(binary, inst.ports["imaps"], USER, inst.passwords[USER],
-                                        opts.secs, opts.clients)
-            after = rss_kib(pid)
-            time.sleep(10)
-            results["mss"]["rss_kib"] = {"start": before, "end": after, "10s_later": rss_kib(pid)}
-        finally:
-            inst.stop()
+        if opts.only != "dovecot":
+            results["mss"] = run_mss(binary, Path(tmp), opts)
+        if opts.only == "mss":
+            print(json.dumps(results, indent=2) if opts.json else results)
+            return
         Path(tmp).chmod(0o755)  # Dovecot's mail processes run as nobody
         base = Path(tmp) / "dovecot"
         base.mkdir()
         port = free_port()
-        conf = dovecot_config(base, port)
+        conf = dovecot_config(base, port, opts.dovecot_scheme)
         subprocess.run(["/usr/sbin/dovecot", "-c", str(conf)], check=True)
+        if opts.only == "dovecot":
+            try:
+                time.sleep(1)
+                print(run_stress(binary, port, "tester", "pass", opts.secs, opts.clients))
+            finally:
+                subprocess.run(["/usr/sbin/dovecot", "-c", str(conf), "stop"], check=False)
+            return
         try:
             time.sleep(1)
             results["dovecot"] = run_stress(binary, port, "tester", "pass", opts.secs, opts.clients)
@@ -153,11 +201,13 @@ def main() -> None:
     mss_logins = results["mss"]["totals"].get("Logi", 0)
     dc_logins = results["dovecot"]["totals"].get("Logi", 0)
     results["ratio_logins"] = round(mss_logins / dc_logins, 3) if dc_logins else None
-    results["settings"] = {"secs": opts.secs, "clients": opts.clients}
+    results["settings"] = {"secs": opts.secs, "clients": opts.clients, "dovecot_scheme": opts.dovecot_scheme,
+                           "load_average": load}
     if opts.json:
         print(json.dumps(results, indent=2))
         return
-    print(f"imaptest stress, {opts.clients} clients, {opts.secs} s each (mss first, then Dovecot)")
+    print(f"imaptest stress, {opts.clients} clients, {opts.secs} s each (mss first, then Dovecot with "
+          f"{opts.dovecot_scheme} passwords; load average {load} at the start)")
     print(f"{'':8}" + "".join(f"{c:>7}" for c in COMMANDS) + f"{'errors':>8}")
     for name in ("mss", "dovecot"):
         row = results[name]

@@ -59,6 +59,7 @@ MAX_FOLDER_NAME = 500
 WRITE_RIGHTS = ("owner", "full")
 SPECIAL_USES = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
 _BATCH = 500  # rows per IN (...) list
+MAX_UID_CLAUSES = 64  # UID ranges put in a query; a longer set is bounded, then filtered in Python
 UID_LISTS_KEPT = 64  # folders whose UID list a store remembers (see `_folder_uid_list`)
 _uid_lists_lock = threading.Lock()
 
@@ -495,12 +496,22 @@ class MessageOps:
     # --- reading --------------------------------------------------------------------
     @staticmethod
     def _uid_clause(ranges: Sequence[tuple[int, int]] | None) -> Any:
+        """`uid BETWEEN a AND b OR ...` for a UID set. The statement's *shape* is what
+        SQLAlchemy caches its compiled form under, so it depends on the set's size
+        bucket only: the ranges are padded (repeating the last one) to 1, 2, 4, ... 64
+        of them. With one shape per mix of `==` and BETWEEN and per count, the IMAP
+        sessions of bench/imap_stress.py compiled a new statement for most FETCH and
+        STORE commands, and the engine's cache of compiled statements (500 of them)
+        grew the process by tens of MiB."""
         if ranges is None:
             return None
-        clauses = [Message.uid == a if a == b else Message.uid.between(a, b) for a, b in ranges[:50]]
-        if len(ranges) > 50:  # a long set: bound it and filter in Python
+        if not ranges:
+            return Message.uid < 0
+        if len(ranges) > MAX_UID_CLAUSES:  # a long set: bound it and filter in Python
             return Message.uid.between(ranges[0][0], ranges[-1][1])
-        return or_(*clauses) if clauses else Message.uid < 0
+        padded = list(ranges) + [ranges[-1]] * ((1 << (len(ranges) - 1).bit_length()) - len(ranges))
+        clauses = [Message.uid.between(a, b) for a, b in padded]
+        return clauses[0] if len(clauses) == 1 else or_(*clauses)
 
     def messages_meta(self: Store, ref: FolderRef, ranges: Sequence[tuple[int, int]] | None = None,
                       *, with_extra: bool = False, with_cache: bool = False, with_date: bool = True,
@@ -521,7 +532,7 @@ class MessageOps:
         with self.db.engine.connect() as connection:
             rows = connection.execute(query).all()
         out = [MessageMeta(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7] or {}, r[8]) for r in rows]
-        if ranges is not None and len(ranges) > 50:
+        if ranges is not None and len(ranges) > MAX_UID_CLAUSES:
             out = [m for m in out if contains(ranges, m.uid)]
         return out
 

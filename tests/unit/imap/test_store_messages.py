@@ -322,3 +322,32 @@ def test_remembered_uid_lists_follow_every_change(boxes):
     store.folder_delete(A, A, "Archive")
     store.folder_create(A, A, "Archive")
     assert store.folder_open(A, A, "Archive").uids == []
+
+
+def test_uid_range_queries_are_exact_and_share_compiled_statements(boxes):
+    """messages_meta over any UID set returns exactly its members, through one compiled
+    statement per size bucket (the set's shape must not fill SQLAlchemy's cache: it grew
+    the process by tens of MiB under imaptest's stress mode)."""
+    import random
+
+    store = boxes
+    store.messages_append(A, A, "INBOX", [(msg(i), (), None) for i in range(150)])
+    ref = store.folder_open(A, A, "INBOX").ref
+    rng = random.Random(7)
+    cache = store.db.engine._compiled_cache
+    sizes = set()
+    for _ in range(120):
+        uids = sorted(rng.sample(range(1, 160), rng.randint(0, 100)))
+        ranges: list[tuple[int, int]] = []
+        for uid in uids:
+            if ranges and ranges[-1][1] + 1 == uid and rng.random() < 0.7:
+                ranges[-1] = (ranges[-1][0], uid)
+            elif not ranges or ranges[-1][1] + 1 < uid:
+                ranges.append((uid, uid))
+        sizes.add(len(ranges))
+        expected = [u for u in range(1, 151) if any(a <= u <= b for a, b in ranges)]
+        assert [m.uid for m in store.messages_meta(ref, ranges)] == expected
+    before = len(cache)
+    for n in sorted(sizes):  # every size again, other UIDs: nothing new to compile
+        store.messages_meta(ref, [(2 * i + 1, 2 * i + 1 + n % 2) for i in range(n)])
+    assert len(cache) == before
