@@ -132,6 +132,16 @@ class WebConfig(ListenerConfig):
     # the login whatever happens (a shared practice computer).
     session_idle: int = 15 * 60
     session_max: int = 12 * 3600
+    # "Se connecter avec Pro Santé Connect" (webmail/psc.py): shown when psc_issuer and
+    # psc_client_id are set. OIDC code flow with PKCE; the RPPS in psc_claim -> the PER box.
+    psc_issuer: str = ""
+    psc_client_id: str = ""
+    psc_client_secret: str = ""
+    psc_redirect_uri: str = ""  # empty: https://<hostname>:<port>/connexion/psc/retour
+    psc_scopes: list[str] = Field(default_factory=lambda: ["openid", "scope_all"])
+    psc_acr_values: str = "eidas1"
+    psc_claim: str = "SubjectNameID"
+    psc_ca_file: str = ""
 
     @field_validator("session_idle", "session_max", mode="before")
     @classmethod
@@ -140,6 +150,44 @@ class WebConfig(ListenerConfig):
         if seconds < 60:
             raise ValueError("a session lasts at least one minute ('1m')")
         return seconds
+
+    @field_validator("psc_issuer", "psc_redirect_uri")
+    @classmethod
+    def _https_url(cls, v: str) -> str:
+        if v and not v.startswith("https://"):
+            raise ValueError("expected an https:// URL")
+        return v
+
+    @property
+    def psc_enabled(self) -> bool:
+        return bool(self.psc_issuer and self.psc_client_id)
+
+
+class OidcConfig(Section):
+    """Bearer tokens (SASL OAUTHBEARER / XOAUTH2) for IMAP and submission (mssmail/oidc.py)."""
+
+    issuer: str = ""  # empty: the mechanisms are not offered
+    audience: list[str] = Field(default_factory=list)
+    claim: str = "email"
+    identity: Literal["address", "rpps"] = "address"
+    algorithms: list[Literal["RS256", "ES256", "PS256"]] = Field(
+        default_factory=lambda: ["RS256", "ES256", "PS256"])
+    leeway: int = Field(default=60, ge=0, le=600)
+    jwks_refresh: int = 3600
+    jwks_min_refresh: int = Field(default=60, ge=1)
+    ca_file: str = ""
+
+    @field_validator("leeway", "jwks_refresh", "jwks_min_refresh", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> int:
+        return parse_duration(v)
+
+    @field_validator("issuer")
+    @classmethod
+    def _https_url(cls, v: str) -> str:
+        if v and not v.startswith("https://"):
+            raise ValueError("expected an https:// URL")
+        return v
 
 
 class TrustConfig(Section):
@@ -328,6 +376,7 @@ class Config(Section):
     imaps: ImapsConfig = Field(default_factory=ImapsConfig)
     ldap: LdapConfig = Field(default_factory=LdapConfig)
     web: WebConfig = Field(default_factory=WebConfig)
+    oidc: OidcConfig = Field(default_factory=OidcConfig)
     trust: TrustConfig = Field(default_factory=TrustConfig)
     relay: RelayConfig = Field(default_factory=RelayConfig)
     directory: DirectoryConfig = Field(default_factory=DirectoryConfig)

@@ -24,7 +24,7 @@ import ssl
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from mssmail import limits
+from mssmail import limits, oidc
 from mssmail.imap.grammar import NOT_AUTH
 from mssmail.imap.session import Bye, Outcome, Session, SessionSettings
 from mssmail.imap.wire import Command, CommandReader, Continue, Event, Fatal, Refused
@@ -207,7 +207,9 @@ class ImapConnection:
                     outcome, self.pending = self.pending, None
                     self.idling = False
                     if outcome.action == "sasl":
-                        await self.session.sasl_response(outcome.data, event.raw)
+                        more = await self.session.sasl_response(outcome.data, event.raw)
+                        if more is not None and more.action == "sasl":  # one more client line
+                            self.pending = more
                     else:
                         await self.session.idle_done(outcome.data, event.raw)
                     continue
@@ -256,7 +258,7 @@ class ImapListener:
         self.tls_context = server_context(config)
         self.settings = SessionSettings(hostname=config.hostname,
                                         max_literal=config.limits.imap_max_literal,
-                                        tls_available=True)
+                                        tls_available=True, bearer=oidc.bearer_auth(config))
         self.connections: set[ImapConnection] = set()
         self.gates = {"imap": limits.of(ctx).listener("imap"), "imaps": limits.of(ctx).listener("imaps")}
         self.servers: list[asyncio.AbstractServer] = []

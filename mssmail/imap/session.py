@@ -25,7 +25,7 @@ from email.policy import compat32
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from mssmail import logs
+from mssmail import logs, sasl
 from mssmail.imap import fetch, grammar, names, render, search, sort, thread
 from mssmail.imap.grammar import (
     AUTH,
@@ -97,6 +97,7 @@ class SessionSettings:
     max_literal: int
     tls_available: bool
     imaps: bool = False
+    bearer: Any = None  # mssmail.oidc.BearerAuth when [oidc] has an issuer
 
 
 @dataclass
@@ -123,6 +124,7 @@ class Session:
     auth_failures: int = 0
     on_change: Callable[[], object] | None = None  # the connection's IDLE wake-up
     client_id: dict[str, str | None] = field(default_factory=dict)
+    sasl_refused: Any = None  # a failed bearer token: its AuthResult, sent after the error challenge
 
     # --- capabilities -------------------------------------------------------------
     def capabilities(self) -> list[str]:
@@ -134,6 +136,8 @@ class Session:
                 caps.append("LOGINDISABLED")
             else:
                 caps.append("AUTH=PLAIN")
+                if self.settings.bearer is not None:
+                    caps += ["AUTH=OAUTHBEARER", "AUTH=XOAUTH2"]
             return caps
         return [*caps, "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "QUOTA", "QUOTA=RES-STORAGE", "CONDSTORE", "ESEARCH", "MULTIAPPEND", "LIST-STATUS", "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "LIST-EXTENDED", "WITHIN", f"APPENDLIMIT={self.settings.max_literal}"]
 
@@ -240,20 +244,24 @@ class Session:
             await self._tagged(request, "NO", "authentication is disabled before STARTTLS",
                                "PRIVACYREQUIRED")
             return Outcome()
-        if mechanism != "PLAIN":
+        bearer = mechanism in sasl.MECHANISMS and self.settings.bearer is not None
+        if mechanism != "PLAIN" and not bearer:
             await self._tagged(request, "NO", f"unsupported mechanism {mechanism[:20]}", "CANNOT")
             return Outcome()
         if initial is None:
             await self.send(b"+ \r\n")
             return Outcome("sasl", request.tag, request)
-        await self.sasl_response(request, initial)
-        return Outcome()
+        return await self.sasl_response(request, initial) or Outcome()
 
-    async def sasl_response(self, request: Request, line: bytes) -> None:
-        """The client's answer to the `+` continuation (or its SASL-IR initial response)."""
+    async def sasl_response(self, request: Request, line: bytes) -> Outcome | None:
+        """The client's answer to the `+` continuation (or its SASL-IR initial response);
+        an Outcome("sasl") when the exchange needs one more client line."""
         if line.strip() == b"*":
+            self.sasl_refused = None
             await self._tagged(request, "BAD", "authentication cancelled")
-            return
+            return None
+        if request.args[0] in sasl.MECHANISMS:
+            return await self._bearer_response(request, line)
         try:
             decoded = base64.b64decode(line.strip() if line.strip() != b"=" else b"", validate=True)
             authzid, authcid, password = decoded.split(b"\0")
@@ -261,17 +269,45 @@ class Session:
             if authzid and authzid.decode("utf-8").lower() != user.lower():
                 await self._tagged(request, "NO", "authorisation identity differs from the user",
                                    "AUTHORIZATIONFAILED")
-                return
+                return None
             secret = password.decode("utf-8")
         except (binascii.Error, ValueError, UnicodeDecodeError):
             await self._tagged(request, "BAD", "malformed PLAIN response")
-            return
+            return None
         await self._login(request, user, secret)
+        return None
 
-    async def _login(self, request: Request, user: str, password: str) -> None:
+    async def _bearer_response(self, request: Request, line: bytes) -> Outcome | None:
+        """OAUTHBEARER / XOAUTH2 (RFC 7628): a valid token logs in; a refused one gets the
+        JSON error as a challenge (3.2.2), and the client's next line (%x01) the NO."""
+        mechanism = request.args[0]
+        if self.sasl_refused is not None:  # the reply to our error challenge: any line ends it
+            result, self.sasl_refused = self.sasl_refused, None
+            await self._login(request, "", "", result=result)
+            return None
+        try:
+            decoded = base64.b64decode(line.strip() if line.strip() != b"=" else b"", validate=True)
+            response = sasl.parse_bearer(mechanism, decoded)
+        except (binascii.Error, ValueError):
+            await self._tagged(request, "BAD", f"malformed {mechanism} response")
+            return None
+        bearer = self.settings.bearer
+        result = await bearer.authenticate(self.store, response.user, response.token, ip=self.peer_ip,
+                                           service="imap", mechanism=mechanism)
+        if result.ok or result.temporary:
+            await self._login(request, response.user, "", result=result)
+            return None
+        self.sasl_refused = result
+        challenge = sasl.error_challenge(mechanism, bearer.discovery_url)
+        await self.send(b"+ " + base64.b64encode(challenge) + b"\r\n")
+        return Outcome("sasl", request.tag, request)
+
+    async def _login(self, request: Request, user: str, password: str, *, result: Any = None) -> None:
         # The hash runs on the store's hash pool and no store thread waits for it
-        # (authenticate_async), so a burst of logins cannot starve delivery.
-        result = await self.store.authenticate_async(user, password, ip=self.peer_ip, service="imap")
+        # (authenticate_async), so a burst of logins cannot starve delivery. A bearer
+        # token comes checked (`result`), through the same throttling.
+        if result is None:
+            result = await self.store.authenticate_async(user, password, ip=self.peer_ip, service="imap")
         if result.delay:
             await asyncio.sleep(result.delay)
         if not result.ok and result.temporary and not result.locked:
@@ -282,7 +318,7 @@ class Session:
         if not result.ok:
             self.auth_failures += 1
             logs.event(logs.LOGIN_LOCKOUT if result.locked else logs.LOGIN_FAILURE, level=logging.WARNING,
-                       peer=self.peer_ip, service="imap", user=user[:320],
+                       peer=self.peer_ip, service="imap", user=(user or result.address)[:320],
                        reason=getattr(result, "reason", "") or ("source blocked" if result.locked else "invalid credentials"))
             text = "account temporarily locked" if result.locked else "invalid credentials"
             await self._tagged(request, "NO", text, "AUTHENTICATIONFAILED")

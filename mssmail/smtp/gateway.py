@@ -143,6 +143,18 @@ class LocalGateway:
         result = await self.store.authenticate_async(login, password, ip=ip, service=service)
         return AuthOutcome(result.ok, result.address, result.delay, result.locked, result.temporary)
 
+    async def authenticate_token(self, user: str, token: str, ip: str, service: str,
+                                 mechanism: str) -> AuthOutcome:
+        """A SASL bearer token, checked against [oidc] (mssmail/oidc.py) and counted in
+        the same throttling as passwords."""
+        from mssmail import oidc
+
+        bearer = oidc.bearer_auth(self.config) if self.config is not None else None
+        if bearer is None:
+            return AuthOutcome(False)
+        result = await bearer.authenticate(self.store, user, token, ip=ip, service=service, mechanism=mechanism)
+        return AuthOutcome(result.ok, result.address, result.delay, result.locked, result.temporary)
+
     async def accessible_mailboxes(self, login: str) -> list[tuple[str, str]]:
         return await self.store.run(self.store.accessible_mailboxes, login)
 
@@ -264,6 +276,9 @@ class GatewayServer:
         if op == "authenticate":
             login, password, ip, service = (_text(a) for a in _strings(args, 4))
             return await local.authenticate(login, password, ip, service)
+        if op == "authenticate_token":
+            user, token, ip, service, mechanism = (_text(a) for a in _strings(args, 5))
+            return await local.authenticate_token(user, token, ip, service, mechanism)
         if op == "accessible_mailboxes":
             return await local.accessible_mailboxes(_text(_strings(args, 1)[0]))
         if op == "submit":
@@ -348,6 +363,10 @@ class RemoteGateway:
     async def authenticate(self, login: str, password: str, ip: str, service: str) -> AuthOutcome:
         outcome: AuthOutcome = await self.call("authenticate", login, password, ip, service)
         return outcome
+
+    async def authenticate_token(self, user: str, token: str, ip: str, service: str,
+                                 mechanism: str) -> AuthOutcome:
+        return await self.call("authenticate_token", user, token, ip, service, mechanism)
 
     async def accessible_mailboxes(self, login: str) -> list[tuple[str, str]]:
         boxes: list[tuple[str, str]] = await self.call("accessible_mailboxes", login)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aiosmtpd.smtp import MISSING, AuthResult, Envelope, LoginPassword, Session
 
 from crypto.authres import strip_our_results
-from mssmail import logs
+from mssmail import logs, sasl
 from mssmail.delivery import filters
 from mssmail.smtp import abuse, policy, replies
 from mssmail.smtp.gateway import LocalGateway
@@ -262,18 +262,64 @@ class SubmissionHandler(BaseHandler):
             return AuthResult(success=False)
         return await self._authenticate(server, login, password)
 
+    # --- bearer tokens (RFC 7628 OAUTHBEARER, XOAUTH2), offered when [oidc] has an issuer --
+    async def auth_OAUTHBEARER(self, server: MssSMTP, args: list[str]) -> AuthResult:
+        return await self._bearer(server, args, sasl.OAUTHBEARER)
+
+    async def auth_XOAUTH2(self, server: MssSMTP, args: list[str]) -> AuthResult:
+        return await self._bearer(server, args, sasl.XOAUTH2)
+
+    async def _bearer(self, server: MssSMTP, args: list[str], mechanism: str) -> AuthResult:
+        issuer = self.config.oidc.issuer if self.config is not None else ""
+        if not issuer:  # excluded at EHLO too (server.py); never reached then
+            await server.push("504 5.5.4 Unrecognized authentication type")
+            return AuthResult(success=False, handled=True)
+        if len(args) == 1:
+            blob = await server.challenge_auth("")
+            if blob is MISSING:
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                blob = b64decode(args[1].encode(), validate=True)
+            except (binascii.Error, ValueError):
+                await server.push("501 5.5.2 Cannot decode base64")
+                return AuthResult(success=False, handled=True)
+        try:
+            response = sasl.parse_bearer(mechanism, blob)  # type: ignore[arg-type]
+        except sasl.SaslError:
+            await server.push(f"501 5.5.2 Malformed {mechanism} response")
+            return AuthResult(success=False, handled=True)
+        result = await self.gateway.authenticate_token(response.user, response.token, server.peer_ip,
+                                                       self.service, mechanism)
+        if not result.ok and not result.temporary:
+            # RFC 7628 3.2.2: the error status as a challenge; the client answers %x01
+            # (any answer, or "*", ends the exchange), then the failure reply.
+            from mssmail.oidc import DISCOVERY_PATH
+            answer = await server.challenge_auth(sasl.error_challenge(
+                mechanism, issuer.rstrip("/") + DISCOVERY_PATH))
+            if answer is MISSING:  # "*": aiosmtpd has answered 501 already
+                await self._auth_refused(server, response.user, result)
+                return AuthResult(success=False, handled=True)
+        return await self._auth_reply(server, response.user, result)
+
     async def _authenticate(self, server: MssSMTP, login: bytes, password: bytes) -> AuthResult:
         user = login.decode("utf-8", "replace")
         result = await self.gateway.authenticate(user, password.decode("utf-8", "replace"),
                                                  server.peer_ip, self.service)
-        if result.ok:
-            return AuthResult(success=True, auth_data=LoginPassword(result.address.encode(), b""),
-                              message=render(replies.AUTH_OK))
+        return await self._auth_reply(server, user, result)
+
+    async def _auth_refused(self, server: MssSMTP, user: str, result: Any) -> None:
         logs.event(logs.LOGIN_LOCKOUT if result.locked else logs.LOGIN_FAILURE, level=logging.WARNING,
-                   peer=server.peer_ip, service=self.service, user=user[:320],
+                   peer=server.peer_ip, service=self.service, user=(user or result.address)[:320],
                    reason=getattr(result, "reason", "") or ("source blocked" if result.locked else "invalid credentials"))
         if result.delay:
             await asyncio.sleep(result.delay)
+
+    async def _auth_reply(self, server: MssSMTP, user: str, result: Any) -> AuthResult:
+        if result.ok:
+            return AuthResult(success=True, auth_data=LoginPassword(result.address.encode(), b""),
+                              message=render(replies.AUTH_OK))
+        await self._auth_refused(server, user, result)
         reply = (replies.AUTH_LOCKED if result.locked else replies.AUTH_BUSY if result.temporary
                  else replies.AUTH_FAILED)
         return AuthResult(success=False, handled=False, message=render(reply))

@@ -9,6 +9,7 @@ can let transactions in flight finish. Policy lives in the handlers.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import re
 import socket
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, syntax
 
-from mssmail import limits, logs
+from mssmail import limits, logs, sasl
 from mssmail.limits import BufferBudget
 from mssmail.smtp import abuse, data, replies
 
@@ -28,6 +29,7 @@ log = logging.getLogger("mss.smtp")
 # The everyday MAIL/RCPT path: <dot-atom@dot-atom> (RFC 5321 4.1.2, RFC 5322 3.4.1), then
 # spaces or tabs. What it matches, the RFC 5322 parser reads the same way (a test
 # compares them); anything else goes to that parser.
+AUTH_LINE_LIMIT = 12288  # RFC 4954 4
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _SIMPLE_PATH = re.compile(rf"[ \t]*<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>[ \t]*")
 _HAS_ENHANCED = re.compile(r"^\d{3}[ -]\d\.\d{1,3}\.\d{1,3}\b")
@@ -58,6 +60,15 @@ class MssSMTP(SMTP):
         self.input_budget: BufferBudget | None = limits.of(ctx).input if ctx is not None else None
         self.over_budget = False
         super().__init__(handler, **kwargs)
+        if ctx is not None and getattr(listener, "auth", False) and ctx.config.oidc.issuer:
+            # RFC 4954 4: an AUTH line may be 12,288 octets, room for a bearer token as the
+            # initial response (aiosmtpd reads lines of 1,001 and commands of 512). DATA
+            # keeps its own 1,001-octet line check (mssmail/smtp/data.py).
+            reader = self._stream_reader  # the StreamReader aiosmtpd made (asyncio's protocol keeps it)
+            if reader is not None:
+                reader._limit = AUTH_LINE_LIMIT
+            self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit,
+                                                               {"AUTH": AUTH_LINE_LIMIT})
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's, without its cost for the common case: it defines a typing.Protocol
@@ -198,7 +209,8 @@ class SmtpListener:
             timeout=config.limits.smtp_timeout,
             auth_required=self.auth,
             auth_require_tls=True,
-            auth_exclude_mechanism=None if self.auth else ["PLAIN", "LOGIN"],
+            auth_exclude_mechanism=(([] if config.oidc.issuer else list(sasl.MECHANISMS)) if self.auth
+                                    else ["PLAIN", "LOGIN"]),
             command_call_limit=abuse.command_call_limits(config.limits),
             loop=self.ctx.loop,
         )

@@ -404,6 +404,49 @@ class AuthOps:
                        reason=f"source blocked for {settings.block_time}s after repeated failures")
         return AuthResult(False, address, self._delay(max(counted.values(), default=0)), False, reason)
 
+    def token_login(self: Store, user: str, identity: str, kind: str, *, ip: str = "", service: str = "",
+                    mechanism: str = "") -> AuthResult:
+        """A valid bearer token (mssmail/oidc.py) names `identity`: log in to the mailbox it
+        designates, counted and audited as any login.
+
+        `kind` "address": the identity is a mailbox address; "rpps": a national identifier
+        (8 + RPPS, or the bare RPPS) that must own a personal (PER) mailbox. `user` is the box
+        the client named ("" = the one box the identity designates). A token for someone
+        else, a disabled or missing box, or an ambiguous identity is a failure in the same
+        counters as a wrong password."""
+        from mssmail.store.models import MailboxType
+
+        wanted = (user or "").strip().lower()
+        with self.db.read() as s:
+            if kind == "rpps":
+                rpps = national_rpps(identity)
+                rows = [] if rpps is None else s.execute(
+                    select(Mailbox.address, Mailbox.disabled).where(
+                        Mailbox.owner.in_([rpps, "8" + rpps]),
+                        Mailbox.type == MailboxType.personal.value)).all()
+            else:
+                rows = s.execute(select(Mailbox.address, Mailbox.disabled)
+                                 .where(Mailbox.address == identity.strip().lower())).all()
+        boxes = {address: disabled for address, disabled in rows}
+        if wanted:
+            address = wanted if wanted in boxes else ""
+        else:
+            address = next(iter(boxes)) if len(boxes) == 1 else ""
+        if not address:
+            reason = "token for another user" if boxes else "no mailbox for the token"
+            if not wanted and len(boxes) > 1:
+                reason = "token names several mailboxes"
+            return self.record_auth_failure(wanted or identity[:320].lower(), ip, service, reason)
+        if boxes[address]:
+            return self.record_auth_failure(address, ip, service, "disabled")
+        with self.db.write() as s:
+            existing = s.get(AuthFailure, f"user:{address}")
+            if existing is not None:
+                s.delete(existing)
+            audit.record(s, audit.LOGIN_SUCCESS, actor=address, ip=ip,
+                         details={"service": service, "mechanism": mechanism or "bearer"})
+        return AuthResult(True, address)
+
     def _delay(self: Store, failures: int) -> float:
         """Dovecot-like penalty: nothing for the first few failures, then doubling."""
         after = self.auth_state.settings.delay_after
@@ -426,6 +469,16 @@ class AuthOps:
                 if entry is not None:
                     s.delete(entry)
             audit.record(s, audit.ADMIN, actor=actor, mailbox=address.lower(), details={"op": "unlock"})
+
+
+def national_rpps(identity: str) -> str | None:
+    """The RPPS in a national identifier: "8" + 11 digits (PSC's SubjectNameID, the
+    "identification nationale PP") or the 11 digits alone; None for anything else (an
+    ADELI, "0" + 9 characters, has no PER box of its own here)."""
+    value = identity.strip()
+    if len(value) == 12 and value.startswith("8"):
+        value = value[1:]
+    return value if len(value) == 11 and value.isdigit() else None
 
 
 def _aware(moment: datetime) -> datetime:
