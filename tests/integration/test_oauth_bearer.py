@@ -199,3 +199,22 @@ def test_bad_tokens_block_the_source_like_bad_passwords(tmp_path, provider):
     events = inst.mss("audit", "export").stdout
     assert "bad token: bad signature" in events
     assert '"mechanism": "OAUTHBEARER"' in events or "OAUTHBEARER" in events
+
+
+def test_submission_worker_process_asks_the_parent(tmp_path, provider):
+    """With [submission] workers, the token goes over the private channel to the serve
+    process, which holds the issuer's key cache and the store (gateway.py)."""
+    inst = MssInstance(tmp_path / "data", "a.example")
+    inst.configure("oidc", "issuer", json.dumps(provider.issuer))
+    inst.configure("oidc", "ca_file", json.dumps(str(provider.ca_file)))
+    inst.configure("submission", "workers", "1")
+    inst.start("submission")
+    try:
+        with smtplib.SMTP("127.0.0.1", inst.ports["submission"], timeout=30) as smtp:
+            smtp.starttls(context=tls_context(inst))
+            smtp.ehlo()
+            token = provider.issue({"email": JEAN})
+            code, _ = smtp.auth("XOAUTH2", lambda challenge=None: sasl.xoauth2_response(token, JEAN).decode())
+            assert code == 235
+    finally:
+        inst.stop()
