@@ -366,7 +366,8 @@ class RemoteGateway:
 
     async def authenticate_token(self, user: str, token: str, ip: str, service: str,
                                  mechanism: str) -> AuthOutcome:
-        return await self.call("authenticate_token", user, token, ip, service, mechanism)
+        outcome: AuthOutcome = await self.call("authenticate_token", user, token, ip, service, mechanism)
+        return outcome
 
     async def accessible_mailboxes(self, login: str) -> list[tuple[str, str]]:
         boxes: list[tuple[str, str]] = await self.call("accessible_mailboxes", login)

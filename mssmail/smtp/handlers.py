@@ -285,7 +285,7 @@ class SubmissionHandler(BaseHandler):
                 await server.push("501 5.5.2 Cannot decode base64")
                 return AuthResult(success=False, handled=True)
         try:
-            response = sasl.parse_bearer(mechanism, blob)  # type: ignore[arg-type]
+            response = sasl.parse_bearer(mechanism, blob)
         except sasl.SaslError:
             await server.push(f"501 5.5.2 Malformed {mechanism} response")
             return AuthResult(success=False, handled=True)

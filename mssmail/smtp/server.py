@@ -64,9 +64,10 @@ class MssSMTP(SMTP):
             # RFC 4954 4: an AUTH line may be 12,288 octets, room for a bearer token as the
             # initial response (aiosmtpd reads lines of 1,001 and commands of 512). DATA
             # keeps its own 1,001-octet line check (mssmail/smtp/data.py).
-            reader = self._stream_reader  # the StreamReader aiosmtpd made (asyncio's protocol keeps it)
+            # The StreamReader aiosmtpd made (asyncio's StreamReaderProtocol keeps it).
+            reader: asyncio.StreamReader | None = getattr(self, "_stream_reader", None)
             if reader is not None:
-                reader._limit = AUTH_LINE_LIMIT
+                reader._limit = AUTH_LINE_LIMIT  # type: ignore[attr-defined]
             self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit,
                                                                {"AUTH": AUTH_LINE_LIMIT})
 
