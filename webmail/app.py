@@ -44,6 +44,7 @@ from mssmail.store.api import MessageNotFound
 from mssmail.store.errors import AccessDenied, FolderNotFound, MailboxNotFound
 from webmail import fmt, reading, timeout
 from webmail.downloads import content_disposition, safe_content_type, safe_filename
+from webmail.psc import psc_routes
 from webmail.sanitize import clean_html, frame_document
 from webmail.security import (
     DOWNLOAD_CSP,
@@ -248,7 +249,7 @@ class Webmail:
         token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(32)
         response = self.page("login.html", status, headers, title="Connexion", session=None, csrf=token,
                              error=error, address=address, suite=safe_next(request.query_params.get("suite")),
-                             idle_minutes=int(self.idle // 60))
+                             idle_minutes=int(self.idle // 60), psc=self.config.web.psc_enabled)
         if request.cookies.get(LOGIN_COOKIE) != token:
             response.set_cookie(LOGIN_COOKIE, token, max_age=3600, path="/", secure=True, httponly=True,
                                 samesite="strict")
@@ -540,6 +541,7 @@ def create_app(store: Any, config: Any, totp_key: bytes | None = None) -> Starle
         Route("/deconnexion", webmail.deconnexion, methods=["POST"]),
         Route("/dossiers", webmail.dossiers),
         Route("/session", timeout.keepalive),
+        *psc_routes(webmail),  # "Se connecter avec Pro Santé Connect" (webmail/psc.py), when configured
         *(Route(path, webmail.later) for path in LATER),
         Route("/b/{adresse}/{reste:path}", webmail.mailbox),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),

@@ -107,6 +107,7 @@ class OidcProvider:
         self.codes: dict[str, dict[str, Any]] = {}
         self.access_tokens: dict[str, Login] = {}
         self.token_requests: list[dict[str, str]] = []
+        self.id_token_claims: dict[str, Any] = {}  # merged into the next ID tokens (a misbehaving provider)
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -243,6 +244,6 @@ class OidcProvider:
         access = self.issue({"preferred_username": login.subject_name_id, "azp": self.client_id})
         self.access_tokens[access] = login
         id_token = self.issue({"aud": self.client_id, "nonce": grant["nonce"], "acr": "eidas1",
-                               "sub": "f:550e8400:" + login.subject_name_id})
+                               "sub": "f:550e8400:" + login.subject_name_id, **self.id_token_claims})
         self._send_json(handler, 200, {"access_token": access, "token_type": "Bearer", "expires_in": 300,
                                        "id_token": id_token})
