@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -42,6 +43,8 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+        # The full-text index's triggers unpack a document's terms with it (fts.pack_terms).
+        dbapi_connection.create_function("mss_fts_terms", 1, _unpack_terms, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):  # type: ignore[no-untyped-def]
@@ -53,6 +56,10 @@ def _configure_sqlite(engine: Engine) -> None:
             connection.exec_driver_sql(sql)
         else:
             driver.execute(connection, sql).close()
+
+
+def _unpack_terms(packed: bytes) -> str:
+    return zlib.decompress(packed).decode("utf-8")
 
 
 class Database:

@@ -52,6 +52,7 @@ import logging
 import re
 import time
 import unicodedata
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -78,10 +79,12 @@ _M, _D, _T, _F, _MB = table(Message), table(FtsDoc), table(FtsTerm), table(Folde
 # Message.fts_state
 PENDING, INDEXED, EXCLUDED = 0, 1, 2
 
-# Column codes: one private-use character before each term (never inside a term: terms
-# are runs of letters and digits, and U+E000..U+F8FF are neither).
+# Column codes: one Latin-1 sign before each term (never inside a term: terms are runs
+# of letters and digits, and these are symbols; two octets in UTF-8).
 SUBJECT, ADDRS, FIELDS, HEAD, NESTED, BODY, RAWHEAD, RAWBODY, EXTRA, LOOSE_SUBJECT, LOOSE, SCOPE = (
-    chr(0xE001 + i) for i in range(12))
+    "\u00a1\u00a2\u00a3\u00a4\u00a5\u00a6\u00a7\u00a8\u00a9\u00ab\u00ac\u00ae")
+assert not any(c.isalnum() for c in SUBJECT + ADDRS + FIELDS + HEAD + NESTED + BODY + RAWHEAD + RAWBODY
+               + EXTRA + LOOSE_SUBJECT + LOOSE + SCOPE)
 # The columns each kind of IMAP key reads (see the module docstring).
 TEXT_COLUMNS = (HEAD, NESTED, BODY, RAWHEAD, RAWBODY)
 BODY_COLUMNS = (BODY, RAWBODY)
@@ -251,6 +254,16 @@ def extract(raw: bytes, *, summary: Sequence[str] = (), extra: dict[str, Any] | 
         if not doc.terms[column]:
             del doc.terms[column]
     return doc
+
+
+def pack_terms(terms: Sequence[str]) -> bytes:
+    """SQLite: a document's terms as stored in fts_docs (zlib-compressed, space-separated);
+    the FTS5 triggers unpack them with `mss_fts_terms` (mssmail/store/db.py)."""
+    return zlib.compress(" ".join(terms).encode("utf-8"), 6)
+
+
+def unpack_terms(packed: bytes) -> str:
+    return zlib.decompress(packed).decode("utf-8")
 
 
 # --- index queries (pure) -------------------------------------------------------------
@@ -451,7 +464,9 @@ class FtsOps:
         scope = _scope("f", folder_id) if folder_id is not None else _scope("m", mailbox_id or 0)
         node = AllOf((scope, node))
         if connection.dialect.name == "sqlite":
-            sql = ("SELECT m.uid FROM fts_index JOIN messages m ON m.id = fts_index.rowid "
+            # CROSS JOIN: SQLite then runs the full-text query once and looks the rows up,
+            # rather than running it again for every message of the folder.
+            sql = ("SELECT m.uid FROM fts_index CROSS JOIN messages m ON m.id = fts_index.rowid "
                    "WHERE fts_index MATCH :q")
             if folder_id is not None:
                 sql += " AND m.folder_id = :f"
@@ -719,7 +734,7 @@ class FtsOps:
                     connection.execute(statement, [{"mid": i, "terms": docs[i][0]}  # type: ignore[index]
                                                    for i in indexed])
                 else:
-                    connection.execute(insert(_D), [{"message_id": i, "terms": " ".join(docs[i][0])}  # type: ignore[index]
+                    connection.execute(insert(_D), [{"message_id": i, "terms": pack_terms(docs[i][0])}  # type: ignore[index]
                                                     for i in indexed])
                 for i in indexed:
                     vocabulary |= docs[i][1]  # type: ignore[index]

@@ -224,16 +224,17 @@ class Message(Base):
 
 class FtsDoc(Base):
     """A message's full-text document: its terms (mssmail/store/fts.py). PostgreSQL
-    keeps them as a `tsvector` with a GIN index; SQLite as text, indexed by the FTS5 table
-    `fts_index` (external content, kept in step by triggers; made by the migration, as
-    SQLAlchemy has no model of a virtual table). Removed with the message (cascade)."""
+    keeps them as a `tsvector` with a GIN index; SQLite compressed, indexed by the
+    contentless FTS5 table `fts_index` (kept in step by triggers; made by the migration,
+    as SQLAlchemy has no model of a virtual table). Removed with the message (cascade)."""
 
     __tablename__ = "fts_docs"
     __table_args__ = (Index("ix_fts_docs_terms", "terms", postgresql_using="gin").ddl_if(dialect="postgresql"),)
 
     message_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
                                             ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
-    terms: Mapped[str] = mapped_column(Text().with_variant(TSVECTOR(), "postgresql"))
+    # PostgreSQL: a tsvector; SQLite: the terms zlib-compressed (fts.pack_terms).
+    terms: Mapped[Any] = mapped_column(LargeBinary().with_variant(TSVECTOR(), "postgresql"))
 
 
 class FtsTerm(Base):
@@ -241,6 +242,7 @@ class FtsTerm(Base):
     into the words that contain it (IMAP SEARCH is a substring match)."""
 
     __tablename__ = "fts_terms"
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
     term: Mapped[str] = mapped_column(String(800), primary_key=True)
 
