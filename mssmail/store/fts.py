@@ -717,8 +717,10 @@ class FtsOps:
         ids = sorted(docs)
         with self.db.write() as s:
             connection = s.connection()
+            # Row locks, skipping rows another indexer holds (several `mss serve` on one
+            # PostgreSQL): that one writes their documents. SQLite: writers take turns.
             still = set(connection.execute(select(_M.c.id).where(
-                _M.c.id.in_(ids), _M.c.fts_state == PENDING)).scalars())
+                _M.c.id.in_(ids), _M.c.fts_state == PENDING).with_for_update(skip_locked=True)).scalars())
             if not still:
                 return
             live = [i for i in ids if i in still]

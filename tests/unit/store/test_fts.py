@@ -205,3 +205,29 @@ def test_accents_and_case_are_folded_for_the_webmail(store) -> None:
     assert [h.uid for h in store.search_text(address, address, "HYPERKAL")] == [2, 1]  # a prefix, any case
     assert [h.uid for h in store.search_text(address, address, "biolo martin")] == [1]  # words AND-ed
     assert store.search_text(address, address, "zorglub") == []
+
+
+def test_two_indexers_at_once_index_each_message_once(store) -> None:
+    """Several `mss serve` on one database: indexers skip the rows another one holds."""
+    import threading
+
+    address = _fresh_mailbox(store)
+    store.messages_append(address, address, "INBOX", [(NOTE, [], None)] * 40)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            while store.fts_index_pending(limit=7):
+                pass
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    status = store.fts_status(address)
+    assert (status.pending, status.indexed) == (0, 40)
+    assert _terms_of(store) >= 40
