@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from mssmail.imap import render, structure
 from mssmail.imap.grammar import FetchItem, Section
-from mssmail.imap.tokens import format_date_time
+from mssmail.imap.tokens import ParseError, format_date_time
+from mssmail.mime import transfer
 from mssmail.mime import tree as mimetree
 from mssmail.store.messages import MessageMeta
 
@@ -143,6 +144,8 @@ def render_fetch(seq: int, meta: MessageMeta, items: Sequence[FetchItem], raw: b
             parts.append(_literal(b"RFC822.HEADER", mimetree.section_bytes(get_tree(), _HEADER) or b""))
         elif name == "RFC822.TEXT":
             parts.append(_literal(b"RFC822.TEXT", mimetree.section_bytes(get_tree(), _TEXT) or b""))
+        elif name in ("BINARY[]", "BINARY.SIZE"):
+            parts.append(_binary(item, get_tree()))
         elif item.section is not None:
             data = (raw or b"") if not item.section.part and not item.section.text else \
                 mimetree.section_bytes(get_tree(), item.section)
@@ -216,6 +219,28 @@ class MetaRenderer:
 def cache_usable(blob: bytes | None) -> bool:
     """Whether `decode_cache(blob)` gives an entry, without decoding it."""
     return blob is not None and len(blob) >= _CACHE_HEAD.size and blob[0] == CACHE_VERSION and not blob[1]
+
+
+def _binary(item: FetchItem, top: mimetree.Entity) -> bytes | tuple[bytes, bytes]:
+    """BINARY[part]<partial> and BINARY.SIZE[part] (RFC 3516 4.2-4.3): the decoded
+    content, as a literal8 (`~{n}`) when it holds a NUL (a plain literal may not), else
+    a plain literal; the size is that of the whole decoded content. A part whose
+    encoding we cannot undo fails the command with NO [UNKNOWN-CTE] (4.3)."""
+    assert item.section is not None
+    label = item.label().encode("ascii")
+    try:
+        data = transfer.binary_payload(top, item.section.part)
+    except transfer.UnknownEncoding as exc:
+        raise ParseError(f"unknown Content-Transfer-Encoding {str(exc)[:40]}",
+                         code="UNKNOWN-CTE", status="NO") from None
+    if item.name == "BINARY.SIZE":
+        return label + b" %d" % (len(data) if data is not None else 0)
+    if data is None:
+        return label + b" NIL"
+    data = _partial(data, item.partial)
+    if b"\0" in data:
+        return label + b" ~{%d}\r\n" % len(data), data
+    return _literal(label, data)
 
 
 def _literal(label: bytes, data: bytes) -> tuple[bytes, bytes]:

@@ -40,7 +40,7 @@ class Section:
 @dataclass(frozen=True)
 class FetchItem:
     name: str  # UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE BODY RFC822
-    #            RFC822.HEADER RFC822.TEXT BODY[] MODSEQ
+    #            RFC822.HEADER RFC822.TEXT BODY[] MODSEQ BINARY[] BINARY.SIZE (RFC 3516)
     section: Section | None = None
     peek: bool = False
     partial: tuple[int, int] | None = None  # (origin, count)
@@ -49,7 +49,9 @@ class FetchItem:
         """The item's name in the FETCH response."""
         if self.section is None:
             return self.name
-        text = f"BODY[{self.section.label()}]"
+        if self.name == "BINARY.SIZE":
+            return f"BINARY.SIZE[{self.section.label()}]"
+        text = f"{'BINARY' if self.name == 'BINARY[]' else 'BODY'}[{self.section.label()}]"
         if self.partial is not None:
             text += f"<{self.partial[0]}>"
         return text
@@ -61,6 +63,8 @@ class FetchItem:
     @property
     def marks_seen(self) -> bool:
         """RFC 3501 section 6.4.5: BODY[...] and RFC822(.TEXT) set \\Seen; PEEK and .HEADER do not."""
+        if self.name == "BINARY.SIZE":
+            return False  # RFC 3516 4.2: only BINARY[] sets \\Seen, as BODY[] does
         return (self.section is not None and not self.peek) or self.name in ("RFC822", "RFC822.TEXT")
 
 
@@ -98,6 +102,7 @@ class AppendMessage:
     flags: tuple[str, ...]
     date: datetime | None
     data: bytes
+    binary: bool = False  # sent as a literal8 (RFC 3516 4.4)
 
 
 @dataclass(frozen=True)
@@ -277,8 +282,10 @@ def _append(cur: Cursor) -> list[Any]:
         if cur.peek() == b'"':
             moment = cur.date_time()
             cur.sp()
-        data = cur.literal()
-        messages.append(AppendMessage(tuple(flags), moment, data))
+        # RFC 3516 4.4: a literal8 (`~{n}`) carries binary content.
+        binary = cur.peek() == b"~"
+        data = cur.literal(binary=True)
+        messages.append(AppendMessage(tuple(flags), moment, data, binary))
     if not messages:
         raise cur.error("expected a message literal")
     cur.end()
@@ -321,6 +328,15 @@ def _section(cur: Cursor) -> Section:
     raise ParseError(f"invalid section {word or '(empty part)'}")
 
 
+def _partial(cur: Cursor) -> tuple[int, int]:
+    """`<origin.count>` after the opening `<` (RFC 3501 section 9, partial)."""
+    origin = cur.number(2**32 - 1)
+    cur.expect(b".")
+    count = cur.nz_number()
+    cur.expect(b">")
+    return origin, count
+
+
 def _fetch_item(cur: Cursor) -> list[FetchItem]:
     start = cur.pos
     while cur.peek() not in (b"", b" ", b"(", b")", b"["):
@@ -332,14 +348,24 @@ def _fetch_item(cur: Cursor) -> list[FetchItem]:
         cur.expect(b"[")
         section = _section(cur)
         cur.expect(b"]")
-        partial = None
-        if cur.maybe(b"<"):
-            origin = cur.number(2**32 - 1)
-            cur.expect(b".")
-            count = cur.nz_number()
-            cur.expect(b">")
-            partial = (origin, count)
+        partial = _partial(cur) if cur.maybe(b"<") else None
         return [FetchItem("BODY[]", section, word == "BODY.PEEK", partial)]
+    if word in ("BINARY", "BINARY.PEEK", "BINARY.SIZE") and cur.peek() == b"[":
+        # RFC 3516 section 5: section-binary = "[" [section-part] "]", a part number only.
+        cur.expect(b"[")
+        part: list[int] = []
+        while cur.peek().isdigit():
+            part.append(cur.nz_number())
+            if len(part) > MAX_PART_DEPTH:
+                raise ParseError("section part nested too deeply")
+            if not cur.maybe(b"."):
+                break
+        cur.expect(b"]")
+        partial = None
+        if word != "BINARY.SIZE" and cur.maybe(b"<"):
+            partial = _partial(cur)
+        name = "BINARY.SIZE" if word == "BINARY.SIZE" else "BINARY[]"
+        return [FetchItem(name, Section(tuple(part)), word == "BINARY.PEEK", partial)]
     if word in SIMPLE_FETCH:
         return [FetchItem(word)]
     raise ParseError(f"unknown FETCH item {word or cur.peek().decode('ascii', 'replace')}")

@@ -40,6 +40,7 @@ from mssmail.imap.grammar import (
 from mssmail.imap.selected import BadSequence, SelectedView, SyncPlan
 from mssmail.imap.seqset import SeqSet, compress, compress_ordered
 from mssmail.imap.tokens import ParseError
+from mssmail.mime import transfer
 from mssmail.mime.headers import header_length
 from mssmail.store import query
 from mssmail.store.blobs import BlobCorrupt
@@ -139,7 +140,7 @@ class Session:
                 if self.settings.bearer is not None:
                     caps += ["AUTH=OAUTHBEARER", "AUTH=XOAUTH2"]
             return caps
-        return [*caps, "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "QUOTA", "QUOTA=RES-STORAGE", "CONDSTORE", "ESEARCH", "MULTIAPPEND", "LIST-STATUS", "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "LIST-EXTENDED", "WITHIN", f"APPENDLIMIT={self.settings.max_literal}"]
+        return [*caps, "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "QUOTA", "QUOTA=RES-STORAGE", "CONDSTORE", "ESEARCH", "BINARY", "MULTIAPPEND", "LIST-STATUS", "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "LIST-EXTENDED", "WITHIN", f"APPENDLIMIT={self.settings.max_literal}"]
 
     def greeting(self) -> bytes:
         return b"* OK [CAPABILITY %s] %s IMAP4rev1 ready\r\n" % (
@@ -549,7 +550,9 @@ class Session:
         except names.NameError_:
             await self._tagged(request, "NO", "no such folder", "TRYCREATE")
             return Outcome()
-        batch = [(m.data, list(m.flags), m.date) for m in messages]
+        # RFC 3516 4.4: binary content is kept base64-encoded (BINARY[] undoes it).
+        batch = [(transfer.encode_binary_parts(m.data) if m.binary else m.data, list(m.flags), m.date)
+                 for m in messages]
         for data, flags, _ in batch:
             if not data:
                 await self._tagged(request, "NO", "empty message", "CANNOT")

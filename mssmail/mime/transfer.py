@@ -235,6 +235,41 @@ def iter_decoded(body: bytes | bytearray | memoryview, encoding: str,
             yield bytes(src[pos:pos + size])
 
 
+_QP_PADDING = re.compile(rb"[ \t]+(?=\r?\n|\Z)")
+_QP_CODE = re.compile(rb"=(?:([0-9A-Fa-f]{2})|\r?\n|\Z)")
+_HEX = {b"%02X" % i: bytes([i]) for i in range(256)}
+
+
+def _qp_code(match: re.Match[bytes]) -> bytes:
+    code = match.group(1)
+    return b"" if code is None else _HEX[code.upper()]
+
+
+def decode_qp(body: bytes | bytearray | memoryview) -> bytes:
+    """Quoted-printable decoded as RFC 2045 6.7 says, which Python's quopri does not
+    fully do: whitespace at the end of a line is transport padding and goes (rule 3),
+    also before a soft line break (`=` then spaces); `=` at the end of a line is a soft
+    break (rule 5); `=XX` is the octet, lower-case hex accepted (the robustness note);
+    any other `=` stays as it is. One pass each, no per-line loop; never raises."""
+    text = _QP_PADDING.sub(b"", bytes(body))
+    return _QP_CODE.sub(_qp_code, text)
+
+
+IDENTITY_ENCODINGS = ("7bit", "8bit", "binary")
+
+
+def decode_transfer(encoding: str, body: bytes) -> bytes | None:
+    """`body` without its Content-Transfer-Encoding (RFC 2045 6); None for an encoding
+    this server does not know (IMAP BINARY answers NO [UNKNOWN-CTE], RFC 3516 4.3)."""
+    if encoding == "base64":
+        return _b64_decode_lenient(body)
+    if encoding == "quoted-printable":
+        return decode_qp(body)
+    if encoding in IDENTITY_ENCODINGS:
+        return body
+    return None
+
+
 def decode_body(header_block: bytes, body: bytes) -> bytes:
     """The payload of a leaf part after its Content-Transfer-Encoding."""
     cte = parse_headers(header_block).transfer_encoding()
@@ -257,3 +292,65 @@ def decode_body_into(header_block: bytes, body: bytes | bytearray | memoryview,
     out = bytearray(reserve + len(data))
     out[reserve:] = data
     return out, reserve, len(out)
+
+
+def binary_payload(top: tree.Entity, part: tuple[int, ...]) -> bytes | None:
+    """BINARY[part] (RFC 3516 4.2): the part's content with its transfer encoding
+    undone. The whole message (no part number), a multipart and a message/rfc822 part
+    are given as stored: a composite entity has no encoding of its own (RFC 2045 6.4).
+    None: no such part. Raises UnknownEncoding for an encoding we do not know."""
+    if not part:
+        return top.raw
+    entity = tree.find_part(top, part)
+    if entity is None:
+        return None
+    if entity.is_multipart or entity.is_message:
+        return entity.body
+    encoding = entity.headers.transfer_encoding()
+    decoded = decode_transfer(encoding, entity.body)
+    if decoded is None:
+        raise UnknownEncoding(encoding)
+    return decoded
+
+
+class UnknownEncoding(ValueError):
+    """A Content-Transfer-Encoding this server cannot undo."""
+
+
+def encode_binary_parts(raw: bytes) -> bytes:
+    """A message that came as binary (IMAP APPEND with a literal8, RFC 3516 4.4) made
+    safe for the 7bit/8bit world: each leaf part declared `binary`, or holding a NUL, is
+    re-encoded in base64 and its Content-Transfer-Encoding field says so. Nothing else
+    changes, octet for octet, so BINARY[part] gives the client back what it sent."""
+    top = tree.parse(raw)
+    edits: list[tuple[int, int, bytes]] = []  # (start, end, replacement), in order
+    for entity in top.walk():
+        if entity.children or entity.is_multipart:
+            continue
+        body = entity.body
+        if entity.headers.transfer_encoding() != "binary" and b"\0" not in body:
+            continue
+        block = entity.header
+        parsed = hdr.parse(block)
+        field = next((f for f in parsed.fields if f.key == "content-transfer-encoding"), None)
+        new_field = b"Content-Transfer-Encoding: base64\r\n"
+        if not parsed.fields:
+            header = new_field + b"\r\n"
+        elif field is None:
+            end_of_fields = len(block) - (2 if block.endswith(b"\r\n\r\n") else 0)
+            header = block[:end_of_fields] + new_field + block[end_of_fields:]
+        else:
+            header = block[:field.start] + new_field + block[field.end:]
+        if not header.endswith(b"\r\n\r\n"):
+            header = header.rstrip(b"\r\n") + b"\r\n\r\n"
+        encoded = b64_lines(body).removesuffix(b"\r\n")
+        edits.append((entity.start, entity.end, header + encoded))
+    if not edits:
+        return raw
+    out, at = bytearray(), 0
+    for start, end, replacement in edits:
+        out += raw[at:start]
+        out += replacement
+        at = end
+    out += raw[at:]
+    return bytes(out)

@@ -345,6 +345,43 @@ def test_subscriptions_are_names_that_outlive_their_folders(server: MssInstance)
     c.logout()
 
 
+def read_tagged(raw: Raw, tag: bytes) -> bytes:
+    """Everything up to and including the tagged reply, literals and all."""
+    while not re.search(rb"(^|\r\n)" + re.escape(tag) + rb" [^\r\n]*\r\n", raw.buf):
+        chunk = raw.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(raw.buf)
+        raw.buf += chunk
+    end = re.search(rb"(^|\r\n)" + re.escape(tag) + rb" [^\r\n]*\r\n", raw.buf).end()  # type: ignore[union-attr]
+    out, raw.buf = raw.buf[:end], raw.buf[end:]
+    return out
+
+
+def test_binary_append_and_fetch(server: MssInstance) -> None:
+    """RFC 3516: APPEND with a literal8 keeps every octet (stored as base64), BINARY[1]
+    undoes the encoding and comes as a literal8 because it holds a NUL, BINARY.SIZE is
+    the decoded size, BODY[1] is the base64 text."""
+    payload = b"\x00\x01\xff binary\r\n\x00"
+    message = (b"From: a@a.example\r\nMime-Version: 1.0\r\nContent-Type: application/octet-stream\r\n"
+               b"Content-Transfer-Encoding: binary\r\n\r\n" + payload)
+    raw = Raw(server)
+    raw.login(server, "jean.martin")
+    assert b" BINARY" in b"".join(raw.cmd("CAPABILITY"))
+    assert raw.cmd("CREATE Binaire")[-1].startswith(b"x OK")
+    raw.send(b"a1 APPEND Binaire ~{%d+}\r\n" % len(message) + message + b"\r\n")
+    assert b"a1 OK [APPENDUID" in read_tagged(raw, b"a1")
+    assert raw.cmd("SELECT Binaire")[-1].startswith(b"x OK")
+    raw.send(b"a2 FETCH 1 (BINARY.SIZE[1] BINARY.PEEK[1] BODY.PEEK[1] BINARY.PEEK[1]<4.6>)\r\n")
+    reply = read_tagged(raw, b"a2")
+    assert b"BINARY.SIZE[1] %d" % len(payload) in reply
+    assert b"BINARY[1] ~{%d}\r\n" % len(payload) + payload in reply
+    assert base64.b64encode(payload) in reply and b"BINARY[1]<4> {6}\r\nbinary" in reply
+    assert reply.endswith(b"a2 OK FETCH completed\r\n")
+    raw.cmd("CLOSE")
+    assert raw.cmd("DELETE Binaire")[-1].startswith(b"x OK")
+    raw.close()
+
+
 def test_namespace_and_delegated_mailbox(server: MssInstance) -> None:
     """Dr Durand is delegated the lab's organisational mailbox; Dr Martin is not."""
     send_mail(server, server.address("laboratoire"), "Résultats HPRIM pour le labo")

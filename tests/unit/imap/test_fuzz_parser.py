@@ -27,6 +27,8 @@ COMMANDS = [
     b"a APPEND INBOX (\\Seen) \" 1-Jan-2026 10:00:00 +0100\" {5}\r\nhello", b"a CREATE x (USE (\\Drafts))",
     b"a ID (\"name\" \"x\")", b"a ENABLE CONDSTORE", b"a GETQUOTAROOT INBOX", b"a SETQUOTA \"\" (STORAGE 5)",
     b"a UID EXPUNGE 1:3", b"a AUTHENTICATE PLAIN AGZvbwBiYXI=", b"a RENAME a b", b"a IDLE",
+    b"a FETCH 1 (BINARY.PEEK[1.2]<0.7> BINARY.SIZE[2] BINARY[])", b"a APPEND INBOX ~{3+}\r\na\x00b",
+    b"a LSUB \"\" %", b"a SUBSCRIBE Archives",
 ]
 
 
