@@ -103,6 +103,9 @@ class AppendMessage:
     date: datetime | None
     data: bytes
     binary: bool = False  # sent as a literal8 (RFC 3516 4.4)
+    # CATENATE (RFC 4469 5): the parts, ("TEXT", octets) or ("URL", the IMAP URL), in
+    # order; None for a plain message literal.
+    catenate: tuple[tuple[str, bytes], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,7 @@ SIMPLE_FETCH = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY
 MAX_HEADER_FIELDS = 200
 MAX_FETCH_ITEMS = 100
 MAX_PART_DEPTH = 32
+MAX_CATENATE_PARTS = 100
 
 
 def _no_args(cur: Cursor) -> list[Any]:
@@ -282,6 +286,9 @@ def _append(cur: Cursor) -> list[Any]:
         if cur.peek() == b'"':
             moment = cur.date_time()
             cur.sp()
+        if cur.keyword(b"CATENATE"):
+            messages.append(AppendMessage(tuple(flags), moment, b"", False, _catenate(cur)))
+            continue
         # RFC 3516 4.4: a literal8 (`~{n}`) carries binary content.
         binary = cur.peek() == b"~"
         data = cur.literal(binary=True)
@@ -290,6 +297,29 @@ def _append(cur: Cursor) -> list[Any]:
         raise cur.error("expected a message literal")
     cur.end()
     return [name, messages]
+
+
+def _catenate(cur: Cursor) -> tuple[tuple[str, bytes], ...]:
+    """RFC 4469 section 5: "CATENATE" SP "(" cat-part *(SP cat-part) ")", where
+    cat-part = "TEXT" SP literal / "URL" SP astring (a literal8 TEXT is allowed with
+    BINARY, RFC 3516 4.4)."""
+    cur.sp()
+    cur.expect(b"(")
+    parts: list[tuple[str, bytes]] = []
+    while True:
+        if cur.keyword(b"TEXT"):
+            cur.sp()
+            parts.append(("TEXT", cur.literal(binary=True)))
+        elif cur.keyword(b"URL"):
+            cur.sp()
+            parts.append(("URL", cur.astring()))
+        else:
+            raise cur.error("expected TEXT or URL in CATENATE")
+        if len(parts) > MAX_CATENATE_PARTS:
+            raise ParseError("too many CATENATE parts")
+        if cur.maybe(b")"):
+            return tuple(parts)
+        cur.sp()
 
 
 def _header_list(cur: Cursor) -> tuple[str, ...]:
@@ -335,6 +365,16 @@ def _partial(cur: Cursor) -> tuple[int, int]:
     count = cur.nz_number()
     cur.expect(b">")
     return origin, count
+
+
+def parse_section(text: bytes) -> Section:
+    """A whole section-spec as a URL's ;SECTION= carries it (RFC 5092: "enc-section",
+    the text between BODY[ and ], e.g. `1.2.MIME`, `HEADER.FIELDS (From)`)."""
+    cur = Cursor(text)
+    section = _section(cur)
+    if cur.pos != len(text):
+        raise ParseError("trailing characters after the section")
+    return section
 
 
 def _fetch_item(cur: Cursor) -> list[FetchItem]:

@@ -26,7 +26,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from mssmail import logs, sasl
-from mssmail.imap import fetch, grammar, names, render, search, sort, thread
+from mssmail.imap import fetch, grammar, imapurl, names, render, search, sort, thread
 from mssmail.imap.grammar import (
     AUTH,
     NOT_AUTH,
@@ -41,6 +41,7 @@ from mssmail.imap.selected import BadSequence, SelectedView, SyncPlan
 from mssmail.imap.seqset import SeqSet, compress, compress_ordered
 from mssmail.imap.tokens import ParseError
 from mssmail.mime import transfer
+from mssmail.mime import tree as mimetree
 from mssmail.mime.headers import header_length
 from mssmail.store import query
 from mssmail.store.blobs import BlobCorrupt
@@ -140,7 +141,7 @@ class Session:
                 if self.settings.bearer is not None:
                     caps += ["AUTH=OAUTHBEARER", "AUTH=XOAUTH2"]
             return caps
-        return [*caps, "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "QUOTA", "QUOTA=RES-STORAGE", "CONDSTORE", "ESEARCH", "BINARY", "MULTIAPPEND", "LIST-STATUS", "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "LIST-EXTENDED", "WITHIN", f"APPENDLIMIT={self.settings.max_literal}"]
+        return [*caps, "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "QUOTA", "QUOTA=RES-STORAGE", "CONDSTORE", "ESEARCH", "BINARY", "CATENATE", "MULTIAPPEND", "LIST-STATUS", "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "LIST-EXTENDED", "WITHIN", f"APPENDLIMIT={self.settings.max_literal}"]
 
     def greeting(self) -> bytes:
         return b"* OK [CAPABILITY %s] %s IMAP4rev1 ready\r\n" % (
@@ -550,6 +551,15 @@ class Session:
         except names.NameError_:
             await self._tagged(request, "NO", "no such folder", "TRYCREATE")
             return Outcome()
+        if any(m.catenate is not None for m in messages):
+            try:  # RFC 4469 5: a missing destination is TRYCREATE, before any URL is read
+                await self.store.run(self.store.folder_open, self.user, target.address, target.folder,
+                                     uids=False)
+            except FolderNotFound:
+                await self._tagged(request, "NO", "no such folder", "TRYCREATE")
+                return Outcome()
+            messages = [replace(m, data=await self._catenated(m.catenate), catenate=None)
+                        if m.catenate is not None else m for m in messages]
         # RFC 3516 4.4: binary content is kept base64-encoded (BINARY[] undoes it).
         batch = [(transfer.encode_binary_parts(m.data) if m.binary else m.data, list(m.flags), m.date)
                  for m in messages]
@@ -569,6 +579,42 @@ class Session:
             return Outcome()
         code = f"APPENDUID {imap_uidvalidity(uidvalidity)} {compress(uids)}"
         return await self._done(request, "APPEND completed", code)
+
+    async def _catenated(self, parts: Sequence[tuple[str, bytes]]) -> bytes:
+        """CATENATE (RFC 4469 5): the message is the TEXT literals and the content the
+        URLs name, in order, at most the literal limit (APPENDLIMIT) in all."""
+        out = bytearray()
+        for kind, value in parts:
+            out += value if kind == "TEXT" else await self._url_content(value.decode("utf-8", "replace"))
+            if len(out) > self.settings.max_literal:
+                raise ParseError("the catenated message is too large", code="TOOBIG", status="NO")
+        return bytes(out)
+
+    async def _url_content(self, url: str) -> bytes:
+        """What a CATENATE URL names, read as a FETCH BODY.PEEK would be (audited, no
+        \\Seen): a message of a folder the user can open, or one section or range of it
+        (RFC 5092). Anything that does not resolve is NO [BADURL url] (RFC 4469 6)."""
+        try:
+            found = imapurl.parse(url)
+            if found.host and found.host != self.settings.hostname.lower():
+                raise imapurl.BadURL("a message of another server")
+            target = self._folder_target(found.mailbox)
+            opened = await self.store.run(self.store.folder_open, self.user, target.address, target.folder,
+                                          uids=False)
+            if found.uidvalidity is not None and found.uidvalidity != imap_uidvalidity(opened.state.uidvalidity):
+                raise imapurl.BadURL("UIDVALIDITY changed")
+            _, data, _ = await self.store.run(self.store.messages_read, opened.ref, [found.uid],
+                                              mark_seen=False, ip=self.peer_ip)
+            raw = data.get(found.uid)
+            content = None if raw is None else raw if found.section is None else \
+                mimetree.section_bytes(mimetree.parse(raw), found.section)
+            if content is None:
+                raise imapurl.BadURL("no such message or part")
+            return imapurl.cut(content, found.partial)
+        except (imapurl.BadURL, names.NameError_, StoreError):
+            shown = "".join(c for c in url if c != "]" and 0x20 <= ord(c) < 0x7f)[:200]
+            raise ParseError("the URL names nothing this user can read", code=f"BADURL {shown}",
+                             status="NO") from None
 
     async def cmd_namespace(self, request: Request) -> Outcome:
         assert self.namespace is not None

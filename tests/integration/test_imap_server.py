@@ -382,6 +382,36 @@ def test_binary_append_and_fetch(server: MssInstance) -> None:
     raw.close()
 
 
+def test_catenate_builds_a_message_from_parts_of_another(server: MssInstance) -> None:
+    """RFC 4469: APPEND ... CATENATE (URL ... TEXT ...) joins a section of a stored
+    message and a literal; a URL with a stale UIDVALIDITY is NO [BADURL], a missing
+    destination NO [TRYCREATE] whatever the URLs."""
+    c = login(server, "jean.martin")
+    assert c.create("Catenate")[0] == "OK"
+    original = b"From: dr.x@a.example\r\nSubject: source\r\n\r\nOriginal body\r\n"
+    _, data = c.append("Catenate", None, None, original)
+    uidvalidity, uid = re.search(rb"APPENDUID (\d+) (\d+)", data[0]).groups()  # type: ignore[union-attr]
+    raw = Raw(server)
+    raw.login(server, "jean.martin")
+    text = b"New body\r\n"
+    raw.send(b'c1 APPEND Catenate CATENATE (URL "/Catenate;UIDVALIDITY=%s/;UID=%s/;SECTION=HEADER" '
+             b"TEXT {%d+}\r\n%s)\r\n" % (uidvalidity, uid, len(text), text))
+    assert b"c1 OK [APPENDUID" in read_tagged(raw, b"c1")
+    raw.send(b'c2 APPEND Catenate CATENATE (URL "/Catenate;UIDVALIDITY=1/;UID=%s")\r\n' % uid)
+    assert b"c2 NO [BADURL /Catenate;UIDVALIDITY=1/;UID=" in read_tagged(raw, b"c2")
+    raw.send(b'c3 APPEND Nowhere CATENATE (URL "/Catenate/;UID=%s")\r\n' % uid)
+    assert b"c3 NO [TRYCREATE]" in read_tagged(raw, b"c3")
+    raw.close()
+    c.select("Catenate")
+    _, data = c.fetch("2", "(BODY.PEEK[])")
+    assert data[0][1] == b"From: dr.x@a.example\r\nSubject: source\r\n\r\nNew body\r\n"
+    _, data = c.fetch("1", "(FLAGS)")
+    assert b"\\Seen" not in data[0]  # the URL was read as BODY.PEEK
+    c.close()
+    assert c.delete("Catenate")[0] == "OK"
+    c.logout()
+
+
 def test_namespace_and_delegated_mailbox(server: MssInstance) -> None:
     """Dr Durand is delegated the lab's organisational mailbox; Dr Martin is not."""
     send_mail(server, server.address("laboratoire"), "Résultats HPRIM pour le labo")

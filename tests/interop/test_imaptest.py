@@ -40,7 +40,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Capabilities some imaptest groups need that mss does not announce (yet); each is
 # documented in docs/imap.md. Upper case.
 NOT_ANNOUNCED = {
-    "CATENATE", "CONTEXT=SORT", "CONTEXT=SEARCH", "NOTIFY", "QRESYNC",
+    "CONTEXT=SORT", "CONTEXT=SEARCH", "NOTIFY", "QRESYNC",
     "URLAUTH", "URLAUTH=BINARY",
 }
 
@@ -51,7 +51,7 @@ KNOWN_FAILING: set[str] = set()
 # Every group imaptest runs against mss (not skipped for a capability), and so must pass:
 # announcing a capability makes more groups run, and they go here with it.
 MUST_PASS = {
-    "append", "append-binary", "atoms", "close", "copy", "esearch", "esearch-condstore", "esort", "expunge",
+    "append", "append-binary", "atoms", "catenate", "catenate-multiappend", "close", "copy", "esearch", "esearch-condstore", "esort", "expunge",
     "expunge2", "fetch", "fetch-body", "fetch-body-message-rfc822", "fetch-body-message-rfc822-mime",
     "fetch-body-message-rfc822-x2", "fetch-body-mime", "fetch-bodystructure", "fetch-envelope", "fetch-binary-mime",
     "fetch-binary-mime-base64", "fetch-binary-mime-qp", "id",
