@@ -89,6 +89,7 @@ class SearchArgs:
     criteria: Node
     charset: str
     returns: tuple[str, ...] | None = None  # ESEARCH RETURN options (RFC 4731), None: plain SEARCH
+    partial: tuple[int, int] | None = None  # RETURN (PARTIAL lo:hi), RFC 5267 4.4, lo <= hi
 
 
 @dataclass(frozen=True)
@@ -493,20 +494,62 @@ def _copy(cur: Cursor) -> list[Any]:
 
 def _search(cur: Cursor) -> list[Any]:
     cur.sp()
-    returns = None
+    returns, partial = None, None
     if cur.keyword(b"RETURN"):  # RFC 4731 ESEARCH
         cur.sp()
-        returns = tuple(cur.paren_atoms()) or ("ALL",)
-        for option in returns:
-            if option not in ("MIN", "MAX", "ALL", "COUNT"):
-                raise ParseError(f"unknown SEARCH RETURN option {option}")
+        returns, partial = _search_returns(cur.paren_atoms())
         cur.sp()
     charset = "utf-8"
     if cur.keyword(b"CHARSET"):
         cur.sp()
         charset = check_charset(cur.astring().decode("ascii", "replace"))
         cur.sp()
-    return [SearchArgs(parse_criteria(cur, charset), charset, returns)]
+    return [SearchArgs(parse_criteria(cur, charset), charset, returns, partial)]
+
+
+SEARCH_RETURNS = ("MIN", "MAX", "ALL", "COUNT", "UPDATE", "CONTEXT")
+
+
+def _search_returns(words: list[str]) -> tuple[tuple[str, ...], tuple[int, int] | None]:
+    """SEARCH RETURN options: RFC 4731's MIN MAX ALL COUNT (none at all means ALL),
+    RFC 5267 4's UPDATE and CONTEXT, and PARTIAL lo:hi (4.4; a range of positions in
+    the result, 1-based, either order, no `*`)."""
+    if not words:
+        return ("ALL",), None
+    options: list[str] = []
+    partial = None
+    position = 0
+    while position < len(words):
+        option = words[position]
+        if option == "PARTIAL":
+            if partial is not None or position + 1 >= len(words):
+                raise ParseError("PARTIAL needs one range lo:hi")
+            low, sep, high = words[position + 1].partition(":")
+            if not sep or not low.isdigit() or not high.isdigit() or not int(low) or not int(high) \
+                    or len(low) > 10 or len(high) > 10:
+                raise ParseError("PARTIAL needs a range of positions lo:hi")
+            partial = (min(int(low), int(high)), max(int(low), int(high)))
+            options.append("PARTIAL")
+            position += 2
+            continue
+        if option not in SEARCH_RETURNS:
+            raise ParseError(f"unknown SEARCH RETURN option {option[:20]}")
+        options.append(option)
+        position += 1
+    return tuple(options), partial
+
+
+def _cancelupdate(cur: Cursor) -> list[Any]:
+    """CANCELUPDATE tag *(SP tag), each a quoted string (RFC 5267 section 4.2)."""
+    tags: list[str] = []
+    while cur.maybe(b" "):
+        tags.append(cur.string().decode("ascii", "replace"))
+        if len(tags) > 100:
+            raise ParseError("too many tags")
+    if not tags:
+        raise cur.error("expected a tag")
+    cur.end()
+    return [tags]
 
 
 def _sort(cur: Cursor) -> list[Any]:
@@ -634,6 +677,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], Any]] = {
     "STORE": ((SELECTED,), _store),
     "COPY": ((SELECTED,), _copy),
     "MOVE": ((SELECTED,), _copy),
+    "CANCELUPDATE": ((SELECTED,), _cancelupdate),
 }
 UID_COMMANDS = {"FETCH": _fetch, "STORE": _store, "COPY": _copy, "MOVE": _copy, "SEARCH": _search,
                 "SORT": _sort, "THREAD": _thread, "EXPUNGE": _uid_expunge}

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from mssmail.imap import render
-from mssmail.imap.seqset import SeqSet, select_sorted
+from mssmail.imap.seqset import SeqSet, compress_ordered, select_sorted
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
@@ -42,6 +42,19 @@ class SyncPlan:
 
 
 @dataclass
+class SearchContext:
+    """A SEARCH RETURN (UPDATE) the session keeps up to date (RFC 5267 section 4): the
+    tag it answered, whether it was UID SEARCH, its criteria, and the result as last
+    reported (UIDs)."""
+
+    tag: str
+    uid: bool
+    criteria: object  # grammar.SearchArgs
+    result: set[int]
+    version: tuple[int, int] = (0, 0)  # (highest modseq, exists) when last evaluated
+
+
+@dataclass
 class SelectedView:
     uids: list[int]
     highest_modseq: int
@@ -53,6 +66,7 @@ class SelectedView:
     recent: set[int] = field(default_factory=set)  # \Recent in this session
     keywords: dict[str, str] = field(default_factory=dict)  # announced: lower case -> as written
     _checked_flags: set[str] = field(default_factory=set)  # flag strings already announced
+    contexts: list[SearchContext] = field(default_factory=list)  # RFC 5267 UPDATE searches
 
     # --- flags --------------------------------------------------------------------
     def flags_lines(self) -> list[bytes]:
@@ -164,15 +178,49 @@ class SelectedView:
             self.reported = {u: m for u, m in self.reported.items() if m > self.highest_modseq}
         return lines
 
+    # --- RFC 5267 search contexts -----------------------------------------------------
+    def context_update(self, context: SearchContext, found: Iterable[int]) -> list[bytes]:
+        """ESEARCH REMOVEFROM / ADDTO (RFC 5267 4.3) taking `context` from its last
+        reported result to `found` (UIDs of the view)."""
+        new = set(found) - self.ghosts
+        removed, added = sorted(context.result - new), sorted(new - context.result)
+        lines = []
+        if removed:
+            lines.append(self._context_line(context, b"REMOVEFROM", removed, context.result))
+        if added:
+            lines.append(self._context_line(context, b"ADDTO", added, new))
+        context.result = new
+        context.version = (self.highest_modseq, self.exists)
+        return lines
+
+    def _context_line(self, context: SearchContext, word: bytes, uids: list[int], result: set[int]) -> bytes:
+        """One update; its position is that of the first message in the result, 1-based
+        (results of SEARCH are in mailbox order, so the set says where the rest go)."""
+        position = 1 + sum(1 for u in result if u < uids[0])
+        if context.uid:
+            numbers = uids
+        else:
+            numbers = [n for n in (self.seq_of(u) for u in uids) if n is not None]
+        return b'* ESEARCH (TAG "%s")%s %s (%d %s)' % (
+            context.tag.encode(), b" UID" if context.uid else b"", word, position,
+            compress_ordered(numbers).encode())
+
     def expunge(self, uids: Iterable[int]) -> list[bytes]:
-        """Remove messages from the view: `* n EXPUNGE`, highest number first."""
+        """Remove messages from the view: `* n EXPUNGE`, highest number first. A search
+        context that held them hears REMOVEFROM first, while their numbers are valid."""
         gone = set(uids)
         seqs = [i + 1 for i, u in enumerate(self.uids) if u in gone]
         if not seqs:
             return []
+        notices = []
+        for context in self.contexts:
+            held = sorted(context.result & gone)
+            if held:
+                notices.append(self._context_line(context, b"REMOVEFROM", held, context.result))
+                context.result -= gone
         self.uids = [u for u in self.uids if u not in gone]
         self.ghosts -= gone
         self.recent -= gone
         for uid in gone:
             self.reported.pop(uid, None)
-        return [b"* %d EXPUNGE" % seq for seq in reversed(seqs)]
+        return [*notices, *(b"* %d EXPUNGE" % seq for seq in reversed(seqs))]

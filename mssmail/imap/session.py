@@ -37,7 +37,7 @@ from mssmail.imap.grammar import (
     SearchArgs,
     SortArgs,
 )
-from mssmail.imap.selected import BadSequence, SelectedView, SyncPlan
+from mssmail.imap.selected import BadSequence, SearchContext, SelectedView, SyncPlan
 from mssmail.imap.seqset import SeqSet, compress, compress_ordered
 from mssmail.imap.tokens import ParseError
 from mssmail.mime import transfer
@@ -79,6 +79,7 @@ FETCH_BYTES = 8 * 1024 * 1024  # ... and at most this many octets (at least one 
 FETCH_FIRST = 100  # messages of the first batch
 FLUSH_AT = 256 * 1024  # response bytes buffered before a write
 MAX_AUTH_FAILURES = 3  # per connection, then BYE
+MAX_SEARCH_CONTEXTS = 5  # SEARCH RETURN (UPDATE) kept up to date per session (RFC 5267 4.2)
 
 
 class Bye(Exception):
@@ -141,7 +142,7 @@ class Session:
                 if self.settings.bearer is not None:
                     caps += ["AUTH=OAUTHBEARER", "AUTH=XOAUTH2"]
             return caps
-        return [*caps, "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "QUOTA", "QUOTA=RES-STORAGE", "CONDSTORE", "ESEARCH", "BINARY", "CATENATE", "MULTIAPPEND", "LIST-STATUS", "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "LIST-EXTENDED", "WITHIN", f"APPENDLIMIT={self.settings.max_literal}"]
+        return [*caps, "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "QUOTA", "QUOTA=RES-STORAGE", "CONDSTORE", "ESEARCH", "BINARY", "CATENATE", "CONTEXT=SEARCH", "MULTIAPPEND", "LIST-STATUS", "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "LIST-EXTENDED", "WITHIN", f"APPENDLIMIT={self.settings.max_literal}"]
 
     def greeting(self) -> bytes:
         return b"* OK [CAPABILITY %s] %s IMAP4rev1 ready\r\n" % (
@@ -690,7 +691,20 @@ class Session:
             self.state = AUTH if self.state == SELECTED else self.state
 
     async def sync(self, *, allow_expunge: bool) -> None:
-        """Tell the client what others changed in its folder (RFC 3501 section 5.2)."""
+        """Tell the client what others changed in its folder (RFC 3501 section 5.2), and
+        then how the results of its SEARCH RETURN (UPDATE) changed (RFC 5267 4.3)."""
+        await self._sync_view(allow_expunge=allow_expunge)
+        sel = self.selected
+        if sel is None or sel.gone or not sel.view.contexts:
+            return
+        view = sel.view
+        for context in list(view.contexts):
+            if context.version == (view.highest_modseq, view.exists):
+                continue  # nothing changed since it was last evaluated
+            matched, _ = await self._matches(context.criteria)  # type: ignore[arg-type]
+            await self._send_lines(view.context_update(context, matched))
+
+    async def _sync_view(self, *, allow_expunge: bool) -> None:
         sel = self.selected
         if sel is None or sel.gone:
             return
@@ -833,6 +847,14 @@ class Session:
         numbers = matched if request.uid else search.sequence_numbers(matched, view.seq_of)
         modseq = found.highest_modseq if matched else None
         returns = set(args.returns or ())
+        if "UPDATE" in returns and len(view.contexts) >= MAX_SEARCH_CONTEXTS:
+            # RFC 5267 4.2: the search is answered, its result is not kept up to date.
+            await self.send(b'* NO [NOUPDATE "%s"] too many searches kept up to date\r\n' % request.tag.encode())
+            returns.discard("UPDATE")
+        elif "UPDATE" in returns:
+            context = SearchContext(request.tag, request.uid, args, set(matched))
+            context.version = (view.highest_modseq, view.exists)
+            view.contexts.append(context)
         if modseq is not None and len(returns & {"MIN", "MAX"}) == 1 and not returns & {"ALL", "COUNT"}:
             # RFC 4731 section 3.2 (with RFC 7162 3.1.5): when only MIN or only MAX is
             # returned, MODSEQ is that message's mod-sequence, not the highest of all.
@@ -857,6 +879,12 @@ class Session:
                     parts.append(b"ALL " + compress_ordered(sorted(numbers)).encode())
             if "COUNT" in returns:
                 parts.append(b"COUNT %d" % len(numbers))
+            if args.partial is not None:
+                # RFC 5267 4.4: the messages at positions lo..hi of the result, in order.
+                low, high = args.partial
+                window = sorted(numbers)[low - 1:high]
+                parts.append(b"PARTIAL (%d:%d %s)" % (low, high, compress_ordered(window).encode()
+                                                      if window else b"NIL"))
             if modseq is not None:
                 parts.append(b"MODSEQ %d" % modseq)
             await self.send(b" ".join(parts) + b"\r\n")
@@ -1037,6 +1065,13 @@ class Session:
         return await self._done(request)
 
     cmd_move = cmd_copy
+
+    async def cmd_cancelupdate(self, request: Request) -> Outcome:
+        """RFC 5267 4.2: stop keeping these searches up to date (unknown tags are ignored)."""
+        view = self._sel().view
+        tags = set(request.args[0])
+        view.contexts = [c for c in view.contexts if c.tag not in tags]
+        return await self._done(request)
 
     # --- end ----------------------------------------------------------------------
     def close(self) -> None:

@@ -412,6 +412,40 @@ def test_catenate_builds_a_message_from_parts_of_another(server: MssInstance) ->
     c.logout()
 
 
+def test_search_update_follows_another_session(server: MssInstance) -> None:
+    """RFC 5267 4: a SEARCH RETURN (UPDATE) hears ADDTO/REMOVEFROM as another session
+    changes flags, REMOVEFROM before the EXPUNGE of a message in its result, PARTIAL
+    gives a window of the result, and CANCELUPDATE ends it."""
+    c = login(server, "jean.martin")
+    assert c.create("Contexte")[0] == "OK"
+    for n in range(4):
+        c.append("Contexte", None, None, f"From: a@a.example\r\nSubject: c{n}\r\n\r\nbody\r\n".encode())
+    watcher = Raw(server)
+    watcher.login(server, "jean.martin")
+    assert watcher.cmd("SELECT Contexte")[-1].startswith(b"x OK")
+    lines = watcher.cmd("SEARCH RETURN (UPDATE ALL) UNSEEN", b"s1")
+    assert b'* ESEARCH (TAG "s1") ALL 1:4' in lines
+    assert b'* ESEARCH (TAG "p1") PARTIAL (2:3 2:3)' in watcher.cmd("SEARCH RETURN (PARTIAL 3:2) UNSEEN", b"p1")
+    c.select("Contexte")
+    c.store("2:3", "+FLAGS", "\\Seen")
+    lines = watcher.cmd("NOOP")
+    assert b'* ESEARCH (TAG "s1") REMOVEFROM (2 2:3)' in lines, lines
+    c.store("2", "-FLAGS", "\\Seen")
+    c.store("4", "+FLAGS", "\\Deleted")
+    c.expunge()
+    lines = watcher.cmd("NOOP")
+    assert b'* ESEARCH (TAG "s1") ADDTO (2 2)' in lines, lines
+    notice = lines.index(b'* ESEARCH (TAG "s1") REMOVEFROM (2 4)')  # position 2 of {1, 4}
+    assert lines.index(b"* 4 EXPUNGE") > notice  # the number is still valid when told
+    assert watcher.cmd('CANCELUPDATE "s1"')[-1].startswith(b"x OK")
+    c.store("1", "+FLAGS", "\\Seen")
+    assert not any(b"ESEARCH" in line for line in watcher.cmd("NOOP"))
+    watcher.close()
+    c.close()
+    assert c.delete("Contexte")[0] == "OK"
+    c.logout()
+
+
 def test_namespace_and_delegated_mailbox(server: MssInstance) -> None:
     """Dr Durand is delegated the lab's organisational mailbox; Dr Martin is not."""
     send_mail(server, server.address("laboratoire"), "Résultats HPRIM pour le labo")

@@ -40,7 +40,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Capabilities some imaptest groups need that mss does not announce (yet); each is
 # documented in docs/imap.md. Upper case.
 NOT_ANNOUNCED = {
-    "CONTEXT=SORT", "CONTEXT=SEARCH", "NOTIFY", "QRESYNC",
+    "CONTEXT=SORT", "NOTIFY", "QRESYNC",
     "URLAUTH", "URLAUTH=BINARY",
 }
 
@@ -56,7 +56,8 @@ MUST_PASS = {
     "fetch-body-message-rfc822-x2", "fetch-body-mime", "fetch-bodystructure", "fetch-envelope", "fetch-binary-mime",
     "fetch-binary-mime-base64", "fetch-binary-mime-qp", "id",
     "list", "listext", "logout", "move", "multiappend", "mutf7", "nil", "pipeline", "search-addresses",
-    "search-body", "search-date", "search-flags", "search-header", "search-sets", "search-size",
+    "search-body", "search-context-update", "search-context-update2", "search-context-update3",
+    "search-date", "search-flags", "search-header", "search-partial", "search-sets", "search-size",
     "select", "sort-addresses", "sort-arrival", "sort-date", "sort-display-from", "sort-display-to",
     "sort-size", "sort-subject", "store", "subscribe", "thread", "thread-orderedsubject",
     "thread-orderedsubject2", "thread2", "thread3", "thread4", "thread5", "thread6", "thread7",
