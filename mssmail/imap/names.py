@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import twisted.mail.imap4  # noqa: F401 - registers the "imap4-utf-7" codec
 
+from mssmail.imap import render
 from mssmail.store.messages import DELIMITER as DELIMITER
 from mssmail.store.messages import FolderInfo, normalize_folder_name
 
@@ -28,9 +29,10 @@ class NameError_(ValueError):
     """A mailbox name that cannot be decoded or does not name anything."""
 
 
-def decode_name(raw: bytes) -> str:
-    """Modified UTF-7 -> text; 8-bit names are taken as UTF-8 (RFC 6855 clients)."""
-    if not raw.isascii():
+def decode_name(raw: bytes, *, utf8: bool = False) -> str:
+    """Modified UTF-7 -> text; 8-bit names are taken as UTF-8 (RFC 6855 clients). With
+    `utf8` (an IMAP4rev2 session, RFC 9051 5.1) names are UTF-8 only: `&` is itself."""
+    if utf8 or not raw.isascii():
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -46,6 +48,18 @@ def decode_name(raw: bytes) -> str:
 
 def encode_name(name: str) -> bytes:
     return name.encode("imap4-utf-7")
+
+
+def render_name(name: str, *, utf8: bool = False) -> bytes:
+    """A mailbox name on the wire: modified UTF-7 for IMAP4rev1 (RFC 3501 5.1.3), UTF-8
+    in an IMAP4rev2 session, quoted when it is not an atom (RFC 9051 5.1 and 4.3: a
+    quoted string may hold UTF-8 there)."""
+    if not utf8 or name.isascii():
+        return render.astring(name if utf8 else encode_name(name))
+    data = name.encode("utf-8")
+    if any(c < 0x20 or c == 0x7F for c in data) or len(data) > render.QUOTED_MAX:
+        return render.string(data)
+    return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ class SelectedView:
     keywords: dict[str, str] = field(default_factory=dict)  # announced: lower case -> as written
     _checked_flags: set[str] = field(default_factory=set)  # flag strings already announced
     contexts: list[SearchContext] = field(default_factory=list)  # RFC 5267 UPDATE searches
+    recent_responses: bool = True  # `* n RECENT` after EXISTS; not in IMAP4rev2 (RFC 9051)
 
     # --- flags --------------------------------------------------------------------
     def flags_lines(self) -> list[bytes]:
@@ -160,7 +161,8 @@ class SelectedView:
             self.uids.extend(new)
             self.recent.update(recent)
             lines.append(b"* %d EXISTS" % len(self.uids))
-            lines.append(b"* %d RECENT" % len(self.recent))
+            if self.recent_responses:
+                lines.append(b"* %d RECENT" % len(self.recent))
         known = set(new)
         for uid, flags, modseq in plan.changed:
             if uid in known or uid in self.ghosts:

@@ -79,6 +79,7 @@ FETCH_BYTES = 8 * 1024 * 1024  # ... and at most this many octets (at least one 
 FETCH_FIRST = 100  # messages of the first batch
 FLUSH_AT = 256 * 1024  # response bytes buffered before a write
 MAX_AUTH_FAILURES = 3  # per connection, then BYE
+ENABLEABLE = {"CONDSTORE": "CONDSTORE", "IMAP4REV2": "IMAP4rev2"}  # as ENABLED writes them
 MAX_SEARCH_CONTEXTS = 5  # SEARCH RETURN (UPDATE) kept up to date per session (RFC 5267 4.2)
 
 
@@ -131,7 +132,7 @@ class Session:
 
     # --- capabilities -------------------------------------------------------------
     def capabilities(self) -> list[str]:
-        caps = ["IMAP4rev1", "LITERAL+", "ID", "ENABLE", "SASL-IR"]
+        caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "ID", "ENABLE", "SASL-IR"]
         if self.state == NOT_AUTH:
             if not self.tls:
                 if self.settings.tls_available:
@@ -338,7 +339,7 @@ class Session:
     # --- authenticated ------------------------------------------------------------
     def _target(self, raw: bytes) -> names.Target:
         assert self.namespace is not None
-        return self.namespace.resolve(names.decode_name(raw))
+        return self.namespace.resolve(self._decode(raw))
 
     def _folder_target(self, raw: bytes) -> names.Target:
         target = self._target(raw)
@@ -347,12 +348,30 @@ class Session:
         return target
 
     async def cmd_enable(self, request: Request) -> Outcome:
-        granted = [name for name in request.args[0] if name in ("CONDSTORE",) and name not in self.enabled]
+        """RFC 5161: ENABLE CONDSTORE (RFC 7162 3.1) and IMAP4rev2 (RFC 9051 6.3.1);
+        ENABLED names only what this command turned on."""
+        granted = [name for name in dict.fromkeys(request.args[0]) if name in ENABLEABLE and name not in self.enabled]
         self.enabled.update(granted)
-        await self.send(b"* ENABLED" + b"".join(b" " + n.encode() for n in granted) + b"\r\n")
+        await self.send(b"* ENABLED" + b"".join(b" " + ENABLEABLE[n].encode() for n in granted) + b"\r\n")
         return await self._done(request)
 
+    @property
+    def rev2(self) -> bool:
+        """The client enabled IMAP4rev2 (RFC 9051): no \\Recent, ESEARCH for SEARCH,
+        mailbox names in UTF-8."""
+        return "IMAP4REV2" in self.enabled
+
+    def _decode(self, raw: bytes) -> str:
+        return names.decode_name(raw, utf8=self.rev2)
+
+    def _mailbox(self, name: str) -> bytes:
+        """A mailbox name as this session writes it (RFC 9051 5.1: UTF-8 in rev2)."""
+        return names.render_name(name, utf8=self.rev2)
+
     async def cmd_select(self, request: Request) -> Outcome:
+        if self.selected is not None and self.rev2:
+            # RFC 9051 6.3.2: closing the selected mailbox by SELECT is announced.
+            await self.send(b"* OK [CLOSED] previous mailbox closed\r\n")
         await self._unselect()
         raw_name, params = request.args
         params = [p.upper() for p in params]
@@ -367,14 +386,24 @@ class Session:
         readonly = request.name == "EXAMINE" or not opened.ref.writable
         view = SelectedView(list(opened.uids), opened.state.highest_modseq, readonly,
                             imap_uidvalidity(opened.state.uidvalidity))
-        view.recent = await self._claim_recent(opened.ref, view.uids, readonly)
+        if self.rev2:
+            view.recent_responses = False  # RFC 9051 dropped \\Recent: nothing claimed here
+        else:
+            view.recent = await self._claim_recent(opened.ref, view.uids, readonly)
         for keyword in await self.store.run(self.store.folder_keywords, opened.ref):
             view.keywords.setdefault(keyword.lower(), keyword)
         self.selected = Selected(opened.ref, view, self.store.changes.subscribe(
             opened.ref.mailbox_id, self._changed))
         self.state = SELECTED
-        lines = [*view.flags_lines(), b"* %d EXISTS" % view.exists, b"* %d RECENT" % len(view.recent)]
-        if opened.first_unseen_uid is not None:
+        lines = [*view.flags_lines(), b"* %d EXISTS" % view.exists]
+        if self.rev2:
+            # RFC 9051 6.3.2: the name as the server knows it; no RECENT, no UNSEEN code.
+            assert self.namespace is not None
+            lines.append(b'* LIST () "/" ' + self._mailbox(self.namespace.full_name(target.address,
+                                                                                   opened.ref.name)))
+        else:
+            lines.append(b"* %d RECENT" % len(view.recent))
+        if opened.first_unseen_uid is not None and not self.rev2:
             seq = view.seq_of(opened.first_unseen_uid)
             if seq:
                 lines.append(b"* OK [UNSEEN %d] first unseen" % seq)
@@ -417,7 +446,7 @@ class Session:
 
     async def cmd_create(self, request: Request) -> Outcome:
         raw_name, use = request.args
-        name = names.decode_name(raw_name).rstrip(names.DELIMITER)
+        name = self._decode(raw_name).rstrip(names.DELIMITER)
         if not name:
             raise names.NameError_("empty folder name")
         assert self.namespace is not None
@@ -483,13 +512,13 @@ class Session:
     async def cmd_list(self, request: Request) -> Outcome:
         args: ListArgs = request.args[0]
         try:
-            reference = names.decode_name(args.reference)
+            reference = self._decode(args.reference)
         except names.NameError_:
             return await self._done(request)  # no name can match (as Dovecot answers)
         patterns = []
         for raw in args.patterns:
             try:
-                patterns.append(names.decode_name(raw))
+                patterns.append(self._decode(raw))
             except names.NameError_:
                 continue  # a pattern that is no valid name matches no mailbox: OK, nothing listed
         if not patterns:
@@ -505,7 +534,7 @@ class Session:
                       for address, folder in await self.store.run(self.store.subscriptions, self.user)]
         listed = names.list_mailboxes(everything, subscribed, reference, patterns, lsub=args.lsub,
                                       select=args.select, returns=args.returns)
-        lines = [_list_line(word, item.attributes, item.name,
+        lines = [_list_line(word, item.attributes, self._mailbox(item.name),
                             b' ("CHILDINFO" ("SUBSCRIBED"))' if item.childinfo else b"")
                  for item in listed]
         if lines:
@@ -513,7 +542,11 @@ class Session:
         if args.status:  # RFC 5819 2: a STATUS after the LIST of each selectable name
             for item in listed:
                 if item.entry is not None and item.entry.info is not None:
-                    await self.send(self._status_line(item.name, item.entry.info, args.status, None))
+                    size = None
+                    if "SIZE" in args.status:  # RFC 8438 with RFC 5819
+                        size = await self.store.run(self.store.folder_size, self.user, item.entry.address,
+                                                    item.entry.folder)
+                    await self.send(self._status_line(item.name, item.entry.info, args.status, size))
         return await self._done(request)
 
     cmd_lsub = cmd_list
@@ -522,8 +555,10 @@ class Session:
         values = {"MESSAGES": info.messages, "RECENT": getattr(info, "recent", 0), "UIDNEXT": info.uidnext,
                   "UIDVALIDITY": imap_uidvalidity(info.uidvalidity), "UNSEEN": info.unseen,
                   "HIGHESTMODSEQ": info.highest_modseq, "SIZE": size}
-        parts = [f"{item} {values[item]}" for item in items if values.get(item) is not None]
-        return b"* STATUS " + render.astring(names.encode_name(name)) + b" (" + \
+        # RFC 9051 removed STATUS RECENT: an IMAP4rev2 session is not told it.
+        parts = [f"{item} {values[item]}" for item in items
+                 if values.get(item) is not None and not (item == "RECENT" and self.rev2)]
+        return b"* STATUS " + self._mailbox(name) + b" (" + \
             " ".join(parts).encode() + b")\r\n"
 
     async def cmd_status(self, request: Request) -> Outcome:
@@ -536,7 +571,7 @@ class Session:
             size = await self.store.run(self.store.folder_size, self.user, target.address, target.folder)
         state = opened.state
         recent = 0
-        if "RECENT" in items:
+        if "RECENT" in items and not self.rev2:
             recent = await self.store.run(self.store.recent_count, opened.ref)
         info = _Info(state.messages, state.uidnext, state.uidvalidity, state.unseen, state.highest_modseq,
                      recent)
@@ -630,8 +665,8 @@ class Session:
     async def cmd_getquotaroot(self, request: Request) -> Outcome:
         target = self._folder_target(request.args[0])
         root = self._quota_root(target.address)
-        await self.send(b"* QUOTAROOT " + render.astring(names.encode_name(
-            self.namespace.full_name(target.address, target.folder))) + b" " +  # type: ignore[union-attr]
+        await self.send(b"* QUOTAROOT " + self._mailbox(
+            self.namespace.full_name(target.address, target.folder)) + b" " +  # type: ignore[union-attr]
             (render.astring(root) if root else b'""') + b"\r\n")
         await self.send(await self._quota_bytes(target.address))
         return await self._done(request)
@@ -725,7 +760,8 @@ class Session:
         if view.needs_full_list(changed, state.messages):
             plan.current_uids = await self.store.run(self.store.folder_uids, sel.ref)
         incoming = view.incoming(plan)
-        recent = await self._claim_recent(sel.ref, incoming, view.readonly) if incoming else set()
+        recent = await self._claim_recent(sel.ref, incoming, view.readonly) \
+            if incoming and not self.rev2 else set()
         await self._send_lines(view.apply(plan, allow_expunge=allow_expunge, recent=recent))
 
     async def _send_lines(self, lines: list[bytes]) -> None:
@@ -846,7 +882,8 @@ class Session:
         matched, found = await self._matches(args)
         numbers = matched if request.uid else search.sequence_numbers(matched, view.seq_of)
         modseq = found.highest_modseq if matched else None
-        returns = set(args.returns or ())
+        # RFC 9051 6.4.4: an IMAP4rev2 SEARCH answers ESEARCH, ALL when no RETURN is given.
+        returns = set(args.returns) if args.returns is not None else {"ALL"} if self.rev2 else set()
         if "UPDATE" in returns and len(view.contexts) >= MAX_SEARCH_CONTEXTS:
             # RFC 5267 4.2: the search is answered, its result is not kept up to date.
             await self.send(b'* NO [NOUPDATE "%s"] too many searches kept up to date\r\n' % request.tag.encode())
@@ -861,7 +898,7 @@ class Session:
             one = matched[0] if "MIN" in returns else matched[-1]
             metas = await self.store.run(self.store.messages_meta, sel.ref, [(one, one)])
             modseq = metas[0].modseq if metas else modseq
-        if args.returns is None:
+        if args.returns is None and not self.rev2:
             line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
             if modseq is not None:
                 line += b" (MODSEQ %d)" % modseq
@@ -1095,9 +1132,8 @@ _STATE_WORDS = {NOT_AUTH: "before authentication", AUTH: "without a selected fol
                 SELECTED: "here", "logout": "after LOGOUT"}
 
 
-def _list_line(word: bytes, attributes: Sequence[str], name: str, extra: bytes = b"") -> bytes:
-    return b"* %s (%s) \"/\" %s%s\r\n" % (word, " ".join(attributes).encode(),
-                                         render.astring(names.encode_name(name)), extra)
+def _list_line(word: bytes, attributes: Sequence[str], name: bytes, extra: bytes = b"") -> bytes:
+    return b"* %s (%s) \"/\" %s%s\r\n" % (word, " ".join(attributes).encode(), name, extra)
 
 
 def _clean(text: str) -> str:
