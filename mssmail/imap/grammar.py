@@ -507,12 +507,12 @@ def _search(cur: Cursor) -> list[Any]:
     return [SearchArgs(parse_criteria(cur, charset), charset, returns, partial)]
 
 
-SEARCH_RETURNS = ("MIN", "MAX", "ALL", "COUNT", "UPDATE", "CONTEXT")
+SEARCH_RETURNS = ("MIN", "MAX", "ALL", "COUNT", "SAVE", "UPDATE", "CONTEXT")
 
 
 def _search_returns(words: list[str]) -> tuple[tuple[str, ...], tuple[int, int] | None]:
     """SEARCH RETURN options: RFC 4731's MIN MAX ALL COUNT (none at all means ALL),
-    RFC 5267 4's UPDATE and CONTEXT, and PARTIAL lo:hi (4.4; a range of positions in
+    RFC 5182's SAVE, RFC 5267 4's UPDATE and CONTEXT, and PARTIAL lo:hi (4.4; a range of positions in
     the result, 1-based, either order, no `*`)."""
     if not words:
         return ("ALL",), None

@@ -24,6 +24,7 @@ class View:
     uids: Sequence[int]
     now: datetime
     recent: frozenset[int] = frozenset()  # the session's \\Recent messages (RFC 3501 2.3.2)
+    saved: Sequence[int] = ()  # `$`: the last SEARCH RETURN (SAVE) result, UIDs (RFC 5182)
 
     @property
     def exists(self) -> int:
@@ -78,6 +79,8 @@ def _leaf(key: Key, view: View) -> q.Query:
     if kind == "age":  # RFC 5032: YOUNGER n is within the last n seconds, OLDER n before that
         limit = view.now - timedelta(seconds=key.value)
         return q.Arrived(at_or_after=limit) if key.op == "<=" else q.Arrived(before=limit)
+    if kind in ("uid", "seq") and key.value.saved:  # RFC 5182 2.1: `$` is UIDs either way
+        return q.Uids(q.ranges_of(sorted(view.saved))) if view.saved else _NOTHING
     if kind == "uid":
         return q.Uids(tuple(key.value.resolve(view.max_uid)))
     if kind == "seq":

@@ -105,7 +105,7 @@ class _KeyParser:
             cur.expect(b")")
             return inner[0] if len(inner) == 1 else And(tuple(inner))
         first = cur.peek()
-        if first.isdigit() or first == b"*":
+        if first.isdigit() or first in (b"*", b"$"):  # `$`: RFC 5182 3
             return Key("seq", cur.seqset())
         word = cur.atom().upper()
         if word in _FLAG_KEYS:

@@ -68,6 +68,7 @@ class SelectedView:
     _checked_flags: set[str] = field(default_factory=set)  # flag strings already announced
     contexts: list[SearchContext] = field(default_factory=list)  # RFC 5267 UPDATE searches
     recent_responses: bool = True  # `* n RECENT` after EXISTS; not in IMAP4rev2 (RFC 9051)
+    saved: list[int] = field(default_factory=list)  # `$` (RFC 5182): UIDs of the last SAVE
 
     # --- flags --------------------------------------------------------------------
     def flags_lines(self) -> list[bytes]:
@@ -111,7 +112,11 @@ class SelectedView:
         return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
 
     def uids_of_seqset(self, messages: SeqSet, *, strict: bool = True) -> list[int]:
-        """UIDs named by message numbers; BadSequence beyond the mailbox when `strict`."""
+        """UIDs named by message numbers; BadSequence beyond the mailbox when `strict`.
+        `$` names the saved result, of which the expunged messages are gone; empty is
+        no error (RFC 5182 2.1)."""
+        if messages.saved:
+            return self._saved_live()
         ranges = messages.resolve(self.exists)
         if strict and (not self.exists or (ranges and ranges[-1][1] > self.exists)):
             raise BadSequence("no such message" if self.exists else "the mailbox is empty")
@@ -123,7 +128,13 @@ class SelectedView:
     def uids_of_uidset(self, messages: SeqSet) -> list[int]:
         """UIDs of the view in a UID set; `n:*` includes the last UID even when n is
         above it (RFC 3501 section 6.4.8)."""
+        if messages.saved:
+            return self._saved_live()
         return list(select_sorted(self.uids, messages.resolve(self.max_uid)))
+
+    def _saved_live(self) -> list[int]:
+        present = set(self.uids)
+        return [u for u in self.saved if u in present]
 
     def live(self, uids: Iterable[int]) -> list[int]:
         """Drop ghosts: the store no longer has them."""

@@ -25,9 +25,12 @@ class SeqSetError(ValueError):
 
 @dataclass(frozen=True)
 class SeqSet:
-    """Ranges as written, each (low, high) with STAR for `*`; never empty."""
+    """Ranges as written, each (low, high) with STAR for `*`; never empty, except for
+    `$` (`saved`): the result of the last SEARCH RETURN (SAVE), RFC 5182 2.1, which the
+    session resolves (`SelectedView.uids_of_*`, search's `View.saved`)."""
 
     ranges: tuple[tuple[int, int], ...]
+    saved: bool = False
 
     def resolve(self, largest: int) -> list[tuple[int, int]]:
         """Sorted, merged inclusive ranges with `*` replaced by `largest` (0: empty mailbox).
@@ -76,6 +79,10 @@ def parse(text: bytes | str) -> SeqSet:
     raw = text.encode("ascii", "replace") if isinstance(text, str) else bytes(text)
     if not raw:
         raise SeqSetError("empty sequence set")
+    if raw == b"$":  # RFC 5182 3: seq-last-command, only ever on its own
+        return SAVED
+    if b"$" in raw:
+        raise SeqSetError("$ cannot be combined with other numbers")
     items = raw.split(b",")
     if len(items) > MAX_RANGES:
         raise SeqSetError(f"sequence set has more than {MAX_RANGES} ranges")
@@ -87,6 +94,9 @@ def parse(text: bytes | str) -> SeqSet:
         a = _number(low)
         ranges.append((a, _number(high) if sep else a))
     return SeqSet(tuple(ranges))
+
+
+SAVED = SeqSet((), saved=True)
 
 
 def merge(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:

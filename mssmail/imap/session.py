@@ -143,7 +143,7 @@ class Session:
                 if self.settings.bearer is not None:
                     caps += ["AUTH=OAUTHBEARER", "AUTH=XOAUTH2"]
             return caps
-        return [*caps, "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "QUOTA", "QUOTA=RES-STORAGE", "CONDSTORE", "ESEARCH", "BINARY", "CATENATE", "CONTEXT=SEARCH", "MULTIAPPEND", "LIST-STATUS", "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "LIST-EXTENDED", "WITHIN", f"APPENDLIMIT={self.settings.max_literal}"]
+        return [*caps, "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "QUOTA", "QUOTA=RES-STORAGE", "CONDSTORE", "ESEARCH", "SEARCHRES", "BINARY", "CATENATE", "CONTEXT=SEARCH", "MULTIAPPEND", "LIST-STATUS", "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "LIST-EXTENDED", "WITHIN", f"APPENDLIMIT={self.settings.max_literal}"]
 
     def greeting(self) -> bytes:
         return b"* OK [CAPABILITY %s] %s IMAP4rev1 ready\r\n" % (
@@ -157,6 +157,8 @@ class Session:
         except ParseError as exc:
             tag = getattr(exc, "tag", None)
             code = f"[{exc.code}] " if exc.code else ""
+            if self.selected is not None and _may_save(raw):
+                self.selected.view.saved = []  # RFC 5182 2.1: a failed SEARCH ... SAVE empties `$`
             status = exc.status if tag else "BAD"
             await self.send(f"{tag or '*'} {status} {code}{_clean(str(exc))}\r\n".encode())
             return Outcome()
@@ -807,7 +809,7 @@ class Session:
         sel = self._sel()
         view = sel.view
         criteria = search.compile_criteria(args.criteria, search.View(view.uids, datetime.now(UTC),
-                                                                      frozenset(view.recent)))
+                                                                      frozenset(view.recent), view.saved))
         if query.uses_modseq(criteria):
             await self._enable_condstore()
         found = await self.store.run(self.store.search, sel.ref, criteria, ip=self.peer_ip, within=view.uids)
@@ -879,11 +881,27 @@ class Session:
         sel = self._sel()
         args: SearchArgs = request.args[0]
         view = sel.view
-        matched, found = await self._matches(args)
+        returns = set(args.returns or ())
+        try:
+            matched, found = await self._matches(args)
+        except Exception:
+            if "SAVE" in returns:
+                view.saved = []  # RFC 5182 2.1: a failed SEARCH ... SAVE leaves `$` empty
+            raise
+        if "SAVE" in returns:
+            # RFC 5182 2.1 / RFC 9051 6.4.4.1: with MIN and/or MAX only those are saved.
+            if returns & {"MIN", "MAX"} and not returns & {"ALL", "COUNT"} and matched:
+                view.saved = sorted({*([matched[0]] if "MIN" in returns else []),
+                                     *([matched[-1]] if "MAX" in returns else [])})
+            else:
+                view.saved = list(matched)
+            if returns == {"SAVE"}:
+                return await self._done(request)  # SAVE alone: no ESEARCH (RFC 5182 2.1)
         numbers = matched if request.uid else search.sequence_numbers(matched, view.seq_of)
         modseq = found.highest_modseq if matched else None
         # RFC 9051 6.4.4: an IMAP4rev2 SEARCH answers ESEARCH, ALL when no RETURN is given.
-        returns = set(args.returns) if args.returns is not None else {"ALL"} if self.rev2 else set()
+        if args.returns is None and self.rev2:
+            returns = {"ALL"}
         if "UPDATE" in returns and len(view.contexts) >= MAX_SEARCH_CONTEXTS:
             # RFC 5267 4.2: the search is answered, its result is not kept up to date.
             await self.send(b'* NO [NOUPDATE "%s"] too many searches kept up to date\r\n' % request.tag.encode())
@@ -1134,6 +1152,12 @@ _STATE_WORDS = {NOT_AUTH: "before authentication", AUTH: "without a selected fol
 
 def _list_line(word: bytes, attributes: Sequence[str], name: bytes, extra: bytes = b"") -> bytes:
     return b"* %s (%s) \"/\" %s%s\r\n" % (word, " ".join(attributes).encode(), name, extra)
+
+
+def _may_save(raw: bytes) -> bool:
+    """Whether a command refused before it was parsed may have been a SEARCH ... SAVE."""
+    words = raw[:200].upper().split()
+    return (words[1:2] == [b"SEARCH"] or words[1:3] == [b"UID", b"SEARCH"]) and b"SAVE" in raw[:200].upper()
 
 
 def _clean(text: str) -> str:

@@ -193,3 +193,30 @@ def test_binary_and_list_extended_in_rev2(server: MssInstance) -> None:
     c.ok("CLOSE")
     c.ok("DELETE Rev2b")
     c.close()
+
+
+def test_searchres_saves_a_result_for_the_next_commands(server: MssInstance) -> None:
+    """RFC 5182 (in IMAP4rev2's base, RFC 9051 6.4.4.1): RETURN (SAVE) alone answers no
+    ESEARCH and keeps the result as `$`, which later commands use, pipelined; SAVE MIN
+    keeps only the first; a SEARCH that fails leaves `$` empty."""
+    c = client(server)
+    c.ok("CREATE Rev2s")
+    for subject in ("garder-1", "autre", "garder-2"):
+        append(c, b"Rev2s", message(subject))
+    c.ok("SELECT Rev2s")
+    c.sock.sendall(b"p1 SEARCH RETURN (SAVE) SUBJECT garder\r\np2 FETCH $ (FLAGS)\r\n"
+                   b"p3 STORE $ +FLAGS (\\Flagged)\r\n")
+    untagged, tagged = c.run("SEARCH FLAGGED")
+    assert not any(b"ESEARCH (TAG \"p1\")" in line for line in untagged), untagged
+    assert sum(1 for line in untagged if b"FETCH (FLAGS ()" in line) == 2, untagged
+    assert untagged[-1] == b'* ESEARCH (TAG "%s") ALL 1,3' % tagged.split()[0]
+    c.ok("SEARCH RETURN (SAVE MIN) SUBJECT garder")
+    untagged, tagged = c.run("UID SEARCH $")
+    assert len(untagged) == 1 and untagged[0].startswith(b'* ESEARCH (TAG "%s") UID ALL ' % tagged.split()[0])
+    _, tagged = c.run("SEARCH RETURN (SAVE) CHARSET X-UNKNOWN SUBJECT x")
+    assert b" NO " in tagged or b" BAD " in tagged
+    untagged, tagged = c.run("SEARCH $")
+    assert untagged == [b'* ESEARCH (TAG "%s")' % tagged.split()[0]]
+    c.ok("CLOSE")
+    c.ok("DELETE Rev2s")
+    c.close()

@@ -23,7 +23,7 @@ def test_search_return_grammar():
     assert grammar.parse(b'a CANCELUPDATE "a1" "b2"').args == [["a1", "b2"]]
     for bad in (b"a SEARCH RETURN (PARTIAL 1) ALL", b"a SEARCH RETURN (PARTIAL 1:*) ALL",
                 b"a SEARCH RETURN (PARTIAL *:1) ALL", b"a SEARCH RETURN (PARTIAL 0:3) ALL",
-                b"a SEARCH RETURN (PARTIAL 1:2 PARTIAL 3:4) ALL", b"a SEARCH RETURN (SAVE) ALL",
+                b"a SEARCH RETURN (PARTIAL 1:2 PARTIAL 3:4) ALL", b"a SEARCH RETURN (SAVE UNKNOWN) ALL",
                 b"a CANCELUPDATE", b"a CANCELUPDATE a1"):
         with pytest.raises(ParseError):
             grammar.parse(bad)
