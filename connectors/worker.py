@@ -42,10 +42,11 @@ from connectors.formats.hprim_net import HprimNetFile
 from connectors.formats.hprim_out import render_dlu, render_hprim_sante_patient, render_record
 from connectors.formats.hprim_sante import HprimSanteFile
 from connectors.formats.summary import parts as content_parts
+from connectors.results import entry_for
 from mssmail import logs
 from mssmail.store import mimeview, query
 from mssmail.store.actors import Actor
-from mssmail.store.connectors import DELIVER_KIND, MDN_KIND, ROUTE_KIND
+from mssmail.store.connectors import DELIVER_KIND, INDEX_KIND, MDN_KIND, ROUTE_KIND
 from mssmail.store.jobs import JobItem, LeaseLost, NewJob, job_key, retry_delay
 
 log = logging.getLogger("mss.connectors")
@@ -115,14 +116,15 @@ class ConnectorWorker:
     # --- one job (blocking, on the worker thread) --------------------------------------
     def run_once(self, now: datetime | None = None) -> bool:
         """Claim and run one due job; whether there was one."""
-        jobs = self.store.claim_jobs([ROUTE_KIND, DELIVER_KIND, MDN_KIND], self.worker, self.settings.lease, now=now)
+        jobs = self.store.claim_jobs([ROUTE_KIND, INDEX_KIND, DELIVER_KIND, MDN_KIND], self.worker,
+                                     self.settings.lease, now=now)
         for job in jobs:
             self.run_job(job)
         return bool(jobs)
 
     def run_job(self, job: JobItem) -> None:
         try:
-            if job.kind == ROUTE_KIND:
+            if job.kind in (ROUTE_KIND, INDEX_KIND):
                 self._route(job)
             elif job.kind == MDN_KIND:
                 self.acks.run(job)
@@ -175,7 +177,8 @@ class ConnectorWorker:
                                        details={"key": job.key, "outcome": "message gone"})
             self.store.complete_job(job.id, self.worker, progress={"outcome": "message gone"})
             return
-        rules = self.store.connector_rules(located.mailbox)
+        # An index job (a mailbox without rules): parse, tag and index, route nowhere.
+        rules = self.store.connector_rules(located.mailbox) if job.kind == ROUTE_KIND else []
         ref = self.store.open_folder(ACTOR, located.mailbox, located.folder)
         view = self.store.message_view(ref, located.uid, mark_seen=False)
         raw = view.raw
@@ -197,6 +200,7 @@ class ConnectorWorker:
         sender = _sender(view)
         files = _candidates(raw)
         documents: list[dict[str, Any]] = []
+        entries = []
         keywords: set[str] = set()
         new_jobs: list[NewJob] = []
         unmatched = 0
@@ -206,8 +210,11 @@ class ConnectorWorker:
             try:
                 result = parse_content(candidate.data)
             except ParseError as exc:
-                self._quarantine(job, located.mailbox, where, identity, candidate, exc)
-                failures.append({"code": 906, "detail": f"file {candidate.index}: {exc.describe()}"})
+                # Quarantine (and MDN 906) is for what was sent to a connector; in a
+                # mailbox without rules a .txt or .zip that is not HPRIM is just an attachment.
+                if job.kind == ROUTE_KIND:
+                    self._quarantine(job, located.mailbox, where, identity, candidate, exc)
+                    failures.append({"code": 906, "detail": f"file {candidate.index}: {exc.describe()}"})
                 continue
             found = content_parts(result)
             container = "xdm" if not isinstance(result, HprimNetFile | HprimSanteFile) and \
@@ -219,6 +226,8 @@ class ConnectorWorker:
                                                 "warnings": len(getattr(result, "warnings", ()) or ())})
             for part in found:
                 documents.append(routing.part_summary(part, container, candidate.source))
+                entries.append(entry_for(part, file_index=candidate.index, source=candidate.source,
+                                         filename=candidate.filename, container=container))
                 keywords.add("$DLU" if part.kind.startswith("cda:") and part.kind[4:] in DLU_CODES
                              else "$HPRIM" if part.kind.startswith("hprim") else "")
                 rule = routing.first_match(rules, kind=part.kind, container=container, sender=sender)
@@ -259,8 +268,11 @@ class ConnectorWorker:
             self.store.set_flags(ref, [located.uid], "+", sorted(keywords))
         if documents:
             self.store.set_documents(job.message_id, documents)
+        if entries:
+            self.store.index_results(ACTOR, located.mailbox, sha256=located.sha256,
+                                     message_id=located.message_id, received_at=job.created_at, entries=entries)
         inserted = self.store.enqueue_jobs(new_jobs) if new_jobs else 0
-        if not new_jobs:
+        if not new_jobs and job.kind == ROUTE_KIND:
             self.store.connector_audit(ACTOR, "connector.routed", mailbox=located.mailbox, message=where,
                                        details={"key": job.key, "outcome": "no matching rule",
                                                 "files": len(files), "parts": len(documents)})
@@ -269,7 +281,8 @@ class ConnectorWorker:
         self.store.complete_job(job.id, self.worker, progress={"files": len(files), "parts": len(documents),
                                                                "jobs": len(new_jobs), "inserted": inserted,
                                                                "ack": ack_fields, "failures": failures})
-        self.acks.check(job.id)
+        if job.kind == ROUTE_KIND:  # an index job routes nothing, so acknowledges nothing
+            self.acks.check(job.id)
         self._wake.set()
 
     def _deliver_job(self, job: JobItem, mailbox: str, key: str, rule: Any, target: str, data: bytes,

@@ -42,7 +42,7 @@ from mssmail.store import totp, websessions
 from mssmail.store.actors import Actor
 from mssmail.store.api import MessageNotFound
 from mssmail.store.errors import AccessDenied, FolderNotFound, MailboxNotFound
-from webmail import fmt, reading, timeout
+from webmail import fmt, hprim, reading, timeout
 from webmail.downloads import content_disposition, safe_content_type, safe_filename
 from webmail.psc import psc_routes
 from webmail.sanitize import clean_html, frame_document
@@ -79,7 +79,7 @@ FOLDER_LABELS = {"INBOX": "Boîte de réception", "Sent": "Envoyés", "Drafts": 
 NAVIGATION = (("Boîte de réception", "/"), ("Nouveau message", "/nouveau"), ("Dossiers", "/dossiers"),
               ("Recherche", "/recherche"), ("Récupération Hprim", "/hprim"), ("Options", "/options"),
               ("Aide", "/aide"))
-LATER = {"/nouveau": "Nouveau message", "/recherche": "Recherche", "/hprim": "Récupération Hprim",
+LATER = {"/nouveau": "Nouveau message", "/recherche": "Recherche",
          "/options": "Options", "/aide": "Aide"}
 
 
@@ -542,6 +542,7 @@ def create_app(store: Any, config: Any, totp_key: bytes | None = None) -> Starle
         Route("/dossiers", webmail.dossiers),
         Route("/session", timeout.keepalive),
         *psc_routes(webmail),  # "Se connecter avec Pro Santé Connect" (webmail/psc.py), when configured
+        *hprim.routes(webmail),
         *(Route(path, webmail.later) for path in LATER),
         Route("/b/{adresse}/{reste:path}", webmail.mailbox),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),

@@ -32,6 +32,32 @@ class PatientIdentity:
 
 
 @dataclass(frozen=True, slots=True)
+class ResultRow:
+    """One result line as a reader sees it ("Récupération Hprim"): the analysis, the
+    value as written (a string: "4,8", "<2"), its unit and reference range, the flag
+    and what it means (`abnormal` None for an off-scale `<`/`>`), and its physical line."""
+
+    label: str
+    value: str
+    unit: str
+    low: str
+    high: str
+    flag: str
+    abnormal: bool | None
+    off_scale: str | None
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTable:
+    """One request (HPRIM Net record, HPRIM Santé OBR) and its results, in file order."""
+
+    title: str
+    date: str | None  # ISO YYYY-MM-DD
+    rows: tuple[ResultRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ContentPart:
     kind: str
     index: int  # 0-based position of the part in its file (record, patient, document)
@@ -43,6 +69,7 @@ class ContentPart:
     abnormal_count: int
     result_lines: tuple[int, ...]
     document_id: str | None = None  # CDA root^extension
+    requests: tuple[RequestTable, ...] = ()  # the result lines, one table per request
 
 
 def _iso_date(value: str | None) -> str | None:
@@ -68,6 +95,30 @@ def _cda_part(header: CdaHeader, index: int, line: int) -> ContentPart:
         result_lines=(), document_id=header.unique_id)
 
 
+def _range(low: str | None, high: str | None, written: str = "") -> tuple[str, str]:
+    if low or high:
+        return low or "", high or ""
+    return written, ""
+
+
+def _net_table(record: Any) -> RequestTable:
+    title = f"Demande {record.request_id}" if record.request_id else "Demande"
+    return RequestTable(title=title, date=record.request_date, rows=tuple(
+        ResultRow(label=r.label or r.code, value=r.value, unit=r.unit, low=r.low, high=r.high, flag=r.flag,
+                  abnormal=r.abnormal, off_scale=r.off_scale, line=r.line) for r in record.results))
+
+
+def _sante_table(request: Any) -> RequestTable:
+    tests = ", ".join(t.label or t.code for t in request.tests if t.label or t.code)
+    title = tests or (f"Demande {request.placer_id}" if request.placer_id else "Demande")
+    rows = []
+    for r in request.results:
+        low, high = _range(r.low, r.high, r.range)
+        rows.append(ResultRow(label=r.label or r.code, value=r.value_label or r.value, unit=r.unit, low=low,
+                              high=high, flag=r.flag, abnormal=r.abnormal, off_scale=r.off_scale, line=r.line))
+    return RequestTable(title=title, date=_iso_date(request.collection_datetime), rows=tuple(rows))
+
+
 def parts(result: Any) -> tuple[ContentPart, ...]:
     """The routable parts of a parsed file (any of the four parsers' results)."""
     if isinstance(result, HprimNetFile):
@@ -80,7 +131,7 @@ def parts(result: Any) -> tuple[ContentPart, ...]:
                     ins=None, ins_oid=None, insured_nir=r.patient.nir or None),
                 sender=r.sender.code, date=r.request_date, result_count=len(r.results),
                 abnormal_count=r.abnormal_count,
-                result_lines=tuple(x.line for x in r.results))
+                result_lines=tuple(x.line for x in r.results), requests=(_net_table(r),))
             for i, r in enumerate(result.records))
     if isinstance(result, HprimSanteFile):
         out = []
@@ -96,7 +147,8 @@ def parts(result: Any) -> tuple[ContentPart, ...]:
                 sender=result.header.sender_id,
                 date=_iso_date(first.collection_datetime if first else result.header.datetime),
                 result_count=len(results), abnormal_count=p.abnormal_count,
-                result_lines=tuple(x.line for x in results)))
+                result_lines=tuple(x.line for x in results),
+                requests=tuple(_sante_table(q) for q in p.requests)))
         return tuple(out)
     if isinstance(result, Dlu):
         return (_cda_part(result.header, 0, 1),)

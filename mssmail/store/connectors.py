@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from mssmail.store.service import Store
 
 ROUTE_KIND = "connector.route"
+# In a mailbox without rules: parse and index only (mssmail/store/results.py says which
+# messages get one).
+INDEX_KIND = "connector.index"
 DELIVER_KIND = "connector.deliver"
 # The acknowledgement to the sender once every target of a message is final (an RFC
 # 8098 MDN, or a plain mail on failure): one per message, by its key.
@@ -108,25 +111,33 @@ def validate_rule(target_type: str, targets: Sequence[str], match: Mapping[str, 
         raise ValueError("an extension is 1 to 10 letters or digits, without the dot.")
 
 
-def route_jobs(connection: Connection, placed: Sequence[tuple[int, str, int, str, str, str]]) -> int:
+def route_jobs(connection: Connection, placed: Sequence[tuple[int, str, int, str, str, str]],
+               attachments: Sequence[bool] | None = None) -> int:
     """In a delivery's transaction: one `connector.route` job per delivered INBOX row
-    whose mailbox has rules. `placed`: (mailbox id, address, message row id, Message-ID
-    header, blob SHA-256, envelope sender). The envelope sender is kept in the job: the
-    store does not add a Return-Path field, and the acknowledgement (an MDN only when
-    Disposition-Notification-To equals it, RFC 8098 2.1) needs it. How many jobs were
-    inserted."""
+    whose mailbox has rules, and one `connector.index` job per row of a mailbox without
+    rules whose summary says it has an attachment (`attachments`, in `placed` order:
+    the results index, mssmail/store/results.py). `placed`: (mailbox id, address,
+    message row id, Message-ID header, blob SHA-256, envelope sender). The envelope
+    sender is kept in the route job: the store does not add a Return-Path field, and the
+    acknowledgement (an MDN only when Disposition-Notification-To equals it, RFC 8098
+    2.1) needs it. How many jobs were inserted."""
     if not placed:
         return 0
     box_ids = sorted({box_id for box_id, *_ in placed})
     routed = set(connection.execute(select(_R.c.mailbox_id).where(_R.c.mailbox_id.in_(box_ids))
                                     .distinct()).scalars())
-    if not routed:
-        return 0
-    return enqueue(connection, [
-        NewJob(kind=ROUTE_KIND, key=job_key(ROUTE_KIND, address, row_id),
-               payload={"message_id": message_id, "sha256": sha, "return_path": sender}, mailbox=address,
-               message_id=row_id)
-        for box_id, address, row_id, message_id, sha, sender in placed if box_id in routed])
+    flagged = list(attachments) if attachments is not None else [False] * len(placed)
+    jobs = []
+    for (box_id, address, row_id, message_id, sha, sender), has_attachment in zip(placed, flagged, strict=True):
+        if box_id in routed:
+            jobs.append(NewJob(kind=ROUTE_KIND, key=job_key(ROUTE_KIND, address, row_id),
+                               payload={"message_id": message_id, "sha256": sha, "return_path": sender},
+                               mailbox=address, message_id=row_id))
+        elif has_attachment:
+            jobs.append(NewJob(kind=INDEX_KIND, key=job_key(INDEX_KIND, address, row_id),
+                               payload={"message_id": message_id, "sha256": sha}, mailbox=address,
+                               message_id=row_id))
+    return enqueue(connection, jobs) if jobs else 0
 
 
 class ConnectorOps:
@@ -215,5 +226,6 @@ class ConnectorOps:
                          details=dict(details or {}))
 
 
-__all__ = ["DELIVER_KIND", "MDN_KIND", "ROUTE_KIND", "TARGET_TYPES", "ConnectorOps", "LocatedMessage", "RuleItem",
+__all__ = ["DELIVER_KIND", "INDEX_KIND", "MDN_KIND", "ROUTE_KIND", "TARGET_TYPES", "ConnectorOps", "LocatedMessage",
+           "RuleItem",
            "RuleNotFound", "route_jobs", "validate_rule"]

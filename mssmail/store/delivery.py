@@ -330,10 +330,13 @@ def _deliver(io: _Writes, requests: Sequence[DeliveryRequest]) -> list[DeliveryR
                               for specs, start, end in jobs for job in specs])
         # Connectors: one route job per INBOX row of a mailbox that has rules (the
         # worker parses after the commit; see mssmail/store/connectors.py).
-        connectors.route_jobs(io.s, [(boxes[placed.address].id, placed.address, message_id, row[13], row[2],
-                                      sender)
-                                     for placed, message_id, row, is_inbox, sender
-                                     in zip(pending, ids, message_rows, inbox, envelope, strict=True) if is_inbox])
+        # Mailboxes without rules get an index job for a message with an attachment
+        # (the results index, mssmail/store/results.py).
+        routable = [(placed, message_id, row, sender) for placed, message_id, row, is_inbox, sender
+                    in zip(pending, ids, message_rows, inbox, envelope, strict=True) if is_inbox]
+        connectors.route_jobs(io.s, [(boxes[placed.address].id, placed.address, message_id, row[13], row[2], sender)
+                                     for placed, message_id, row, sender in routable],
+                              [bool(row[14]) for _placed, _id, row, _sender in routable])
     # Outcomes were filled in place; keep each copy's recipients in its own order.
     for result in results:
         if isinstance(result, DeliveryResult):

@@ -391,3 +391,58 @@ class TotpCredential(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=False)
     last_step: Mapped[int] = mapped_column(BigInteger, default=0)
     created: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IndexedResult(Base):
+    """One parsed HPRIM result (a record, a patient of an HPRIM Santé file) or CDA
+    document found in a delivered message (`mssmail.store.results`): what the webmail's
+    "Récupération Hprim" lists per patient, written by the connector worker after the
+    delivery (never on the SMTP path).
+
+    The message is found again by (mailbox, blob digest): a move gives the message a new
+    row but keeps its bytes, so the entry follows it; an entry whose message is gone
+    from every folder is not listed and is purged at the mailbox's next indexing.
+    The patient's identity and the result lines are kept here, in the store, as the
+    message itself is; never in the audit trail or the logs."""
+
+    __tablename__ = "results_index"
+    __table_args__ = (
+        UniqueConstraint("mailbox_id", "blob_sha256", "file_index", "part_index",
+                         name="uq_results_index_document"),
+        Index("ix_results_index_new", "mailbox_id", "retrieved_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
+    blob_sha256: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[str] = mapped_column(String(998), default="")
+    # The MIME part the file came from ("2", "1.2"), or "body" for an HPRIM Net text body.
+    part: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(String(255), default="")
+    file_index: Mapped[int] = mapped_column(Integer)
+    part_index: Mapped[int] = mapped_column(Integer)
+    # hprim_net, hprim_sante, cda:<LOINC>; `container` is "xdm" for a document of an archive.
+    kind: Mapped[str] = mapped_column(String(40))
+    container: Mapped[str] = mapped_column(String(10), default="")
+    family: Mapped[str] = mapped_column(String(200), default="")
+    given: Mapped[str] = mapped_column(String(200), default="")
+    birth_date: Mapped[str | None] = mapped_column(String(10))
+    sex: Mapped[str | None] = mapped_column(String(4))
+    # The INS only when the format carries a qualified one (CDA/XDM), with its OID; an
+    # HPRIM Net file's NIR is the insured person's, kept apart and never taken for an INS.
+    ins: Mapped[str | None] = mapped_column(String(40))
+    ins_oid: Mapped[str | None] = mapped_column(String(64))
+    insured_nir: Mapped[str | None] = mapped_column(String(20))
+    # Groups a patient's entries: sha256 of the INS, else of name and birth date.
+    patient_key: Mapped[str] = mapped_column(String(64))
+    lab: Mapped[str] = mapped_column(String(200), default="")
+    document_date: Mapped[str | None] = mapped_column(String(10))
+    result_count: Mapped[int] = mapped_column(Integer, default=0)
+    abnormal_count: Mapped[int] = mapped_column(Integer, default=0)
+    # [{"title", "date", "rows": [{"label", "value", "unit", "low", "high", "flag",
+    #   "abnormal", "off_scale", "line"}]}]: one table per request
+    requests: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set when the files were downloaded for the practice software ($HprimRecupere).
+    retrieved_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -28,6 +28,7 @@ from mssmail.store.mailboxes import MailboxAdmin
 from mssmail.store.messages import MessageOps
 from mssmail.store.outbound import OutboundOps
 from mssmail.store.passwords import AuthOps
+from mssmail.store.results import ResultsOps
 from mssmail.store.subscriptions import SubscriptionOps
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ T = TypeVar("T")
 
 
 class Store(MailboxAdmin, AuthOps, DeliveryOps, OutboundOps, JobOps, ConnectorOps, FtsOps, MessageAPI, MessageOps,
-            ImapFolderOps, SubscriptionOps):
+            ImapFolderOps, SubscriptionOps, ResultsOps):
     def __init__(
         self,
         url: str,
