@@ -85,13 +85,17 @@ def connector_parse(file: Path, kind: str, escape_mode: str, as_json: bool) -> N
 
 @connector.command("add")
 @click.argument("mailbox")
-@click.option("--type", "target_type", type=click.Choice(["folder", "mllp"]), default="folder", show_default=True,
-              help="Target type (fhir, smtp, imap and pickup are not in this build).")
+@click.option("--type", "target_type", type=click.Choice(["folder", "mllp", "pickup"]), default="folder",
+              show_default=True,
+              help="Target type (fhir, smtp and imap are not in this build). pickup: the other direction, "
+                   "the folder's HPRIM files are sent from MAILBOX to the recipient each names.")
 @click.option("--target", "targets", multiple=True, required=True,
-              help="Destination (an absolute directory for folder, host:port for mllp); repeat to fan out.")
+              help="Destination (an absolute directory for folder and pickup, host:port for mllp); "
+                   "repeat to fan out.")
 @click.option("--match", "match_text", default="",
               help="Conditions, all must hold: kind=hprim_net|hprim_sante|cda:<LOINC>|xdm, "
-                   "sender=ADDRESS, domain=DOMAIN (comma-separated). Empty: every part.")
+                   "sender=ADDRESS, domain=DOMAIN, codecda=CODE (in the X-MSS-CODECDA header) "
+                   "(comma-separated). Empty: every part.")
 @click.option("--format", "output_format", type=click.Choice(["original", "hprim_net"]), default=None,
               help="What the target gets: the bytes as received (default) or an HPRIM Net rendering.")
 @click.option("--extension", default=None, help="File name extension for folder targets (default per kind).")

@@ -21,7 +21,8 @@ from connectors.formats.summary import ContentPart
 
 # Attachment names a connector reads (issue 13: .hpr .hpm .hps .txt, IHE_XDM.ZIP, .xml).
 FILE_SUFFIXES = (".hpr", ".hpm", ".hps", ".txt", ".xml", ".zip")
-MATCH_KEYS = ("kind", "sender", "domain")
+MATCH_KEYS = ("kind", "sender", "domain", "codecda")
+CODECDA_HEADER = "x-mss-codecda"
 
 
 def parse_match(text: str) -> dict[str, str]:
@@ -41,23 +42,41 @@ def parse_match(text: str) -> dict[str, str]:
     return out
 
 
-def matches(match: Mapping[str, str], *, kind: str, container: str, sender: str) -> bool:
+def codecda_values(headers: Sequence[tuple[str, str]]) -> frozenset[str]:
+    """The document type codes of a message's `X-MSS-CODECDA` fields (MSSanté DST
+    ECO.2.4.1, SC.MSS/CONF.15: set by the sender when an IHE_XDM archive holding a CDA is
+    attached; comma-separated when there are several, e.g. `34112-3,PRESC-BIO`), folded
+    to lower case. Empty when the message has none."""
+    out: set[str] = set()
+    for name, value in headers:
+        if name.lower() == CODECDA_HEADER:
+            out.update(code.strip().lower() for code in value.split(",") if code.strip())
+    return frozenset(out)
+
+
+def matches(match: Mapping[str, str], *, kind: str, container: str, sender: str,
+            codecda: frozenset[str] = frozenset()) -> bool:
     """Every condition holds. `kind` is the part's (`hprim_net`, `hprim_sante`,
     `cda:<LOINC>`); `container` is `xdm` for a part read out of an IHE_XDM archive, so
-    `kind=xdm` matches every document of one. `sender` is the envelope/From address."""
+    `kind=xdm` matches every document of one. `sender` is the envelope/From address.
+    `codecda`: the message's X-MSS-CODECDA codes (`codecda_values`); a `codecda`
+    condition holds when the header is present and names that code."""
     wanted = match.get("kind")
     if wanted is not None and wanted != kind and wanted != container:
         return False
     sender = sender.strip().lower()
     if "sender" in match and match["sender"] != sender:
         return False
+    if "codecda" in match and match["codecda"].lower() not in codecda:
+        return False
     return not ("domain" in match and sender.rpartition("@")[2] != match["domain"])
 
 
-def first_match(rules: Sequence[Any], *, kind: str, container: str, sender: str) -> Any | None:
+def first_match(rules: Sequence[Any], *, kind: str, container: str, sender: str,
+                codecda: frozenset[str] = frozenset()) -> Any | None:
     """The first rule (in order) whose match holds: first match wins."""
     for rule in rules:
-        if matches(rule.match, kind=kind, container=container, sender=sender):
+        if matches(rule.match, kind=kind, container=container, sender=sender, codecda=codecda):
             return rule
     return None
 

@@ -42,6 +42,7 @@ from connectors.formats.hprim_net import HprimNetFile
 from connectors.formats.hprim_out import render_dlu, render_hprim_sante_patient, render_record
 from connectors.formats.hprim_sante import HprimSanteFile
 from connectors.formats.summary import parts as content_parts
+from connectors.pickup import PickupScanner
 from connectors.results import entry_for
 from mssmail import logs
 from mssmail.store import mimeview, query
@@ -68,6 +69,7 @@ class ConnectorWorker:
         self.quarantine = Path(config.server.data) / "connectors" / "quarantine"
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="connectors")
         self._task: asyncio.Task[None] | None = None
+        self._pickup: asyncio.Task[None] | None = None
         self._stopping = False
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -86,15 +88,18 @@ class ConnectorWorker:
     async def start(self) -> list[str]:
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name="connectors-poller")
+        self._pickup = asyncio.create_task(PickupScanner(self.config, self.store).run(
+            self.settings.poll_interval, lambda: self._stopping), name="connectors-pickup")
         return [f"connectors: job worker (poll every {self.settings.poll_interval}s, lease "
                 f"{self.settings.lease}s)"]
 
     async def stop(self, grace: float) -> None:
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._task, timeout=grace)
+        for task in (self._task, self._pickup):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(task, timeout=grace)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self) -> None:
@@ -178,7 +183,8 @@ class ConnectorWorker:
             self.store.complete_job(job.id, self.worker, progress={"outcome": "message gone"})
             return
         # An index job (a mailbox without rules): parse, tag and index, route nowhere.
-        rules = self.store.connector_rules(located.mailbox) if job.kind == ROUTE_KIND else []
+        rules = [r for r in self.store.connector_rules(located.mailbox) if r.target_type != "pickup"] \
+            if job.kind == ROUTE_KIND else []
         ref = self.store.open_folder(ACTOR, located.mailbox, located.folder)
         view = self.store.message_view(ref, located.uid, mark_seen=False)
         raw = view.raw
@@ -198,6 +204,7 @@ class ConnectorWorker:
             return
         failures: list[dict[str, Any]] = []
         sender = _sender(view)
+        codecda = routing.codecda_values(view.headers)
         files = _candidates(raw)
         documents: list[dict[str, Any]] = []
         entries = []
@@ -230,7 +237,8 @@ class ConnectorWorker:
                                          filename=candidate.filename, container=container))
                 keywords.add("$DLU" if part.kind.startswith("cda:") and part.kind[4:] in DLU_CODES
                              else "$HPRIM" if part.kind.startswith("hprim") else "")
-                rule = routing.first_match(rules, kind=part.kind, container=container, sender=sender)
+                rule = routing.first_match(rules, kind=part.kind, container=container, sender=sender,
+                                          codecda=codecda)
                 if rule is None:
                     unmatched += 1
                     continue

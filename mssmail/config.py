@@ -268,9 +268,11 @@ class ConnectorsConfig(Section):
     retry_max_interval: int = Field(default=6 * 3600, ge=1)
     max_age: int = Field(default=48 * 3600, ge=1)
     mllp_timeout: int = Field(default=30, ge=1)
+    # A pickup folder's file is read once unchanged this long (its writer is done).
+    pickup_settle: int = Field(default=2, ge=0)
 
     @field_validator("poll_interval", "lease", "retry_initial", "retry_max_interval", "max_age", "mllp_timeout",
-                     mode="before")
+                     "pickup_settle", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> int:
         return parse_duration(v)

@@ -36,10 +36,12 @@ DELIVER_KIND = "connector.deliver"
 # The acknowledgement to the sender once every target of a message is final (an RFC
 # 8098 MDN, or a plain mail on failure): one per message, by its key.
 MDN_KIND = "connector.mdn"
-# Target types this build delivers to; the others (fhir, smtp, imap, pickup)
-# are refused by `add_connector_rule` until they exist.
-TARGET_TYPES = ("folder", "mllp")
-MATCH_KEYS = ("kind", "sender", "domain")
+# Target types this build delivers to; the others (fhir, smtp, imap) are refused
+# by `add_connector_rule` until they exist. `pickup` is the other direction (a folder
+# whose files the mailbox sends, connectors/pickup.py): it never matches incoming mail.
+TARGET_TYPES = ("folder", "mllp", "pickup")
+INBOUND_TYPES = ("folder", "mllp")
+MATCH_KEYS = ("kind", "sender", "domain", "codecda")
 OPTION_KEYS = ("format", "extension")
 FORMATS = ("original", "hprim_net")
 _R = table(ConnectorRule)
@@ -85,8 +87,11 @@ def validate_rule(target_type: str, targets: Sequence[str], match: Mapping[str, 
                          f"(available: {', '.join(TARGET_TYPES)}).")
     if not targets or any(not t.strip() for t in targets):
         raise ValueError("a target is required (a directory for --type folder).")
-    if target_type == "folder" and any(not t.startswith("/") for t in targets):
-        raise ValueError("a folder target is an absolute directory path.")
+    if target_type in ("folder", "pickup") and any(not t.startswith("/") for t in targets):
+        raise ValueError(f"a {target_type} target is an absolute directory path.")
+    if target_type == "pickup" and (match or options):
+        raise ValueError("a pickup rule sends the folder's files from the mailbox: no --match, --format "
+                         "or --extension.")
     if target_type == "mllp":
         for target in targets:
             host, sep, port = target.rpartition(":")
@@ -124,7 +129,8 @@ def route_jobs(connection: Connection, placed: Sequence[tuple[int, str, int, str
     if not placed:
         return 0
     box_ids = sorted({box_id for box_id, *_ in placed})
-    routed = set(connection.execute(select(_R.c.mailbox_id).where(_R.c.mailbox_id.in_(box_ids))
+    routed = set(connection.execute(select(_R.c.mailbox_id).where(_R.c.mailbox_id.in_(box_ids),
+                                                                   _R.c.target_type != "pickup")
                                     .distinct()).scalars())
     flagged = list(attachments) if attachments is not None else [False] * len(placed)
     jobs = []
