@@ -30,6 +30,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -65,16 +66,36 @@ class ConnectorWorker:
         self.config = config
         self.settings = config.connectors
         self.store = store
-        self.worker = f"{socket.gethostname()}:{os.getpid()}:connectors"
+        self._name = f"{socket.gethostname()}:{os.getpid()}:connectors"
+        self._local = threading.local()
         self.quarantine = Path(config.server.data) / "connectors" / "quarantine"
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="connectors")
+        # `[connectors] workers` job loops, each on a thread of its own (fsync-bound: jobs
+        # overlap their commits; PostgreSQL groups them).
+        self.threads = max(1, int(getattr(self.settings, "workers", 1)))
+        self._executor = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="connectors")
         self._task: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
         self._pickup: asyncio.Task[None] | None = None
         self._stopping = False
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.actor = ACTOR
         self.acks = acknowledge.Acknowledger(self)
+
+    @property
+    def worker(self) -> str:
+        """The lease owner: one name per job thread (`host:pid:connectors[:n]`), so a job
+        taken over by another thread of this process is never finished by the first."""
+        return getattr(self._local, "name", self._name)
+
+    @worker.setter
+    def worker(self, name: str) -> None:
+        self._name = name
+
+    def _run_once_as(self, index: int) -> bool:
+        if index:
+            self._local.name = f"{self._name}:{index}"
+        return self.run_once()
 
     def wake(self) -> None:
         """More work is due (called from the worker thread)."""
@@ -88,26 +109,28 @@ class ConnectorWorker:
     async def start(self) -> list[str]:
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name="connectors-poller")
+        self._loops = [asyncio.create_task(self._run(i), name=f"connectors-poller-{i}") for i in range(1, self.threads)]
         self._pickup = asyncio.create_task(PickupScanner(self.config, self.store).run(
             self.settings.poll_interval, lambda: self._stopping), name="connectors-pickup")
-        return [f"connectors: job worker (poll every {self.settings.poll_interval}s, lease "
+        return [f"connectors: job worker ({self.threads} thread{'s' if self.threads > 1 else ''}, poll every "
+                f"{self.settings.poll_interval}s, lease "
                 f"{self.settings.lease}s)"]
 
     async def stop(self, grace: float) -> None:
         self._stopping = True
         self._wake.set()
-        for task in (self._task, self._pickup):
+        for task in (self._task, self._pickup, *self._loops):
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                     await asyncio.wait_for(task, timeout=grace)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _run(self) -> None:
+    async def _run(self, index: int = 0) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping:
             busy = False
             try:
-                busy = await loop.run_in_executor(self._executor, self.run_once)
+                busy = await loop.run_in_executor(self._executor, self._run_once_as, index)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -268,6 +268,8 @@ class ConnectorsConfig(Section):
     retry_max_interval: int = Field(default=6 * 3600, ge=1)
     max_age: int = Field(default=48 * 3600, ge=1)
     mllp_timeout: int = Field(default=30, ge=1)
+    # Job threads of the worker (each claims and runs one job at a time).
+    workers: int = Field(default=2, ge=1, le=32)
     # A pickup folder's file is read once unchanged this long (its writer is done).
     pickup_settle: int = Field(default=2, ge=0)
 
