@@ -53,6 +53,23 @@ def autocomplete(store: Any, prefix: str, limit: int = 20) -> list[dstore.Entry]
     return dstore.search(store, node, limit=limit)
 
 
+MAX_SUGGESTION_QUERY = 64
+
+
+def suggest(store: Any, query: str, limit: int = 20) -> list[dstore.Entry]:
+    """Webmail "À"/"Cc"/"Cci": listed entries for what the doctor is typing (at most
+    `MAX_SUGGESTION_QUERY` characters are used). One word is an indexed prefix search
+    (`autocomplete`: name, given name, mail, RPPS, structure, city); several words
+    ("durand lyon", "hélène cardio") the free-text search (`search_text`: every word
+    found, accents and case ignored), a scan bounded by `limit`."""
+    query = " ".join(query[:MAX_SUGGESTION_QUERY].split())
+    if len(query) < 2:
+        return []
+    if " " not in query:
+        return autocomplete(store, query, limit=limit)
+    return dstore.search_text(store, query, limit=limit)
+
+
 def publish_certificate(store: Any, address: str, usage: str, der: bytes,
                         not_after: Any = None) -> bool:
     """Publish a certificate on the entry of `address`; False when the directory has no entry.

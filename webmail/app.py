@@ -79,7 +79,7 @@ FOLDER_LABELS = {"INBOX": "Boîte de réception", "Sent": "Envoyés", "Drafts": 
 NAVIGATION = (("Boîte de réception", "/"), ("Nouveau message", "/nouveau"), ("Dossiers", "/dossiers"),
               ("Recherche", "/recherche"), ("Récupération Hprim", "/hprim"), ("Options", "/options"),
               ("Aide", "/aide"))
-LATER = {"/nouveau": "Nouveau message", "/recherche": "Recherche",
+LATER = {"/recherche": "Recherche",
          "/options": "Options", "/aide": "Aide"}
 
 
@@ -533,8 +533,11 @@ def create_app(store: Any, config: Any, totp_key: bytes | None = None) -> Starle
     async def not_found(request: Request, exc: Exception) -> Response:
         return webmail.error(404, NOT_FOUND_TEXT)
 
+    from webmail.compose import Compose
+
     routes = [
         Route("/", webmail.home),
+        *Compose(webmail).routes(),
         Route("/connexion", webmail.connexion, methods=["GET", "POST"]),
         Route("/connexion/code", webmail.code, methods=["GET", "POST"]),
         Route("/connexion/activation", webmail.activation, methods=["GET", "POST"]),
