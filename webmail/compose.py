@@ -20,6 +20,7 @@ import html as html_lib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from email.utils import getaddresses
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
@@ -203,6 +204,7 @@ class Compose:
 
     def routes(self) -> list[Route]:
         return [Route("/nouveau", self.nouveau, methods=["GET", "POST"]),
+                Route("/envois", self.envois),
                 Route("/annuaire/suggestions", self.suggestions),
                 Route("/annuaire/statut", self.statut)]
 
@@ -511,6 +513,43 @@ class Compose:
                              recipients=draft.recipients(), subject=draft.subject, queue_id=result.queue_id,
                              sender=draft.sender, **context)
 
+    # --- Suivi des envois ------------------------------------------------------------
+    async def envois(self, request: Request) -> Response:
+        """`/envois` ("Suivi des envois"): the box's sent messages, 50 a page, each with
+        its recipients' delivery state from the relay queue (`outbound_of_sent`); a
+        message with no queue item went only to boxes of this server, delivered when it
+        was sent. `?boite=` names a box the doctor sends as, `?avant=UID` pages."""
+        session = await self.web.session(request)
+        if session is None:
+            return self.web.to_login(request)
+        senders = await self.senders(session)
+        address = request.query_params.get("boite", session.mailbox).strip().lower()
+        before = request.query_params.get("avant")
+        if address not in senders or (before is not None and (not before.isdigit() or len(before) > 12)):
+            return self.web.error(404, NOT_FOUND_TEXT, session)
+        actor = Actor.user(session.mailbox)
+        folders = await self.store.run(self.store.folder_list, actor, address)
+        sent_folder = next((f.name for f in folders if f.special_use == "\\Sent"), "Sent")
+
+        def work() -> tuple[Any, Any, dict[str, list[dict[str, Any]]]]:
+            ref = self.store.open_folder(actor, address, sent_folder)
+            page = self.store.message_page(ref, limit=50, before_uid=int(before) if before else None)
+            return ref, page, self.store.outbound_of_sent(actor, address, [m.sha256 for m in page.items])
+
+        ref, page, queued = await self.store.run(work)
+        rows = []
+        for m in page.items:
+            states = [state for item in queued.get(m.sha256, []) for state in _delivery_state(item)]
+            remote = {address for address, _css, _text in states}
+            # The header's recipients that were not queued: boxes of this server, delivered
+            # when sent (Bcc recipients are not in the header, nor shown here).
+            local = [a for _n, a in getaddresses([m.to_addrs]) if a and a.lower() not in remote]
+            rows.append((m, states, local))
+        context = await self.web._sidebar(session, session.mailbox)
+        return self.web.page("envois.html", title="Suivi des envois", session=session, rows=rows, ref=ref,
+                             box=address, senders=senders, older=page.next_before_uid,
+                             sent_folder=sent_folder, **context)
+
     # --- the directory while typing -------------------------------------------------
     async def suggestions(self, request: Request) -> Response:
         """`/annuaire/suggestions?q=`: up to 20 listed entries as `role="option"` items
@@ -539,6 +578,29 @@ class Compose:
         statuses = await self.statuses_of(request.query_params.get("adresses", "")[:20_000])
         html = self.web.templates.get_template("statuts.html").render(statuses=statuses)
         return HTMLResponse(html)
+
+
+def _delivery_state(item: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(address, css class, French state) of each recipient of a relay queue item."""
+    states = []
+    for entry in item["recipients"]:
+        status, error = entry.get("status"), str(entry.get("error") or "")
+        if status == "sent":
+            states.append((entry["address"], "accepte", "remis au serveur du destinataire"))
+        elif status == "failed":
+            states.append((entry["address"], "refuse",
+                           f"échec : {error or 'refusé'} (un avis de non-remise est dans votre boîte de réception)"))
+        elif item["state"] == "sending":
+            states.append((entry["address"], "attente", "envoi en cours"))
+        else:
+            tries = int(item["attempts"])
+            when = fmt.date_short(item["next_attempt"])
+            detail = f"{tries} tentative{'s' if tries > 1 else ''}, prochain essai le {when}" if tries \
+                else f"premier essai le {when}"
+            if error:
+                detail += f" ; dernière réponse : {error}"
+            states.append((entry["address"], "attente", f"en attente ({detail})"))
+    return states
 
 
 def _ip(request: Request) -> str:

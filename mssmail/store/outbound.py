@@ -148,6 +148,27 @@ class OutboundOps:
                 query = query.where(OutboundMessage.state.in_(ACTIVE))
             return [_as_dict(r) for r in s.execute(query).scalars().all()]
 
+    def outbound_of_sent(self: Store, actor: Any, address: str,
+                         digests: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """"Suivi des envois": the relay queue's items that `address` sent, by the digest
+        of their bytes. `submit()` queues the very bytes it files in Sent, so a Sent
+        message's digest finds its remote recipients' states here (queued, sent, failed
+        with the remote reply). The actor must be able to open `address` (owner or
+        delegate); other senders' items are never returned. Metadata: not audited. One
+        indexed query (`blob_sha256`), at most 500 digests."""
+        wanted = sorted({d for d in digests if d})[:500]
+        with self.db.read() as s:
+            _mailbox_id, address, _rights = self._access(s, actor, address)
+            if not wanted:
+                return {}
+            rows = s.execute(select(OutboundMessage).where(OutboundMessage.blob_sha256.in_(wanted),
+                                                           OutboundMessage.sender == address)
+                             .order_by(OutboundMessage.id)).scalars().all()
+            found: dict[str, list[dict[str, Any]]] = {}
+            for row in rows:
+                found.setdefault(row.blob_sha256, []).append(_as_dict(row))
+            return found
+
     def get_outbound(self: Store, item_id: int) -> dict[str, Any]:
         with self.db.read() as s:
             row = s.get(OutboundMessage, item_id)

@@ -43,7 +43,10 @@
     }
     function choose(option) {
       const name = option.dataset.nom;
-      const mailbox = name ? '"' + name.replace(/["\\]/g, "") + '" <' + option.dataset.adresse + ">" : option.dataset.adresse;
+      // A display name is quoted only when it holds a character that ends a name (RFC 5322 3.4).
+      const plain = /^[^,;<>"@()\[\]:\\]*$/.test(name || "");
+      const shown = plain ? name : '"' + (name || "").replace(/["\\]/g, "") + '"';
+      const mailbox = name ? shown + " <" + option.dataset.adresse + ">" : option.dataset.adresse;
       const head = lastToken(input.value).head;
       input.value = (head ? head.replace(/\s*$/, " ") : "") + mailbox + ", ";
       close();

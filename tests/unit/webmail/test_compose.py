@@ -463,3 +463,36 @@ def test_compose_page_password_users_only_once_logged_in(client: TestClient) -> 
     # The conftest client, not logged in: /nouveau asks for the login first.
     response = client.get("/nouveau?transferer=/b/x/INBOX/1/1", follow_redirects=False)
     assert response.status_code == 303 and response.headers["location"].startswith("/connexion?suite=/nouveau")
+
+
+# --- Suivi des envois -----------------------------------------------------------------
+
+
+def test_suivi_des_envois(web: TestClient, store: Store) -> None:
+    from datetime import UTC, datetime
+
+    from mssmail.store.outbound import RecipientResult
+
+    assert "Aucun message envoyé depuis doc@a.example." in web.get("/envois").text
+    response = post(web, a=f"lab@b.example, {OTHER}", cc="dr.x@b.example", objet="Demande de bilan", message="x")
+    assert response.status_code == 200 and 'href="/envois">Suivi des envois</a>' in response.text
+    page = web.get("/envois")
+    assert page.status_code == 200 and "<h1>Suivi des envois</h1>" in page.text
+    assert "Demande de bilan" in page.text
+    assert '<span class="adresse">lab@b.example</span> : en attente (premier essai le ' in page.text
+    assert '<span class="adresse">dr.x@b.example</span> : en attente' in page.text
+    assert f"<span class=\"adresse\">{OTHER}</span> : remis dans sa boîte à l'envoi" in page.text
+    # The relay's attempt: one recipient refused by its server, the other accepted.
+    [item] = store.list_outbound()
+    store.record_attempt(item["id"], {"lab@b.example": RecipientResult("failed", 550, "5.1.1 Unknown user"),
+                                      "dr.x@b.example": RecipientResult("sent", 250, "2.0.0 OK")},
+                         next_attempt=datetime.now(UTC))
+    page = web.get("/envois")
+    assert ('<span class="adresse">lab@b.example</span> : échec : 550 5.1.1 Unknown user (un avis de non-remise '
+            "est dans votre boîte de réception)") in page.text
+    assert '<span class="adresse">dr.x@b.example</span> : remis au serveur du destinataire' in page.text
+    # A box one may only read is not one's sending box: not shown; the lab box is.
+    assert web.get("/envois", params={"boite": OTHER}).status_code == 404
+    lab = web.get("/envois", params={"boite": LAB})
+    assert lab.status_code == 200 and "Aucun message envoyé depuis labo@a.example." in lab.text
+    assert store.outbound_of_sent(Actor.user(DOC), LAB, [item["blob_sha256"]]) == {}  # another sender's item
