@@ -193,6 +193,7 @@ class Compose:
         self.store = webmail.store
         self.config = webmail.config
         self.suggest_rate = PerSecond(SUGGESTIONS_PER_SECOND)
+        self.status_rate = PerSecond(SUGGESTIONS_PER_SECOND)  # each status validates certificates
 
     @property
     def max_size(self) -> int:
@@ -575,6 +576,8 @@ class Compose:
         session = await self.web.session(request)
         if session is None:
             return Response("", status_code=401)
+        if not self.status_rate.allow(websessions.token_hash(request.cookies.get(SESSION_COOKIE, ""))):
+            return Response("", status_code=429, headers={"Retry-After": "1"})
         statuses = await self.statuses_of(request.query_params.get("adresses", "")[:20_000])
         html = self.web.templates.get_template("statuts.html").render(statuses=statuses)
         return HTMLResponse(html)

@@ -435,6 +435,8 @@ def test_suggestions_limited_to_ten_a_second(web: TestClient, directory: None,
     monkeypatch.setattr(web_compose.time, "monotonic", lambda: 1000.5)
     answers = [web.get("/annuaire/suggestions", params={"q": "du"}).status_code for _ in range(12)]
     assert answers == [200] * 10 + [429] * 2
+    statuses = [web.get("/annuaire/statut", params={"adresses": OTHER}).status_code for _ in range(11)]
+    assert statuses == [200] * 10 + [429]
     monkeypatch.setattr(web_compose.time, "monotonic", lambda: 1001.5)
     assert web.get("/annuaire/suggestions", params={"q": "du"}).status_code == 200
 
