@@ -73,6 +73,7 @@ class FetchArgs:
     messages: SeqSet
     items: tuple[FetchItem, ...]
     changed_since: int | None = None
+    vanished: bool = False  # UID FETCH ... (CHANGEDSINCE n VANISHED), RFC 7162 3.2.6
 
 
 @dataclass(frozen=True)
@@ -175,14 +176,49 @@ def _authenticate(cur: Cursor) -> list[Any]:
     return [mechanism, initial]
 
 
+@dataclass(frozen=True)
+class QresyncParams:
+    """SELECT ... (QRESYNC (uidvalidity modseq [known-uids [seq-match-data]])), RFC 7162
+    3.2.5; the sequence match data is accepted and not needed (the store keeps every
+    expunged UID of a folder)."""
+
+    uidvalidity: int
+    modseq: int
+    known_uids: SeqSet | None = None
+
+
 def _select(cur: Cursor) -> list[Any]:
+    """SELECT/EXAMINE name [(CONDSTORE / QRESYNC (...))] (RFC 4466 select-params)."""
     cur.sp()
     name = cur.astring()
     params: list[str] = []
-    if cur.maybe(b" "):  # RFC 4466 select-params, e.g. (CONDSTORE)
-        params = cur.paren_atoms()
+    qresync = None
+    if cur.maybe(b" "):
+        cur.expect(b"(")
+        while not cur.maybe(b")"):
+            if params:
+                cur.sp()
+            word = cur.atom().decode("ascii").upper()
+            params.append(word)
+            if word == "QRESYNC":
+                cur.sp()
+                cur.expect(b"(")
+                uidvalidity = cur.nz_number()
+                cur.sp()
+                modseq = cur.number()
+                known = None
+                if cur.maybe(b" "):
+                    known = cur.seqset()
+                    if cur.maybe(b" "):  # seq-match-data: "(" known-sequence-set SP known-uid-set ")"
+                        cur.expect(b"(")
+                        cur.seqset()
+                        cur.sp()
+                        cur.seqset()
+                        cur.expect(b")")
+                cur.expect(b")")
+                qresync = QresyncParams(uidvalidity, modseq, known)
     cur.end()
-    return [name, params]
+    return [name, params, qresync]
 
 
 def _create(cur: Cursor) -> list[Any]:
@@ -436,19 +472,24 @@ def _fetch(cur: Cursor) -> list[Any]:
             cur.pos = start
             items = _fetch_item(cur)
     changed_since = None
-    if cur.maybe(b" "):  # RFC 7162 section 3.1.4: (CHANGEDSINCE n)
+    vanished = False
+    if cur.maybe(b" "):  # RFC 7162 section 3.1.4: (CHANGEDSINCE n), 3.2.6: VANISHED
         cur.expect(b"(")
         while True:
             if cur.keyword(b"CHANGEDSINCE"):
                 cur.sp()
                 changed_since = cur.number()
-            elif not cur.keyword(b"VANISHED"):
+            elif cur.keyword(b"VANISHED"):
+                vanished = True
+            else:
                 raise cur.error("unknown FETCH modifier")
             if cur.maybe(b")"):
                 break
             cur.sp()
     cur.end()
-    return [FetchArgs(messages, tuple(items), changed_since)]
+    if vanished and changed_since is None:
+        raise ParseError("VANISHED needs CHANGEDSINCE")  # RFC 7162 3.2.6
+    return [FetchArgs(messages, tuple(items), changed_since, vanished)]
 
 
 def _store(cur: Cursor) -> list[Any]:

@@ -69,6 +69,7 @@ class SelectedView:
     contexts: list[SearchContext] = field(default_factory=list)  # RFC 5267 UPDATE searches
     recent_responses: bool = True  # `* n RECENT` after EXISTS; not in IMAP4rev2 (RFC 9051)
     saved: list[int] = field(default_factory=list)  # `$` (RFC 5182): UIDs of the last SAVE
+    vanished: bool = False  # QRESYNC enabled: `* VANISHED uids` replaces EXPUNGE (RFC 7162 3.2.10)
 
     # --- flags --------------------------------------------------------------------
     def flags_lines(self) -> list[bytes]:
@@ -231,9 +232,12 @@ class SelectedView:
             if held:
                 notices.append(self._context_line(context, b"REMOVEFROM", held, context.result))
                 context.result -= gone
+        removed = [u for u in self.uids if u in gone]
         self.uids = [u for u in self.uids if u not in gone]
         self.ghosts -= gone
         self.recent -= gone
         for uid in gone:
             self.reported.pop(uid, None)
+        if self.vanished:
+            return [*notices, b"* VANISHED " + compress_ordered(removed).encode()]
         return [*notices, *(b"* %d EXPUNGE" % seq for seq in reversed(seqs))]

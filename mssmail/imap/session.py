@@ -79,7 +79,7 @@ FETCH_BYTES = 8 * 1024 * 1024  # ... and at most this many octets (at least one 
 FETCH_FIRST = 100  # messages of the first batch
 FLUSH_AT = 256 * 1024  # response bytes buffered before a write
 MAX_AUTH_FAILURES = 3  # per connection, then BYE
-ENABLEABLE = {"CONDSTORE": "CONDSTORE", "IMAP4REV2": "IMAP4rev2"}  # as ENABLED writes them
+ENABLEABLE = {"CONDSTORE": "CONDSTORE", "QRESYNC": "QRESYNC", "IMAP4REV2": "IMAP4rev2"}  # as ENABLED writes them
 MAX_SEARCH_CONTEXTS = 5  # SEARCH RETURN (UPDATE) kept up to date per session (RFC 5267 4.2)
 
 
@@ -143,7 +143,7 @@ class Session:
                 if self.settings.bearer is not None:
                     caps += ["AUTH=OAUTHBEARER", "AUTH=XOAUTH2"]
             return caps
-        return [*caps, "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "QUOTA", "QUOTA=RES-STORAGE", "CONDSTORE", "ESEARCH", "SEARCHRES", "BINARY", "CATENATE", "CONTEXT=SEARCH", "MULTIAPPEND", "LIST-STATUS", "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "LIST-EXTENDED", "WITHIN", f"APPENDLIMIT={self.settings.max_literal}"]
+        return [*caps, "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "QUOTA", "QUOTA=RES-STORAGE", "CONDSTORE", "QRESYNC", "ESEARCH", "SEARCHRES", "BINARY", "CATENATE", "CONTEXT=SEARCH", "MULTIAPPEND", "LIST-STATUS", "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "LIST-EXTENDED", "WITHIN", f"APPENDLIMIT={self.settings.max_literal}"]
 
     def greeting(self) -> bytes:
         return b"* OK [CAPABILITY %s] %s IMAP4rev1 ready\r\n" % (
@@ -354,6 +354,8 @@ class Session:
         ENABLED names only what this command turned on."""
         granted = [name for name in dict.fromkeys(request.args[0]) if name in ENABLEABLE and name not in self.enabled]
         self.enabled.update(granted)
+        if "QRESYNC" in granted:
+            self.enabled.add("CONDSTORE")  # RFC 7162 3.2.3: QRESYNC implies CONDSTORE
         await self.send(b"* ENABLED" + b"".join(b" " + ENABLEABLE[n].encode() for n in granted) + b"\r\n")
         return await self._done(request)
 
@@ -371,15 +373,17 @@ class Session:
         return names.render_name(name, utf8=self.rev2)
 
     async def cmd_select(self, request: Request) -> Outcome:
-        if self.selected is not None and self.rev2:
+        if self.selected is not None and (self.rev2 or "QRESYNC" in self.enabled):
             # RFC 9051 6.3.2: closing the selected mailbox by SELECT is announced.
             await self.send(b"* OK [CLOSED] previous mailbox closed\r\n")
         await self._unselect()
-        raw_name, params = request.args
-        params = [p.upper() for p in params]
-        unknown = [p for p in params if p != "CONDSTORE"]
+        raw_name, params, qresync = request.args
+        unknown = [p for p in params if p not in ("CONDSTORE", "QRESYNC")]
         if unknown:
             await self._tagged(request, "BAD", f"unknown SELECT parameter {unknown[0][:20]}")
+            return Outcome()
+        if qresync is not None and "QRESYNC" not in self.enabled:
+            await self._tagged(request, "BAD", "QRESYNC is not enabled")  # RFC 7162 3.2.5
             return Outcome()
         if "CONDSTORE" in params:
             self.enabled.add("CONDSTORE")
@@ -388,6 +392,7 @@ class Session:
         readonly = request.name == "EXAMINE" or not opened.ref.writable
         view = SelectedView(list(opened.uids), opened.state.highest_modseq, readonly,
                             imap_uidvalidity(opened.state.uidvalidity))
+        view.vanished = "QRESYNC" in self.enabled
         if self.rev2:
             view.recent_responses = False  # RFC 9051 dropped \\Recent: nothing claimed here
         else:
@@ -412,12 +417,32 @@ class Session:
         lines += [b"* OK [UIDVALIDITY %d] UIDs valid" % view.uidvalidity,
                   b"* OK [UIDNEXT %d] predicted next UID" % opened.state.uidnext,
                   b"* OK [HIGHESTMODSEQ %d] highest" % opened.state.highest_modseq]
+        if qresync is not None and qresync.uidvalidity == view.uidvalidity:
+            lines += await self._resync(opened.ref, view, qresync)
         await self.send(b"\r\n".join(lines) + b"\r\n")
         await self._tagged(request, "OK", f"{request.name} completed",
                            "READ-ONLY" if readonly else "READ-WRITE")
         return Outcome()
 
     cmd_examine = cmd_select
+
+    async def _resync(self, ref: FolderRef, view: SelectedView, qresync: grammar.QresyncParams) -> list[bytes]:
+        """RFC 7162 3.2.5: what went and what changed since the client's mod-sequence:
+        `* VANISHED (EARLIER)` for its known UIDs removed since, then a FETCH (UID FLAGS
+        MODSEQ) of each message changed since."""
+        known = qresync.known_uids.resolve(view.max_uid) if qresync.known_uids is not None else None
+        lines = []
+        gone = await self.store.run(self.store.expunged_since, ref, qresync.modseq, known)
+        if gone:
+            lines.append(b"* VANISHED (EARLIER) " + compress(gone).encode())
+        for uid, flags, modseq in await self.store.run(self.store.folder_changes, ref, qresync.modseq):
+            seq = view.seq_of(uid)
+            if seq is None:
+                continue
+            lines += view.announce(flags)
+            lines.append(b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))" % (
+                seq, uid, render.flag_list(flags.split()), modseq))
+        return lines
 
     async def _claim_recent(self, ref: FolderRef, uids: Sequence[int], readonly: bool) -> set[int]:
         """This session's \\Recent messages among `uids` (RFC 3501 section 2.3.2): a
@@ -953,6 +978,15 @@ class Session:
         items = list(args.items)
         if args.changed_since is not None or any(i.name == "MODSEQ" for i in items):
             await self._enable_condstore()
+        if args.vanished:
+            if not request.uid or "QRESYNC" not in self.enabled:
+                await self._tagged(request, "BAD", "VANISHED needs UID FETCH and QRESYNC")  # RFC 7162 3.2.6
+                return Outcome()
+            ranges = list(query.ranges_of(view.saved)) if args.messages.saved else \
+                args.messages.resolve(view.max_uid)
+            gone = await self.store.run(self.store.expunged_since, sel.ref, args.changed_since or 0, ranges)
+            if gone:
+                await self.send(b"* VANISHED (EARLIER) " + compress(gone).encode() + b"\r\n")
         condstore = "CONDSTORE" in self.enabled
         if not uids:
             return await self._done(request)

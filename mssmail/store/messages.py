@@ -42,7 +42,15 @@ from mssmail.store.errors import (
     StoreError,
 )
 from mssmail.store.events import FolderChanged
-from mssmail.store.models import Delegation, Folder, Mailbox, Message, Subscription, table
+from mssmail.store.models import (
+    Delegation,
+    ExpungedUid,
+    Folder,
+    Mailbox,
+    Message,
+    Subscription,
+    table,
+)
 from mssmail.store.query import contains, ranges_of
 from mssmail.store.subscriptions import rename_subscriptions
 from mssmail.store.summary import summarize
@@ -51,7 +59,7 @@ if TYPE_CHECKING:
     from mssmail.store.service import Store
 
 log = logging.getLogger(__name__)
-_M, _F, _MB = table(Message), table(Folder), table(Mailbox)
+_M, _F, _MB, _X = table(Message), table(Folder), table(Mailbox), table(ExpungedUid)
 T = TypeVar("T")
 
 DELIMITER = "/"
@@ -746,6 +754,7 @@ class MessageOps:
                 return []
             for chunk in _chunks([r.id for r in rows]):
                 s.execute(delete(_M).where(_M.c.id.in_(chunk)))
+            self._record_expunged(s, ref.folder_id, [r.uid for r in rows], modseq)
             size = sum(r.size for r in rows)
             unseen = sum(1 for r in rows if not r.seen)
             s.execute(update(_F).where(_F.c.id == ref.folder_id).values(
@@ -818,9 +827,10 @@ class MessageOps:
             uidnext=next_uid + len(rows), highest_modseq=modseq,
             message_count=_F.c.message_count + len(rows), unseen_count=_F.c.unseen_count + unseen))
         if move:
-            self._bump(s, source.id)
+            gone_at = self._bump(s, source.id)
             for chunk in _chunks([m.id for m in rows]):
                 s.execute(delete(_M).where(_M.c.id.in_(chunk)))
+            self._record_expunged(s, source.id, [m.uid for m in rows], gone_at)
             s.execute(update(_F).where(_F.c.id == source.id).values(
                 message_count=_F.c.message_count - len(rows), unseen_count=_F.c.unseen_count - unseen))
         if target_mailbox_id is not None and (not move or source_mailbox_id != target_mailbox_id):
@@ -830,6 +840,22 @@ class MessageOps:
                 s.execute(update(_MB).where(_MB.c.id == source_mailbox_id).values(
                     used_bytes=_MB.c.used_bytes - size))
         return [m.uid for m in rows], new_uids, size
+
+    @staticmethod
+    def _record_expunged(s: Session, folder_id: int, uids: Sequence[int], modseq: int) -> None:
+        """In the transaction of a removal: each UID with its mod-sequence (QRESYNC)."""
+        if uids:
+            s.execute(insert(_X), [{"folder_id": folder_id, "uid": uid, "modseq": modseq} for uid in uids])
+
+    def expunged_since(self: Store, ref: FolderRef, modseq: int,
+                       ranges: Sequence[tuple[int, int]] | None = None) -> list[int]:
+        """UIDs removed from the folder with a mod-sequence above `modseq` (RFC 7162
+        3.2.5 VANISHED (EARLIER)), within `ranges` if given, ascending."""
+        with self.db.read() as s:
+            rows = s.execute(select(ExpungedUid.uid).where(
+                ExpungedUid.folder_id == ref.folder_id, ExpungedUid.modseq > modseq)
+                .order_by(ExpungedUid.uid)).scalars().all()
+        return [int(u) for u in rows if ranges is None or contains(ranges, u)]
 
     def messages_copy(self: Store, ref: FolderRef, uids: Sequence[int], address: str, name: str, *,
                       move: bool = False, ip: str = "") -> tuple[int, list[int], list[int]]:

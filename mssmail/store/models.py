@@ -165,6 +165,19 @@ class Folder(Base):
     mailbox: Mapped[Mailbox] = relationship(back_populates="folders")
 
 
+class ExpungedUid(Base):
+    """A UID gone from a folder and the mod-sequence of its removal (RFC 7162 3.2.5:
+    QRESYNC's VANISHED (EARLIER) answers "what went since mod-sequence N"). Kept while
+    the folder lives (its UIDVALIDITY never changes, so the UIDs stay meaningful)."""
+
+    __tablename__ = "expunged_uids"
+    __table_args__ = (Index("ix_expunged_uids_folder_modseq", "folder_id", "modseq"),)
+
+    folder_id: Mapped[int] = mapped_column(ForeignKey("folders.id", ondelete="CASCADE"), primary_key=True)
+    uid: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    modseq: Mapped[int] = mapped_column(BigInteger)
+
+
 class Subscription(Base):
     """One name on a user's IMAP subscription list (RFC 3501 section 6.3.6).
 

@@ -446,6 +446,44 @@ def test_search_update_follows_another_session(server: MssInstance) -> None:
     c.logout()
 
 
+def test_qresync_resynchronises_a_returning_client(server: MssInstance) -> None:
+    """RFC 7162 3.2: ENABLE QRESYNC; SELECT ... (QRESYNC (uidvalidity modseq uids)) tells
+    what went (VANISHED (EARLIER)) and what changed (FETCH with MODSEQ) since; expunges
+    are VANISHED; UID FETCH (CHANGEDSINCE n VANISHED); SELECT closes with OK [CLOSED]."""
+    c = login(server, "jean.martin")
+    assert c.create("Resync")[0] == "OK"
+    for n in range(4):
+        c.append("Resync", None, None, f"From: a@a.example\r\nSubject: q{n}\r\n\r\nbody\r\n".encode())
+    raw = Raw(server)
+    raw.login(server, "jean.martin")
+    assert raw.cmd("SELECT Resync (QRESYNC (1 1))")[-1].startswith(b"x BAD")  # not enabled yet
+    assert b"* ENABLED QRESYNC" in raw.cmd("ENABLE QRESYNC")
+    lines = raw.cmd("SELECT Resync")
+    uidvalidity = int(re.search(rb"UIDVALIDITY (\d+)", b"\n".join(lines)).group(1))  # type: ignore[union-attr]
+    modseq = int(re.search(rb"HIGHESTMODSEQ (\d+)", b"\n".join(lines)).group(1))  # type: ignore[union-attr]
+    uids = [int(u) for u in re.findall(rb"UID (\d+)", b"\n".join(raw.cmd("FETCH 1:4 (UID)")))]
+    raw.cmd("UNSELECT")
+    c.select("Resync")
+    c.store("2", "+FLAGS", "\\Deleted")
+    c.expunge()
+    c.store("1", "+FLAGS", "\\Flagged")
+    known = f"{uids[0]}:{uids[-1]}"
+    lines = raw.cmd(f"SELECT Resync (QRESYNC ({uidvalidity} {modseq} {known}))")
+    assert f"* VANISHED (EARLIER) {uids[1]}".encode() in lines, lines
+    assert any(line.startswith(b"* 1 FETCH (UID %d FLAGS (\\Flagged) MODSEQ (" % uids[0]) for line in lines), lines
+    assert not any(b"EXPUNGE" in line for line in lines)
+    lines = raw.cmd(f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {modseq} VANISHED)")
+    assert f"* VANISHED (EARLIER) {uids[1]}".encode() in lines and any(b"\\Flagged" in line for line in lines)
+    raw.cmd("STORE 3 +FLAGS (\\Deleted)")
+    lines = raw.cmd("EXPUNGE")
+    assert f"* VANISHED {uids[3]}".encode() in lines and not any(b"EXPUNGE" in x for x in lines[:-1]), lines
+    assert raw.cmd("EXAMINE INBOX")[0] == b"* OK [CLOSED] previous mailbox closed"
+    raw.close()
+    c.close()
+    assert c.delete("Resync")[0] == "OK"
+    c.logout()
+
+
 def test_namespace_and_delegated_mailbox(server: MssInstance) -> None:
     """Dr Durand is delegated the lab's organisational mailbox; Dr Martin is not."""
     send_mail(server, server.address("laboratoire"), "Résultats HPRIM pour le labo")

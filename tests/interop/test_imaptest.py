@@ -40,7 +40,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Capabilities some imaptest groups need that mss does not announce (yet); each is
 # documented in docs/imap.md. Upper case.
 NOT_ANNOUNCED = {
-    "CONTEXT=SORT", "NOTIFY", "QRESYNC",
+    "CONTEXT=SORT", "NOTIFY",
     "URLAUTH", "URLAUTH=BINARY",
 }
 
