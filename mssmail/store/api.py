@@ -545,22 +545,34 @@ class MessageAPI:
         # The full-text index narrows the rows to read and says which certainly match;
         # the rule below still decides (mssmail/store/fts.py).
         narrowed = self.fts_narrow(ref, criteria)
+        # A search that is one text key (IMAP's `TEXT x`): its sure hits need no row at all.
+        leaf = criteria
+        while isinstance(leaf, query.And) and len(leaf.items) == 1:
+            leaf = leaf.items[0]
+        sure: frozenset[int] = frozenset()
+        candidates = narrowed.candidates
+        if isinstance(leaf, query.Text) and leaf in narrowed.certain and candidates is not None and not modseq:
+            sure = narrowed.certain[leaf].sure
+            candidates = candidates - sure
         rows = self.search_rows(ref, query.COLUMNS, query.columns_for(criteria, modseq=modseq),
-                                uids=narrowed.candidates)
+                                uids=candidates)
         if within is not None:
             known = set(within)
             rows = [r for r in rows if r[query.UID] in known]
+            sure = sure & known
         address = ref.address
         matched, read = query.evaluate(criteria, rows,
                                        lambda sha: self.view(address, self.blobs.read(sha)),
                                        certain=narrowed.certain)
+        if sure:
+            matched = sorted(sure.union(matched))
         if read or query.reads_content(criteria):
             self.audit_search(ref, query.describe(criteria), read, len(matched), ip=ip)
         highest = None
         if modseq and matched:
             by_uid = {r[query.UID]: r[query.MODSEQ] for r in rows}
             highest = max(by_uid[u] for u in matched)
-        return SearchResult(tuple(matched), len(rows), read, highest)
+        return SearchResult(tuple(matched), len(rows) + len(sure), read, highest)
 
     def mailbox_settings(self: Store, address: str) -> dict[str, Any]:
         """A local mailbox's settings (crypto policy overrides...), {} for any other
