@@ -87,6 +87,7 @@ class ComposeForm:
     answer_flag: str = ""  # \Answered or $Forwarded
     in_reply_to: str = ""
     references: str = ""
+    block_reply: bool = False  # "Bloquer la réponse" (patients' addresses)
 
 
 # --- message paths ---------------------------------------------------------------
@@ -268,6 +269,7 @@ class Compose:
         form.to, form.cc, form.bcc = ", ".join(draft.to), ", ".join(draft.cc), ", ".join(draft.bcc)
         form.subject, form.body = draft.subject, draft.body
         form.in_reply_to, form.references = draft.in_reply_to, draft.references
+        form.block_reply = draft.block_reply
         return form
 
     async def senders(self, session: Any) -> list[str]:
@@ -350,7 +352,7 @@ class Compose:
                            encrypt=bool(form.get("chiffrer")), draft=posted("brouillon", 2000),
                            source=posted("source", 2000), answering=posted("repondre", 2000),
                            answer_flag=posted("marque", 20), in_reply_to=posted("in_reply_to", 2000),
-                           references=posted("references", 8000))
+                           references=posted("references", 8000), block_reply=bool(form.get("bloquer_reponse")))
 
     async def _post(self, request: Request, session: Any, posted: FormData) -> Response:
         form = self._form_of(posted)
@@ -383,7 +385,7 @@ class Compose:
             return await refuse(400, "Adresse incorrecte : " + ", ".join(b[:100] for b in bad[:5]) + ".")
         draft = mime_compose.Draft(sender=form.sender, to=lists["to"], cc=lists["cc"], bcc=lists["bcc"],
                                    subject=form.subject, body=form.body, in_reply_to=form.in_reply_to,
-                                   references=form.references)
+                                   references=form.references, block_reply=form.block_reply)
         recipients = draft.recipients()
         if len(recipients) > self.max_recipients:
             return await refuse(400, f"Trop de destinataires : {self.max_recipients} au maximum.")

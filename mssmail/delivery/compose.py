@@ -32,6 +32,14 @@ _ADDRESS = re.compile(r"^[^@\s<>()\[\]\\,;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za
 _MSGID = re.compile(r"<[^<>\s]+>")
 _REPLY_PREFIX = re.compile(r"^\s*(re|ré|aw|sv|réf)\s*:", re.IGNORECASE)
 _FORWARD_PREFIX = re.compile(r"^\s*(tr|fwd?|wg)\s*:", re.IGNORECASE)
+# Patients' addresses (Mon Espace Santé), and the MSSanté header by which a sender closes
+# the exchange: the patient cannot answer (ANS DST ECO.2.2.8, CONF.21: `X-MSS-MES: FIN`).
+PATIENT_DOMAIN = "patient.mssante.fr"
+REPLY_BLOCK_FIELD, REPLY_BLOCK_VALUE = "X-MSS-MES", "FIN"
+
+
+def is_patient_address(address: str) -> bool:
+    return address.strip().lower().rsplit("@", 1)[-1] == PATIENT_DOMAIN
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,7 @@ class Draft:
     attachments: list[Attachment] = field(default_factory=list)
     in_reply_to: str = ""
     references: str = ""
+    block_reply: bool = False  # "Bloquer la réponse": X-MSS-MES: FIN, to patients only
 
     def recipients(self) -> list[str]:
         """The envelope recipients (To, Cc and Bcc), lower-cased, each once."""
@@ -143,6 +152,8 @@ def build(draft: Draft, *, hostname: str, with_bcc: bool = False, message_id: st
         message["In-Reply-To"] = one_line(draft.in_reply_to)
     if draft.references:
         message["References"] = one_line(draft.references)
+    if draft.block_reply and any(is_patient_address(a) for a in draft.recipients()):
+        message[REPLY_BLOCK_FIELD] = REPLY_BLOCK_VALUE
     message["MIME-Version"] = "1.0"
     message.set_content(draft.body.replace("\r\n", "\n"), charset="utf-8", cte="quoted-printable")
     for attachment in draft.attachments:
@@ -251,4 +262,5 @@ def draft_of(original: Original) -> Draft:
     from_ = original.mailboxes("from")
     return Draft(sender=from_[0][1] if from_ else "", to=field_list("to"), cc=field_list("cc"),
                  bcc=field_list("bcc"), subject=original.get("subject"), body=original.text or "",
-                 in_reply_to=original.get("in-reply-to"), references=original.get("references"))
+                 in_reply_to=original.get("in-reply-to"), references=original.get("references"),
+                 block_reply=original.get(REPLY_BLOCK_FIELD).strip().upper() == REPLY_BLOCK_VALUE)

@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mssmail.delivery.compose import valid_address
+from mssmail.delivery.compose import is_patient_address, valid_address
 from mssmail.smtp import policy
 
 if TYPE_CHECKING:
@@ -47,6 +47,12 @@ class RecipientStatus:
     profession: str = ""
     structure: str = ""
     city: str = ""
+
+    @property
+    def patient(self) -> bool:
+        """A patient's address (Mon Espace Santé): it accepts 25 MB at most, and the
+        sender may block the patient's answer."""
+        return is_patient_address(self.address)
 
     @property
     def refused(self) -> bool:

@@ -114,3 +114,15 @@ def test_reply_and_forward_drafts() -> None:
     forward = compose.forward_of(mail, when="lundi")
     assert forward.subject == "Tr: Re: Résultats" and forward.to == []
     assert "De : Dr Labo <lab@b.example>\nDate : lundi\nObjet : Re: Résultats" in forward.body
+
+
+def test_block_reply_only_to_patients() -> None:
+    patient = compose.Draft(sender="a@a.example", to=["Mme X <1234567890123@patient.mssante.fr>"], subject="s",
+                            body="b", block_reply=True)
+    raw = compose.build(patient, hostname="h")
+    assert read(raw)["X-MSS-MES"] == "FIN"
+    again = compose.draft_of(compose.Original(list(read(raw).items()), "b"))
+    assert again.block_reply
+    doctor = compose.Draft(sender="a@a.example", to=["b@b.example"], subject="s", body="b", block_reply=True)
+    assert "X-MSS-MES" not in read(compose.build(doctor, hostname="h"))
+    assert not compose.draft_of(compose.Original([("Subject", "s")], "")).block_reply

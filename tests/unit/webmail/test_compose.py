@@ -498,3 +498,18 @@ def test_suivi_des_envois(web: TestClient, store: Store) -> None:
     lab = web.get("/envois", params={"boite": LAB})
     assert lab.status_code == 200 and "Aucun message envoyé depuis labo@a.example." in lab.text
     assert store.outbound_of_sent(Actor.user(DOC), LAB, [item["blob_sha256"]]) == {}  # another sender's item
+
+
+def test_block_reply_to_a_patient(web: TestClient, store: Store, config: Config) -> None:
+    config.trust.domains = ["b.example", "patient.mssante.fr"]
+    patient = "2790599123456@patient.mssante.fr"
+    status = web.get("/annuaire/statut", params={"adresses": patient})
+    assert "adresse patient (Mon Espace Santé) : 25 Mo au plus" in status.text
+    assert '<label for="bloquer-reponse">Bloquer la réponse</label>' in web.get("/nouveau").text
+    response = post(web, a=patient, objet="Vos résultats", message="Tout est normal.", bloquer_reponse="1")
+    assert response.status_code == 200, response.text
+    [item] = store.list_outbound()
+    assert parsed(store.blobs.read(item["blob_sha256"]))["X-MSS-MES"] == "FIN"
+    # Not to a doctor, ticked or not.
+    post(web, a=OTHER, objet="Confrère", message="x", bloquer_reponse="1")
+    assert "X-MSS-MES" not in parsed(content(store, OTHER, 1))
