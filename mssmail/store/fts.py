@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Integer, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.types import ARRAY, Text
 
@@ -439,6 +439,9 @@ class TextHit:
     from_addr: str
 
 
+_TOP_COLUMNS = (_M.c.id, _F.c.name, _M.c.uid, _M.c.internal_date, _M.c.subject, _M.c.from_addr)
+
+
 def _has_words(doc: Document, words: Sequence[str], columns: tuple[str, ...]) -> bool:
     coded = doc.coded()
     return all(any(t.startswith(code + w) for code in columns for t in coded) for w in words)
@@ -496,6 +499,24 @@ class FtsOps:
             return cache[key]
 
         return lookup
+
+    def _fts_top(self: Store, connection: Connection, node: IndexQuery, mailbox_id: int,
+                 folder_id: int | None, limit: int) -> list[Any]:
+        """The newest `limit` messages of a mailbox (or one folder) whose document matches."""
+        node = simplify(AllOf((_scope("m", mailbox_id), node)))
+        if node == NOTHING:
+            return []
+        if connection.dialect.name == "sqlite":
+            matching = text("SELECT rowid FROM fts_index WHERE fts_index MATCH :q").bindparams(q=render_fts5(node))
+        else:
+            matching = text("SELECT message_id FROM fts_docs WHERE terms @@ CAST(:q AS tsquery)").bindparams(
+                q=render_tsquery(node))
+        statement = (select(*_TOP_COLUMNS).join(_F, _F.c.id == _M.c.folder_id)
+                     .where(_M.c.id.in_(matching.columns(rowid=Integer())), _F.c.mailbox_id == mailbox_id)
+                     .order_by(_M.c.internal_date.desc(), _M.c.id.desc()).limit(limit))
+        if folder_id is not None:
+            statement = statement.where(_M.c.folder_id == folder_id)
+        return list(connection.execute(statement).all())
 
     def fts_narrow(self: Store, ref: FolderRef, criteria: Query) -> Narrowed:
         """The candidates of a search in one folder (see the module docstring)."""
@@ -619,37 +640,39 @@ class FtsOps:
         every = AllOf(tuple(Term(WEB_SUBJECT + WEB_OTHER, w, prefix=True) for w in wanted))
         subject = AllOf(tuple(Term(WEB_SUBJECT, w, prefix=True) for w in wanted))
         with self.db.engine.connect() as connection:
-            found = self._fts_ids(connection, every, mailbox_id=mailbox_id)
-            in_subject = self._fts_ids(connection, subject, mailbox_id=mailbox_id) & found
+            # Ranked by the database: the newest `limit` of each kind, not every hit.
+            in_subject = self._fts_top(connection, subject, mailbox_id, folder_id, limit)
+            subject_ids = {r.id for r in in_subject}
+            others = [r for r in self._fts_top(connection, every, mailbox_id, folder_id, limit + len(in_subject))
+                      if r.id not in subject_ids]
             todo = select(_M.c.id, _M.c.blob_sha256, _M.c.extra, _M.c.from_addr, _M.c.to_addrs, _M.c.subject).join(
                 _F, _F.c.id == _M.c.folder_id).where(_F.c.mailbox_id == mailbox_id, _M.c.fts_state != INDEXED)
+            if folder_id is not None:
+                todo = todo.where(_M.c.folder_id == folder_id)
             pending = connection.execute(todo).all()
-        for row in pending:  # the same rule, on a document made now
-            try:
-                raw = self.view(box, self.blobs.read(row.blob_sha256))
-            except Exception:
-                continue
-            doc = extract(raw, summary=(row.from_addr or "", row.to_addrs or "", row.subject or ""),
-                          extra=row.extra or {})
-            if _has_words(doc, wanted, WEB_SUBJECT + WEB_OTHER):
-                found.add(row.id)
-                if _has_words(doc, wanted, WEB_SUBJECT):
-                    in_subject.add(row.id)
-        hits: list[TextHit] = []
-        if found:
-            ids = sorted(found)
-            rows: list[Any] = []
-            with self.db.engine.connect() as connection:
-                for start in range(0, len(ids), 500):
-                    statement = select(_M.c.id, _F.c.name, _M.c.uid, _M.c.internal_date, _M.c.subject,
-                                       _M.c.from_addr).join(_F, _F.c.id == _M.c.folder_id).where(
-                        _M.c.id.in_(ids[start:start + 500]), _F.c.mailbox_id == mailbox_id)
-                    if folder_id is not None:
-                        statement = statement.where(_M.c.folder_id == folder_id)
-                    rows += connection.execute(statement).all()
-            rows.sort(key=lambda r: (r.id not in in_subject, -r.internal_date.timestamp(), -r.id))
-            hits = [TextHit(r.name, r.uid, r.id in in_subject, r.internal_date, r.subject or "", r.from_addr or "")
-                    for r in rows[:limit]]
+            late: dict[int, bool] = {}
+            for row in pending:  # the same rule, on a document made now
+                try:
+                    raw = self.view(box, self.blobs.read(row.blob_sha256))
+                except Exception:
+                    continue
+                doc = extract(raw, summary=(row.from_addr or "", row.to_addrs or "", row.subject or ""),
+                              extra=row.extra or {})
+                if _has_words(doc, wanted, WEB_SUBJECT + WEB_OTHER):
+                    late[row.id] = _has_words(doc, wanted, WEB_SUBJECT)
+            if late:
+                extra_rows = connection.execute(select(*_TOP_COLUMNS).join(_F, _F.c.id == _M.c.folder_id).where(
+                    _M.c.id.in_(sorted(late)[:5000]))).all()
+                in_subject += [r for r in extra_rows if late[r.id] and r.id not in subject_ids]
+                others += [r for r in extra_rows if not late[r.id] and r.id not in subject_ids]
+
+        def newest(rows: list[Any]) -> list[Any]:
+            unique = {r.id: r for r in rows}
+            return sorted(unique.values(), key=lambda r: (-r.internal_date.timestamp(), -r.id))
+
+        chosen = [(r, True) for r in newest(in_subject)] + [(r, False) for r in newest(others)]
+        hits = [TextHit(r.name, r.uid, first, r.internal_date, r.subject or "", r.from_addr or "")
+                for r, first in chosen[:limit]]
         who = as_actor(actor)
 
         def work(session: Any) -> None:

@@ -205,6 +205,11 @@ def test_accents_and_case_are_folded_for_the_webmail(store) -> None:
     assert [h.uid for h in store.search_text(address, address, "HYPERKAL")] == [2, 1]  # a prefix, any case
     assert [h.uid for h in store.search_text(address, address, "biolo martin")] == [1]  # words AND-ed
     assert store.search_text(address, address, "zorglub") == []
+    assert [h.uid for h in store.search_text(address, address, "hyperkal", limit=1)] == [2]
+    store.messages_append(address, address, "INBOX", [(b"Subject: x\r\n\r\nHyperkaliemie encore\r\n", [], None)])
+    found = store.search_text(address, address, "hyperkaliemie")  # not indexed yet: still found
+    assert [(h.uid, h.in_subject) for h in found] == [(2, True), (3, False), (1, False)]
+    assert store.search_text(address, address, "hyperkaliemie", folder="Sent") == []
 
 
 def test_two_indexers_at_once_index_each_message_once(store) -> None:
