@@ -292,6 +292,21 @@ def test_a_body_far_over_the_limit_is_refused_before_parsing(web: TestClient, st
         "content-type": "multipart/form-data; boundary=zz", "x-csrf": csrf(page)})
     assert response.status_code == 413 and "taille maximale de 0,29 Mo" in response.text
     nothing_stored(store)
+    # Without a Content-Length (chunked): counted as it arrives, refused at the cap.
+    boundary = "zz"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n{csrf(page)}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="pieces"; filename="big.bin"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+
+    def chunks():
+        yield head
+        for _ in range(4 * MAX_SIZE // 65536 + 40):
+            yield b"x" * 65536
+
+    response = web.post("/nouveau", content=chunks(), headers={
+        "content-type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code == 413 and "taille maximale de 0,29 Mo" in response.text
+    nothing_stored(store)
 
 
 def test_more_than_a_hundred_recipients_is_400(web: TestClient, store: Store) -> None:
