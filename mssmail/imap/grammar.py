@@ -580,6 +580,94 @@ def _search_returns(words: list[str]) -> tuple[tuple[str, ...], tuple[int, int] 
     return tuple(options), partial
 
 
+NOTIFY_FILTERS = ("SELECTED", "SELECTED-DELAYED", "INBOXES", "PERSONAL", "SUBSCRIBED", "SUBTREE", "MAILBOXES")
+NOTIFY_EVENTS = ("MESSAGENEW", "MESSAGEEXPUNGE", "FLAGCHANGE", "ANNOTATIONCHANGE", "MAILBOXNAME",
+                 "SUBSCRIPTIONCHANGE", "MAILBOXMETADATACHANGE", "SERVERMETADATACHANGE")
+
+
+@dataclass(frozen=True)
+class NotifyGroup:
+    """One event-group of NOTIFY SET (RFC 5465 section 8): a filter, its mailbox names
+    (SUBTREE / MAILBOXES) and the events, upper case; `fetch` is MessageNew's fetch-att."""
+
+    filter: str
+    mailboxes: tuple[bytes, ...]
+    events: tuple[str, ...]
+    fetch: bool = False
+
+
+def _notify(cur: Cursor) -> list[Any]:
+    """NOTIFY NONE / NOTIFY SET [STATUS] event-group *(SP event-group) (RFC 5465 8)."""
+    cur.sp()
+    if cur.keyword(b"NONE"):
+        cur.end()
+        return [None, False]
+    if not cur.keyword(b"SET"):
+        raise cur.error("expected SET or NONE")
+    cur.sp()
+    status = cur.keyword(b"STATUS")
+    if status:
+        cur.sp()
+    groups: list[NotifyGroup] = []
+    while True:
+        cur.expect(b"(")
+        word = cur.atom().decode("ascii", "replace").upper()
+        if word not in NOTIFY_FILTERS:
+            raise ParseError(f"unknown NOTIFY filter {word[:20]}")
+        mailboxes: list[bytes] = []
+        if word in ("SUBTREE", "MAILBOXES"):
+            cur.sp()
+            if cur.maybe(b"("):
+                while True:
+                    mailboxes.append(cur.astring())
+                    if len(mailboxes) > 100:
+                        raise ParseError("too many mailboxes in NOTIFY")
+                    if cur.maybe(b")"):
+                        break
+                    cur.sp()
+            else:
+                mailboxes.append(cur.astring())
+        cur.sp()
+        events: list[str] = []
+        fetch = False
+        if not cur.keyword(b"NONE"):
+            cur.expect(b"(")
+            while True:
+                event = cur.atom().decode("ascii", "replace").upper()
+                if event not in NOTIFY_EVENTS:
+                    raise ParseError(f"unknown NOTIFY event {event[:30]}")
+                events.append(event)
+                if event == "MESSAGENEW" and cur.raw[cur.pos:cur.pos + 2] == b" (":
+                    cur.sp()
+                    _fetch_atts(cur)
+                    fetch = True
+                if cur.maybe(b")"):
+                    break
+                cur.sp()
+        cur.expect(b")")
+        groups.append(NotifyGroup(word, tuple(mailboxes), tuple(events), fetch))
+        if len(groups) > 20:
+            raise ParseError("too many NOTIFY event groups")
+        if not cur.maybe(b" "):
+            break
+    cur.end()
+    return [groups, status]
+
+
+def _fetch_atts(cur: Cursor) -> None:
+    """MessageNew's "(" fetch-att *(SP fetch-att) ")": checked, then not needed."""
+    cur.expect(b"(")
+    count = 0
+    while True:
+        _fetch_item(cur)
+        count += 1
+        if count > MAX_FETCH_ITEMS:
+            raise ParseError("too many FETCH items")
+        if cur.maybe(b")"):
+            return
+        cur.sp()
+
+
 def _cancelupdate(cur: Cursor) -> list[Any]:
     """CANCELUPDATE tag *(SP tag), each a quoted string (RFC 5267 section 4.2)."""
     tags: list[str] = []
@@ -719,6 +807,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], Any]] = {
     "COPY": ((SELECTED,), _copy),
     "MOVE": ((SELECTED,), _copy),
     "CANCELUPDATE": ((SELECTED,), _cancelupdate),
+    "NOTIFY": ((AUTH, SELECTED), _notify),
 }
 UID_COMMANDS = {"FETCH": _fetch, "STORE": _store, "COPY": _copy, "MOVE": _copy, "SEARCH": _search,
                 "SORT": _sort, "THREAD": _thread, "EXPUNGE": _uid_expunge}

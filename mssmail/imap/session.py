@@ -80,6 +80,7 @@ FETCH_FIRST = 100  # messages of the first batch
 FLUSH_AT = 256 * 1024  # response bytes buffered before a write
 MAX_AUTH_FAILURES = 3  # per connection, then BYE
 ENABLEABLE = {"CONDSTORE": "CONDSTORE", "QRESYNC": "QRESYNC", "IMAP4REV2": "IMAP4rev2"}  # as ENABLED writes them
+NOTIFY_SUPPORTED = {"MESSAGENEW", "MESSAGEEXPUNGE", "FLAGCHANGE"}  # RFC 5465 5.2-5.4
 MAX_SEARCH_CONTEXTS = 5  # SEARCH RETURN (UPDATE) kept up to date per session (RFC 5267 4.2)
 
 
@@ -128,6 +129,13 @@ class Session:
     auth_failures: int = 0
     on_change: Callable[[], object] | None = None  # the connection's IDLE wake-up
     client_id: dict[str, str | None] = field(default_factory=dict)
+    # NOTIFY (RFC 5465): the event groups set, the change-bus subscriptions they need,
+    # the mailboxes (ids) changed since last told, and the state last told per name.
+    notify: list[tuple[grammar.NotifyGroup, frozenset[str]]] | None = None
+    _notify_off: list[Callable[[], None]] = field(default_factory=list)
+    _notify_pending: set[int] = field(default_factory=set)
+    _notify_told: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    _notify_boxes: dict[int, str] = field(default_factory=dict)  # mailbox id -> address
     sasl_refused: Any = None  # a failed bearer token: its AuthResult, sent after the error challenge
 
     # --- capabilities -------------------------------------------------------------
@@ -143,7 +151,7 @@ class Session:
                 if self.settings.bearer is not None:
                     caps += ["AUTH=OAUTHBEARER", "AUTH=XOAUTH2"]
             return caps
-        return [*caps, "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "QUOTA", "QUOTA=RES-STORAGE", "CONDSTORE", "QRESYNC", "ESEARCH", "SEARCHRES", "BINARY", "CATENATE", "CONTEXT=SEARCH", "MULTIAPPEND", "LIST-STATUS", "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "LIST-EXTENDED", "WITHIN", f"APPENDLIMIT={self.settings.max_literal}"]
+        return [*caps, "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "QUOTA", "QUOTA=RES-STORAGE", "CONDSTORE", "QRESYNC", "ESEARCH", "SEARCHRES", "BINARY", "CATENATE", "CONTEXT=SEARCH", "NOTIFY", "MULTIAPPEND", "LIST-STATUS", "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "LIST-EXTENDED", "WITHIN", f"APPENDLIMIT={self.settings.max_literal}"]
 
     def greeting(self) -> bytes:
         return b"* OK [CAPABILITY %s] %s IMAP4rev1 ready\r\n" % (
@@ -198,7 +206,7 @@ class Session:
     async def _done(self, request: Request, text: str = "", code: str = "", *,
                     sync: bool = True) -> Outcome:
         """Untagged updates of the selected folder, then `tag OK`."""
-        if sync and self.selected is not None:
+        if sync and (self.selected is not None or self.notify):
             await self.sync(allow_expunge=request.uid or request.name not in ("FETCH", "STORE", "SEARCH"))
         name = ("UID " if request.uid else "") + request.name
         await self._tagged(request, "OK", text or f"{name} completed", code)
@@ -755,6 +763,8 @@ class Session:
     async def sync(self, *, allow_expunge: bool) -> None:
         """Tell the client what others changed in its folder (RFC 3501 section 5.2), and
         then how the results of its SEARCH RETURN (UPDATE) changed (RFC 5267 4.3)."""
+        if self.notify:
+            await self._notify_flush()
         await self._sync_view(allow_expunge=allow_expunge)
         sel = self.selected
         if sel is None or sel.gone or not sel.view.contexts:
@@ -1155,6 +1165,108 @@ class Session:
 
     cmd_move = cmd_copy
 
+    # --- NOTIFY (RFC 5465) ------------------------------------------------------------
+    async def cmd_notify(self, request: Request) -> Outcome:
+        """NOTIFY SET / NONE. Message events (MessageNew, MessageExpunge, FlagChange) of
+        mailboxes other than the selected one come as STATUS responses (RFC 5465 5.2-5.4,
+        6); with STATUS, each such mailbox's state is sent at once (section 3). The
+        events this server cannot tell of are refused with NO [BADEVENT] (section 7)."""
+        groups, status = request.args
+        for off in self._notify_off:
+            off()
+        self._notify_off, self._notify_pending, self._notify_told = [], set(), {}
+        if groups is None:
+            self.notify = None
+            return await self._done(request)
+        unsupported = {e for g in groups for e in g.events if e not in NOTIFY_SUPPORTED}
+        if unsupported or any(g.fetch for g in groups):
+            self.notify = None
+            await self._tagged(request, "NO", "event not supported",
+                               "BADEVENT (MessageNew MessageExpunge FlagChange)")
+            return Outcome()
+        self.notify = []
+        for group in groups:
+            wanted = set()
+            for raw in group.mailboxes:
+                with contextlib.suppress(names.NameError_):  # a name that cannot be matches nothing
+                    wanted.add(self._decode(raw))
+            if group.events:
+                self.notify.append((group, frozenset(wanted)))
+        assert self.namespace is not None
+        for address in [self.user, *(a for a, _ in self.namespace.delegated)]:
+            box = await self.store.run(self.store.get_mailbox, address)
+            if box is not None:
+                self._notify_boxes[box.id] = address
+                self._notify_off.append(self.store.changes.subscribe(box.id, self._notify_changed))
+        if status:
+            self._notify_pending.update(self._notify_boxes)
+            await self._notify_flush(initial=True)
+        return await self._done(request)
+
+    def _notify_changed(self, event: FolderChanged) -> None:
+        """Called from the committing thread: note the mailbox, wake an idling connection."""
+        self._notify_pending.add(event.mailbox_id)
+        if self.on_change is not None:
+            self.on_change()
+
+    def _notify_items(self, name: str, subscribed: set[str]) -> list[str]:
+        """The STATUS items owed for `name` by the event groups that cover it."""
+        events: set[str] = set()
+        for group, wanted in self.notify or ():
+            covered = {
+                "INBOXES": name == "INBOX" or (name.endswith("/INBOX") and name.startswith(names.SHARED + "/")),
+                "PERSONAL": not name.startswith(names.SHARED + "/") and name != names.SHARED,
+                "SUBSCRIBED": name in subscribed,
+                "SUBTREE": any(name == m or name.startswith(m + names.DELIMITER) for m in wanted),
+                "MAILBOXES": name in wanted,
+            }.get(group.filter, False)
+            if covered:
+                events.update(group.events)
+        items: list[str] = []
+        if "MESSAGENEW" in events:
+            items += ["MESSAGES", "UIDNEXT", "UIDVALIDITY"]
+        elif "MESSAGEEXPUNGE" in events:
+            items += ["MESSAGES"]
+        if "FLAGCHANGE" in events:
+            items += [i for i in ("UIDVALIDITY", "HIGHESTMODSEQ") if i not in items]
+        return items
+
+    async def _notify_flush(self, *, initial: bool = False) -> None:
+        """STATUS for the covered mailboxes (not the selected one) whose state changed
+        in a way their events ask about; every covered one when `initial`."""
+        pending, self._notify_pending = self._notify_pending, set()
+        if not pending or not self.notify:
+            return
+        assert self.namespace is not None
+        subscribed = {self.namespace.full_name(a, f)
+                      for a, f in await self.store.run(self.store.subscriptions, self.user)}
+        selected = None if self.selected is None else \
+            self.namespace.full_name(self.selected.ref.address, self.selected.ref.name)
+        lines = []
+        for mailbox_id in pending:
+            address = self._notify_boxes.get(mailbox_id)
+            if address is None:
+                continue
+            for info in await self.store.run(self.store.folder_list, self.user, address):
+                name = self.namespace.full_name(address, info.name)
+                items = self._notify_items(name, subscribed)
+                if not items or name == selected:
+                    continue
+                state = (info.messages, info.uidnext, info.uidvalidity, info.highest_modseq)
+                before = self._notify_told.get(name)
+                self._notify_told[name] = state
+                if not initial:
+                    if before is None or before == state:
+                        continue
+                    moved = state[:3] != before[:3] and ("MESSAGES" in items)
+                    flags = state[3] != before[3] and "HIGHESTMODSEQ" in items
+                    if not (moved or flags):
+                        continue
+                lines.append(self._status_line(name, _Info(info.messages, info.uidnext, info.uidvalidity,
+                                                           info.unseen, info.highest_modseq), items, None))
+        for line in lines:
+            await self.send(line)
+
     async def cmd_cancelupdate(self, request: Request) -> Outcome:
         """RFC 5267 4.2: stop keeping these searches up to date (unknown tags are ignored)."""
         view = self._sel().view
@@ -1164,6 +1276,9 @@ class Session:
 
     # --- end ----------------------------------------------------------------------
     def close(self) -> None:
+        for off in self._notify_off:
+            off()
+        self._notify_off = []
         if self.selected is not None:
             self.selected.unsubscribe()
             self.selected = None

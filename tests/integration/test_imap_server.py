@@ -484,6 +484,40 @@ def test_qresync_resynchronises_a_returning_client(server: MssInstance) -> None:
     c.logout()
 
 
+def test_notify_tells_of_other_mailboxes(server: MssInstance) -> None:
+    """RFC 5465: NOTIFY SET STATUS sends each covered mailbox's state at once; then new
+    mail, expunges and flag changes in a mailbox other than the selected one come as
+    STATUS; events we cannot tell of are NO [BADEVENT]; NOTIFY NONE stops it."""
+    c = login(server, "jean.martin")
+    assert c.create("Notif") == ("OK", [b"CREATE completed"])
+    c.append("Notif", None, None, b"From: a@a.example\r\nSubject: n1\r\n\r\nbody\r\n")
+    watcher = Raw(server)
+    watcher.login(server, "jean.martin")
+    lines = watcher.cmd("NOTIFY SET (personal (MailboxName))")
+    assert lines[-1].startswith(b"x NO [BADEVENT"), lines
+    lines = watcher.cmd("NOTIFY SET STATUS (mailboxes Notif (MessageNew MessageExpunge))")
+    assert lines[-1].startswith(b"x OK") and any(
+        re.fullmatch(rb"\* STATUS Notif \(MESSAGES 1 UIDNEXT \d+ UIDVALIDITY \d+\)", x) for x in lines), lines
+    assert watcher.cmd("SELECT INBOX")[-1].startswith(b"x OK")
+    c.append("Notif", None, None, b"From: a@a.example\r\nSubject: n2\r\n\r\nbody\r\n")
+    lines = watcher.cmd("NOOP")
+    assert any(x.startswith(b"* STATUS Notif (MESSAGES 2 UIDNEXT") for x in lines), lines
+    c.select("Notif")
+    c.store("1", "+FLAGS", "\\Flagged")  # FlagChange is not asked for: nothing
+    assert not any(b"STATUS" in x for x in watcher.cmd("NOOP"))
+    c.store("1", "+FLAGS", "\\Deleted")
+    c.expunge()
+    lines = watcher.cmd("NOOP")
+    assert any(x.startswith(b"* STATUS Notif (MESSAGES 1 ") for x in lines), lines
+    assert watcher.cmd("NOTIFY NONE")[-1].startswith(b"x OK")
+    c.append("Notif", None, None, b"From: a@a.example\r\nSubject: n3\r\n\r\nbody\r\n")
+    assert not any(b"STATUS" in x for x in watcher.cmd("NOOP"))
+    watcher.close()
+    c.close()
+    assert c.delete("Notif")[0] == "OK"
+    c.logout()
+
+
 def test_namespace_and_delegated_mailbox(server: MssInstance) -> None:
     """Dr Durand is delegated the lab's organisational mailbox; Dr Martin is not."""
     send_mail(server, server.address("laboratoire"), "Résultats HPRIM pour le labo")

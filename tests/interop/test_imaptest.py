@@ -40,7 +40,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Capabilities some imaptest groups need that mss does not announce (yet); each is
 # documented in docs/imap.md. Upper case.
 NOT_ANNOUNCED = {
-    "CONTEXT=SORT", "NOTIFY",
+    "CONTEXT=SORT",
     "URLAUTH", "URLAUTH=BINARY",
 }
 
@@ -55,7 +55,7 @@ MUST_PASS = {
     "expunge2", "fetch", "fetch-body", "fetch-body-message-rfc822", "fetch-body-message-rfc822-mime",
     "fetch-body-message-rfc822-x2", "fetch-body-mime", "fetch-bodystructure", "fetch-envelope", "fetch-binary-mime",
     "fetch-binary-mime-base64", "fetch-binary-mime-qp", "id",
-    "list", "listext", "logout", "move", "multiappend", "mutf7", "nil", "pipeline", "search-addresses",
+    "list", "listext", "logout", "move", "multiappend", "mutf7", "nil", "notify", "pipeline", "search-addresses",
     "search-body", "search-context-update", "search-context-update2", "search-context-update3",
     "search-date", "search-flags", "search-header", "search-partial", "search-sets", "search-size",
     "select", "sort-addresses", "sort-arrival", "sort-date", "sort-display-from", "sort-display-to",

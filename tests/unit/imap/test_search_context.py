@@ -81,3 +81,18 @@ def test_positions_are_in_the_result():
     view.contexts.append(context)
     assert view.context_update(context, {10, 20, 30, 40}) == [b'* ESEARCH (TAG "t") ADDTO (2 2:3)']
     assert view.expunge([20]) == [b'* ESEARCH (TAG "t") REMOVEFROM (2 2)', b"* 2 EXPUNGE"]
+
+
+def test_notify_grammar():
+    """NOTIFY (RFC 5465 8): NONE, SET [STATUS] with filters, mailbox lists and events."""
+    groups, status = grammar.parse(b"a NOTIFY SET STATUS (selected (MessageNew (UID FLAGS) MessageExpunge)) "
+                                   b"(subtree (Projets \"A B\") (FlagChange)) (personal NONE)").args
+    assert status and [g.filter for g in groups] == ["SELECTED", "SUBTREE", "PERSONAL"]
+    assert groups[0].fetch and groups[0].events == ("MESSAGENEW", "MESSAGEEXPUNGE")
+    assert groups[1].mailboxes == (b"Projets", b"A B") and groups[2].events == ()
+    assert grammar.parse(b"a NOTIFY NONE").args == [None, False]
+    for bad in (b"a NOTIFY", b"a NOTIFY SET", b"a NOTIFY SET (everything (MessageNew))",
+                b"a NOTIFY SET (personal (MessageOld))", b"a NOTIFY SET (mailboxes (MessageNew))",
+                b"a NOTIFY SET (personal (MessageNew (BOGUS)))"):
+        with pytest.raises(ParseError):
+            grammar.parse(bad)
