@@ -85,12 +85,13 @@ def connector_parse(file: Path, kind: str, escape_mode: str, as_json: bool) -> N
 
 @connector.command("add")
 @click.argument("mailbox")
-@click.option("--type", "target_type", type=click.Choice(["folder", "mllp", "pickup"]), default="folder",
-              show_default=True,
-              help="Target type (fhir, smtp and imap are not in this build). pickup: the other direction, "
-                   "the folder's HPRIM files are sent from MAILBOX to the recipient each names.")
+@click.option("--type", "target_type", type=click.Choice(["folder", "mllp", "fhir", "smtp", "imap", "pickup"]),
+              default="folder", show_default=True,
+              help="Target type. pickup: the other direction, the folder's HPRIM files are sent from MAILBOX "
+                   "to the recipient each names.")
 @click.option("--target", "targets", multiple=True, required=True,
-              help="Destination (an absolute directory for folder and pickup, host:port for mllp); "
+              help="Destination: an absolute directory (folder, pickup), host:port (mllp), https://host/base "
+                   "(fhir), smtp[s]://host:port/recipient@domain (smtp), imap[s]://host:port/Folder (imap); "
                    "repeat to fan out.")
 @click.option("--match", "match_text", default="",
               help="Conditions, all must hold: kind=hprim_net|hprim_sante|cda:<LOINC>|xdm, "
@@ -99,11 +100,16 @@ def connector_parse(file: Path, kind: str, escape_mode: str, as_json: bool) -> N
 @click.option("--format", "output_format", type=click.Choice(["original", "hprim_net"]), default=None,
               help="What the target gets: the bytes as received (default) or an HPRIM Net rendering.")
 @click.option("--extension", default=None, help="File name extension for folder targets (default per kind).")
+@click.option("--option", "extra_options", multiple=True, metavar="KEY=VALUE",
+              help="A network target's setting, repeatable: fhir token_file, cert_file, key_file, ca_file; "
+                   "smtp ca_file, user, password_file, starttls=required|optional; imap ca_file, user, "
+                   "password_file. Secrets stay in the files named (never in the database).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_env
 @operational
 def connector_add(env: Env, mailbox: str, target_type: str, targets: tuple[str, ...], match_text: str,
-                  output_format: str | None, extension: str | None, as_json: bool) -> None:
+                  output_format: str | None, extension: str | None, extra_options: tuple[str, ...],
+                  as_json: bool) -> None:
     """Add a routing rule to MAILBOX, after its others (first match wins)."""
     from connectors.routing import parse_match
     from mssmail.store.actors import Actor
@@ -113,6 +119,11 @@ def connector_add(env: Env, mailbox: str, target_type: str, targets: tuple[str, 
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--match") from None
     options = {k: v for k, v in (("format", output_format), ("extension", extension)) if v}
+    for item in extra_options:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise click.BadParameter(f"an option is KEY=VALUE, not {item!r}.", param_hint="--option")
+        options[key.strip()] = value.strip()
     try:
         rule = env.store.add_connector_rule(Actor.admin(), mailbox, target_type, list(targets),
                                             match=match, options=options)
@@ -216,3 +227,51 @@ def connector_jobs(env: Env, state: str | None, retry_id: int | None, retry_dead
                   j.payload.get("target", ""), j.next_attempt.isoformat()[:19], j.last_error[:50])
                  for j in jobs[:limit]],
                 ["ID", "KIND", "STATE", "ATTEMPTS", "MAILBOX", "TARGET", "NEXT", "LAST ERROR"])
+
+
+@connector.command("test")
+@click.argument("rule_id", type=int)
+@click.option("--file", "sample", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The file to send (HPRIM Net or Santé, CDA, IHE_XDM.zip); default: a synthetic "
+                   "HPRIM Net report about patient TEST MSS.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_env
+@operational
+def connector_test(env: Env, rule_id: int, sample: Path | None, as_json: bool) -> None:
+    """Deliver one part of a file to each target of rule RULE_ID in test mode (MLLP MSH-11
+    T, FHIR security label HTEST, a [TEST mss] mail, a TEST_ file) and print each peer's
+    answer. Exit status 1 when a target did not take it."""
+    from datetime import UTC, datetime
+
+    from connectors import testmode
+    from connectors.formats import ParseError
+    from mssmail.store.actors import Actor
+
+    rules = [r for r in env.store.connector_rules() if r.id == rule_id]
+    if not rules:
+        fail(f"no connector rule {rule_id}.")
+    rule = rules[0]
+    try:
+        data = sample.read_bytes() if sample else testmode.synthetic_hprim_net(datetime.now(UTC))
+    except OSError as exc:
+        fail(f"cannot read {sample}: {exc.strerror or exc}")
+    name = sample.name if sample else "test.hpr"
+    settings = env.config.connectors
+    try:
+        report = testmode.run(rule, data, name, hostname=env.config.hostname, mllp_timeout=settings.mllp_timeout,
+                              network_timeout=settings.network_timeout)
+    except ParseError as exc:
+        fail(f"{name}: {exc.describe()}")
+    except ValueError as exc:
+        fail(str(exc))
+    env.store.connector_audit(Actor.admin(), "connector.test", mailbox=rule.mailbox, message=f"connector/{rule.id}",
+                              details={"type": rule.target_type, "kind": report["kind"],
+                                       "control_id": report["control_id"],
+                                       "outcomes": [{"target": a["target"], "ok": a["ok"]} for a in report["answers"]]})
+    if as_json:
+        print_json(report)
+    else:
+        for answer in report["answers"]:
+            click.echo(f"{answer['target']}: {'OK' if answer['ok'] else 'FAILED'}: {answer['answer']}")
+    if not all(a["ok"] for a in report["answers"]):
+        sys.exit(1)

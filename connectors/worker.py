@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from connectors import acknowledge, folder, mllp, routing
+from connectors import acknowledge, folder, mllp, network, routing
 from connectors.formats import ParseError, parse_content
 from connectors.formats.hl7v2 import Hl7Options, oru_r01_from_hprim_net, oru_r01_from_hprim_sante
 from connectors.formats.hprim_net import HprimNetFile
@@ -178,7 +178,7 @@ class ConnectorWorker:
             return
         self.store.fail_job(job.id, self.worker, error, retry_at=now + delay)
         self.store.connector_audit(ACTOR, "connector.retry", mailbox=job.mailbox, message=f"job/{job.id}",
-                                   details={"key": job.key, "attempts": job.attempts, "error": error,
+                                   details={**_job_fields(job), "attempts": job.attempts, "error": error,
                                             "retry_in": int(delay.total_seconds())})
         logs.event("connector.retry", level=logging.WARNING, job=job.id, key=job.key[:16],
                    attempts=job.attempts, reason=error)
@@ -190,9 +190,8 @@ class ConnectorWorker:
         self.store.checkpoint_job(job.id, self.worker, {"error_code": code})
         self.store.fail_job(job.id, self.worker, error)
         self.store.connector_audit(ACTOR, "connector.dead", mailbox=job.mailbox, message=f"job/{job.id}",
-                                   details={"key": job.key, "kind": job.kind, "attempts": job.attempts,
-                                            "error": error, "error_code": code,
-                                            "type": job.payload.get("type"), "target": job.payload.get("target")})
+                                   details={**_job_fields(job), "job_kind": job.kind, "attempts": job.attempts,
+                                            "error": error, "error_code": code})
         logs.event("connector.dead", level=logging.ERROR, job=job.id, key=job.key[:16], reason=error)
         if job.kind == DELIVER_KIND:
             self.acks.check(job.payload.get("route_job"))
@@ -253,6 +252,8 @@ class ConnectorWorker:
                                        details={"key": job.key, "file": candidate.index, "source": candidate.source,
                                                 "format": type(result).__name__, "parts": len(found),
                                                 "size": len(candidate.data), "sha256": digest,
+                                                "message_id": located.message_id,
+                                                "ins": self._ins_hashes(found),
                                                 "warnings": len(getattr(result, "warnings", ()) or ())})
             for part in found:
                 documents.append(routing.part_summary(part, container, candidate.source))
@@ -266,6 +267,10 @@ class ConnectorWorker:
                     unmatched += 1
                     continue
                 for target in rule.targets:
+                    if rule.target_type in network.TYPES:
+                        new_jobs += network.route(self, job, located, identity, raw, result, part,
+                                                  candidate, rule, target, where)
+                        continue
                     if rule.target_type == "mllp":
                         key = job_key(located.mailbox, identity, f"{candidate.index}.{part.index}",
                                       f"mllp:{target}")
@@ -289,9 +294,12 @@ class ConnectorWorker:
                                                part.patient.family, key, rule.options.get("extension", extension))
                     new_jobs.append(self._deliver_job(job, located.mailbox, key, rule, target, data,
                                                       f"{candidate.index}.{part.index}", part.kind, name))
+        new_jobs = list({new.key: new for new in new_jobs}.values())  # smtp/imap: one per message
         for new in new_jobs:
             self.store.connector_audit(ACTOR, "connector.routed", mailbox=located.mailbox, message=where,
                                        details={"key": new.key, "rule": new.payload["rule"],
+                                                "message_id": located.message_id, "outcome": "job",
+                                                "size": new.payload["size"], "sha256": new.payload["input_sha256"],
                                                 "type": new.payload["type"], "target": new.payload["target"],
                                                 "part": new.payload["part"], "kind": new.payload["kind"]})
         keywords.discard("")
@@ -324,7 +332,19 @@ class ConnectorWorker:
         return NewJob(kind=DELIVER_KIND, key=key, mailbox=mailbox, message_id=job.message_id,
                       payload={"type": rule.target_type, "target": target, "name": name, "input_sha256": sha,
                                "size": len(data), "rule": rule.id, "part": part, "kind": kind,
-                               "route_job": job.id})
+                               "route_job": job.id, "message_id": job.payload.get("message_id", "")})
+
+    def _ins_hashes(self, found: Any) -> list[str]:
+        """The INS of the parts as keyed hashes (HMAC-SHA256 under `DATA/connectors/ins-hash.key`,
+        made on first use, mode 0600): an auditor can tell two events are about the same
+        patient, and nobody can read the INS back nor confirm a guess without the key."""
+        import hmac
+
+        ins = sorted({p.patient.ins for p in found if p.patient.ins})
+        if not ins:
+            return []
+        key = _hash_key(Path(self.config.server.data) / "connectors" / "ins-hash.key")
+        return [hmac.new(key, b"mss-connector-ins\n" + value.encode(), "sha256").hexdigest()[:32] for value in ins]
 
     def _quarantine(self, job: JobItem, mailbox: str, where: str, identity: str,
                     candidate: routing.CandidateFile, exc: ParseError) -> None:
@@ -340,13 +360,17 @@ class ConnectorWorker:
         self.store.connector_audit(ACTOR, "connector.quarantined", mailbox=mailbox, message=where,
                                    details={"key": key, "route_job": job.key, "file": candidate.index,
                                             "error_kind": exc.kind, "line": exc.line, "field": exc.field,
-                                            "size": len(candidate.data), "sha256": report["sha256"]})
+                                            "size": len(candidate.data), "sha256": report["sha256"],
+                                            "message_id": identity, "outcome": "quarantined", "error_code": 906})
         logs.event("connector.quarantined", level=logging.WARNING, mailbox=mailbox, key=key[:16],
                    line=exc.line, field=exc.field)
 
     # --- delivery ------------------------------------------------------------------------
     def _deliver(self, job: JobItem) -> None:
         payload = job.payload
+        if payload.get("type") in network.TYPES:
+            network.deliver(self, job)
+            return
         if payload.get("type") not in ("folder", "mllp"):
             raise folder.PermanentError(f"target type {payload.get('type')!r} is not available in this build")
         sha = payload["input_sha256"]
@@ -365,6 +389,7 @@ class ConnectorWorker:
         self.store.complete_job(job.id, self.worker, progress={"outcome": outcome})
         self.store.connector_audit(ACTOR, "connector.delivered", mailbox=job.mailbox, message=f"job/{job.id}",
                                    details={"key": job.key, "type": "folder", "target": payload["target"],
+                                            "message_id": payload.get("message_id", ""),
                                             "outcome": outcome, "size": len(data), "sha256": sha,
                                             "attempts": job.attempts})
         logs.event("connector.delivered", job=job.id, key=job.key[:16], target=payload["target"], outcome=outcome)
@@ -388,11 +413,42 @@ class ConnectorWorker:
         self.store.complete_job(job.id, self.worker, progress={"outcome": ack.code, "control_id": sent_id})
         self.store.connector_audit(ACTOR, "connector.delivered", mailbox=job.mailbox, message=f"job/{job.id}",
                                    details={"key": job.key, "type": "mllp", "target": job.payload["target"],
+                                            "message_id": job.payload.get("message_id", ""),
                                             "outcome": ack.code, "control_id": sent_id, "size": len(data),
                                             "sha256": sha, "attempts": job.attempts})
         logs.event("connector.delivered", job=job.id, key=job.key[:16], target=job.payload["target"],
                    outcome=ack.code)
         self.acks.check(job.payload.get("route_job"))
+
+
+def _hash_key(path: Path) -> bytes:
+    """32 random bytes kept in `path` (created once, 0600, never logged)."""
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = os.urandom(32)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secret.hex() + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(tmp, path)  # whole or absent: another worker never reads half a key
+        except FileExistsError:  # another worker made it first
+            return bytes.fromhex(path.read_text().strip())
+        finally:
+            tmp.unlink(missing_ok=True)
+        return secret
+
+
+def _job_fields(job: JobItem) -> dict[str, Any]:
+    """What every delivery event names: the job key, the target, the message and the input."""
+    payload = job.payload
+    return {"key": job.key, "type": payload.get("type"), "target": payload.get("target"),
+            "message_id": payload.get("message_id", ""), "size": payload.get("size"),
+            "sha256": payload.get("input_sha256")}
 
 
 def _render_hl7(result: Any, part: Any, key: str, created: datetime) -> bytes:

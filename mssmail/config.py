@@ -272,9 +272,11 @@ class ConnectorsConfig(Section):
     workers: int = Field(default=2, ge=1, le=32)
     # A pickup folder's file is read once unchanged this long (its writer is done).
     pickup_settle: int = Field(default=2, ge=0)
+    # fhir, smtp and imap targets: connection and each answer.
+    network_timeout: int = Field(default=30, ge=1)
 
     @field_validator("poll_interval", "lease", "retry_initial", "retry_max_interval", "max_age", "mllp_timeout",
-                     "pickup_settle", mode="before")
+                     "pickup_settle", "network_timeout", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> int:
         return parse_duration(v)

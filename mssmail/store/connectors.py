@@ -36,13 +36,21 @@ DELIVER_KIND = "connector.deliver"
 # The acknowledgement to the sender once every target of a message is final (an RFC
 # 8098 MDN, or a plain mail on failure): one per message, by its key.
 MDN_KIND = "connector.mdn"
-# Target types this build delivers to; the issue's others (fhir, smtp, imap) are refused
-# by `add_connector_rule` until they exist. `pickup` is the other direction (a folder
-# whose files the mailbox sends, connectors/pickup.py): it never matches incoming mail.
-TARGET_TYPES = ("folder", "mllp", "pickup")
-INBOUND_TYPES = ("folder", "mllp")
+# Target types: the inbound ones deliver a message's parts to the recipient's
+# software; `pickup` is the other direction (a folder whose files the mailbox sends,
+# connectors/pickup.py): it never matches incoming mail.
+TARGET_TYPES = ("folder", "mllp", "fhir", "smtp", "imap", "pickup")
+INBOUND_TYPES = ("folder", "mllp", "fhir", "smtp", "imap")
 MATCH_KEYS = ("kind", "sender", "domain", "codecda")
 OPTION_KEYS = ("format", "extension")
+# Per network target type: file paths and switches only, never a secret (a token or a
+# password is read from the file the option names, at delivery time).
+TARGET_OPTION_KEYS = {
+    "fhir": ("token_file", "cert_file", "key_file", "ca_file"),
+    "smtp": ("ca_file", "user", "password_file", "starttls"),
+    "imap": ("ca_file", "user", "password_file"),
+}
+TARGET_SCHEMES = {"fhir": ("https", "http"), "smtp": ("smtp", "smtps"), "imap": ("imap", "imaps")}
 FORMATS = ("original", "hprim_net")
 _R = table(ConnectorRule)
 
@@ -104,9 +112,12 @@ def validate_rule(target_type: str, targets: Sequence[str], match: Mapping[str, 
     if kind is not None and kind not in ("hprim_net", "hprim_sante", "xdm") and not (
             kind.startswith("cda:") and len(kind) > 4):
         raise ValueError(f"unknown content kind {kind!r} (hprim_net, hprim_sante, cda:<LOINC>, xdm).")
-    unknown = sorted(set(options) - set(OPTION_KEYS))
+    if target_type in TARGET_SCHEMES:
+        _validate_network(target_type, targets, options)
+    known = (*OPTION_KEYS, *TARGET_OPTION_KEYS.get(target_type, ()))
+    unknown = sorted(set(options) - set(known))
     if unknown:
-        raise ValueError(f"unknown option {unknown[0]!r} (known: {', '.join(OPTION_KEYS)}).")
+        raise ValueError(f"unknown option {unknown[0]!r} (known: {', '.join(known)}).")
     if target_type == "mllp" and "format" in options:
         raise ValueError("an mllp target always gets HL7 v2.5 ORU^R01; --format is for folders.")
     if options.get("format", "original") not in FORMATS:
@@ -114,6 +125,34 @@ def validate_rule(target_type: str, targets: Sequence[str], match: Mapping[str, 
     extension = options.get("extension", "hpr")
     if not extension.isalnum() or len(extension) > 10:
         raise ValueError("an extension is 1 to 10 letters or digits, without the dot.")
+
+
+def _validate_network(target_type: str, targets: Sequence[str], options: Mapping[str, str]) -> None:
+    """The URL shapes of the fhir, smtp and imap targets (their modules in `connectors/`
+    say what each part means)."""
+    from urllib.parse import urlsplit
+
+    schemes = TARGET_SCHEMES[target_type]
+    shapes = {"fhir": "https://host[:port]/base", "smtp": "smtp[s]://host:port/recipient@domain",
+              "imap": "imap[s]://host:port/Folder"}
+    for target in targets:
+        parts = urlsplit(target)
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            raise ValueError(f"bad port in {target!r}.") from None
+        if parts.scheme not in schemes or not parts.hostname or any(c in target for c in "\r\n "):
+            raise ValueError(f"a {target_type} target is {shapes[target_type]}, not {target!r}.")
+        if target_type == "fhir" and parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "::1", "localhost"):
+            raise ValueError("a fhir target uses https (plain http only to a loopback address).")
+        if target_type == "smtp" and "@" not in parts.path:
+            raise ValueError(f"an smtp target names its recipient: {shapes['smtp']}, not {target!r}.")
+    if "format" in options or "extension" in options:
+        raise ValueError(f"--format and --extension are for folder targets, not {target_type}.")
+    if options.get("starttls", "required") not in ("required", "optional"):
+        raise ValueError("starttls is required or optional.")
+    if bool(options.get("user")) != bool(options.get("password_file")):
+        raise ValueError("user and password_file go together.")
 
 
 def route_jobs(connection: Connection, placed: Sequence[tuple[int, str, int, str, str, str]],
