@@ -89,7 +89,8 @@ def test_rules_are_stored_ordered_and_validated(store) -> None:
     second = store.add_connector_rule(ADMIN, BOX, "folder", ["/srv/b", "/srv/c"])
     assert [r.id for r in store.connector_rules(BOX)] == [first.id, second.id]
     assert store.connector_rules(BOX)[1].targets == ("/srv/b", "/srv/c")
-    for args in (("fhir", ["https://x"]), ("mllp", ["nohost"]), ("folder", ["relative"]), ("folder", [])):
+    for args in (("fhir", ["ftp://x"]), ("smtp", ["smtp://x"]), ("imap", ["imap:///"]),
+                 ("mllp", ["nohost"]), ("folder", ["relative"]), ("folder", [])):
         with pytest.raises(ValueError):
             store.add_connector_rule(ADMIN, BOX, *args)
     with pytest.raises(ValueError):
