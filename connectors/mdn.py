@@ -137,7 +137,9 @@ def subject_of(original: Original, outcome: Outcome) -> str:
 
 
 def _safe(value: str, limit: int = 900) -> str:
-    """No CR/LF may reach a header field from the original or a peer (injection)."""
+    """No CR/LF may reach a header field from the original or a peer (injection), nor a
+    lone surrogate (not encodable)."""
+    value = value.encode("utf-8", "replace").decode("utf-8")
     return " ".join(value.replace("\r", " ").replace("\n", " ").split())[:limit]
 
 

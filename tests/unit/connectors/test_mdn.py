@@ -14,6 +14,8 @@ from email.message import EmailMessage, Message
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors import mdn
 from mssmail.store.connectors import DELIVER_KIND, MDN_KIND, ROUTE_KIND
@@ -194,3 +196,32 @@ def test_a_failure_with_notification_elsewhere_is_a_plain_mail_to_the_envelope_s
     assert job.payload["type"] == "mail" and job.payload["to"] == LAB and job.state == "done"
     (ack,) = _acks(store)
     assert ack.get_content_type() == "multipart/mixed"
+
+
+@settings(max_examples=150, deadline=None)
+@given(subject=st.text(st.characters(blacklist_categories=("Cs",)), max_size=300), detail=st.text(max_size=300), code=st.sampled_from([None, *mdn.LABELS]),
+       message_id=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=60))
+def test_any_subject_and_detail_give_one_well_formed_report(subject: str, detail: str, code: int | None,
+                                                            message_id: str) -> None:
+    """Whatever the original's subject and the peer's error text: the report parses with
+    the email package, has exactly our header fields (no injected one), keeps the
+    subject's words, and its Disposition is the volet's for the code."""
+    original = mdn.Original(message_id, subject, "lab@b.example", "lab@b.example", "", "lab@b.example",
+                            False, False)
+    outcome = mdn.Outcome(code, detail if code else "")
+    raw = mdn.build(mdn.MDN, original, outcome, mailbox=BOX, recipient="lab@b.example",
+                    raw=b"Subject: s\r\n\r\nbody\r\n", attachments=[("IHE_XDM.zip", "application/zip", b"PK")],
+                    reporting_ua="mss", message_id="<m1@a.example>", now=datetime(2026, 1, 1, tzinfo=UTC))
+    assert b"\n" not in raw.replace(b"\r\n", b"")  # CRLF only
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    top = {name.lower() for name in parsed}
+    assert top <= {"from", "to", "subject", "date", "message-id", "auto-submitted", "mime-version", "content-type",
+                   "in-reply-to", "references"}
+    expected = mdn.subject_of(original, outcome)
+    assert " ".join(str(parsed["Subject"]).split()) == " ".join(" ".join(expected.split())[:900].split())
+    fields = _report(parsed)
+    disposition = "automatic-action/MDN-sent-automatically; processed"
+    assert " ".join(fields["Disposition"].split()) == (disposition if code is None else
+                                                       f"{disposition}/Error: {outcome.error}")
+    assert {k.lower() for k in fields} <= {"reporting-ua", "original-recipient", "final-recipient",
+                                                     "original-message-id", "disposition", "error"}
