@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 SIZE_UNITS = {"": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3}
@@ -188,6 +188,14 @@ class OidcConfig(Section):
         if v and not v.startswith("https://"):
             raise ValueError("expected an https:// URL")
         return v
+
+    @model_validator(mode="after")
+    def _audience_with_issuer(self) -> OidcConfig:
+        # An issuer such as Pro Santé Connect mints tokens for many services: without an
+        # audience check, a token given to any of them would open the mailbox here.
+        if self.issuer and not self.audience:
+            raise ValueError("audience must list this server's client id at the issuer when issuer is set")
+        return self
 
 
 class TrustConfig(Section):

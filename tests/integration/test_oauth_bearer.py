@@ -172,6 +172,7 @@ def test_rotated_key_is_fetched_and_failures_count_as_logins(server, provider):
 def test_bad_tokens_block_the_source_like_bad_passwords(tmp_path, provider):
     inst = MssInstance(tmp_path / "data", "a.example")
     inst.configure("oidc", "issuer", json.dumps(provider.issuer))
+    inst.configure("oidc", "audience", json.dumps([provider.audience]))
     inst.configure("oidc", "ca_file", json.dumps(str(provider.ca_file)))
     inst.configure("oidc", "identity", '"rpps"')
     inst.configure("oidc", "claim", '"preferred_username"')
@@ -206,6 +207,7 @@ def test_submission_worker_process_asks_the_parent(tmp_path, provider):
     process, which holds the issuer's key cache and the store (gateway.py)."""
     inst = MssInstance(tmp_path / "data", "a.example")
     inst.configure("oidc", "issuer", json.dumps(provider.issuer))
+    inst.configure("oidc", "audience", json.dumps([provider.audience]))
     inst.configure("oidc", "ca_file", json.dumps(str(provider.ca_file)))
     inst.configure("submission", "workers", "1")
     inst.start("submission")

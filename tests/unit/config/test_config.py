@@ -61,6 +61,10 @@ def test_environment_overrides(tmp_path: Path):
         ("[relay]\nroutes = ['nonsense']\n", "[relay] routes"),
         ("[relay]\nmax_age = 'soon'\n", "[relay] max_age"),
         ("[server\n", "not valid TOML"),
+        ("[oidc]\nissuer = 'https://auth.example/realms/x'\n", "audience must list"),
+        ("[oidc]\nissuer = 'http://auth.example/'\naudience = ['mss']\n", "[oidc] issuer"),
+        ("[oidc]\nalgorithms = ['HS256']\n", "[oidc] algorithms"),
+        ("[web]\npsc_issuer = 'http://psc.example/'\n", "[web] psc_issuer"),
     ],
 )
 def test_errors_name_file_key_and_expectation(tmp_path: Path, toml: str, expected: str):
