@@ -154,8 +154,8 @@ def deliver(target: str, bundle: bytes, options: Mapping[str, str], timeout: flo
         return answer
     if 400 <= answer.status < 500 and answer.status not in RETRIED_4XX:
         summary = answer.summary()
-        raise PermanentError(f"fhir server refused the Bundle: {summary}", mdn.code_in(outcome_text(answer.body)))
-    raise TemporaryError(f"fhir server: {answer.summary()}")
+        raise PermanentError(f"fhir server refused the Bundle, {summary}", mdn.code_in(outcome_text(answer.body)))
+    raise TemporaryError(f"fhir server answered {answer.summary()}")
 
 
 def bundle_bytes(bundle: dict[str, Any]) -> bytes:

@@ -178,10 +178,10 @@ class ConnectorWorker:
             return
         self.store.fail_job(job.id, self.worker, error, retry_at=now + delay)
         self.store.connector_audit(ACTOR, "connector.retry", mailbox=job.mailbox, message=f"job/{job.id}",
-                                   details={**_job_fields(job), "attempts": job.attempts, "error": error,
+                                   details={**_job_fields(job), "attempts": job.attempts, "error": _public(error),
                                             "retry_in": int(delay.total_seconds())})
         logs.event("connector.retry", level=logging.WARNING, job=job.id, key=job.key[:16],
-                   attempts=job.attempts, reason=error)
+                   attempts=job.attempts, reason=_public(error))
 
     def _dead(self, job: JobItem, error: str, code: int | None = None) -> None:
         from connectors import mdn
@@ -191,8 +191,8 @@ class ConnectorWorker:
         self.store.fail_job(job.id, self.worker, error)
         self.store.connector_audit(ACTOR, "connector.dead", mailbox=job.mailbox, message=f"job/{job.id}",
                                    details={**_job_fields(job), "job_kind": job.kind, "attempts": job.attempts,
-                                            "error": error, "error_code": code})
-        logs.event("connector.dead", level=logging.ERROR, job=job.id, key=job.key[:16], reason=error)
+                                            "error": _public(error), "error_code": code})
+        logs.event("connector.dead", level=logging.ERROR, job=job.id, key=job.key[:16], reason=_public(error))
         if job.kind == DELIVER_KIND:
             self.acks.check(job.payload.get("route_job"))
 
@@ -419,6 +419,13 @@ class ConnectorWorker:
         logs.event("connector.delivered", job=job.id, key=job.key[:16], target=job.payload["target"],
                    outcome=ack.code)
         self.acks.check(job.payload.get("route_job"))
+
+
+def _public(error: str) -> str:
+    """What the audit and the logs keep of an error: our own words, before the peer's text
+    (an ACK's or an OperationOutcome's text after ': ' may name the patient). The job's
+    last error keeps all of it for the operator (`mss connector jobs --show`)."""
+    return error.split(": ", 1)[0][:300]
 
 
 def _hash_key(path: Path) -> bytes:

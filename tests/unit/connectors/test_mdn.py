@@ -125,6 +125,12 @@ def test_an_ae_with_err5_902_gives_error_902(store, tmp_path: Path) -> None:
     (ack,) = _acks(store)
     assert ack["Subject"].startswith("[KO Intégration système !][902] ")
     assert _report(ack)["Disposition"].endswith("processed/Error: 902^Identifiant patient inconnu")
+    # the peer's text stays in the job (and goes back to the sender), not in the audit
+    from tests.unit.connectors.test_audit_events import _events
+
+    (dead,) = [e["details"] for e in _events(store) if e["action"] == "connector.dead"]
+    assert dead["error"].startswith("AE for ") and "inconnu" not in dead["error"] and dead["error_code"] == 902
+    assert "Identifiant patient inconnu" in delivery.last_error
 
 
 def test_no_mdn_asked_success_is_silent_failure_is_a_plain_mail(store, tmp_path: Path) -> None:
