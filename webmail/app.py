@@ -42,7 +42,7 @@ from mssmail.store import totp, websessions
 from mssmail.store.actors import Actor
 from mssmail.store.api import MessageNotFound
 from mssmail.store.errors import AccessDenied, FolderNotFound, MailboxNotFound
-from webmail import fmt, hprim, reading, timeout
+from webmail import actions, aide, fmt, hprim, reading, timeout
 from webmail.downloads import content_disposition, safe_content_type, safe_filename
 from webmail.psc import psc_routes
 from webmail.sanitize import clean_html, frame_document
@@ -79,8 +79,7 @@ FOLDER_LABELS = {"INBOX": "Boîte de réception", "Sent": "Envoyés", "Drafts": 
 NAVIGATION = (("Boîte de réception", "/"), ("Nouveau message", "/nouveau"), ("Dossiers", "/dossiers"),
               ("Recherche", "/recherche"), ("Récupération Hprim", "/hprim"), ("Options", "/options"),
               ("Aide", "/aide"))
-LATER = {"/recherche": "Recherche",
-         "/options": "Options", "/aide": "Aide"}
+LATER = {"/recherche": "Recherche", "/options": "Options"}
 
 
 def folder_label(name: str) -> str:
@@ -464,7 +463,9 @@ class Webmail:
                                     before_uid=int(before) if before else None)
         context = await self._sidebar(session, address)
         return self.page("folder.html", title=folder_label(ref.name), session=session, ref=ref, page=page,
-                         folder=ref.name, older=page.next_before_uid, **context)
+                         folder=ref.name, older=page.next_before_uid, before=before,
+                         notice=actions.notice(request),
+                         is_trash=actions.trash_of(context["folders"]) == ref.name, **context)
 
     async def message(self, request: Request, session: websessions.WebSessionInfo, address: str,
                       folder: str, uidvalidity: int, uid: int) -> Response:
@@ -546,6 +547,8 @@ def create_app(store: Any, config: Any, totp_key: bytes | None = None) -> Starle
         Route("/session", timeout.keepalive),
         *psc_routes(webmail),  # "Se connecter avec Pro Santé Connect" (webmail/psc.py), when configured
         *hprim.routes(webmail),
+        Route("/actions", actions.FolderActions(webmail).post, methods=["POST"]),
+        Route("/aide", aide.HelpPage(webmail).get),
         *(Route(path, webmail.later) for path in LATER),
         Route("/b/{adresse}/{reste:path}", webmail.mailbox),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),

@@ -277,7 +277,8 @@ def test_html_message_in_a_sandboxed_frame(client: TestClient, store: Store) -> 
     assert '<iframe class="corps-html" title="Contenu du message" sandbox="allow-popups allow-popups-to-escape-sandbox"' in page.text
     assert "2 images distantes bloquées" in page.text
     # No script of the mail's: the page's only scripts are our own static files.
-    assert re.findall(r"<script[^>]*>", page.text) == ['<script src="/static/session.js" defer>']
+    assert re.findall(r"<script[^>]*>", page.text) == ['<script src="/static/session.js" defer>',
+                                                       '<script src="/static/raccourcis.js" defer>']
     frame = client.get(base + "/corps")
     assert frame.status_code == 200 and frame.headers["content-security-policy"] == FRAME_CSP
     assert "Résultat" in frame.text
