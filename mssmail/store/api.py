@@ -42,7 +42,7 @@ from mssmail.store.query import Query
 if TYPE_CHECKING:
     from mssmail.store.service import Store
 
-__all__ = ["Actor", "ActorKind", "Appended", "FolderRef", "MessageAPI", "MessageNotFound", "MessagePart",
+__all__ = ["Actor", "ActorKind", "Appended", "FolderHits", "FolderRef", "MessageAPI", "MessageNotFound", "MessagePart",
            "MessageSummary", "MessageView", "Order", "Page", "PartInfo", "Protection", "SearchResult",
            "Transfer", "ZipStream", "as_actor"]
 
@@ -256,6 +256,14 @@ class Transfer:
 @dataclass(frozen=True)
 class Appended:
     uidvalidity: int
+    uids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class FolderHits:
+    """One folder's answer to a mailbox-wide search: UIDs ascending."""
+
+    ref: FolderRef
     uids: tuple[int, ...]
 
 
@@ -595,6 +603,53 @@ class MessageAPI:
             by_uid = {r[query.UID]: r[query.MODSEQ] for r in rows}
             highest = max(by_uid[u] for u in matched)
         return SearchResult(tuple(matched), len(rows) + len(sure), read, highest)
+
+    def search_mailbox(self: Store, actor: Actor | str, address: str, criteria: Query, *,
+                       folders: Sequence[str] | None = None, ip: str = "") -> list[FolderHits]:
+        """`search` over several folders of one mailbox (all of them by default: the
+        webmail's "Tous les dossiers"), each folder evaluated exactly as `search` does
+        it, so every folder's answer is the one IMAP SEARCH gives there. One `search`
+        audit event for the whole call (message `*`, the folders and counts in its
+        details), recorded before the answer, when the query looks into content or had
+        to read messages (the same rule as `search`). Folders the actor cannot open
+        raise as `open_folder` does."""
+        names = list(folders) if folders is not None else [f.name for f in self.folder_list(actor, address)]
+        hits: list[FolderHits] = []
+        scanned = read = matched_count = 0
+        mailbox = ""
+        who = as_actor(actor)
+        for name in dict.fromkeys(names):
+            ref = self.folder_open(actor, address, name, uids=False).ref
+            mailbox = ref.address
+            rows = self.search_rows(ref, query.COLUMNS, query.columns_for(criteria))
+            box = ref.address
+            matched, reads = query.evaluate(criteria, rows, lambda sha, box=box: self.view(box, self.blobs.read(sha)))
+            scanned += len(rows)
+            read += reads
+            matched_count += len(matched)
+            hits.append(FolderHits(ref, tuple(matched)))
+        if hits and (read or query.reads_content(criteria)):
+            def work(s: Session) -> None:
+                audit.record(s, "search", actor=who.audit_name, mailbox=mailbox, ip=ip, message="*",
+                             details={"criteria": query.describe(criteria)[:500], "folders": [h.ref.name for h in hits],
+                                      "scanned": scanned, "read": read, "matched": matched_count})
+
+            self._write(work)
+        return hits
+
+    def message_summaries(self: Store, ref: FolderRef, uids: Iterable[int]) -> list[MessageSummary]:
+        """The listing rows of these messages, newest first (not audited: metadata);
+        UIDs that are gone are left out."""
+        wanted = sorted(set(uids), reverse=True)
+        found: list[MessageSummary] = []
+        with self.db.engine.connect() as connection:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
+                rows = connection.execute(select(*_SUMMARY_COLUMNS).where(
+                    Message.folder_id == ref.folder_id, Message.uid.in_(chunk))).all()
+                found += [_summary(r) for r in rows]
+        found.sort(key=lambda m: m.uid, reverse=True)
+        return found
 
     def mailbox_settings(self: Store, address: str) -> dict[str, Any]:
         """A local mailbox's settings (crypto policy overrides...), {} for any other
