@@ -67,10 +67,18 @@ class Policy:
 
 
 def mailbox_settings(store: Store | None, address: str) -> dict[str, Any]:
-    """Mailbox.settings of a local mailbox, {} for others (through the store's API)."""
+    """A local mailbox's settings through the store's validated API
+    (`Store.mailbox_settings`, read as the server component `system:crypto`), {} for
+    any other address: `sign_outgoing` and `encrypt_outgoing` are its policy."""
     if store is None:
         return {}
-    return store.mailbox_settings(address)
+    from mssmail.store.actors import Actor
+    from mssmail.store.errors import MailboxNotFound
+
+    try:
+        return store.mailbox_settings(Actor.system("crypto"), address)
+    except MailboxNotFound:
+        return {}
 
 
 def policy_for(config: Any, store: Store | None, sender: str) -> Policy:

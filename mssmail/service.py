@@ -36,6 +36,7 @@ COMPONENTS: dict[str, str] = {
     "web": "webmail.app:web_component",
     "connectors": "connectors.worker:connectors_component",
     "index": "mssmail.store.fts:index_component",
+    "automail": "mssmail.delivery.automail:automail_component",
 }
 
 

@@ -42,7 +42,7 @@ from mssmail.store import totp, websessions
 from mssmail.store.actors import Actor
 from mssmail.store.api import MessageNotFound
 from mssmail.store.errors import AccessDenied, FolderNotFound, MailboxNotFound
-from webmail import actions, aide, fmt, hprim, reading, search, timeout
+from webmail import actions, aide, fmt, hprim, options, reading, search, timeout
 from webmail.downloads import content_disposition, safe_content_type, safe_filename
 from webmail.psc import psc_routes
 from webmail.sanitize import clean_html, frame_document
@@ -79,7 +79,7 @@ FOLDER_LABELS = {"INBOX": "Boîte de réception", "Sent": "Envoyés", "Drafts": 
 NAVIGATION = (("Boîte de réception", "/"), ("Nouveau message", "/nouveau"), ("Dossiers", "/dossiers"),
               ("Recherche", "/recherche"), ("Récupération Hprim", "/hprim"), ("Options", "/options"),
               ("Aide", "/aide"))
-LATER = {"/options": "Options"}
+LATER: dict[str, str] = {}
 
 
 def folder_label(name: str) -> str:
@@ -550,6 +550,7 @@ def create_app(store: Any, config: Any, totp_key: bytes | None = None) -> Starle
         Route("/actions", actions.FolderActions(webmail).post, methods=["POST"]),
         Route("/aide", aide.HelpPage(webmail).get),
         Route("/recherche", search.SearchPage(webmail).get),
+        Route("/options", options.OptionsPage(webmail).get, methods=["GET", "POST"]),
         *(Route(path, webmail.later) for path in LATER),
         Route("/b/{adresse}/{reste:path}", webmail.mailbox),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),

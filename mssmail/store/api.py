@@ -36,7 +36,7 @@ from mssmail.store.actors import Actor, ActorKind, as_actor
 from mssmail.store.errors import StoreError
 from mssmail.store.messages import FolderRef, ReadOnly
 from mssmail.store.mimeview import PartInfo
-from mssmail.store.models import Mailbox, Message
+from mssmail.store.models import Message
 from mssmail.store.query import Query
 
 if TYPE_CHECKING:
@@ -650,11 +650,3 @@ class MessageAPI:
                 found += [_summary(r) for r in rows]
         found.sort(key=lambda m: m.uid, reverse=True)
         return found
-
-    def mailbox_settings(self: Store, address: str) -> dict[str, Any]:
-        """A local mailbox's settings (crypto policy overrides...), {} for any other
-        address. Read by the server's own policy code (crypto), not a front end."""
-        with self.db.read() as s:
-            value = s.execute(select(Mailbox.settings).where(
-                Mailbox.address == address.strip().lower())).scalar_one_or_none()
-        return dict(value or {})

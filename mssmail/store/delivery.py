@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from sqlalchemy import Connection
 
 from mssmail import audit
-from mssmail.store import connectors
+from mssmail.store import connectors, settings
 from mssmail.store.driversql import Driver, driver_for, process_columns
 from mssmail.store.errors import FolderNotFound, Refusal, StoreError
 from mssmail.store.events import FolderChanged
@@ -131,6 +131,7 @@ class _Box(NamedTuple):
     disabled: bool
     used_bytes: int
     quota_bytes: int
+    settings: Any  # out-of-office and forwarding make jobs (mssmail.store.settings)
 
 
 class _FolderRow(NamedTuple):
@@ -337,6 +338,11 @@ def _deliver(io: _Writes, requests: Sequence[DeliveryRequest]) -> list[DeliveryR
         connectors.route_jobs(io.s, [(boxes[placed.address].id, placed.address, message_id, row[13], row[2], sender)
                                      for placed, message_id, row, sender in routable],
                               [bool(row[14]) for _placed, _id, row, _sender in routable])
+        # Out-of-office and forwarding: jobs for the automail worker, after the 250.
+        settings.automail_jobs(io.s, [(boxes[placed.address].settings, placed.address, message_id, sender)
+                                      for placed, message_id, is_inbox, sender in zip(pending, ids, inbox, envelope,
+                                                                                     strict=True)
+                                      if is_inbox and boxes[placed.address].settings])
     # Outcomes were filled in place; keep each copy's recipients in its own order.
     for result in results:
         if isinstance(result, DeliveryResult):

@@ -459,3 +459,15 @@ class IndexedResult(Base):
     # Set when the files were downloaded for the practice software ($HprimRecupere).
     retrieved_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AutoReply(Base):
+    """Whom a mailbox's out-of-office message answered, and when: RFC 3834 section 2
+    wants one answer per correspondent per several days (7 here). Emptied for a
+    mailbox when its out-of-office message changes (`mssmail.store.settings`)."""
+
+    __tablename__ = "auto_replies"
+
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"), primary_key=True)
+    correspondent: Mapped[str] = mapped_column(String(320), primary_key=True)
+    last_sent: Mapped[datetime] = mapped_column(default=utcnow)

@@ -29,6 +29,7 @@ from mssmail.store.messages import MessageOps
 from mssmail.store.outbound import OutboundOps
 from mssmail.store.passwords import AuthOps
 from mssmail.store.results import ResultsOps
+from mssmail.store.settings import SettingsOps
 from mssmail.store.subscriptions import SubscriptionOps
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ T = TypeVar("T")
 
 
 class Store(MailboxAdmin, AuthOps, DeliveryOps, OutboundOps, JobOps, ConnectorOps, FtsOps, MessageAPI, MessageOps,
-            ImapFolderOps, SubscriptionOps, ResultsOps):
+            ImapFolderOps, SubscriptionOps, ResultsOps, SettingsOps):
     def __init__(
         self,
         url: str,

@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
 
 from crypto import analyse, mailflow, pki, smime
 from crypto import report as rep
 from crypto.context import trust_for
 from crypto.keystore import KeyStore
 from mssmail.config import load_config
+from mssmail.store.actors import Actor
 from mssmail.store.models import Mailbox
 from tests.unit.crypto.helpers import message_with_attachments
 
@@ -100,9 +100,7 @@ def test_when_possible_and_per_mailbox_settings(store, setup) -> None:
     config.crypto.encrypt_outgoing = "when-possible"
     out = mailflow.protect_outgoing(config, store, ALICE, [CAROL], message_to(CAROL), ks)
     assert smime.is_smime(out) == "signed"  # Carol has no certificate: signed, in clear
-    with store.db.write() as s:
-        s.execute(update(Mailbox).where(Mailbox.address == ALICE)
-                  .values(settings={"sign_outgoing": False, "encrypt_outgoing": "never"}))
+    store.update_mailbox_settings(Actor.admin("test"), ALICE, {"sign_outgoing": False, "encrypt_outgoing": "never"})
     untouched = mailflow.protect_outgoing(config, store, ALICE, [BOB], message_to(BOB), ks)
     assert untouched == message_to(BOB)
 

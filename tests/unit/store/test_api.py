@@ -19,9 +19,9 @@ from sqlalchemy import select, update
 from mssmail.store import query as q
 from mssmail.store.actors import Actor
 from mssmail.store.api import BadCursor, MessageNotFound
-from mssmail.store.errors import AccessDenied
+from mssmail.store.errors import AccessDenied, MailboxNotFound
 from mssmail.store.messages import ReadOnly
-from mssmail.store.models import AuditEvent, Mailbox, Message
+from mssmail.store.models import AuditEvent, Message
 from mssmail.store.service import Store
 
 DOC, NURSE, LAB, OTHER = "doc@a.example", "nurse@a.example", "lab@a.example", "other@a.example"
@@ -267,10 +267,14 @@ def test_search_with_the_query_tree(boxes: Store):
 
 def test_mailbox_settings_read_through_the_store(boxes: Store):
     store = boxes
-    with store.db.write() as s:
-        s.execute(update(Mailbox).where(Mailbox.address == DOC).values(settings={"sign_outgoing": True}))
-    assert store.mailbox_settings(" Doc@a.example ") == {"sign_outgoing": True}
-    assert store.mailbox_settings("nobody@elsewhere.example") == {}
+    store.update_mailbox_settings(Actor.admin("test"), DOC, {"sign_outgoing": True})
+    assert store.mailbox_settings(Actor.system("crypto"), " Doc@a.example ") == {"sign_outgoing": True}
+    with pytest.raises(MailboxNotFound):
+        store.mailbox_settings(Actor.system("crypto"), "nobody@elsewhere.example")
+    from crypto.mailflow import mailbox_settings as crypto_reads
+
+    assert crypto_reads(store, DOC) == {"sign_outgoing": True}
+    assert crypto_reads(store, "nobody@elsewhere.example") == {}
 
 
 def test_zip_entry_names_stay_in_the_archive_root():
