@@ -207,6 +207,9 @@ class AutoMailWorker:
 
     async def run_once(self, now: datetime | None = None) -> bool:
         """Claim and run one due job; whether there was one."""
+        kinds = [REPLY_KIND, FORWARD_KIND]
+        if not await self.store.run(lambda: self.store.has_due_jobs(kinds, now=now)):
+            return False
         jobs = await self.store.run(lambda: self.store.claim_jobs([REPLY_KIND, FORWARD_KIND], self.worker,
                                                                   LEASE_SECONDS, now=now))
         for job in jobs:

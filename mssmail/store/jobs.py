@@ -163,6 +163,19 @@ class JobOps:
         with self.db.write() as s:
             return enqueue(s, jobs)
 
+    def has_due_jobs(self: Store, kinds: Sequence[str], *, now: datetime | None = None) -> bool:
+        """Whether a job of these kinds is due (what `claim_jobs` would take), read
+        without a write transaction: an idle worker polls with this (on SQLite a claim
+        takes the one writer lock, even when there is nothing to claim)."""
+        now = now or datetime.now(UTC)
+        due = or_(
+            and_(_J.c.state.in_((PENDING, FAILED)), _J.c.next_attempt <= now),
+            and_(_J.c.state == RUNNING, _J.c.lease_until < now),
+        )
+        with self.db.engine.connect() as connection:
+            return connection.execute(select(_J.c.id).where(_J.c.kind.in_(list(kinds)), due).limit(1)).first() \
+                is not None
+
     def claim_jobs(self: Store, kinds: str | Sequence[str], worker: str, lease_seconds: float, *,
                    limit: int = 1, now: datetime | None = None) -> list[JobItem]:
         """Take up to `limit` due jobs of these kinds for `worker`, oldest due first.
