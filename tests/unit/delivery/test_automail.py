@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from mssmail.config import Config
@@ -268,3 +270,28 @@ def test_forward_outside_the_trust_space_is_refused_by_submit(boxes, config) -> 
     [outcome] = run_jobs(store, config)
     assert outcome.startswith("refused: 550")
     assert len(summaries(store, DOC)) == 1
+
+
+JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=50),
+                       lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
+                                                                                    max_size=4), max_leaves=12)
+
+
+@given(st.dictionaries(st.sampled_from([*box_settings.KEYS, "autre"]), JSONISH, max_size=4))
+def test_validate_accepts_or_refuses_in_french_never_crashes(changes: dict) -> None:
+    try:
+        clean = box_settings.validate(changes, DOC, {"a.example", "b.example"})
+    except SettingsError as refused:
+        assert str(refused)
+        return
+    assert set(clean) == set(changes)
+    if clean.get("signature") is not None:
+        assert len(clean["signature"]) <= box_settings.MAX_SIGNATURE
+    for address in box_settings.forward_addresses(clean):
+        assert address.endswith(("@a.example", "@b.example")) and address != DOC
+
+
+@given(st.binary(max_size=600))
+def test_why_not_reply_reads_any_header_block(block: bytes) -> None:
+    reason = automail.why_not_reply(mime_headers.parse(block), "dr.x@b.example", DOC)
+    assert reason is None or isinstance(reason, str)

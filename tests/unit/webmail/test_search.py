@@ -9,6 +9,8 @@ import re
 from datetime import date
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
@@ -145,3 +147,19 @@ def test_store_search_of_every_folder_matches_each_folders_search(mails: TestCli
     for found in hits:
         assert found.uids == store.search(found.ref, tree).uids
     assert sum(len(h.uids) for h in hits) == 3
+
+
+@given(st.dictionaries(st.sampled_from(["de", "a", "objet", "texte", "du", "au", "pj", "dossier"]),
+                       st.text(max_size=400)))
+def test_any_form_gives_a_bounded_query_or_a_french_refusal(params: dict[str, str]) -> None:
+    criteria = Criteria.of(params)
+    for value in (criteria.de, criteria.a, criteria.objet, criteria.texte):
+        assert len(value) <= 200 and all(c.isprintable() for c in value)
+    try:
+        tree = criteria.to_query()
+    except ValueError as refused:
+        assert str(refused).startswith(("Date invalide", "La date de début"))
+        return
+    for node in query.walk(tree):
+        if isinstance(node, query.Header | query.Text):
+            assert node.value and len(node.value) <= 200
