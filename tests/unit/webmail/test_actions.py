@@ -161,7 +161,8 @@ def test_full_delegate_acts_in_the_delegated_box(client: TestClient, store: Stor
 
 def test_notice_only_says_known_things(three: TestClient) -> None:
     page = three.get(f"{INBOX}?fait=<script>&erreur=pirate&n=99999999")
-    assert "<script>" not in page.text and 'role="alert"' not in page.text
+    assert "<script>" not in page.text
+    assert '<p class="erreur"' not in page.text and '<p class="fait"' not in page.text
 
 
 def test_help_page_lists_every_shortcut_the_script_handles(three: TestClient) -> None:

@@ -123,7 +123,7 @@ def test_bad_dates_and_empty_searches_say_why(mails: TestClient) -> None:
                          ({"du": "2026-12-10", "au": "2026-12-01"}, "date de début est après"),
                          ({"de": "   "}, "au moins un critère")):
         page = search(mails, **params)
-        assert page.status_code == 400 and 'role="alert"' in page.text and text in page.text, params
+        assert page.status_code == 400 and '<p class="erreur" role="alert">' in page.text and text in page.text, params
         assert "trouvé" not in page.text
 
 
