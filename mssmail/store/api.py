@@ -621,9 +621,12 @@ class MessageAPI:
         for name in dict.fromkeys(names):
             ref = self.folder_open(actor, address, name, uids=False).ref
             mailbox = ref.address
-            rows = self.search_rows(ref, query.COLUMNS, query.columns_for(criteria))
+            # As `search`: the full-text index narrows, the rule decides.
+            narrowed = self.fts_narrow(ref, criteria)
+            rows = self.search_rows(ref, query.COLUMNS, query.columns_for(criteria), uids=narrowed.candidates)
             box = ref.address
-            matched, reads = query.evaluate(criteria, rows, lambda sha, box=box: self.view(box, self.blobs.read(sha)))
+            matched, reads = query.evaluate(criteria, rows, lambda sha, box=box: self.view(box, self.blobs.read(sha)),
+                                            certain=narrowed.certain)
             scanned += len(rows)
             read += reads
             matched_count += len(matched)

@@ -23,7 +23,8 @@ DOMAIN = "a.example"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MssInstance]:
     inst = MssInstance(tmp_path_factory.mktemp("webpages") / "a", DOMAIN)
-    inst.start("submission", "imap", "web")
+    # With the full-text indexer: the webmail and IMAP both narrow through it.
+    inst.start("submission", "imap", "web", "index")
     yield inst
     assert inst.stop() == 0
 
