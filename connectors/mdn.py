@@ -56,7 +56,7 @@ def code_in(text: str) -> int | None:
     """The first volet code (900-906) in an error text such as an ERR-5 value
     `902^Identifiant patient inconnu^...`; None when there is none."""
     for token in text.replace("|", "^").replace("~", "^").replace(" ", "^").split("^"):
-        if token.isdigit() and int(token) in LABELS:
+        if (token.isascii() and token.isdigit()) and int(token) in LABELS:
             return int(token)
     return None
 

@@ -99,6 +99,6 @@ def send(host: str, port: int, message: bytes, timeout: float) -> Ack:
 def parse_target(target: str) -> tuple[str, int]:
     """`host:port` -> (host, port); ValueError otherwise."""
     host, sep, port = target.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(f"an mllp target is host:port, not {target!r}.")
     return host.strip("[]"), int(port)

@@ -86,7 +86,7 @@ def recipient_hint(result: Any) -> RecipientHint:
     code, name = next(iter(seen))
     # An 11-digit RPPS written across HPRIM Net's 10-character code column.
     spill = re.match(r"(\d)(?:\s+|$)", name)
-    if code.isdigit() and len(code) == 10 and spill:
+    if (code.isascii() and code.isdigit()) and len(code) == 10 and spill:
         code, name = code + spill.group(1), name[spill.end():]
     return RecipientHint(code, name)
 
@@ -109,7 +109,7 @@ def resolve_recipient(store: Any, hint: RecipientHint) -> str:
         if found:
             return found.group(0).lower()
     code = hint.code.strip()
-    if code.isdigit() and len(code) in (9, 11):
+    if (code.isascii() and code.isdigit()) and len(code) in (9, 11):
         value = filters.escape(code)
         entries = dstore.search(store, filters.parse(
             f"(|(rppsId={value})(nationalId={value})(nationalId=8{value})(nationalId=0{value}))"), limit=20)

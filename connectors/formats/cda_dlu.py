@@ -242,7 +242,7 @@ def _patient(root: etree._Element, warnings: list[str]) -> CdaPatient:
         warnings.extend(ins_warnings(ins, where))
         month = nir_birth_month(ins)
         if (ins_oid in NIR_BASED_INS_OIDS and month is not None and birth_date
-                and birth_date[4:6].isdigit() and int(birth_date[4:6]) != month):
+                and (birth_date[4:6].isascii() and birth_date[4:6].isdigit()) and int(birth_date[4:6]) != month):
             warnings.append(f"{where}: NIR month {month:02d} is not the birth month "
                             f"{birth_date[4:6]}")
     name = _first(person, "h:name")

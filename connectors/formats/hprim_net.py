@@ -175,7 +175,7 @@ def parse_date(text: str) -> str | None:
             day, month, year = int(token[:2]), int(token[3:5]), int(token[6:])
         elif len(token) == 10 and token[4] == "-" and token[7] == "-":
             year, month, day = int(token[:4]), int(token[5:7]), int(token[8:])
-        elif len(token) == 8 and token.isdigit():
+        elif len(token) == 8 and (token.isascii() and token.isdigit()):
             day, month, year = int(token[:2]), int(token[2:4]), int(token[4:])
         else:
             return None

@@ -74,7 +74,7 @@ def _date(iso: str | None) -> str:
     if not iso:
         return ""
     digits = iso.replace("-", "")[:8]
-    if len(digits) < 8 or not digits.isdigit():
+    if len(digits) < 8 or not (digits.isascii() and digits.isdigit()):
         return ""
     return f"{digits[6:8]}/{digits[4:6]}/{digits[:4]}"
 

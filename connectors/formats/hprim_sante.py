@@ -306,7 +306,7 @@ class HprimSanteFile:
 def parse_datetime(text: str) -> str | None:
     """``YYYYMMDD[HHMM[SS]]`` -> ``YYYY-MM-DD[THH:MM[:SS]]``; None when absent or not
     one of these shapes."""
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         return None
     n = len(text)
     if n not in (8, 12, 14):

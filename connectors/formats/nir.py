@@ -27,7 +27,7 @@ def nir_key(nir: str) -> int | None:
 def nir_key_is_valid(nir: str, key: str) -> bool:
     """True when ``key`` (two digits) is the key of ``nir``."""
     expected = nir_key(nir)
-    return expected is not None and key.isdigit() and len(key) == 2 and int(key) == expected
+    return expected is not None and (key.isascii() and key.isdigit()) and len(key) == 2 and int(key) == expected
 
 
 def nir_birth_month(nir: str) -> int | None:
@@ -36,7 +36,7 @@ def nir_birth_month(nir: str) -> int | None:
     Months 20-42 and 50-99 exist for people whose birth month is unknown or who were
     registered late; they are not compared.
     """
-    if len(nir) < 5 or not nir[3:5].isdigit():
+    if len(nir) < 5 or not (nir[3:5].isascii() and nir[3:5].isdigit()):
         return None
     month = int(nir[3:5])
     return month if 1 <= month <= 12 else None

@@ -76,7 +76,7 @@ def _iso_date(value: str | None) -> str | None:
     if not value:
         return None
     digits = value.replace("-", "")[:8]
-    if len(digits) == 8 and digits.isdigit():
+    if len(digits) == 8 and (digits.isascii() and digits.isdigit()):
         return f"{digits[:4]}-{digits[4:6]}-{digits[6:8]}"
     return None
 

@@ -421,7 +421,7 @@ def _document(element: etree._Element, subset_dir: str, metadata_name: str,
     size = len(data)
     if size_text is None:
         warnings.append(f"{path}: no size in the metadata")
-    elif not size_text.isdigit() or int(size_text) != size:
+    elif not (size_text.isascii() and size_text.isdigit()) or int(size_text) != size:
         raise ParseError(KIND, line, f"{metadata_name} {entry_id} size",
                          f"{path} is {size} bytes, metadata says {size_text}")
     unique_id = _external_id(element, DOC_UNIQUE_ID)

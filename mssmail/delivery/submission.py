@@ -53,7 +53,7 @@ class SubmitRefused:
     def of(cls, code: int, reason: str) -> SubmitRefused:
         """From a reply such as (550, "5.7.1 Relaying denied")."""
         enhanced, _, text = reason.partition(" ")
-        if not (enhanced[:1].isdigit() and enhanced.count(".") == 2):
+        if not ((enhanced[:1].isascii() and enhanced[:1].isdigit()) and enhanced.count(".") == 2):
             enhanced, text = "", reason
         return cls(code, enhanced, text)
 

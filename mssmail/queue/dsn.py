@@ -36,7 +36,7 @@ def status_from_reply(code: int, text: str, permanent: bool) -> str:
     """The enhanced status of an SMTP reply, or a generic one of the right class."""
     first = text.strip().split(" ", 1)[0] if text else ""
     parts = first.split(".")
-    if len(parts) == 3 and all(p.isdigit() for p in parts) and parts[0] in "245":
+    if len(parts) == 3 and all((p.isascii() and p.isdigit()) for p in parts) and parts[0] in "245":
         return first
     if permanent or 500 <= code < 600:
         return STATUS_GENERIC_PERMANENT

@@ -26,7 +26,7 @@ def parse_route(text: str) -> tuple[str, str, int]:
     """'b.example=127.0.0.1:2625' -> ('b.example', '127.0.0.1', 2625)."""
     domain, sep, target = text.strip().partition("=")
     host, sep2, port_text = target.rpartition(":")
-    if not sep or not sep2 or not domain or not host or not port_text.isdigit():
+    if not sep or not sep2 or not domain or not host or not (port_text.isascii() and port_text.isdigit()):
         raise ValueError(f"expected a route like 'b.example=127.0.0.1:2625', got {text!r}")
     port = int(port_text)
     if not 0 < port < 65536:

@@ -39,7 +39,7 @@ def with_enhanced_code(status: str) -> str:
     """aiosmtpd's bare replies, given an RFC 3463 code (never EHLO lines or greetings)."""
     if status in replies.AIOSMTPD_REWRITES:
         return replies.AIOSMTPD_REWRITES[status]
-    if (len(status) > 4 and status[:3].isdigit() and status[3] == " " and status[0] in "45"
+    if (len(status) > 4 and (status[:3].isascii() and status[:3].isdigit()) and status[3] == " " and status[0] in "45"
             and not _HAS_ENHANCED.match(status)):
         return f"{status[:3]} {replies.DEFAULT_ENHANCED[status[0]]} {status[4:]}"
     return status
