@@ -465,7 +465,10 @@ class FtsOps:
         if node == NOTHING:
             return set()
         scope = _scope("f", folder_id) if folder_id is not None else _scope("m", mailbox_id or 0)
-        node = AllOf((scope, node))
+        if connection.dialect.name == "sqlite" or folder_id is None:
+            # PostgreSQL with a folder: the join's folder condition scopes it; in the GIN
+            # index the folder's lexeme would be a posting list as long as the folder.
+            node = AllOf((scope, node))
         if connection.dialect.name == "sqlite":
             # CROSS JOIN: SQLite then runs the full-text query once and looks the rows up,
             # rather than running it again for every message of the folder.
@@ -503,10 +506,12 @@ class FtsOps:
     def _fts_top(self: Store, connection: Connection, node: IndexQuery, mailbox_id: int,
                  folder_id: int | None, limit: int) -> list[Any]:
         """The newest `limit` messages of a mailbox (or one folder) whose document matches."""
-        node = simplify(AllOf((_scope("m", mailbox_id), node)))
+        sqlite = connection.dialect.name == "sqlite"
+        # PostgreSQL: the mailbox is a condition of the join below (see `_fts_ids`).
+        node = simplify(AllOf((_scope("m", mailbox_id), node)) if sqlite else node)
         if node == NOTHING:
             return []
-        if connection.dialect.name == "sqlite":
+        if sqlite:
             matching = text("SELECT rowid FROM fts_index WHERE fts_index MATCH :q").bindparams(q=render_fts5(node))
         else:
             matching = text("SELECT message_id FROM fts_docs WHERE terms @@ CAST(:q AS tsquery)").bindparams(
