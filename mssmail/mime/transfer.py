@@ -198,7 +198,7 @@ def iter_decoded(body: bytes | bytearray | memoryview, encoding: str,
     of about `chunk_size` decoded octets, so a 10 MB attachment is sent without a second
     10 MB copy beside the message. `b"".join(...)` is exactly the whole-body decoding:
     base64 as `_b64_decode_lenient` reads it (non-alphabet octets skipped, a dangling last
-    character dropped, padding restored), quoted-printable as `quopri.decodestring`, any
+    character dropped, padding restored), quoted-printable as `decode_qp` (RFC 2045 6.7), any
     other encoding (7bit, 8bit, binary, unknown) as it is. Never raises.
     """
     src = memoryview(body).cast("B")
@@ -216,8 +216,9 @@ def iter_decoded(body: bytes | bytearray | memoryview, encoding: str,
         if len(carry) > 1:  # 2 or 3 characters: a short last group (RFC 4648 section 4)
             yield binascii.a2b_base64(carry + b"=" * (-len(carry) % 4))
     elif encoding == "quoted-printable":
-        # Cut only after a line end: a soft line break ("=" CRLF) and an "=XX" escape stay
-        # within one piece, so each piece decodes as it would inside the whole body.
+        # Cut only after a line end: a soft line break ("=" CRLF), an "=XX" escape and a
+        # line's trailing padding stay within one piece, so each piece decodes as it
+        # would inside the whole body.
         pos = 0
         while pos < len(src):
             cut = min(len(src), pos + size)
@@ -228,7 +229,7 @@ def iter_decoded(body: bytes | bytearray | memoryview, encoding: str,
                 else:  # one long line: take it whole
                     rest = bytes(src[cut:]).find(b"\n")
                     cut = len(src) if rest < 0 else cut + rest + 1
-            yield binascii.a2b_qp(bytes(src[pos:cut]))
+            yield decode_qp(src[pos:cut])
             pos = cut
     else:
         for pos in range(0, len(src), size):
@@ -276,9 +277,7 @@ def decode_body(header_block: bytes, body: bytes) -> bytes:
     if cte == "base64":
         return _b64_decode_lenient(body)
     if cte == "quoted-printable":
-        import quopri
-
-        return quopri.decodestring(body)
+        return decode_qp(body)
     return body
 
 

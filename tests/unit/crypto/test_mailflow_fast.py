@@ -44,6 +44,7 @@ def test_every_marker_in_any_case_is_found() -> None:
 @given(soup([b"Authentication-Results", b"authentication-results", b":", b" ", b"\t", b"\r\n", b"\n",
              b"mx.b.example", b"other.example", b";", b" spf=pass", b"Subject: x", b"\r\n\r\n", b"\xff"]))
 @example(b"Authentication-Results:\r\nmx.b.example")  # a colon-less line after an empty field
+@example(b"\r\nAuthentication-Results:mx.b.example")  # no header block: that line is body
 def test_strip_our_results_keeps_no_field_that_claims_our_authserv_id(message: bytes) -> None:
     """No Authentication-Results field left by the strip could be read as ours (RFC 8601
     reading of crypto/authres.py: comments, a trailing dot, odd line ends)."""
