@@ -82,6 +82,8 @@ class Client:
         self.port = port
         self.tls = tls
         self.login = login  # AUTH PLAIN after STARTTLS (submission)
+        # The MX takes mail from a trust-space sender; submission only as the logged-in user.
+        self.sender = login[0].encode() if login else b"dr.x@b.example"
 
     async def _reply(self) -> bytes:
         while True:
@@ -110,7 +112,7 @@ class Client:
 
     async def send(self, data: bytes) -> float:
         started = time.perf_counter()
-        self.writer.write(b"MAIL FROM:<dr.x@b.example>\r\n")
+        self.writer.write(b"MAIL FROM:<%s>\r\n" % self.sender)
         assert (await self._reply()).startswith(b"250")
         self.writer.write(b"RCPT TO:<claire.durand@a.example>\r\n")
         assert (await self._reply()).startswith(b"250")
@@ -126,6 +128,9 @@ async def load(port: int, tls: ssl.SSLContext | None, concurrency: int, total: i
                messages: list[bytes], login: tuple[str, str] | None = None) -> tuple[float, list[float]]:
     latencies: list[float] = []
     counter = iter(range(total))
+
+    if login:  # submission: the From: field must be the user's own (the submission check)
+        messages = [m.replace(b"From: dr.x@b.example", b"From: " + login[0].encode(), 1) for m in messages]
 
     async def worker() -> None:
         client = Client(port, tls, login)
