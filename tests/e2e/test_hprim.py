@@ -23,7 +23,7 @@ from tests.support.instance import MssInstance
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-from tests.e2e.test_webmail import ARTEFACTS, CHROMIUM, FLAGS, shot  # noqa: E402
+from tests.e2e.browser import ARTEFACTS, CHROMIUM, FLAGS, shot  # noqa: E402
 
 SAMPLE = Path(__file__).parents[1] / "data" / "samples" / "hprnet_01_abnormal.hpr"
 DOMAIN = "a.example"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_webmail import ARTEFACTS, CHROMIUM, DOMAIN, FLAGS
+from tests.e2e.browser import ARTEFACTS, CHROMIUM, DOMAIN, FLAGS
 from tests.support.instance import MssInstance
 from tests.support.oidc_provider import Login, OidcProvider
 

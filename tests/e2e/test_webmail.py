@@ -10,9 +10,6 @@ Screenshots of every page go to `$MSS_E2E_ARTEFACTS` (default `tests/e2e/artefac
 
 from __future__ import annotations
 
-import os
-import smtplib
-import ssl
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -21,18 +18,21 @@ from pathlib import Path
 import pyotp
 import pytest
 
+from tests.e2e.browser import (
+    ARTEFACTS,
+    CHROMIUM,
+    DOMAIN,
+    NO_CHROMIUM,
+    browser_session,
+    playwright_api,
+    shot,
+    submit,
+)
+from tests.e2e.browser import next_code as code_for
 from tests.support.instance import MssInstance
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-quic"]
-ARTEFACTS = Path(os.environ.get("MSS_E2E_ARTEFACTS") or Path(__file__).parent / "artefacts")
-DOMAIN = "a.example"
-
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed "
-                                "(scripts/apt-packages.txt)")
+pytestmark = NO_CHROMIUM
+__all__ = ["ARTEFACTS", "CHROMIUM", "DOMAIN", "TOTP", "browser_page", "next_code", "shot"]
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +41,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MssInstance]:
     inst.start("submission", "imap", "web")
     yield inst
     assert inst.stop() == 0
-
-
-def submit(server: MssInstance, message: EmailMessage) -> None:
-    sender = server.address("claire.durand")
-    message["From"] = f"Dr Claire Durand <{sender}>"
-    message["To"] = server.address("jean.martin")
-    with smtplib.SMTP("127.0.0.1", server.ports["submission"], timeout=30) as smtp:
-        smtp.starttls(context=ssl.create_default_context(cafile=str(server.ca_file)))
-        smtp.login(sender, server.passwords[sender])
-        smtp.send_message(message)
 
 
 @pytest.fixture(scope="module")
@@ -75,21 +65,8 @@ def mails(server: MssInstance) -> None:
 
 @pytest.fixture
 def browser_page(server: MssInstance) -> Iterator[tuple[object, list[str]]]:
-    ARTEFACTS.mkdir(parents=True, exist_ok=True)
-    problems: list[str] = []
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        context = browser.new_context(ignore_https_errors=True, accept_downloads=True, locale="fr-FR",
-                                      base_url=f"https://127.0.0.1:{server.ports['web']}")
-        page = context.new_page()
-        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-        page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}")
-                if msg.type == "error" or "Content Security Policy" in msg.text else None)
-        try:
-            yield page, problems
-        finally:
-            context.close()
-            browser.close()
+    with browser_session(server) as session:
+        yield session
 
 
 # address -> [TOTP secret read on the enrolment page, last step used]: a second login
@@ -98,20 +75,13 @@ TOTP: dict[str, list] = {}
 
 
 def next_code(address: str) -> str:
-    secret, used = TOTP[address]
-    step = max(int(time.time() // 30) - 1, used + 1)
-    TOTP[address][1] = step
-    return pyotp.HOTP(secret).at(step)
+    return code_for(TOTP, address)
 
 
 def wrong_code(secret: str) -> str:
     now = time.time()
     valid = {pyotp.TOTP(secret).at(now + d) for d in (-30, 0, 30, 60)}
     return next(c for c in (f"{n:06d}" for n in range(1_000_000)) if c not in valid)
-
-
-def shot(page: object, name: str) -> None:
-    page.screenshot(path=str(ARTEFACTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
 
 
 def test_read_mail_in_the_browser(server: MssInstance, mails: None, browser_page: tuple) -> None:

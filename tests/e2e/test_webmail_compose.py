@@ -19,16 +19,12 @@ from email.message import EmailMessage
 
 import pytest
 
-from tests.e2e.test_webmail import ARTEFACTS, CHROMIUM, FLAGS, TOTP, next_code, shot
+from tests.e2e.browser import DOMAIN, NO_CHROMIUM, browser_session, playwright_api, shot
+from tests.e2e.test_webmail import TOTP, next_code
 from tests.e2e.test_webmail_reading import accessible  # axe-core: no serious or critical violation
 from tests.support.instance import MssInstance
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-
-DOMAIN = "a.example"
-
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed "
-                                "(scripts/apt-packages.txt)")
+pytestmark = NO_CHROMIUM
 
 
 @pytest.fixture(scope="module")
@@ -41,21 +37,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MssInstance]:
 
 @pytest.fixture
 def browser_page(server: MssInstance) -> Iterator[tuple[object, list[str]]]:
-    ARTEFACTS.mkdir(parents=True, exist_ok=True)
-    problems: list[str] = []
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        context = browser.new_context(ignore_https_errors=True, locale="fr-FR",
-                                      base_url=f"https://127.0.0.1:{server.ports['web']}")
-        page = context.new_page()
-        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-        page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}")
-                if msg.type == "error" or "Content Security Policy" in msg.text else None)
-        try:
-            yield page, problems
-        finally:
-            context.close()
-            browser.close()
+    with browser_session(server, downloads=False) as session:
+        yield session
 
 
 def ask_for_advice(server: MssInstance) -> None:

@@ -19,36 +19,33 @@ impact "serious" or "critical" is allowed; every violation found is written to
 from __future__ import annotations
 
 import json
-import os
-import smtplib
 import sqlite3
-import ssl
-import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import pyotp
 import pytest
 
+from tests.e2e.browser import (
+    ARTEFACTS,
+    DOMAIN,
+    NO_CHROMIUM,
+    browser_session,
+    next_code,
+    playwright_api,
+    submit,
+)
+from tests.e2e.browser import shot as _shot
 from tests.support.instance import MssInstance
 
-playwright_api = pytest.importorskip("playwright.sync_api")
 axe_sync = pytest.importorskip("axe_playwright_python.sync_playwright")
-
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-quic"]
-ARTEFACTS = Path(os.environ.get("MSS_E2E_ARTEFACTS") or Path(__file__).parent / "artefacts")
-DOMAIN = "a.example"
 BLOCKING = ("serious", "critical")
 # The mail's own frame is not ours to fix, and axe cannot run inside it (sandboxed, no
 # script): it is left out of the runs.
 AXE_OPTIONS = {"resultTypes": ["violations"], "iframes": False}
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed "
-                                "(scripts/apt-packages.txt)")
+pytestmark = NO_CHROMIUM
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +56,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MssInstance]:
     inst.start("submission", "imap", "web")
     yield inst
     assert inst.stop() == 0
-
-
-def submit(server: MssInstance, message: EmailMessage) -> None:
-    sender = server.address("claire.durand")
-    message["From"] = f"Dr Claire Durand <{sender}>"
-    message["To"] = server.address("jean.martin")
-    with smtplib.SMTP("127.0.0.1", server.ports["submission"], timeout=60) as smtp:
-        smtp.starttls(context=ssl.create_default_context(cafile=str(server.ca_file)))
-        smtp.login(sender, server.passwords[sender])
-        smtp.send_message(message)
 
 
 @pytest.fixture(scope="module")
@@ -89,25 +76,12 @@ def mails(server: MssInstance) -> None:
 
 @pytest.fixture
 def browser_page(server: MssInstance) -> Iterator[tuple[Any, list[str]]]:
-    ARTEFACTS.mkdir(parents=True, exist_ok=True)
-    problems: list[str] = []
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        context = browser.new_context(ignore_https_errors=True, accept_downloads=True, locale="fr-FR",
-                                      base_url=f"https://127.0.0.1:{server.ports['web']}")
-        page = context.new_page()
-        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-        page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}")
-                if msg.type == "error" or "Content Security Policy" in msg.text else None)
-        try:
-            yield page, problems
-        finally:
-            context.close()
-            browser.close()
+    with browser_session(server) as session:
+        yield session
 
 
 def shot(page: Any, name: str) -> None:
-    page.screenshot(path=str(ARTEFACTS / f"lecture-{name}.png"), full_page=True)
+    _shot(page, f"lecture-{name}")
 
 
 def accessible(page: Any, name: str) -> None:
@@ -141,10 +115,7 @@ def log_in(page: Any, server: MssInstance, address: str, totp: dict[str, list], 
         if check:
             accessible(page, "code")
         button = "Valider"
-    secret, used = totp[address]
-    step = max(int(time.time() // 30) - 1, used + 1)
-    totp[address][1] = step
-    page.get_by_label("Code à 6 chiffres").fill(pyotp.HOTP(secret).at(step))
+    page.get_by_label("Code à 6 chiffres").fill(next_code(totp, address))
     page.get_by_role("button", name=button).click()
     page.wait_for_url("**/INBOX")
 

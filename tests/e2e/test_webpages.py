@@ -15,7 +15,7 @@ from email.message import EmailMessage
 import pyotp
 import pytest
 
-from tests.e2e.test_webmail import CHROMIUM, DOMAIN, playwright_api, shot
+from tests.e2e.browser import CHROMIUM, DOMAIN, playwright_api, shot
 from tests.e2e.test_webmail import browser_page as browser_page  # the fixture, used by name
 from tests.support.instance import MssInstance
 
