@@ -53,7 +53,7 @@ import re
 import time
 import unicodedata
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -179,17 +179,6 @@ def _raw_body(raw: bytes, header_end: int, regions: list[tuple[int, int]]) -> st
     return b"".join(pieces).lower().decode("utf-8", "replace")
 
 
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-
-
 def extract(raw: bytes, *, summary: Sequence[str] = (), extra: dict[str, Any] | None = None) -> Document:
     """The document of a message as its reader sees it (`raw` after the store's view).
     `summary`: the row's From, To/Cc and Subject summaries (the IMAP rule reads them)."""
@@ -244,7 +233,7 @@ def extract(raw: bytes, *, summary: Sequence[str] = (), extra: dict[str, Any] | 
     documents = (extra or {}).get("documents")
     if isinstance(documents, list):
         for item in documents:
-            for value in _strings(item):
+            for value in query.strings_in(item):
                 doc.add(EXTRA, value)
     for source, target in ((SUBJECT, LOOSE_SUBJECT), *((c, LOOSE) for c in WEB_OTHER[:-1])):
         loose = {unaccent(t) for t in doc.terms.get(source, ()) if not t.isascii()}

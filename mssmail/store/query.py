@@ -505,15 +505,16 @@ def _documents(row: Row) -> list[dict[str, Any]]:
     return [d for d in docs if isinstance(d, dict)] if isinstance(docs, list) else []
 
 
-def _strings(value: Any) -> Iterable[str]:
+def strings_in(value: Any) -> Iterable[str]:
+    """Every string inside a JSON-like value (dicts' values, lists), depth first."""
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
         for item in value.values():
-            yield from _strings(item)
+            yield from strings_in(item)
     elif isinstance(value, list):
         for item in value:
-            yield from _strings(item)
+            yield from strings_in(item)
 
 
 @dataclass(frozen=True)
@@ -616,7 +617,7 @@ def _leaf(key: Query) -> Test:
         wanted_name = fold(key.name)
 
         def patient(row: Row, content: Content) -> bool:
-            return any(wanted_name in fold(text) for d in _documents(row) for text in _strings(d.get("patient")))
+            return any(wanted_name in fold(text) for d in _documents(row) for text in strings_in(d.get("patient")))
 
         return patient
     raise ValueError(f"not a query: {key!r}")

@@ -23,7 +23,7 @@ from tests.support.instance import MssInstance
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-from tests.e2e.browser import ARTEFACTS, CHROMIUM, FLAGS, shot  # noqa: E402
+from tests.e2e.browser import CHROMIUM, browser_session, shot  # noqa: E402
 
 SAMPLE = Path(__file__).parents[1] / "data" / "samples" / "hprnet_01_abnormal.hpr"
 DOMAIN = "a.example"
@@ -54,69 +54,56 @@ def send_result(server: MssInstance) -> None:
 
 
 def test_hprim_page_in_the_browser(server: MssInstance) -> None:
-    ARTEFACTS.mkdir(parents=True, exist_ok=True)
     expect = playwright_api.expect
     jean = server.address("jean.martin")
-    problems: list[str] = []
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        context = browser.new_context(ignore_https_errors=True, accept_downloads=True, locale="fr-FR",
-                                      base_url=f"https://127.0.0.1:{server.ports['web']}")
-        page = context.new_page()
-        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-        page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}")
-                if msg.type == "error" or "Content Security Policy" in msg.text else None)
-        try:
-            page.goto("/hprim")
-            page.get_by_label("Adresse MSSanté").fill(jean)
-            page.get_by_label("Mot de passe").fill(server.passwords[jean])
-            page.get_by_role("button", name="Se connecter").click()
-            secret = page.locator("code#totp-secret").inner_text().replace(" ", "")
-            page.get_by_label("Code à 6 chiffres").fill(pyotp.TOTP(secret).now())
-            page.get_by_role("button", name="Activer").click()
-            expect(page.get_by_role("heading", level=1)).to_have_text("Récupération Hprim")
-            expect(page.get_by_text("Vous n'avez pas reçu de nouveaux résultats (Hprim)")).to_be_visible()
-            shot(page, "hprim-01-vide")
+    with browser_session(server) as (page, problems):
+        page.goto("/hprim")
+        page.get_by_label("Adresse MSSanté").fill(jean)
+        page.get_by_label("Mot de passe").fill(server.passwords[jean])
+        page.get_by_role("button", name="Se connecter").click()
+        secret = page.locator("code#totp-secret").inner_text().replace(" ", "")
+        page.get_by_label("Code à 6 chiffres").fill(pyotp.TOTP(secret).now())
+        page.get_by_role("button", name="Activer").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("Récupération Hprim")
+        expect(page.get_by_text("Vous n'avez pas reçu de nouveaux résultats (Hprim)")).to_be_visible()
+        shot(page, "hprim-01-vide")
 
-            send_result(server)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                page.goto("/hprim")
-                if page.get_by_role("button", name="Télécharger les fichiers HPRIM").count():
-                    break
-                time.sleep(1)
-            expect(page.locator("section.patient h2")).to_contain_text("DUVERNOY Madeleine")
-            expect(page.get_by_text("14/02/1948")).to_be_visible()
-            table = page.locator("table.resultats")
-            expect(table).to_have_count(1)
-            expect(table.locator("caption")).to_have_text("Demande 2603120042 du 12/03/2026")
-            headers = table.locator("thead th")
-            expect(headers).to_have_text(["Analyse", "Valeur", "Unité", "Valeurs de référence", "Indicateur"])
-            hematies = table.locator("tbody tr", has=page.get_by_role("rowheader", name="Hematies"))
-            expect(hematies).to_have_class("anormal")
-            expect(hematies.locator("td").last).to_have_text("▼ bas")
-            assert hematies.locator("td").first.evaluate("td => getComputedStyle(td).fontWeight") == "700"
-            crp = table.locator("tbody tr", has=page.get_by_role("rowheader", name="Proteine C reactive"))
-            expect(crp.locator("td").last).to_have_text("▲ élevé")
-            plaquettes = table.locator("tbody tr", has=page.get_by_role("rowheader", name="Plaquettes"))
-            expect(plaquettes.locator("td").last).to_have_text("")
-            assert plaquettes.locator("td").first.evaluate("td => getComputedStyle(td).fontWeight") == "400"
-            expect(table.locator("tbody tr.anormal")).to_have_count(6)
-            expect(page.locator("article.document p.note strong")).to_have_text("6 anormaux")
-            shot(page, "hprim-02-resultats")
-
-            with page.expect_download() as download_info:
-                page.get_by_role("button", name="Télécharger les fichiers HPRIM").click()
-            download = download_info.value
-            assert download.suggested_filename == "resultats-hprim.zip"
-            with zipfile.ZipFile(download.path()) as archive:
-                assert archive.namelist() == ["DUVERNOY_20260312.hpr"]
-                assert archive.read("DUVERNOY_20260312.hpr") == SAMPLE.read_bytes()
+        send_result(server)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
             page.goto("/hprim")
-            expect(page.get_by_text("Vous n'avez pas reçu de nouveaux résultats (Hprim)")).to_be_visible()
-            expect(page.get_by_text("récupéré le")).to_be_visible()
-            shot(page, "hprim-03-recupere")
-        finally:
-            context.close()
-            browser.close()
+            if page.get_by_role("button", name="Télécharger les fichiers HPRIM").count():
+                break
+            time.sleep(1)
+        expect(page.locator("section.patient h2")).to_contain_text("DUVERNOY Madeleine")
+        expect(page.get_by_text("14/02/1948")).to_be_visible()
+        table = page.locator("table.resultats")
+        expect(table).to_have_count(1)
+        expect(table.locator("caption")).to_have_text("Demande 2603120042 du 12/03/2026")
+        headers = table.locator("thead th")
+        expect(headers).to_have_text(["Analyse", "Valeur", "Unité", "Valeurs de référence", "Indicateur"])
+        hematies = table.locator("tbody tr", has=page.get_by_role("rowheader", name="Hematies"))
+        expect(hematies).to_have_class("anormal")
+        expect(hematies.locator("td").last).to_have_text("▼ bas")
+        assert hematies.locator("td").first.evaluate("td => getComputedStyle(td).fontWeight") == "700"
+        crp = table.locator("tbody tr", has=page.get_by_role("rowheader", name="Proteine C reactive"))
+        expect(crp.locator("td").last).to_have_text("▲ élevé")
+        plaquettes = table.locator("tbody tr", has=page.get_by_role("rowheader", name="Plaquettes"))
+        expect(plaquettes.locator("td").last).to_have_text("")
+        assert plaquettes.locator("td").first.evaluate("td => getComputedStyle(td).fontWeight") == "400"
+        expect(table.locator("tbody tr.anormal")).to_have_count(6)
+        expect(page.locator("article.document p.note strong")).to_have_text("6 anormaux")
+        shot(page, "hprim-02-resultats")
+
+        with page.expect_download() as download_info:
+            page.get_by_role("button", name="Télécharger les fichiers HPRIM").click()
+        download = download_info.value
+        assert download.suggested_filename == "resultats-hprim.zip"
+        with zipfile.ZipFile(download.path()) as archive:
+            assert archive.namelist() == ["DUVERNOY_20260312.hpr"]
+            assert archive.read("DUVERNOY_20260312.hpr") == SAMPLE.read_bytes()
+        page.goto("/hprim")
+        expect(page.get_by_text("Vous n'avez pas reçu de nouveaux résultats (Hprim)")).to_be_visible()
+        expect(page.get_by_text("récupéré le")).to_be_visible()
+        shot(page, "hprim-03-recupere")
     assert problems == []
