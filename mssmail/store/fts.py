@@ -17,14 +17,14 @@ column serves every "column" and a query names the ones it wants):
   header block, the headers of attached messages, every text part decoded (charset,
   quoted-printable, base64; HTML as its source);
 - RAWHEAD, RAWBODY: the raw bytes (ASCII-lowered, as the IMAP rule reads them) without
-  the bodies of base64 parts, whose encoded text is not worth a vocabulary (a message
-  that has any is marked `opaque`, see below); only the terms HEAD / BODY lack;
+  the bodies sent in base64, which the rule does not read raw either
+  (`query.without_base64`); only the terms HEAD / BODY lack;
 - FIELDS: terms of any header field value HEAD lacks (HEADER <field> <string>);
 - EXTRA: what only the webmail's word search uses: HTML as text, attachment names,
   the text of health documents the connectors parsed (`extra["documents"]`);
 - LOOSE_SUBJECT, LOOSE: the accent-free forms of terms that have accents (the webmail
   finds "hyperkaliémie" with "hyperkaliemie"); never used by IMAP, which keeps accents;
-- SCOPE: the folder, the mailbox, and `opaque`: a search is always limited to one
+- SCOPE: the folder and the mailbox: a search is always limited to one
   folder (or one mailbox's folders), so no search ever reads another mailbox's terms.
 
 IMAP answers do not change (RFC 3501/9051 6.4.4: a substring, case-insensitively): the
@@ -40,9 +40,9 @@ contain it in a column the rule reads certainly matches: it is not read again (t
 indexable: an encrypted message where `[search] index_encrypted` says no) are always
 candidates, read as before: a search while indexing is behind is slower, never short.
 
-The raw rule also matches inside the encoded text of base64 parts: a needle made only of
-characters base64 text can hold (or holding a line break) adds the folder's `opaque`
-messages to the candidates.
+The rule and the index agree on base64: neither reads the encoded text of a body sent
+in base64 (a text part is read decoded). So an index hit of a one-run ASCII needle is
+a sure answer, and a TEXT/BODY search for a word reads no message at all.
 """
 
 from __future__ import annotations
@@ -98,9 +98,6 @@ MAX_TERM = 200  # a longer run of letters and digits: the message is not indexed
 MAX_TERMS = 60_000  # distinct terms of one message (PostgreSQL: a tsvector is at most 1 MB)
 MAX_EXPANSION = 400  # vocabulary terms one needle may stand for; more: no narrowing
 MIN_INFIX = 2  # shorter infix or suffix runs are not looked up (they match most terms)
-# Characters the lowered encoded text of a clean base64 body may hold.
-_CLEAN_BASE64 = re.compile(rb"[A-Za-z0-9+/=\r\n\t ]*")
-_BASE64_TEXT = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+/= \t\r\n")
 _TAG = re.compile(r"<[^>]*>")
 
 Policy = Literal["personal", "all", "none"]
@@ -111,10 +108,9 @@ Policy = Literal["personal", "all", "none"]
 
 @dataclass
 class Document:
-    """The terms of one message, by column code; `opaque` when base64 bodies were left out."""
+    """The terms of one message, by column code."""
 
     terms: dict[str, set[str]] = field(default_factory=dict)
-    opaque: bool = False
 
     def add(self, column: str, text_: str) -> None:
         if text_:
@@ -151,32 +147,6 @@ def _decoded_texts(entity: mimeview.Entity, with_headers: bool, top: bool) -> li
     if entity.content_type.startswith("text/"):
         out.append((BODY, query.decoded_text(entity)))
     return out
-
-
-def _cut_regions(tree: mimeview.Entity, header_end: int) -> list[tuple[int, int]]:
-    """Byte ranges of base64 bodies made only of base64 text (left out of RAWBODY)."""
-    regions = []
-    for entity in tree.walk():
-        if entity.children or entity.header_end < header_end:
-            continue
-        encoding = str(entity.headers.get("content-transfer-encoding", "")).strip().lower()
-        if encoding != "base64" or entity.end <= entity.header_end:
-            continue
-        if _CLEAN_BASE64.fullmatch(entity.data, entity.header_end, entity.end):
-            regions.append((entity.header_end, entity.end))
-    return regions
-
-
-def _raw_body(raw: bytes, header_end: int, regions: list[tuple[int, int]]) -> str:
-    pieces, at = [], header_end
-    for start, end in sorted(regions):
-        if start < at:
-            continue
-        pieces.append(raw[at:start])
-        pieces.append(b"\n")  # keeps the text on either side apart
-        at = end
-    pieces.append(raw[at:])
-    return b"".join(pieces).lower().decode("utf-8", "replace")
 
 
 def extract(raw: bytes, *, summary: Sequence[str] = (), extra: dict[str, Any] | None = None) -> Document:
@@ -217,12 +187,11 @@ def extract(raw: bytes, *, summary: Sequence[str] = (), extra: dict[str, Any] | 
             doc.add(ADDRS, form)
     head = doc.terms.get(HEAD, set())
     doc.add_tokens(FIELDS, fields - head)
-    # The raw bytes, as the raw half of the rule reads them (ASCII-lowered).
-    regions = _cut_regions(tree, header_end)
-    doc.opaque = bool(regions)
+    # The raw bytes, as the raw half of the rule reads them (ASCII-lowered, base64
+    # bodies left out: `query.without_base64`).
     raw_head = set(TOKEN.findall(raw[:header_end].lower().decode("utf-8", "replace")))
     doc.add_tokens(RAWHEAD, raw_head - head)
-    raw_body = set(TOKEN.findall(_raw_body(raw, header_end, regions)))
+    raw_body = set(TOKEN.findall(query.without_base64(tree)[header_end:].lower().decode("utf-8", "replace")))
     doc.add_tokens(RAWBODY, raw_body - doc.terms.get(BODY, set()))
     # For the webmail only: HTML as text, attachment names, documents' text.
     for entity in tree.walk():
@@ -310,12 +279,6 @@ def raw_form(needle: str) -> str:
 def certain_needle(needle: str) -> bool:
     """A needle whose index hits match for sure: one run of ASCII letters and digits."""
     return bool(needle) and needle.isascii() and needle.isalnum()
-
-
-def may_hit_base64(needle: str) -> bool:
-    """Whether the raw rule could find `needle` in the encoded text of a base64 body."""
-    lowered = raw_form(needle)
-    return "\r" in lowered or "\n" in lowered or set(lowered) <= _BASE64_TEXT
 
 
 Lookup = Callable[[str, str], list[str] | None]  # (run, "suffix"|"infix") -> terms, None: too many
@@ -518,13 +481,6 @@ class FtsOps:
         todo: set[int] = set()
         with self.db.engine.connect() as connection:
             lookup = self._fts_lookup(connection)
-            opaque: set[int] | None = None
-
-            def opaque_uids() -> set[int]:
-                nonlocal opaque
-                if opaque is None:
-                    opaque = self._fts_ids(connection, _scope("o", ""), ref.folder_id)
-                return opaque
 
             def narrow(node: Query) -> set[int] | None:
                 if isinstance(node, query.Text):
@@ -533,14 +489,8 @@ class FtsOps:
                     if index_query is None:
                         return None
                     hits = self._fts_ids(connection, index_query, ref.folder_id)
-                    sure = frozenset(hits) if certain_needle(node.value) else frozenset()
-                    raw_only: frozenset[int] = frozenset()
-                    if may_hit_base64(node.value):
-                        # An indexed message with base64 bodies that the index does not
-                        # point at can only match inside their encoded text.
-                        raw_only = frozenset(opaque_uids() - hits - todo)
-                        hits = hits | opaque_uids()
-                    certain[node] = query.Known(sure, raw_only)
+                    if certain_needle(node.value):
+                        certain[node] = query.Known(frozenset(hits))
                     return hits
                 if isinstance(node, query.Header):
                     if not node.value:
@@ -717,8 +667,6 @@ class FtsOps:
             return None
         coded = doc.coded()
         coded.update({SCOPE + f"f{row.folder_id}", SCOPE + f"m{row.mailbox_id}"})
-        if doc.opaque:
-            coded.add(SCOPE + "o")
         if len(coded) > MAX_TERMS:
             return None
         return sorted(coded), doc.vocabulary()

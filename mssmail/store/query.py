@@ -8,8 +8,9 @@ Evaluation: the tree compiles once into nested closures over (row, content). Che
 (flags, dates, sizes, the stored From/To/Subject summary, `extra`) run on the row;
 header fields the summary lacks and full text read the message through `Content`, only
 for rows the cheap tests kept. String matching is a case-insensitive substring test
-(RFC 3501 section 6.4.4) on the decoded text: RFC 2047 words in headers, transfer
-encodings and charsets in bodies.
+(RFC 3501 section 6.4.4) on the decoded text (RFC 2047 words in headers, transfer
+encodings and charsets in bodies) or on the raw bytes, except the bodies sent in base64,
+whose encoded text is never matched (`without_base64`; RFC 9051 section 6.4.4 allows it).
 """
 
 from __future__ import annotations
@@ -269,16 +270,6 @@ class Content:
         values = self.tree.headers.get_all(name) or []
         return [decode_words(str(v)) for v in values]
 
-    def raw_contains(self, needle: str, body_only: bool) -> bool:
-        """The raw half of `contains_text`: the bytes (from the body on, if `body_only`)
-        hold the needle, ASCII case-insensitively."""
-        raw = self.raw
-        try:
-            encoded = needle.encode("ascii").lower()
-        except UnicodeEncodeError:
-            encoded = needle.encode("utf-8").lower()
-        return raw.lower().find(encoded, mimeview.header_length(raw) if body_only else 0) >= 0
-
     def contains_text(self, needle: str, body_only: bool) -> bool:
         """Whether the (decoded) text or body contains `needle`, case-insensitively.
 
@@ -292,8 +283,13 @@ class Content:
             encoded = needle.encode("ascii").lower()
         except UnicodeEncodeError:
             encoded = needle.encode("utf-8").lower()
-        if lowered.find(encoded, header_end if body_only else 0) >= 0:
-            return True
+        start = header_end if body_only else 0
+        if lowered.find(encoded, start) >= 0:
+            if b"base64" not in lowered:
+                return True
+            # The hit may be inside a base64 body, which the rule does not read raw.
+            if without_base64(self.tree).lower().find(encoded, start) >= 0:
+                return True
         if _PLAIN_NEEDLE.fullmatch(needle):
             verdict = _quick_verdict(raw, lowered, header_end, encoded, body_only)
             if verdict is not None:
@@ -302,10 +298,12 @@ class Content:
         return any(wanted in fold(text) for text in _texts(self.tree, not body_only))
 
     def contains_text_decoded(self, needle: str, body_only: bool) -> bool:
-        """The definition: the raw text or body contains `needle` (ASCII case-insensitively),
-        or the decoded text does (casefolded). Kept for tests of `contains_text`."""
+        """The definition: the raw text or body, without the bodies sent in base64
+        (`without_base64`), contains `needle` (ASCII case-insensitively), or the decoded
+        text does (casefolded). Kept for tests of `contains_text`."""
         tree = self.tree
-        target = tree.body if body_only else tree.raw
+        raw = without_base64(tree)
+        target = raw[tree.header_end:] if body_only else raw
         try:
             encoded = needle.encode("ascii").lower()
         except UnicodeEncodeError:
@@ -362,6 +360,43 @@ def _quick_verdict(raw: bytes, lowered: bytes, header_end: int, needle: bytes,
         return False
     wanted = needle.decode("ascii")
     return wanted in fold(decode_words(raw[:header_end].decode("utf-8", "replace")))
+
+
+def base64_bodies(tree: mimeview.Entity) -> list[tuple[int, int]]:
+    """Byte ranges (in `tree.data`) of the leaf bodies sent in base64 (RFC 2045 section
+    6.8), whatever their type: what SEARCH TEXT/BODY does not read as raw bytes."""
+    regions = []
+    for entity in tree.walk():
+        if entity.children or entity.header_end < tree.header_end or entity.end <= entity.header_end:
+            continue
+        if str(entity.headers.get("content-transfer-encoding", "")).strip().lower() == "base64":
+            regions.append((entity.header_end, entity.end))
+    return regions
+
+
+def without_base64(tree: mimeview.Entity) -> bytes:
+    """The message's bytes with every base64 body (`base64_bodies`) replaced by one line
+    break (the text on either side stays apart); the top header block is untouched, so
+    `tree.header_end` is still where the body starts.
+
+    Why (RFC 9051 section 6.4.4 lets a server match flexibly): the encoded text of an
+    attachment is not text anyone wrote or reads, so a needle found in it ("Qm9u", or
+    any short word by chance in a 10 MB PDF) is noise; a text part sent in base64 is
+    still searched in its decoded form (`_texts`). Dovecot ignores it too. This is the
+    rule the full-text index holds (mssmail/store/fts.py), which lets an index hit be a
+    sure answer without reading the message."""
+    regions = base64_bodies(tree)
+    data = tree.data
+    if not regions:
+        return data
+    pieces, at = [], 0
+    for start, end in sorted(regions):
+        if start < at:
+            continue
+        pieces += [data[at:start], b"\n"]
+        at = end
+    pieces.append(data[at:])
+    return b"".join(pieces)
 
 
 def _texts(entity: mimeview.Entity, with_headers: bool) -> list[str]:
@@ -520,11 +555,9 @@ def strings_in(value: Any) -> Iterable[str]:
 @dataclass(frozen=True)
 class Known:
     """What the full-text index knows about one Text key (mssmail/store/fts.py): UIDs
-    that match for sure (not read), and UIDs whose only possible match is in their raw
-    bytes (inside base64 text), which a byte search decides without decoding."""
+    that match for sure (not read)."""
 
     sure: frozenset[int] = frozenset()
-    raw_only: frozenset[int] = frozenset()
 
 
 Certain = Mapping[Any, Known]
@@ -547,16 +580,10 @@ def compile_query(node: Query, certain: Certain | None = None) -> Test:
     known = certain.get(node) if certain and isinstance(node, Text) else None
     if known is None or not isinstance(node, Text):
         return test
-    sure, raw_only = known.sure, known.raw_only
-    needle, body_only = node.value, node.body_only
+    sure = known.sure
 
     def indexed(row: Row, content: Content) -> bool:
-        uid = row[UID]
-        if uid in sure:
-            return True
-        if uid in raw_only:
-            return content.raw_contains(needle, body_only)
-        return test(row, content)
+        return row[UID] in sure or test(row, content)
 
     return indexed
 

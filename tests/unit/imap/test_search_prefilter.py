@@ -125,6 +125,14 @@ CASES = [
     (b"Subject: nothing here\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nplain body\r\n", "zorglub", False),
     (b"Subject: =?utf-8?q?caf=C3=A9?=\r\n\r\nplain\r\n", "zorglub", False),
     (b"Subject: a\r\n bc\r\n\r\nx\r\n", "a bc", True),  # a needle across a fold
+    # The encoded text of a base64 body is not read (query.without_base64), its decoded
+    # text is when it is a text part: "c2VjcmV0" is "secret" in base64.
+    (b"Subject: x\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+     + base64.b64encode(b"secret") + b"\r\n", "c2vjcmv0", False),
+    (b"Subject: x\r\nContent-Transfer-Encoding: base64\r\n\r\n" + base64.b64encode(b"secret") + b"\r\n",
+     "c2VjcmV0", False),
+    (b"Subject: x\r\nContent-Transfer-Encoding: base64\r\n\r\n" + base64.b64encode(b"secret") + b"\r\n",
+     "base64", True),  # the header is still read raw
 ]
 
 

@@ -164,6 +164,21 @@ def test_search_while_behind_is_complete(store) -> None:
     assert result.uids == (1, 2) and result.read == 0  # certain hits: nothing read again
 
 
+def test_a_word_search_reads_no_message_even_with_attachments(store) -> None:
+    """The rule and the index agree on base64 bodies (not read raw): an index hit of a
+    word is sure and a miss is sure, attachments or not."""
+    attached = (b"Subject: resultats\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+                b"--b\r\nContent-Type: text/plain\r\n\r\npatient Lefevre\r\n--b\r\n"
+                b"Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+                + base64.b64encode(b"%PDF-1.4 hyperkaliemie" * 20) + b"\r\n--b--\r\n")
+    address = _fresh_mailbox(store)
+    _deliver_and_index(store, address, [attached, NOTE])
+    ref = store.open_folder(address, address, "INBOX")
+    for needle, uids in (("lefevre", (1,)), ("zorglub", ()), (base64.b64encode(b"%PDF-1.4 hyper")[:12].decode(), ())):
+        result = store.search(ref, q.Text(needle))
+        assert (result.uids, result.read) == (uids, 0), needle
+
+
 ENCRYPTED = {"signature_report": {"encrypted": True, "decrypted": True}}
 
 
