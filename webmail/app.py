@@ -148,6 +148,23 @@ def signature_badge(protection: Any) -> str:
     return "Chiffré" if protection.encrypted else ""
 
 
+def folder_rows(page: Any, address: str, folder: str, uidvalidity: int) -> list[tuple[Any, ...]]:
+    """The list's rows with every cell's text worked out here, not in the template: a
+    Jinja call costs about 4 µs, and 50 rows of seven calls each were a third of a
+    folder page's CPU time (cProfile). Each row: (css class, seen, uid, subject,
+    sender, link, HPRIM, date, size, attachments, badge, badge class). Still
+    autoescaped by the template."""
+    base = f"{folder_path(address, folder)}/{uidvalidity}/"
+    rows = []
+    for m in page.items:
+        seen = m.seen
+        badge = signature_badge(m.protection)
+        rows.append(("lu" if seen else "non-lu", seen, m.uid, m.subject or "(sans objet)", sender_name(m.from_addr),
+                     f"{base}{m.uid}", m.hprim, fmt.date_short(m.date or m.internal_date), fmt.size(m.size),
+                     m.has_attachments, badge, "ok" if badge in ("Signé", "Chiffré") else "alerte"))
+    return rows
+
+
 @dataclass
 class _Cleaned:
     """A message's cleaned HTML, kept a minute for its frame: the message page read it
@@ -403,15 +420,13 @@ class Webmail:
                          **await self._sidebar(session, session.mailbox))
 
     async def _sidebar(self, session: websessions.WebSessionInfo, address: str) -> dict[str, Any]:
-        actor = Actor.user(session.mailbox)
+        bar = await self.store.run(self.store.sidebar, Actor.user(session.mailbox), address)
+        return self._sidebar_context(bar, address)
 
-        def work() -> dict[str, Any]:
-            folders = sorted(self.store.folder_list(actor, address), key=folder_order)
-            used, limit = self.store.quota_of(actor, address)
-            boxes = self.store.accessible_mailboxes(session.mailbox)
-            return {"folders": folders, "used": used, "limit": limit, "boxes": boxes, "address": address}
-
-        return await self.store.run(work)
+    @staticmethod
+    def _sidebar_context(bar: Any, address: str) -> dict[str, Any]:
+        return {"folders": sorted(bar.folders, key=folder_order), "used": bar.used, "limit": bar.limit,
+                "boxes": list(bar.boxes), "address": address}
 
     async def mailbox(self, request: Request) -> Response:
         """Everything under `/b/{adresse}/...`: a folder, a message, its frame, a part.
@@ -458,11 +473,16 @@ class Webmail:
         before = request.query_params.get("avant")
         if before is not None and (not before.isdigit() or len(before) > 12):
             raise MessageNotFound("bad cursor")
-        ref = await self._open(session, address, folder)
-        page = await self.store.run(self.store.message_page, ref, limit=PAGE_SIZE,
-                                    before_uid=int(before) if before else None)
-        context = await self._sidebar(session, address)
+        if not folder:
+            raise FolderNotFound("no folder")
+        # One store call, one connection, one trip to the thread pool: the folder, its
+        # page and the sidebar (six separate calls cost 7 ms of CPU a page, measured).
+        view = await self.store.run(self.store.folder_view, Actor.user(session.mailbox), address, folder,
+                                    limit=PAGE_SIZE, before_uid=int(before) if before else None)
+        ref, page = view.ref, view.page
+        context = self._sidebar_context(view.sidebar, address)
         return self.page("folder.html", title=folder_label(ref.name), session=session, ref=ref, page=page,
+                         rows=folder_rows(page, address, ref.name, ref.uidvalidity),
                          folder=ref.name, older=page.next_before_uid, before=before,
                          notice=actions.notice(request),
                          is_trash=actions.trash_of(context["folders"]) == ref.name, **context)

@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from mssmail.store import query as q
 from mssmail.store.actors import Actor
 from mssmail.store.api import BadCursor, MessageNotFound
-from mssmail.store.errors import AccessDenied, MailboxNotFound
+from mssmail.store.errors import AccessDenied, FolderNotFound, MailboxNotFound
 from mssmail.store.messages import ReadOnly
 from mssmail.store.models import AuditEvent, Message
 from mssmail.store.service import Store
@@ -120,6 +120,39 @@ def test_pages_in_every_order_are_keyset_and_complete(boxes: Store):
     with pytest.raises(BadCursor):
         store.message_page(ref, cursor="not-a-cursor")
     assert events(store, "read") == []  # listing is metadata: not audited
+
+
+def test_folder_view_is_the_separate_calls_in_one(boxes: Store):
+    """The webmail's one-call folder page gives what open_folder, message_page,
+    folder_list, quota_of and accessible_mailboxes give, with the same refusals and the
+    administrator's audit event."""
+    store = boxes
+    for address in (DOC, LAB):
+        ref = store.open_folder(DOC, address, "INBOX")
+        for n in range(7):
+            store.append(ref, plain(n), flags=["\\Seen"] if n % 2 else [])
+    store.folder_create(DOC, LAB, "Labo/2026")
+    store.subscription_set(DOC, LAB, "Labo/2026", False)  # subscribed differs by who looks
+    for actor, address in ((DOC, DOC), (DOC, LAB), (NURSE, LAB), (Actor.admin("ops"), DOC)):
+        for before in (None, 5):
+            view = store.folder_view(actor, address, "inbox", limit=3, before_uid=before)
+            assert view.ref == store.open_folder(actor, address, "INBOX")
+            assert view.page == store.message_page(view.ref, limit=3, before_uid=before)
+            assert list(view.sidebar.folders) == store.folder_list(actor, address)
+            assert (view.sidebar.used, view.sidebar.limit) == store.quota_of(actor, address)
+            if not isinstance(actor, Actor):
+                assert list(view.sidebar.boxes) == store.accessible_mailboxes(actor)
+            assert store.sidebar(actor, address) == view.sidebar
+    assert [m.uid for m in store.folder_view(DOC, DOC, "INBOX", limit=3, before_uid=5).page.items] == [4, 3, 2]
+    assert len([e for e in events(store, "admin") if (e.details or {}).get("op") == "folder.open"]) == 4
+    with pytest.raises(AccessDenied):
+        store.folder_view(NURSE, DOC, "INBOX")
+    with pytest.raises(AccessDenied):
+        store.sidebar(OTHER, LAB)
+    with pytest.raises(FolderNotFound):
+        store.folder_view(DOC, DOC, "Nowhere")
+    with pytest.raises(MailboxNotFound):
+        store.folder_view(DOC, "nobody@a.example", "INBOX")
 
 
 def test_summary_carries_protection_and_documents(boxes: Store):
