@@ -34,9 +34,12 @@ def _services(only: str) -> list[str] | None:
     names = [n.strip().lower() for n in only.split(",") if n.strip()]
     if not names:
         return None
-    available = [n for n in COMPONENTS if resolve(COMPONENTS[n]) is not None]
-    bad = [n for n in names if n not in available]
+    # Only the named services are imported: `--only web` need not load SMTP, IMAP, LDAP
+    # and the connectors (tens of MB of modules it never uses). The full list of those
+    # available is worked out for the error message only.
+    bad = [n for n in names if n not in COMPONENTS or resolve(COMPONENTS[n]) is None]
     if bad:
+        available = [n for n in COMPONENTS if resolve(COMPONENTS[n]) is not None]
         what = "unknown or unavailable service" + ("s" if len(bad) > 1 else "")
         raise click.BadParameter(f"{what} {', '.join(bad)}; valid names: {', '.join(available)}.",
                                  param_hint="--only")
