@@ -18,6 +18,7 @@ sessions of other processes see them through `highest_modseq`.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -27,9 +28,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, null, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+from sqlalchemy.types import ARRAY
 
 from mssmail import audit
 from mssmail.store.actors import Actor, ActorKind, as_actor
@@ -563,11 +577,15 @@ class MessageOps:
                 return [tuple(r) for r in connection.execute(query).all()]
             if len(uids) > 20 * _BATCH:  # most of a large folder: one pass, filtered here
                 return [tuple(r) for r in connection.execute(query).all() if r[0] in uids]
+            # One statement with the UIDs as one parameter (a JSON array on SQLite, an
+            # array on PostgreSQL): 20,000 index hits are one query, not 40 IN lists.
             wanted = sorted(uids)
-            rows: list[tuple[Any, ...]] = []
-            for chunk in _chunks(wanted):
-                rows += [tuple(r) for r in connection.execute(query.where(Message.uid.in_(chunk))).all()]
-            return rows
+            if connection.dialect.name == "postgresql":
+                listed = Message.uid == func.any(bindparam("uids", wanted, type_=ARRAY(Integer)))
+            else:
+                listed = Message.uid.in_(select(literal_column("value", Integer)).select_from(
+                    func.json_each(bindparam("uids", json.dumps(wanted)))))
+            return [tuple(r) for r in connection.execute(query.where(listed)).all()]
 
     def messages_content(self: Store, ref: FolderRef, metas: Sequence[MessageMeta], *,
                          purpose: str, ip: str = "") -> dict[int, bytes]:
