@@ -463,15 +463,29 @@ class FtsOps:
                  folder_id: int | None, limit: int) -> list[Any]:
         """The newest `limit` messages of a mailbox (or one folder) whose document matches."""
         sqlite = connection.dialect.name == "sqlite"
-        # PostgreSQL: the mailbox is a condition of the join below (see `_fts_ids`).
-        node = simplify(AllOf((_scope("m", mailbox_id), node)) if sqlite else node)
+        # The mailbox is a condition of the join below, not a term of the index query:
+        # its posting list is as long as the mailbox (see `_fts_ids`). The database
+        # keeps the newest `limit` of the hits as it goes (a top-N sort, no full sort).
+        node = simplify(node)
         if node == NOTHING:
             return []
         if sqlite:
-            matching = text("SELECT rowid FROM fts_index WHERE fts_index MATCH :q").bindparams(q=render_fts5(node))
-        else:
-            matching = text("SELECT message_id FROM fts_docs WHERE terms @@ CAST(:q AS tsquery)").bindparams(
-                q=render_tsquery(node))
+            # The index first (CROSS JOIN), and only the sort keys in the sorter; the
+            # shown columns are read for the `limit` chosen rows only.
+            sql = ("SELECT m.id FROM fts_index CROSS JOIN messages m ON m.id = fts_index.rowid "
+                   "CROSS JOIN folders f ON f.id = m.folder_id WHERE fts_index MATCH ? AND f.mailbox_id = ?")
+            params: tuple[Any, ...] = (render_fts5(node), mailbox_id)
+            if folder_id is not None:
+                sql += " AND m.folder_id = ?"
+                params += (folder_id,)
+            ids = connection.exec_driver_sql(sql + " ORDER BY m.internal_date DESC, m.id DESC LIMIT ?",
+                                             (*params, limit)).scalars().all()
+            if not ids:
+                return []
+            chosen = select(*_TOP_COLUMNS).join(_F, _F.c.id == _M.c.folder_id).where(_M.c.id.in_(ids))
+            return list(connection.execute(chosen.order_by(_M.c.internal_date.desc(), _M.c.id.desc())).all())
+        matching = text("SELECT message_id FROM fts_docs WHERE terms @@ CAST(:q AS tsquery)").bindparams(
+            q=render_tsquery(node))
         statement = (select(*_TOP_COLUMNS).join(_F, _F.c.id == _M.c.folder_id)
                      .where(_M.c.id.in_(matching.columns(rowid=Integer())), _F.c.mailbox_id == mailbox_id)
                      .order_by(_M.c.internal_date.desc(), _M.c.id.desc()).limit(limit))
