@@ -18,7 +18,14 @@ enrolment page's secret and a code computed with pyotp), then:
 - the message with the 10 MB PDF: `--opens` sequential opens of the message page
   (parse, text, the attachment list; the first marks it \\Seen), then the attachments
   ZIP and the PDF part, each read to the last byte; then 4 opens at once;
-- RSS of the server process (VmRSS, and VmHWM: its peak) at each stage.
+- RSS of the server process (VmRSS, and VmHWM: its peak) at each stage;
+- with `--loop-check`: the server restarted in asyncio's debug mode (PYTHONASYNCIODEBUG=1;
+  `mss serve` sets `slow_callback_duration` to 50 ms), the folder pages and the big
+  message again, and the loop callbacks asyncio logged as slower than 50 ms counted
+  (debug mode itself slows the server: an upper bound);
+- with `--smtp N`: `mss serve --only web,smtp`, N messages of bench/smtp_accept_bench.py
+  sent to the MX at concurrency 8 alone, then the same while the folder pages are loaded
+  at concurrency 8; the acceptance rate lost under the web load (issue 14: <= 10%).
 
 The client runs in this process, the server in its own; on a shared 2-core machine both
 compete with whatever else runs (the load average is recorded). Prints a table and
@@ -272,6 +279,79 @@ def check_page(port: int, ca: Path, cookie: str, path: str) -> None:
     assert answer.status_code == 200 and rows == PAGE, (path, answer.status_code, rows)
 
 
+def slow_callbacks(log: Path, start: int) -> list[str]:
+    """asyncio's "Executing <Handle ...> took 0.123 seconds" lines logged after `start`."""
+    text = log.read_text(errors="replace")[start:]
+    return [line[:300] for line in text.splitlines() if "Executing" in line and "took" in line]
+
+
+async def smtp_load(port: int, total: int, concurrency: int) -> dict[str, Any]:
+    """`total` messages to the MX over `concurrency` connections (the SMTP bench's client)."""
+    from bench import smtp_accept_bench as sab
+
+    messages = [sab.make_message(n).replace(b"To: claire.durand@a.example", f"To: {USER}".encode(), 1)
+                for n in range(50)]
+
+    class ToUser(sab.Client):
+        async def send(self, data: bytes) -> float:
+            started = time.perf_counter()
+            self.writer.write(b"MAIL FROM:<%s>\r\n" % self.sender)
+            assert (await self._reply()).startswith(b"250")
+            self.writer.write(f"RCPT TO:<{USER}>\r\n".encode())
+            assert (await self._reply()).startswith(b"250")
+            self.writer.write(b"DATA\r\n")
+            assert (await self._reply()).startswith(b"354")
+            self.writer.write(data + b".\r\n")
+            reply = await self._reply()
+            assert reply.startswith(b"250"), reply
+            return time.perf_counter() - started
+
+    counter = iter(range(total))
+    latencies: list[float] = []
+
+    async def worker() -> None:
+        client = ToUser(port, None)
+        await client.connect()
+        for n in counter:
+            latencies.append(await client.send(messages[n % len(messages)]))
+        client.writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    result = percentiles(latencies)
+    result["messages_per_s"] = round(total / elapsed, 1)
+    return result
+
+
+async def smtp_under_web(smtp_port: int, web_port: int, ca: Path, cookie: str, path: str, total: int,
+                         concurrency: int) -> dict[str, Any]:
+    """The SMTP load while `concurrency` connections keep asking for folder pages."""
+    done = asyncio.Event()
+    pages = [0]
+    context = client_context(ca)
+
+    async def browse() -> None:
+        connection = Connection(web_port, context, cookie)
+        await connection.open()
+        while not done.is_set():
+            await connection.get(path)
+            pages[0] += 1
+        await connection.close()
+
+    browsers = [asyncio.ensure_future(browse()) for _ in range(concurrency)]
+    await asyncio.sleep(0.5)
+    started = time.perf_counter()
+    pages_before = pages[0]
+    try:
+        result = await smtp_load(smtp_port, total, concurrency)
+    finally:
+        done.set()
+        await asyncio.gather(*browsers)
+    result["pages_per_s_meanwhile"] = round((pages[0] - pages_before) / (time.perf_counter() - started), 1)
+    return result
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="webmail-bench-"))
     schema = None
@@ -335,6 +415,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["big_open_4_at_once"] = asyncio.run(at_once(port, ca, cookie, message, 4))
         report["rss_after_4_at_once"] = rss(pid)
         print(f"4 opens at once: {report['big_open_4_at_once']}, RSS {report['rss_after_4_at_once']}", flush=True)
+        if args.loop_check:
+            inst.stop()
+            log = inst.data / "logs" / "serve.log"
+            start = log.stat().st_size if log.exists() else 0
+            inst.env["PYTHONASYNCIODEBUG"] = "1"
+            inst.start("web")
+            inst.env.pop("PYTHONASYNCIODEBUG")
+            port = inst.ports["web"]
+            asyncio.run(hammer(port, ca, cookie, first, 200, args.concurrency))
+            for key, path in (("first", first), ("deep", deep)):
+                report[f"debug_folder_{key}"] = asyncio.run(hammer(port, ca, cookie, path, args.requests // 2,
+                                                                   args.concurrency))
+            asyncio.run(sequential(port, ca, cookie, message, 5))
+            asyncio.run(sequential(port, ca, cookie, message + "/pieces-jointes.zip", 2))
+            asyncio.run(at_once(port, ca, cookie, message, 4))
+            slow = slow_callbacks(log, start)
+            report["slow_callbacks_over_50ms"] = {"count": len(slow), "first": slow[:10]}
+            print(f"loop callbacks over 50 ms (debug mode): {len(slow)}", *slow[:5], sep="\n  ", flush=True)
+        if args.smtp:
+            inst.stop()
+            inst.configure("trust", "domains", '["b.example"]')
+            inst.start("web", "smtp")
+            port, smtp_port = inst.ports["web"], inst.ports["smtp"]
+            asyncio.run(smtp_load(smtp_port, 100, args.concurrency))  # warm-up
+            report["smtp_alone"] = asyncio.run(smtp_load(smtp_port, args.smtp, args.concurrency))
+            report["smtp_under_web"] = asyncio.run(smtp_under_web(smtp_port, port, ca, cookie, first, args.smtp,
+                                                                  args.concurrency))
+            alone, loaded = report["smtp_alone"]["messages_per_s"], report["smtp_under_web"]["messages_per_s"]
+            report["smtp_loss_percent"] = round(100 * (1 - loaded / alone), 1)
+            print(f"SMTP c={args.concurrency}: alone {report['smtp_alone']}", flush=True)
+            print(f"SMTP under the web load: {report['smtp_under_web']} -> loss {report['smtp_loss_percent']} %",
+                  flush=True)
         report["machine"]["load_average_after"] = os.getloadavg()
     finally:
         if inst is not None:
@@ -353,6 +465,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--opens", type=int, default=20)
+    parser.add_argument("--loop-check", action="store_true",
+                        help="again in asyncio debug mode, counting loop callbacks over 50 ms")
+    parser.add_argument("--smtp", type=int, default=0, metavar="N",
+                        help="N messages to the MX at the concurrency, alone then under the folder-page load")
     args = parser.parse_args()
     report = run(args)
     rows = [("folder, first page", report["folder_first_page"]), ("folder, page 1,000", report["folder_page_1000"]),

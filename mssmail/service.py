@@ -221,6 +221,10 @@ def serve(config: Config, only: Sequence[str] | None = None,
     # ceiling, and the SMTP workers inherit it.
     raise_open_files_limit()
     loop = asyncio.new_event_loop()
+    # Issue 14: no loop callback over 50 ms. asyncio's debug mode (PYTHONASYNCIODEBUG=1,
+    # as bench/webmail_bench.py --loop-check runs it) logs every callback slower than
+    # this; without debug mode the attribute is unused.
+    loop.slow_callback_duration = 0.05
     asyncio.set_event_loop(loop)
     install_reactor(loop)
     from twisted.internet import defer, reactor
