@@ -90,7 +90,7 @@ def connector_parse(file: Path, kind: str, escape_mode: str, as_json: bool) -> N
               help="Target type. pickup: the other direction, the folder's HPRIM files are sent from MAILBOX "
                    "to the recipient each names.")
 @click.option("--target", "targets", multiple=True, required=True,
-              help="Destination: an absolute directory (folder, pickup), host:port (mllp), https://host/base "
+              help="Destination: an absolute directory (folder, pickup), host:port or mllps://host:port (mllp, plain or TLS), https://host/base "
                    "(fhir), smtp[s]://host:port/recipient@domain (smtp), imap[s]://host:port/Folder (imap); "
                    "repeat to fan out.")
 @click.option("--match", "match_text", default="",
@@ -103,7 +103,7 @@ def connector_parse(file: Path, kind: str, escape_mode: str, as_json: bool) -> N
 @click.option("--option", "extra_options", multiple=True, metavar="KEY=VALUE",
               help="A network target's setting, repeatable: fhir token_file, cert_file, key_file, ca_file; "
                    "smtp ca_file, user, password_file, starttls=required|optional; imap ca_file, user, "
-                   "password_file. Secrets stay in the files named (never in the database).")
+                   "password_file; mllps ca_file, cert_file, key_file. Secrets stay in the files named (never in the database).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_env
 @operational

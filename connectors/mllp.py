@@ -6,6 +6,14 @@ same framing. MSA-1 (HL7 v2.5 chapter 2, table 0008): AA/CA accepted (done), AE/
 (the receiver refused this message: permanent, a dead letter), AR/CR reject (the
 receiver could not take it now: retry). No answer within the timeout is a retry too.
 
+Over TLS (`mllps://host:port`): MLLP itself has no security layer (release 2, section
+1.1 leaves it to the transport), so the frames go inside a TLS >= 1.2 session whose
+server certificate is checked against the system's CAs or the rule's `ca_file`, with the
+host name checked (RFC 6125 section 6), and a client certificate
+(`cert_file`, `key_file`) for a receiver that requires mTLS: the same options and checks
+as the `fhir` target. A certificate that is not accepted is a retry (the operator fixes
+the CA or the name; the job waits, then goes to the dead letters after 48 h).
+
 Not exactly once without the peer: a retry resends the *same* bytes, so the same MSH-10
 control id, which the receiver uses to drop a duplicate (the worker renders the message
 once, when it routes, and keeps it in the blob store).
@@ -14,10 +22,13 @@ once, when it routes, and keeps it in the blob store).
 from __future__ import annotations
 
 import socket
+import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 START, END = b"\x0b", b"\x1c\r"
 MAX_ACK = 1024 * 1024  # an ACK is a few hundred bytes; a peer may not make us buffer more
+OPTION_KEYS = ("ca_file", "cert_file", "key_file")  # TLS only (mllps://); file paths, never a secret
 
 
 class MllpError(Exception):
@@ -76,29 +87,84 @@ def control_id(message: bytes) -> str:
     return fields[9] if len(fields) > 9 else ""  # MSH-1 is the separator itself
 
 
-def send(host: str, port: int, message: bytes, timeout: float) -> Ack:
-    """Send one message and read its ACK (blocking, bounded by `timeout` per step)."""
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+    tls: bool = False
+
+
+def tls_context(options: Mapping[str, str]) -> ssl.SSLContext:
+    """The server's certificate and host name checked (the system's CAs, or `ca_file`),
+    TLS 1.2 at least; the client certificate for mTLS when `cert_file` is set."""
+    context = ssl.create_default_context(cafile=options.get("ca_file") or None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if options.get("cert_file"):
+        context.load_cert_chain(options["cert_file"], options.get("key_file") or None)
+    return context
+
+
+def send(host: str, port: int, message: bytes, timeout: float,
+         context: ssl.SSLContext | None = None) -> Ack:
+    """Send one message and read its ACK (blocking, bounded by `timeout` per step),
+    inside TLS when `context` is given."""
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(frame(message))
-            received = bytearray()
-            while not received.endswith(END):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise MllpError("the peer closed the connection before its ACK")
-                received += chunk
-                if len(received) > MAX_ACK:
-                    raise MllpError("the ACK is larger than 1 MiB")
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            if context is None:
+                received = _exchange(raw, message)
+            else:
+                with context.wrap_socket(raw, server_hostname=host) as sock:
+                    received = _exchange(sock, message)
     except TimeoutError as exc:
         raise MllpError(f"no ACK from {host}:{port} within {timeout:g} s") from exc
+    except ssl.SSLCertVerificationError as exc:
+        raise MllpError(f"{host}:{port}: TLS certificate not accepted ({exc.verify_message})") from exc
+    except ssl.SSLError as exc:
+        raise MllpError(f"{host}:{port}: TLS failed ({exc.reason or exc})") from exc
     except OSError as exc:
         raise MllpError(f"{host}:{port}: {exc.strerror or exc}") from exc
-    return parse_ack(bytes(received))
+    return parse_ack(received)
+
+
+def _exchange(sock: socket.socket, message: bytes) -> bytes:
+    sock.sendall(frame(message))
+    received = bytearray()
+    while not received.endswith(END):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise MllpError("the peer closed the connection before its ACK")
+        received += chunk
+        if len(received) > MAX_ACK:
+            raise MllpError("the ACK is larger than 1 MiB")
+    return bytes(received)
+
+
+def deliver(target: str, message: bytes, timeout: float, options: Mapping[str, str] | None = None) -> Ack:
+    """Send to a target as a rule names it (`host:port`, `mllp://host:port` or
+    `mllps://host:port`) and read the ACK; MllpError for transport trouble."""
+    endpoint = parse_url(target)
+    try:
+        context = tls_context(options or {}) if endpoint.tls else None
+    except (OSError, ssl.SSLError) as exc:  # a missing or unreadable CA / certificate file
+        raise MllpError(f"the TLS files of {target} cannot be loaded: {getattr(exc, 'strerror', None) or exc}") from exc
+    return send(endpoint.host, endpoint.port, message, timeout, context)
+
+
+def parse_url(target: str) -> Endpoint:
+    """`host:port` or `mllp://host:port` (plain TCP), `mllps://host:port` (TLS);
+    ValueError with one sentence otherwise."""
+    scheme, sep, rest = target.partition("://")
+    if not sep:
+        scheme, rest = "mllp", target
+    if scheme not in ("mllp", "mllps"):
+        raise ValueError(f"an mllp target is host:port, mllp://host:port or mllps://host:port, not {target!r}.")
+    host, sep, port = rest.rstrip("/").rpartition(":")
+    if not sep or not host or "/" in host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise ValueError(f"an mllp target is host:port, mllp://host:port or mllps://host:port, not {target!r}.")
+    return Endpoint(host.strip("[]"), int(port), scheme == "mllps")
 
 
 def parse_target(target: str) -> tuple[str, int]:
-    """`host:port` -> (host, port); ValueError otherwise."""
-    host, sep, port = target.rpartition(":")
-    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-        raise ValueError(f"an mllp target is host:port, not {target!r}.")
-    return host.strip("[]"), int(port)
+    """(host, port) of a target in any of its forms; ValueError otherwise."""
+    endpoint = parse_url(target)
+    return endpoint.host, endpoint.port

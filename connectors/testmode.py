@@ -105,8 +105,7 @@ def _deliver(rule: Any, target: str, result: Any, part: Any, data: bytes, name: 
             text = oru_r01_from_hprim_sante(result, result.patients[part.index], hl7)
         else:
             raise ValueError(f"no HL7 rendering of {part.kind} for mllp in this build")
-        host, port = mllp.parse_target(target)
-        ack = mllp.send(host, port, text.encode("utf-8"), mllp_timeout)
+        ack = mllp.deliver(target, text.encode("utf-8"), mllp_timeout, options)
         return f"{ack.code} for {ack.control_id}" + (f": {ack.text}" if ack.text else "")
     if rule.target_type == "fhir":
         bundle = _mark_test(fhir.render(result, part, data))

@@ -332,7 +332,8 @@ class ConnectorWorker:
         return NewJob(kind=DELIVER_KIND, key=key, mailbox=mailbox, message_id=job.message_id,
                       payload={"type": rule.target_type, "target": target, "name": name, "input_sha256": sha,
                                "size": len(data), "rule": rule.id, "part": part, "kind": kind,
-                               "route_job": job.id, "message_id": job.payload.get("message_id", "")})
+                               "route_job": job.id, "message_id": job.payload.get("message_id", ""),
+                               "options": dict(rule.options)})
 
     def _ins_hashes(self, found: Any) -> list[str]:
         """The INS of the parts as keyed hashes (HMAC-SHA256 under `DATA/connectors/ins-hash.key`,
@@ -397,9 +398,9 @@ class ConnectorWorker:
 
 
     def _deliver_mllp(self, job: JobItem, data: bytes, sha: str) -> None:
-        host, port = mllp.parse_target(job.payload["target"])
         try:
-            ack = mllp.send(host, port, data, self.settings.mllp_timeout)
+            ack = mllp.deliver(job.payload["target"], data, self.settings.mllp_timeout,
+                               job.payload.get("options") or {})
         except mllp.MllpError as exc:
             raise folder.TemporaryError(str(exc)) from exc
         sent_id = mllp.control_id(data)

@@ -49,6 +49,7 @@ TARGET_OPTION_KEYS = {
     "fhir": ("token_file", "cert_file", "key_file", "ca_file"),
     "smtp": ("ca_file", "user", "password_file", "starttls"),
     "imap": ("ca_file", "user", "password_file"),
+    "mllp": ("ca_file", "cert_file", "key_file"),  # for mllps:// (connectors/mllp.py)
 }
 TARGET_SCHEMES = {"fhir": ("https", "http"), "smtp": ("smtp", "smtps"), "imap": ("imap", "imaps")}
 FORMATS = ("original", "hprim_net")
@@ -101,10 +102,14 @@ def validate_rule(target_type: str, targets: Sequence[str], match: Mapping[str, 
         raise ValueError("a pickup rule sends the folder's files from the mailbox: no --match, --format "
                          "or --extension.")
     if target_type == "mllp":
-        for target in targets:
-            host, sep, port = target.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"an mllp target is host:port, not {target!r}.")
+        for target in targets:  # host:port, mllp://host:port, mllps://host:port (TLS)
+            scheme, sep, rest = target.partition("://")
+            host, colon, port = (rest if sep else target).rstrip("/").rpartition(":")
+            if (sep and scheme not in ("mllp", "mllps")) or not colon or not host or "/" in host \
+                    or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"an mllp target is host:port or mllps://host:port (TLS), not {target!r}.")
+            if scheme != "mllps" and set(options) & {"ca_file", "cert_file", "key_file"}:
+                raise ValueError(f"ca_file, cert_file and key_file are for mllps:// targets, not {target!r}.")
     unknown = sorted(set(match) - set(MATCH_KEYS))
     if unknown:
         raise ValueError(f"unknown match key {unknown[0]!r} (known: {', '.join(MATCH_KEYS)}).")
