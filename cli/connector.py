@@ -103,7 +103,8 @@ def connector_parse(file: Path, kind: str, escape_mode: str, as_json: bool) -> N
 @click.option("--option", "extra_options", multiple=True, metavar="KEY=VALUE",
               help="A network target's setting, repeatable: fhir token_file, cert_file, key_file, ca_file; "
                    "smtp ca_file, user, password_file, starttls=required|optional; imap ca_file, user, "
-                   "password_file; mllps ca_file, cert_file, key_file. Secrets stay in the files named (never in the database).")
+                   "password_file; mllps ca_file, cert_file, key_file; any type require_ins=true (MDN 903/904/905 "
+                   "for a part without a complete, consistent INS). Secrets stay in the files named (never in the database).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_env
 @operational

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors import acknowledge, folder, mllp, network, routing
-from connectors.formats import ParseError, parse_content
+from connectors.formats import ParseError, ins_check, parse_content
 from connectors.formats.hl7v2 import Hl7Options, oru_r01_from_hprim_net, oru_r01_from_hprim_sante
 from connectors.formats.hprim_net import HprimNetFile
 from connectors.formats.hprim_out import render_dlu, render_hprim_sante_patient, render_record
@@ -265,6 +265,13 @@ class ConnectorWorker:
                                           codecda=codecda)
                 if rule is None:
                     unmatched += 1
+                    continue
+                refused = ins_check.refusal(result, part) if rule.options.get("require_ins") == "true" else None
+                if refused is not None:  # 903/904/905 decided here (connectors/formats/ins_check.py)
+                    failures.append({"code": refused[0], "detail": f"file {candidate.index}: {refused[1]}"})
+                    self.store.connector_audit(ACTOR, "connector.routed", mailbox=located.mailbox, message=where,
+                                               details={"key": job.key, "rule": rule.id, "kind": part.kind,
+                                                        "outcome": f"refused {refused[0]}"})
                     continue
                 for target in rule.targets:
                     if rule.target_type in network.TYPES:

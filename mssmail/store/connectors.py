@@ -42,7 +42,7 @@ MDN_KIND = "connector.mdn"
 TARGET_TYPES = ("folder", "mllp", "fhir", "smtp", "imap", "pickup")
 INBOUND_TYPES = ("folder", "mllp", "fhir", "smtp", "imap")
 MATCH_KEYS = ("kind", "sender", "domain", "codecda")
-OPTION_KEYS = ("format", "extension")
+OPTION_KEYS = ("format", "extension", "require_ins")  # require_ins: connectors/formats/ins_check.py
 # Per network target type: file paths and switches only, never a secret (a token or a
 # password is read from the file the option names, at delivery time).
 TARGET_OPTION_KEYS = {
@@ -127,6 +127,8 @@ def validate_rule(target_type: str, targets: Sequence[str], match: Mapping[str, 
         raise ValueError("an mllp target always gets HL7 v2.5 ORU^R01; --format is for folders.")
     if options.get("format", "original") not in FORMATS:
         raise ValueError(f"unknown format {options['format']!r} (known: {', '.join(FORMATS)}).")
+    if options.get("require_ins", "true") not in ("true", "false"):
+        raise ValueError("require_ins is true or false.")
     extension = options.get("extension", "hpr")
     if not extension.isalnum() or len(extension) > 10:
         raise ValueError("an extension is 1 to 10 letters or digits, without the dot.")
