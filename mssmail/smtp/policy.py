@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -190,16 +191,46 @@ def read_header_block(raw: bytes) -> HeaderBlock:
     return HeaderBlock([(f.key, f.unfolded) for f in parsed.fields], list(parsed.defects))
 
 
+# The two address readers are pure functions of the field's text, and a sender's From:
+# is the same in each of its messages: their answers are kept for short values (a
+# hostile 200 KB field is read each time, never kept). Copies are handed out, so a
+# caller cannot change what the next message is checked against.
+CACHED_VALUE_MAX = 512
+_CACHE_ENTRIES = 1024
+_Read = tuple[tuple[tuple[str, str], ...], tuple[str, ...]]
+
+
 def read_addresses(value: bytes) -> tuple[list[tuple[str, str]], list[str]]:
     """(display name, address) of each mailbox of an address list, and the defects: by
     mssmail.mime.addresses when present, else by the email package's RFC 5322 parser,
     cross-checked against its older getaddresses (where the two disagree, so may readers)."""
+    read = _read_ours_cached(value) if len(value) <= CACHED_VALUE_MAX else _read_ours(value)
+    return list(read[0]), list(read[1])
+
+
+def _read_ours(value: bytes) -> _Read:
     parsed = mime_addresses.parse(value)
-    found = [(mime_headers.decode_words(m.name or ""), m.address.lower()) for m in parsed.mailboxes]
-    return found, list(parsed.defects)
+    return (tuple((mime_headers.decode_words(m.name or ""), m.address.lower()) for m in parsed.mailboxes),
+            tuple(parsed.defects))
+
+
+_read_ours_cached = functools.lru_cache(maxsize=_CACHE_ENTRIES)(_read_ours)
 
 
 def _read_addresses(text: str) -> tuple[list[tuple[str, str]], list[str]]:
+    read = _read_theirs_cached(text) if len(text) <= CACHED_VALUE_MAX else _read_theirs(text)
+    return list(read[0]), list(read[1])
+
+
+def _read_theirs(text: str) -> _Read:
+    found, defects = _read_theirs_uncached(text)
+    return tuple(found), tuple(defects)
+
+
+_read_theirs_cached = functools.lru_cache(maxsize=_CACHE_ENTRIES)(_read_theirs)
+
+
+def _read_theirs_uncached(text: str) -> tuple[list[tuple[str, str]], list[str]]:
     import email.policy
 
     defects: list[str] = []
