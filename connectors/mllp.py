@@ -6,8 +6,8 @@ same framing. MSA-1 (HL7 v2.5 chapter 2, table 0008): AA/CA accepted (done), AE/
 (the receiver refused this message: permanent, a dead letter), AR/CR reject (the
 receiver could not take it now: retry). No answer within the timeout is a retry too.
 
-Over TLS (`mllps://host:port`): MLLP itself has no security layer (release 2, section
-1.1 leaves it to the transport), so the frames go inside a TLS >= 1.2 session whose
+Over TLS (`mllps://host:port`): MLLP itself defines no security (it leaves that to the
+transport), so the frames go inside a TLS >= 1.2 session whose
 server certificate is checked against the system's CAs or the rule's `ca_file`, with the
 host name checked (RFC 6125 section 6), and a client certificate
 (`cert_file`, `key_file`) for a receiver that requires mTLS: the same options and checks
