@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, delete, func, select, update
 
 from mssmail import audit
+from mssmail.store.driversql import driver_for
 from mssmail.store.errors import StoreError
 from mssmail.store.jobs import NewJob, enqueue, job_key
 from mssmail.store.models import ConnectorRule, Folder, Mailbox, Message, table
@@ -175,9 +176,21 @@ def route_jobs(connection: Connection, placed: Sequence[tuple[int, str, int, str
     if not placed:
         return 0
     box_ids = sorted({box_id for box_id, *_ in placed})
-    routed = set(connection.execute(select(_R.c.mailbox_id).where(_R.c.mailbox_id.in_(box_ids),
-                                                                   _R.c.target_type != "pickup")
-                                    .distinct()).scalars())
+    driver = driver_for(connection)
+    if driver is not None:
+        # The committer's DBAPI fast path (driversql): Core's execute was a tenth of an
+        # MX delivery's commit (py-spy). Same query as the Core one below.
+        cursor = driver.execute(connection, f"SELECT DISTINCT mailbox_id FROM {_R.name} WHERE mailbox_id IN "
+                                            f"({driver.marks(len(box_ids))}) AND target_type <> {driver.mark}",
+                                [*box_ids, "pickup"])
+        try:
+            routed = {row[0] for row in cursor.fetchall()}
+        finally:
+            cursor.close()
+    else:
+        routed = set(connection.execute(select(_R.c.mailbox_id).where(_R.c.mailbox_id.in_(box_ids),
+                                                                       _R.c.target_type != "pickup")
+                                        .distinct()).scalars())
     flagged = list(attachments) if attachments is not None else [False] * len(placed)
     jobs = []
     for (box_id, address, row_id, message_id, sha, sender), has_attachment in zip(placed, flagged, strict=True):
