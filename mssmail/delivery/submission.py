@@ -105,12 +105,15 @@ class Headers:
         return [mime_headers.text(v) for v in self._fields.get(name.lower().encode(), [])]
 
 
-def complete_headers(raw: bytes, hostname: str, headers: Headers | None = None, sender: str = "") -> bytes:
+def complete_headers(raw: bytes, hostname: str, headers: Headers | None = None, sender: str = "",
+                     block: policy.HeaderBlock | None = None) -> bytes:
     """RFC 6409 8.2/8.3: a submission server may add a missing Date and Message-ID; a
     missing From (RFC 5322 3.6 requires one) becomes the envelope sender, checked to be
     the actor's (as Postfix's always_add_missing_headers). The whole header block is
-    read (policy.read_header_block): a field after 256 KB of headers is still there."""
-    block = policy.read_header_block(raw)
+    read (policy.read_header_block, or `block`, that read of `raw` done by the caller): a
+    field after 256 KB of headers is still there."""
+    if block is None:
+        block = policy.read_header_block(raw)
     added = b""
     if sender and not block.values("from") and not policy.is_null_sender(sender):
         added += f"From: <{sender}>\r\n".encode()
@@ -153,7 +156,8 @@ async def submit(store: Store, config: Config, actor: str, sender: str, recipien
         return SubmitRefused.of(*refused)
     # From, Sender and Reply-To in the whole header block, as readers see them (issue 12
     # hole 4: mssmail.smtp.policy, which refuses blocks readers could read otherwise).
-    refused = policy.submission_headers_refused(raw, allowed)
+    block = policy.read_header_block(raw)  # read once: this check and complete_headers
+    refused = policy.submission_headers_refused(raw, allowed, block)
     if refused:
         return SubmitRefused.of(*refused)
     if not targets:
@@ -175,7 +179,7 @@ async def submit(store: Store, config: Config, actor: str, sender: str, recipien
     if remote and not relay_available():
         return SubmitRefused.of(*replies.RELAY_UNAVAILABLE)
     queue_id = queue_id or new_queue_id()
-    raw = complete_headers(raw, config.hostname, sender=sender)
+    raw = complete_headers(raw, config.hostname, sender=sender, block=block)
     submission: Submission | None = Submission(sender, targets, options, trace)
     if remote:
         # The relay queue commits on its own, before the local copies: filters first, on

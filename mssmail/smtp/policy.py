@@ -246,15 +246,17 @@ def _read_theirs_uncached(text: str) -> tuple[list[tuple[str, str]], list[str]]:
     return found, defects
 
 
-def read_authors(raw: bytes) -> tuple[dict[str, list[tuple[str, str]]], list[str]]:
+def read_authors(raw: bytes, block: HeaderBlock | None = None) -> tuple[dict[str, list[tuple[str, str]]], list[str]]:
     """(field name -> [(display name, address)], defects) for From, Sender and Reply-To.
 
     Each address list is read twice, by the server's reader (mssmail.mime.addresses, the
     one ENVELOPE shows) and by the email package's RFC 5322 parser (what many clients
     use, with encoded words decoded in display names); where they disagree, so may
     readers, and that is a defect. Encoded words inside an address are one too (RFC
-    2047 5: never valid there, only a display trick)."""
-    block = read_header_block(raw)
+    2047 5: never valid there, only a display trick). `block`: `read_header_block(raw)`
+    when the caller has it already."""
+    if block is None:
+        block = read_header_block(raw)
     defects = list(block.defects)
     blank = raw.find(b"\n\n")
     if BARE_LF in defects and b"\r" not in raw[: blank if blank >= 0 else len(raw)]:
@@ -283,14 +285,15 @@ def read_authors(raw: bytes) -> tuple[dict[str, list[tuple[str, str]]], list[str
     return found, defects
 
 
-def submission_headers_refused(raw: bytes, allowed: Collection[str]) -> replies.Reply | None:
+def submission_headers_refused(raw: bytes, allowed: Collection[str],
+                               block: HeaderBlock | None = None) -> replies.Reply | None:
     """Submission: From, Sender and Reply-To must name only mailboxes the user may send
     as (their own, or delegated with full rights), read as a reader will read them, in
     the whole header block; a block a reader might read otherwise is refused, as are
     display names that carry an address other than an allowed one. A missing From is
     not refused: the submission adds the envelope sender's. None = accepted."""
     allowed_set = {a.lower() for a in allowed}
-    found, defects = read_authors(raw)
+    found, defects = read_authors(raw, block)
     if any(d.startswith("more than one") for d in defects):
         return replies.HEADER_REPEATED
     if set(defects) - HARMLESS_DEFECTS:
