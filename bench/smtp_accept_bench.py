@@ -78,8 +78,10 @@ def make_message(n: int) -> bytes:
 class Client:
     """A minimal SMTP client: one connection, sequential transactions."""
 
-    def __init__(self, port: int, tls: ssl.SSLContext | None, login: tuple[str, str] | None = None) -> None:
+    def __init__(self, port: int, tls: ssl.SSLContext | None, login: tuple[str, str] | None = None,
+                 recipient: str = "claire.durand@a.example") -> None:
         self.port = port
+        self.recipient = recipient.encode()
         self.tls = tls
         self.login = login  # AUTH PLAIN after STARTTLS (submission)
         # The MX takes mail from a trust-space sender; submission only as the logged-in user.
@@ -114,7 +116,7 @@ class Client:
         started = time.perf_counter()
         self.writer.write(b"MAIL FROM:<%s>\r\n" % self.sender)
         assert (await self._reply()).startswith(b"250")
-        self.writer.write(b"RCPT TO:<claire.durand@a.example>\r\n")
+        self.writer.write(b"RCPT TO:<%s>\r\n" % self.recipient)
         assert (await self._reply()).startswith(b"250")
         self.writer.write(b"DATA\r\n")
         assert (await self._reply()).startswith(b"354")

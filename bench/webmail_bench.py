@@ -292,25 +292,11 @@ async def smtp_load(port: int, total: int, concurrency: int) -> dict[str, Any]:
     messages = [sab.make_message(n).replace(b"To: claire.durand@a.example", f"To: {USER}".encode(), 1)
                 for n in range(50)]
 
-    class ToUser(sab.Client):
-        async def send(self, data: bytes) -> float:
-            started = time.perf_counter()
-            self.writer.write(b"MAIL FROM:<%s>\r\n" % self.sender)
-            assert (await self._reply()).startswith(b"250")
-            self.writer.write(f"RCPT TO:<{USER}>\r\n".encode())
-            assert (await self._reply()).startswith(b"250")
-            self.writer.write(b"DATA\r\n")
-            assert (await self._reply()).startswith(b"354")
-            self.writer.write(data + b".\r\n")
-            reply = await self._reply()
-            assert reply.startswith(b"250"), reply
-            return time.perf_counter() - started
-
     counter = iter(range(total))
     latencies: list[float] = []
 
     async def worker() -> None:
-        client = ToUser(port, None)
+        client = sab.Client(port, None, recipient=USER)
         await client.connect()
         for n in counter:
             latencies.append(await client.send(messages[n % len(messages)]))
