@@ -127,7 +127,8 @@ class Client:
 
 
 async def load(port: int, tls: ssl.SSLContext | None, concurrency: int, total: int,
-               messages: list[bytes], login: tuple[str, str] | None = None) -> tuple[float, list[float]]:
+               messages: list[bytes], login: tuple[str, str] | None = None,
+               recipient: str = "claire.durand@a.example") -> tuple[float, list[float]]:
     latencies: list[float] = []
     counter = iter(range(total))
 
@@ -135,7 +136,7 @@ async def load(port: int, tls: ssl.SSLContext | None, concurrency: int, total: i
         messages = [m.replace(b"From: dr.x@b.example", b"From: " + login[0].encode(), 1) for m in messages]
 
     async def worker() -> None:
-        client = Client(port, tls, login)
+        client = Client(port, tls, login, recipient)
         await client.connect()
         for n in counter:
             latencies.append(await client.send(messages[n % len(messages)]))

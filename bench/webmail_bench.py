@@ -292,19 +292,7 @@ async def smtp_load(port: int, total: int, concurrency: int) -> dict[str, Any]:
     messages = [sab.make_message(n).replace(b"To: claire.durand@a.example", f"To: {USER}".encode(), 1)
                 for n in range(50)]
 
-    counter = iter(range(total))
-    latencies: list[float] = []
-
-    async def worker() -> None:
-        client = sab.Client(port, None, recipient=USER)
-        await client.connect()
-        for n in counter:
-            latencies.append(await client.send(messages[n % len(messages)]))
-        client.writer.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
+    elapsed, latencies = await sab.load(port, None, concurrency, total, messages, recipient=USER)
     result = percentiles(latencies)
     result["messages_per_s"] = round(total / elapsed, 1)
     return result
