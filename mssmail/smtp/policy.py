@@ -5,10 +5,10 @@ from __future__ import annotations
 import enum
 import functools
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from email.utils import getaddresses
-from typing import Any
+from typing import Any, TypeVar
 
 from mssmail.mime import addresses as mime_addresses
 from mssmail.mime import headers as mime_headers
@@ -197,40 +197,41 @@ def read_header_block(raw: bytes) -> HeaderBlock:
 # caller cannot change what the next message is checked against.
 CACHED_VALUE_MAX = 512
 _CACHE_ENTRIES = 1024
-_Read = tuple[tuple[tuple[str, str], ...], tuple[str, ...]]
+_Found = tuple[list[tuple[str, str]], list[str]]
+_AnyStr = TypeVar("_AnyStr", str, bytes)
 
 
+def _kept_for_short_values(read: Callable[[_AnyStr], _Found]) -> Callable[[_AnyStr], _Found]:
+    """`read` with its answers kept for values of at most CACHED_VALUE_MAX characters,
+    stored as tuples and handed out as new lists."""
+
+    @functools.lru_cache(maxsize=_CACHE_ENTRIES)
+    def kept(value: _AnyStr) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+        found, defects = read(value)
+        return tuple(found), tuple(defects)
+
+    @functools.wraps(read)
+    def lookup(value: _AnyStr) -> _Found:
+        if len(value) > CACHED_VALUE_MAX:
+            return read(value)
+        found, defects = kept(value)
+        return list(found), list(defects)
+
+    return lookup
+
+
+@_kept_for_short_values
 def read_addresses(value: bytes) -> tuple[list[tuple[str, str]], list[str]]:
     """(display name, address) of each mailbox of an address list, and the defects: by
     mssmail.mime.addresses when present, else by the email package's RFC 5322 parser,
     cross-checked against its older getaddresses (where the two disagree, so may readers)."""
-    read = _read_ours_cached(value) if len(value) <= CACHED_VALUE_MAX else _read_ours(value)
-    return list(read[0]), list(read[1])
-
-
-def _read_ours(value: bytes) -> _Read:
     parsed = mime_addresses.parse(value)
-    return (tuple((mime_headers.decode_words(m.name or ""), m.address.lower()) for m in parsed.mailboxes),
-            tuple(parsed.defects))
+    found = [(mime_headers.decode_words(m.name or ""), m.address.lower()) for m in parsed.mailboxes]
+    return found, list(parsed.defects)
 
 
-_read_ours_cached = functools.lru_cache(maxsize=_CACHE_ENTRIES)(_read_ours)
-
-
+@_kept_for_short_values
 def _read_addresses(text: str) -> tuple[list[tuple[str, str]], list[str]]:
-    read = _read_theirs_cached(text) if len(text) <= CACHED_VALUE_MAX else _read_theirs(text)
-    return list(read[0]), list(read[1])
-
-
-def _read_theirs(text: str) -> _Read:
-    found, defects = _read_theirs_uncached(text)
-    return tuple(found), tuple(defects)
-
-
-_read_theirs_cached = functools.lru_cache(maxsize=_CACHE_ENTRIES)(_read_theirs)
-
-
-def _read_theirs_uncached(text: str) -> tuple[list[tuple[str, str]], list[str]]:
     import email.policy
 
     defects: list[str] = []
