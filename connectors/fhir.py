@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from connectors.folder import PermanentError, TemporaryError
+from connectors.tls import client_context
 
 MAX_ANSWER = 1024 * 1024  # the server's answer we read (an OperationOutcome, a response Bundle)
 OPTION_KEYS = ("token_file", "cert_file", "key_file", "ca_file")
@@ -92,15 +93,6 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def tls_context(options: Mapping[str, str]) -> ssl.SSLContext:
-    """Certificate and host name checked (the system's CAs, or `ca_file`); the client
-    certificate for mTLS when `cert_file` is set."""
-    context = ssl.create_default_context(cafile=options.get("ca_file") or None)
-    if options.get("cert_file"):
-        context.load_cert_chain(options["cert_file"], options.get("key_file") or None)
-    return context
-
-
 def _token(options: Mapping[str, str]) -> str:
     path = options.get("token_file")
     if not path:
@@ -128,7 +120,7 @@ def post(target: str, bundle: bytes, options: Mapping[str, str], timeout: float)
     connection: http.client.HTTPConnection
     try:
         if parts.scheme == "https":
-            connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=tls_context(options))
+            connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=client_context(options))
         else:
             connection = http.client.HTTPConnection(host, port, timeout=timeout)
         try:

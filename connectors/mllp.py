@@ -26,6 +26,8 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from connectors.tls import client_context
+
 START, END = b"\x0b", b"\x1c\r"
 MAX_ACK = 1024 * 1024  # an ACK is a few hundred bytes; a peer may not make us buffer more
 OPTION_KEYS = ("ca_file", "cert_file", "key_file")  # TLS only (mllps://); file paths, never a secret
@@ -94,16 +96,6 @@ class Endpoint:
     tls: bool = False
 
 
-def tls_context(options: Mapping[str, str]) -> ssl.SSLContext:
-    """The server's certificate and host name checked (the system's CAs, or `ca_file`),
-    TLS 1.2 at least; the client certificate for mTLS when `cert_file` is set."""
-    context = ssl.create_default_context(cafile=options.get("ca_file") or None)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if options.get("cert_file"):
-        context.load_cert_chain(options["cert_file"], options.get("key_file") or None)
-    return context
-
-
 def send(host: str, port: int, message: bytes, timeout: float,
          context: ssl.SSLContext | None = None) -> Ack:
     """Send one message and read its ACK (blocking, bounded by `timeout` per step),
@@ -144,7 +136,7 @@ def deliver(target: str, message: bytes, timeout: float, options: Mapping[str, s
     `mllps://host:port`) and read the ACK; MllpError for transport trouble."""
     endpoint = parse_url(target)
     try:
-        context = tls_context(options or {}) if endpoint.tls else None
+        context = client_context(options or {}) if endpoint.tls else None
     except (OSError, ssl.SSLError) as exc:  # a missing or unreadable CA / certificate file
         raise MllpError(f"the TLS files of {target} cannot be loaded: {getattr(exc, 'strerror', None) or exc}") from exc
     return send(endpoint.host, endpoint.port, message, timeout, context)
