@@ -2,7 +2,9 @@
 
 Twisted's asyncio reactor is installed before anything imports the reactor, so the
 Twisted-based IMAP and LDAP servers and the asyncio-based SMTP servers and web app run
-on the same loop (DESIGN rule 5). Each capability is a *component*: an object with
+on the same loop (DESIGN rule 5). A `--only` selection without a Twisted-based service
+(`--only web`, `--only smtp,web`...) runs on the plain asyncio loop and never imports
+Twisted (about 8 MB of resident memory, issue 14). Each capability is a *component*: an object with
 `async start() -> list[str]` (one line per listener, printed) and
 `async stop(grace: float)` (stop accepting, let work in flight finish within `grace`).
 """
@@ -38,6 +40,14 @@ COMPONENTS: dict[str, str] = {
     "index": "mssmail.store.fts:index_component",
     "automail": "mssmail.delivery.automail:automail_component",
 }
+
+
+# The services whose servers are Twisted protocols: `serve` runs the reactor only for these.
+TWISTED_SERVICES = frozenset({"imap", "ldap"})
+
+
+def needs_twisted(only: Sequence[str] | None) -> bool:
+    return not only or any(name in TWISTED_SERVICES for name in only)
 
 
 class Component(Protocol):
@@ -226,8 +236,9 @@ def serve(config: Config, only: Sequence[str] | None = None,
     # this; without debug mode the attribute is unused.
     loop.slow_callback_duration = 0.05
     asyncio.set_event_loop(loop)
-    install_reactor(loop)
-    from twisted.internet import defer, reactor
+    twisted = needs_twisted(only)
+    if twisted:
+        install_reactor(loop)
 
     from mssmail import logs
     from mssmail.store.service import Store
@@ -254,16 +265,25 @@ def serve(config: Config, only: Sequence[str] | None = None,
             logs.event(logs.SERVE_ERROR, level=logging.ERROR, reason=startup_sentence(exc))
             print(f"mss: {startup_sentence(exc)}", file=sys.stderr)
             result["code"] = 1
-        finally:
-            reactor.stop()  # type: ignore[attr-defined]
 
     for line in plugin_lines:
         flush_out(line)
 
-    def begin() -> None:
-        defer.Deferred.fromFuture(asyncio.ensure_future(main()))
+    if twisted:
+        from twisted.internet import defer, reactor
 
-    reactor.callWhenRunning(begin)  # type: ignore[attr-defined]
-    reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
+        async def main_then_stop() -> None:
+            try:
+                await main()
+            finally:
+                reactor.stop()  # type: ignore[attr-defined]
+
+        def begin() -> None:
+            defer.Deferred.fromFuture(asyncio.ensure_future(main_then_stop()))
+
+        reactor.callWhenRunning(begin)  # type: ignore[attr-defined]
+        reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
+    else:
+        loop.run_until_complete(main())
     store.close()
     return result["code"]

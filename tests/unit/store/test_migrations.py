@@ -28,3 +28,19 @@ def test_migrations_match_models(db_url: str):
         diff = compare_metadata(MigrationContext.configure(conn, opts=opts), Base.metadata)
     engine.dispose()
     assert diff == []
+
+
+def test_the_heads_read_without_alembic_are_alembics(db_url: str):
+    """`mss serve` skips Alembic when the schema is current (mssmail.store.migrate.is_current,
+    for the web component's memory): its reading of the version files must name the heads
+    Alembic names."""
+    from alembic.script import ScriptDirectory
+
+    from mssmail.store.migrate import alembic_config, is_current, script_heads
+
+    engine = make_engine(db_url, pool_size=1)
+    assert script_heads() == set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
+    assert not is_current(engine)  # a new database: no alembic_version yet
+    upgrade(engine)
+    assert is_current(engine)
+    engine.dispose()
