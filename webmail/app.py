@@ -203,7 +203,9 @@ class Webmail:
         self.idle = float(config.web.session_idle)
         self.max_age = float(config.web.session_max)
         self.frames = FrameCache()
-        self.templates = Environment(loader=FileSystemLoader(str(HERE / "templates")),
+        # auto_reload off: the templates are part of the release; Jinja otherwise stats
+        # every template file of a page at each request.
+        self.templates = Environment(loader=FileSystemLoader(str(HERE / "templates")), auto_reload=False,
                                      autoescape=select_autoescape(default=True, default_for_string=True))
         self.templates.globals.update(navigation=NAVIGATION, folder_label=folder_label,
                                       folder_path=folder_path, message_path=message_path, fmt=fmt,
