@@ -695,13 +695,13 @@ class MessageAPI:
         # The full-text index narrows the rows to read and says which certainly match;
         # the rule below still decides (mssmail/store/fts.py).
         narrowed = self.fts_narrow(ref, criteria)
-        # A search that is one text key (IMAP's `TEXT x`): its sure hits need no row at all.
+        # A search that is one text or FROM key (IMAP's `TEXT x`): its sure hits need no row at all.
         leaf = criteria
         while isinstance(leaf, query.And) and len(leaf.items) == 1:
             leaf = leaf.items[0]
         sure: frozenset[int] = frozenset()
         candidates = narrowed.candidates
-        if isinstance(leaf, query.Text) and leaf in narrowed.certain and candidates is not None and not modseq:
+        if leaf in narrowed.certain and candidates is not None and not modseq:
             sure = narrowed.certain[leaf].sure
             candidates = candidates - sure
         rows = self.search_rows(ref, query.COLUMNS, query.columns_for(criteria, modseq=modseq),

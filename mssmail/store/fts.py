@@ -83,14 +83,15 @@ PENDING, INDEXED, EXCLUDED = 0, 1, 2
 # of letters and digits, and these are symbols; two octets in UTF-8).
 SUBJECT, ADDRS, FIELDS, HEAD, NESTED, BODY, RAWHEAD, RAWBODY, EXTRA, LOOSE_SUBJECT, LOOSE, SCOPE = (
     "\u00a1\u00a2\u00a3\u00a4\u00a5\u00a6\u00a7\u00a8\u00a9\u00ab\u00ac\u00ae")
+FROM = "\u00b0"  # migration 0014 (documents made before it lack it: indexed again)
 assert not any(c.isalnum() for c in SUBJECT + ADDRS + FIELDS + HEAD + NESTED + BODY + RAWHEAD + RAWBODY
-               + EXTRA + LOOSE_SUBJECT + LOOSE + SCOPE)
+               + EXTRA + LOOSE_SUBJECT + LOOSE + SCOPE + FROM)
 # The columns each kind of IMAP key reads (see the module docstring).
 TEXT_COLUMNS = (HEAD, NESTED, BODY, RAWHEAD, RAWBODY)
 BODY_COLUMNS = (BODY, RAWBODY)
 WEB_SUBJECT = (SUBJECT, LOOSE_SUBJECT)
 WEB_OTHER = (ADDRS, FIELDS, HEAD, NESTED, BODY, EXTRA, LOOSE)
-IMAP_COLUMNS = frozenset((SUBJECT, ADDRS, FIELDS, HEAD, NESTED, BODY, RAWHEAD, RAWBODY))
+IMAP_COLUMNS = frozenset((SUBJECT, ADDRS, FROM, FIELDS, HEAD, NESTED, BODY, RAWHEAD, RAWBODY))
 ADDRESS_FIELDS = ("from", "to", "cc", "bcc", "sender", "reply-to")
 
 TOKEN = re.compile(r"[^\W_]+")
@@ -149,6 +150,22 @@ def _decoded_texts(entity: mimeview.Entity, with_headers: bool, top: bool) -> li
     return out
 
 
+def _from_texts(summary: str, tree: mimeview.Entity) -> list[str]:
+    """Exactly the texts SEARCH FROM compares (`query._header_test`): the row's From
+    summary, and the decoded From fields only when the summary was cut; each with its
+    address readings where they may differ. So the FROM column's terms contain a needle
+    that is one run exactly when the rule matches: its hits are sure."""
+    values = [summary]
+    if len(summary) >= query.SUMMARY_MAX:
+        values += [query.decode_words(str(v)) for v in tree.headers.get_all("from") or []]
+    out = []
+    for value in values:
+        out.append(value)
+        if query._address_forms_may_differ(value):
+            out += addresses.search_text(value)
+    return out
+
+
 def extract(raw: bytes, *, summary: Sequence[str] = (), extra: dict[str, Any] | None = None) -> Document:
     """The document of a message as its reader sees it (`raw` after the store's view).
     `summary`: the row's From, To/Cc and Subject summaries (the IMAP rule reads them)."""
@@ -185,6 +202,8 @@ def extract(raw: bytes, *, summary: Sequence[str] = (), extra: dict[str, Any] | 
         doc.add(ADDRS, value)
         for form in addresses.search_text(value):
             doc.add(ADDRS, form)
+    for value in _from_texts(from_addr, tree):
+        doc.add(FROM, value)
     head = doc.terms.get(HEAD, set())
     doc.add_tokens(FIELDS, fields - head)
     # The raw bytes, as the raw half of the rule reads them (ASCII-lowered, base64
@@ -348,6 +367,8 @@ def render_tsquery(node: IndexQuery) -> str:
 def header_columns(field_name: str) -> tuple[str, ...]:
     if field_name == "subject":
         return (SUBJECT,)
+    if field_name == "from":
+        return (FROM,)
     if field_name in ADDRESS_FIELDS:
         return (ADDRS,)
     return (HEAD, FIELDS)
@@ -446,14 +467,37 @@ class FtsOps:
         return set(rows.scalars().all())
 
     def _fts_lookup(self: Store, connection: Connection) -> Lookup:
+        """The vocabulary's terms that contain a run (or end with it). A run of three
+        characters or more is looked up in the vocabulary's trigram index (migration
+        0014: FTS5 `trigram` on SQLite, a GIN index of `fts_grams(term)` on PostgreSQL),
+        which reads the few terms having all its trigrams, then the LIKE keeps those that
+        contain it; a shorter run compares every term (it would match most of them)."""
         cache: dict[tuple[str, str], list[str] | None] = {}
+        sqlite = connection.dialect.name == "sqlite"
 
         def lookup(run: str, kind: str) -> list[str] | None:
             key = (run, kind)
             if key not in cache:
                 pattern = "%" + run + ("" if kind == "suffix" else "%")
-                found = list(connection.execute(select(_T.c.term).where(_T.c.term.like(pattern))
-                                                .limit(MAX_EXPANSION + 1)).scalars())
+                if len(run) < 3:
+                    found = list(connection.execute(select(_T.c.term).where(_T.c.term.like(pattern))
+                                                    .limit(MAX_EXPANSION + 1)).scalars())
+                elif sqlite:
+                    found = list(connection.execute(text("SELECT term FROM fts_vocab WHERE term LIKE :p LIMIT :n"),
+                                                    {"p": pattern, "n": MAX_EXPANSION + 1}).scalars())
+                    # The trigram tokenizer folds the case of every letter, LIKE only
+                    # ASCII's: keep exactly what LIKE on fts_terms keeps (a sure hit
+                    # of an index query must contain the needle as the rule reads it).
+                    if len(found) <= MAX_EXPANSION:
+                        wanted = raw_form(run)
+                        found = [t for t in found if (raw_form(t).endswith(wanted) if kind == "suffix"
+                                                      else wanted in raw_form(t))]
+                else:
+                    # The same expression as the index's, so that the planner uses it.
+                    grams = " & ".join(f"'{g}'" for g in dict.fromkeys(run[i:i + 3] for i in range(len(run) - 2)))
+                    found = list(connection.execute(text(
+                        "SELECT term FROM fts_terms WHERE fts_grams(term) @@ CAST(:g AS tsquery) AND term LIKE :p "
+                        "LIMIT :n"), {"g": grams, "p": pattern, "n": MAX_EXPANSION + 1}).scalars())
                 cache[key] = None if len(found) > MAX_EXPANSION else found
             return cache[key]
 
@@ -513,10 +557,14 @@ class FtsOps:
                 if isinstance(node, query.Header):
                     if not node.value:
                         return None
-                    index_query = needle_query(node.value, header_columns(node.field.lower()), lookup)
+                    field_name = node.field.lower()
+                    index_query = needle_query(node.value, header_columns(field_name), lookup)
                     if index_query is None:
                         return None
-                    return self._fts_ids(connection, index_query, ref.folder_id)
+                    hits = self._fts_ids(connection, index_query, ref.folder_id)
+                    if field_name == "from" and certain_needle(node.value):
+                        certain[node] = query.Known(frozenset(hits))  # see `_from_texts`
+                    return hits
                 if isinstance(node, query.And):
                     known = [n for n in (narrow(i) for i in node.items) if n is not None]
                     if not known:

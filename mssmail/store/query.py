@@ -554,8 +554,8 @@ def strings_in(value: Any) -> Iterable[str]:
 
 @dataclass(frozen=True)
 class Known:
-    """What the full-text index knows about one Text key (mssmail/store/fts.py): UIDs
-    that match for sure (not read)."""
+    """What the full-text index knows about one Text key, or a FROM key (mssmail/store/
+    fts.py): UIDs that match for sure (not read)."""
 
     sure: frozenset[int] = frozenset()
 
@@ -577,8 +577,8 @@ def compile_query(node: Query, certain: Certain | None = None) -> Test:
         inner = compile_query(node.item, certain)
         return lambda row, content: not inner(row, content)
     test = _leaf(node)
-    known = certain.get(node) if certain and isinstance(node, Text) else None
-    if known is None or not isinstance(node, Text):
+    known = certain.get(node) if certain and isinstance(node, Text | Header) else None
+    if known is None:
         return test
     sure = known.sure
 

@@ -179,6 +179,21 @@ def test_a_word_search_reads_no_message_even_with_attachments(store) -> None:
         assert (result.uids, result.read) == (uids, 0), needle
 
 
+def test_a_from_search_for_a_word_reads_no_row_of_the_hits(store) -> None:
+    """The FROM column holds exactly what SEARCH FROM compares: a hit of a one-run needle
+    is a sure answer, and the other address fields do not make hits."""
+    cc = NOTE.replace(b"To: u@a.example", b"To: u@a.example\r\nCc: Paul Dupont <paul@b.example>")
+    address = _fresh_mailbox(store)
+    _deliver_and_index(store, address, [NOTE, cc])
+    ref = store.open_folder(address, address, "INBOX")
+    for needle, uids in (("martin", (1, 2)), ("Dupont", ()), ("b.example", (1, 2)), ("artin", (1, 2))):
+        result = store.search(ref, q.From(needle))
+        assert result.uids == uids, needle
+    narrowed = store.fts_narrow(ref, q.From("martin"))
+    assert narrowed.certain[q.From("martin")].sure == {1, 2}  # sure: their rows are not read
+    assert store.search(ref, q.Header("cc", "dupont")).uids == (2,)
+
+
 ENCRYPTED = {"signature_report": {"encrypted": True, "decrypted": True}}
 
 
