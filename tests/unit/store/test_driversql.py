@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from mssmail import audit
-from mssmail.store import delivery
+from mssmail.store import delivery, jobs
 from mssmail.store.delivery import MESSAGE_COLUMNS, DeliveryRequest, FolderAdvance, deliver_batch
 from mssmail.store.errors import FolderNotFound
 from mssmail.store.service import Store
@@ -148,6 +148,7 @@ def _deliver(url: str, root: Path, use_driver: bool, monkeypatch: pytest.MonkeyP
         with monkeypatch.context() as patch:
             if not use_driver:
                 patch.setattr(audit, "driver_for", lambda _connection: None)
+                patch.setattr(jobs, "driver_for", lambda _connection: None)
             patch.setattr(delivery, "_INSERT_CHUNK", 4)  # several INSERT statements
             requests = _requests(store)
 
@@ -179,6 +180,7 @@ def _stored(store: Store) -> list:
         "mailboxes": "SELECT id, address, used_bytes, quota_bytes, disabled FROM mailboxes ORDER BY id",
         "audit_events": "SELECT * FROM audit_events ORDER BY id",
         "audit_head": "SELECT * FROM audit_head",
+        "jobs": "SELECT * FROM jobs ORDER BY id",
     }
     raw = store.db.engine.raw_connection()
     try:
@@ -197,6 +199,7 @@ def _stored(store: Store) -> list:
 
 def test_driver_and_core_paths_store_identical_rows(two_urls, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(audit, "datetime", _FrozenDateTime)
+    monkeypatch.setattr(jobs, "datetime", _FrozenDateTime)
     driver_url, core_url = two_urls
     with_driver = _deliver(driver_url, tmp_path / "driver", True, monkeypatch)
     with_core = _deliver(core_url, tmp_path / "core", False, monkeypatch)
@@ -207,6 +210,9 @@ def test_driver_and_core_paths_store_identical_rows(two_urls, tmp_path: Path, mo
     results = [r for r in with_driver if isinstance(r, delivery.DeliveryResult)]
     assert [len(r.then) for r in results[-4:]] == [1, 0, 1, 2]
     assert results[-1].then[0]["c@a.example"].ok and not results[-1].then[1]["c@a.example"].ok
+    # connector.index jobs of the INBOX rows with an attachment (even n), through `jobs.enqueue`
+    stored_jobs = dict(item for item in with_driver if isinstance(item, tuple) and item[0] == "jobs")["jobs"]
+    assert len(stored_jobs) > 5
 
 
 def test_the_driver_path_is_used(store) -> None:

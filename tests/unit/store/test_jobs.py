@@ -36,7 +36,10 @@ def test_enqueue_is_idempotent_by_key(store: Store):
     assert store.enqueue_jobs(NewJob("connector.folder", key, {"part": 2}, mailbox="Doc@A.example")) == 1
     assert store.enqueue_jobs([NewJob("connector.folder", key, {"part": 3}),
                                NewJob("connector.fhir", job_key("other"))]) == 1
+    twice = job_key("twice")  # the same key twice in one call: one job (one multi-row statement)
+    assert store.enqueue_jobs([NewJob("connector.fhir", twice), NewJob("connector.fhir", twice)]) == 1
     jobs = {j.key: j for j in store.list_jobs()}
+    assert len(jobs) == 3
     assert jobs[key].payload == {"part": 2} and jobs[key].mailbox == "doc@a.example"
     assert jobs[key].state == PENDING and jobs[key].attempts == 0
     with pytest.raises(ValueError):
