@@ -198,12 +198,24 @@ class ConnectorWorker:
 
     # --- routing -------------------------------------------------------------------------
     def _route(self, job: JobItem) -> None:
+        # Every write of the route step (the audited read, the audit events, flags,
+        # documents, results index, delivery jobs, completion) in one transaction: one
+        # commit instead of ten, and a kill leaves the message either routed or not at all.
+        with self.store.db.unit():
+            routed = self._route_unit(job)
+        if routed and job.kind == ROUTE_KIND:  # an index job routes nothing, so acknowledges nothing
+            self.acks.check(job.id)
+        self._wake.set()
+
+    def _route_unit(self, job: JobItem) -> bool:
+        """The route step inside `_route`'s unit; whether the message was routed (so an
+        acknowledgement may be due)."""
         located = self.store.locate_message(job.message_id) if job.message_id is not None else None
         if located is None:
             self.store.connector_audit(ACTOR, "connector.routed", mailbox=job.mailbox, message=f"job/{job.id}",
                                        details={"key": job.key, "outcome": "message gone"})
             self.store.complete_job(job.id, self.worker, progress={"outcome": "message gone"})
-            return
+            return False
         # An index job (a mailbox without rules): parse, tag and index, route nowhere.
         rules = [r for r in self.store.connector_rules(located.mailbox) if r.target_type != "pickup"] \
             if job.kind == ROUTE_KIND else []
@@ -223,7 +235,7 @@ class ConnectorWorker:
                                        details={"key": job.key, "outcome": "report or automatic reply: not routed",
                                                 "message_id": located.message_id})
             self.store.complete_job(job.id, self.worker, progress={"outcome": "report"})
-            return
+            return False
         failures: list[dict[str, Any]] = []
         sender = _sender(view)
         codecda = routing.codecda_values(view.headers)
@@ -327,9 +339,7 @@ class ConnectorWorker:
         self.store.complete_job(job.id, self.worker, progress={"files": len(files), "parts": len(documents),
                                                                "jobs": len(new_jobs), "inserted": inserted,
                                                                "ack": ack_fields, "failures": failures})
-        if job.kind == ROUTE_KIND:  # an index job routes nothing, so acknowledges nothing
-            self.acks.check(job.id)
-        self._wake.set()
+        return True
 
     def _deliver_job(self, job: JobItem, mailbox: str, key: str, rule: Any, target: str, data: bytes,
                      part: str, kind: str, name: str) -> NewJob:
@@ -394,12 +404,13 @@ class ConnectorWorker:
 
         outcome = folder.deliver(Path(payload["target"]), payload["name"], data, job.progress, record,
                                  after_record=_fault("connectors.after_temp"))
-        self.store.complete_job(job.id, self.worker, progress={"outcome": outcome})
-        self.store.connector_audit(ACTOR, "connector.delivered", mailbox=job.mailbox, message=f"job/{job.id}",
-                                   details={"key": job.key, "type": "folder", "target": payload["target"],
-                                            "message_id": payload.get("message_id", ""),
-                                            "outcome": outcome, "size": len(data), "sha256": sha,
-                                            "attempts": job.attempts})
+        with self.store.db.unit():  # the completion and its audit event: one commit
+            self.store.complete_job(job.id, self.worker, progress={"outcome": outcome})
+            self.store.connector_audit(ACTOR, "connector.delivered", mailbox=job.mailbox, message=f"job/{job.id}",
+                                       details={"key": job.key, "type": "folder", "target": payload["target"],
+                                                "message_id": payload.get("message_id", ""),
+                                                "outcome": outcome, "size": len(data), "sha256": sha,
+                                                "attempts": job.attempts})
         logs.event("connector.delivered", job=job.id, key=job.key[:16], target=payload["target"], outcome=outcome)
         self.acks.check(payload.get("route_job"))
 
@@ -418,12 +429,14 @@ class ConnectorWorker:
                                         mdn.code_in(ack.error_code))
         if not ack.accepted:
             raise folder.TemporaryError(f"{ack.code} for {sent_id}: {ack.text or 'rejected for now'}")
-        self.store.complete_job(job.id, self.worker, progress={"outcome": ack.code, "control_id": sent_id})
-        self.store.connector_audit(ACTOR, "connector.delivered", mailbox=job.mailbox, message=f"job/{job.id}",
-                                   details={"key": job.key, "type": "mllp", "target": job.payload["target"],
-                                            "message_id": job.payload.get("message_id", ""),
-                                            "outcome": ack.code, "control_id": sent_id, "size": len(data),
-                                            "sha256": sha, "attempts": job.attempts})
+        with self.store.db.unit():  # the completion and its audit event: one commit
+            self.store.complete_job(job.id, self.worker, progress={"outcome": ack.code, "control_id": sent_id})
+            self.store.connector_audit(ACTOR, "connector.delivered", mailbox=job.mailbox,
+                                       message=f"job/{job.id}",
+                                       details={"key": job.key, "type": "mllp", "target": job.payload["target"],
+                                                "message_id": job.payload.get("message_id", ""),
+                                                "outcome": ack.code, "control_id": sent_id, "size": len(data),
+                                                "sha256": sha, "attempts": job.attempts})
         logs.event("connector.delivered", job=job.id, key=job.key[:16], target=job.payload["target"],
                    outcome=ack.code)
         self.acks.check(job.payload.get("route_job"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -80,6 +80,8 @@ class Database:
         self._writer: Connection | None = None
         # "NORMAL" when the group committer makes its commits durable itself (syncfs).
         self.writer_synchronous: str | None = None
+        # The open `unit()` of each thread, if any (see there).
+        self._units = threading.local()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -87,7 +89,70 @@ class Database:
             yield session
 
     @contextmanager
+    def unit(self) -> Iterator[None]:
+        """Join this thread's `write()`s (and `write_connection()`s) until the end of the
+        block into ONE transaction, committed at the end (one commit, one fsync), or rolled
+        back whole if the block raises.
+
+        Why: the connector worker's route step makes about ten small writes per message
+        (audit events, flags, documents, results index, delivery jobs, completion), each
+        one a commit of its own that cost ~12 ms on a loaded SQLite (docs/performance.md,
+        connectors end to end). Joined, they are one commit, and all or nothing: a kill in
+        the middle leaves no half-routed message behind.
+
+        The transaction begins at the first write inside the block (a block that only
+        reads takes no write lock). Each inner `write()` runs in a SAVEPOINT, so an inner
+        error its caller catches undoes only that write, as it would have alone. Reads
+        through `read()` see only what is committed, so the block's own writes are not
+        visible to them before the end. `after_commit` callbacks (change notifications)
+        run once the commit is done, never after a rollback. Nested units join the outer.
+        """
+        if getattr(self._units, "state", None) is not None:
+            yield
+            return
+        state = _Unit()
+        self._units.state = state
+        try:
+            yield
+        except BaseException:
+            self._units.state = None
+            state.close(commit=False)
+            raise
+        self._units.state = None
+        state.close(commit=True)
+        for callback in state.callbacks:
+            callback()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` now, or when this thread's open `unit()` has committed."""
+        state: _Unit | None = getattr(self._units, "state", None)
+        if state is None:
+            callback()
+        else:
+            state.callbacks.append(callback)
+
+    def _unit_session(self, state: _Unit) -> Session:
+        if state.session is None:
+            if self._write_lock is not None:
+                self._write_lock.acquire()
+                state.lock = self._write_lock
+            try:
+                session = self._write()
+                session.begin()
+            except BaseException:
+                state.close(commit=False)
+                raise
+            state.session = session
+        return state.session
+
+    @contextmanager
     def write(self) -> Iterator[Session]:
+        state: _Unit | None = getattr(self._units, "state", None)
+        if state is not None:
+            session = self._unit_session(state)
+            with session.begin_nested():
+                yield session
+            return
         if self._write_lock is not None:
             self._write_lock.acquire()
         try:
@@ -107,6 +172,12 @@ class Database:
         time) whenever a transaction ends in an error, so no broken state is reused.
         PostgreSQL writers run concurrently: a pooled connection each time.
         """
+        state: _Unit | None = getattr(self._units, "state", None)
+        if state is not None:  # inside a unit: its transaction (the lock is held already)
+            session = self._unit_session(state)
+            with session.begin_nested():
+                yield session.connection()
+            return
         if self._write_lock is None:
             with self._write_engine.connect() as connection, connection.begin():
                 yield connection
@@ -134,3 +205,29 @@ class Database:
         if writer is not None:
             writer.close()
         self.engine.dispose()
+
+
+class _Unit:
+    """The state of one `Database.unit()`: its session once a write began it, the write
+    lock it holds (SQLite), the callbacks to run after its commit."""
+
+    def __init__(self) -> None:
+        self.session: Session | None = None
+        self.lock: threading.Lock | None = None
+        self.callbacks: list[Callable[[], None]] = []
+
+    def close(self, *, commit: bool) -> None:
+        session, self.session = self.session, None
+        try:
+            if session is not None:
+                try:
+                    if commit:
+                        session.commit()
+                    else:
+                        session.rollback()
+                finally:
+                    session.close()
+        finally:
+            lock, self.lock = self.lock, None
+            if lock is not None:
+                lock.release()

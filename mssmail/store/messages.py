@@ -253,8 +253,15 @@ class MessageOps:
         raise AssertionError("unreachable")
 
     def _publish(self: Store, events: Iterable[FolderChanged]) -> None:
-        for event in dict.fromkeys(events):
-            self.changes.publish(event)
+        """Tell the change bus; inside a `db.unit()`, once it has committed (a listener
+        must never see a change that could still be rolled back)."""
+        wanted = list(dict.fromkeys(events))
+
+        def publish() -> None:
+            for event in wanted:
+                self.changes.publish(event)
+
+        self.db.after_commit(publish)
 
     def _access(self: Store, s: Session | Connection, actor: Actor | str,
                 address: str) -> tuple[int, str, str]:
