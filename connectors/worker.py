@@ -57,6 +57,10 @@ ACTOR = Actor.system("connectors")
 # kill itself (SIGKILL) between "temp file recorded" and the rename.
 FAULT_ENV = "MSS_FAULT"
 DLU_CODES = ("74207-2", "34133-9")
+# Jobs taken per claim: one claim (a write transaction) for several jobs. A job of the
+# batch not yet started when less than half its lease is left gets its lease renewed
+# first (`_still_held`), so a batch never starts what another worker may be taking over.
+CLAIM_BATCH = 4
 
 
 class ConnectorWorker:
@@ -145,10 +149,26 @@ class ConnectorWorker:
     def run_once(self, now: datetime | None = None) -> bool:
         """Claim and run one due job; whether there was one."""
         jobs = self.store.claim_jobs([ROUTE_KIND, INDEX_KIND, DELIVER_KIND, MDN_KIND], self.worker,
-                                     self.settings.lease, now=now)
-        for job in jobs:
+                                     self.settings.lease, limit=CLAIM_BATCH, now=now)
+        for index, job in enumerate(jobs):
+            if index and (self._stopping or not self._still_held(job)):
+                continue  # left to its lease: taken again once it runs out
             self.run_job(job)
         return bool(jobs)
+
+    def _still_held(self, job: JobItem) -> bool:
+        """Whether a job claimed in a batch may start now: its lease has at least half
+        left, or renewing it succeeded (LeaseLost: another worker has it)."""
+        until = job.lease_until
+        if until is not None:
+            until = until if until.tzinfo is not None else until.replace(tzinfo=UTC)
+            if until - datetime.now(UTC) > timedelta(seconds=self.settings.lease / 2):
+                return True
+        try:
+            self.store.checkpoint_job(job.id, self.worker, {}, lease_seconds=self.settings.lease)
+        except LeaseLost:
+            return False
+        return True
 
     def run_job(self, job: JobItem) -> None:
         try:
@@ -404,15 +424,28 @@ class ConnectorWorker:
 
         outcome = folder.deliver(Path(payload["target"]), payload["name"], data, job.progress, record,
                                  after_record=_fault("connectors.after_temp"))
-        with self.store.db.unit():  # the completion and its audit event: one commit
-            self.store.complete_job(job.id, self.worker, progress={"outcome": outcome})
-            self.store.connector_audit(ACTOR, "connector.delivered", mailbox=job.mailbox, message=f"job/{job.id}",
-                                       details={"key": job.key, "type": "folder", "target": payload["target"],
-                                                "message_id": payload.get("message_id", ""),
-                                                "outcome": outcome, "size": len(data), "sha256": sha,
-                                                "attempts": job.attempts})
+        self._delivered(job, {"outcome": outcome},
+                        {"key": job.key, "type": "folder", "target": payload["target"],
+                         "message_id": payload.get("message_id", ""), "outcome": outcome, "size": len(data),
+                         "sha256": sha, "attempts": job.attempts})
         logs.event("connector.delivered", job=job.id, key=job.key[:16], target=payload["target"], outcome=outcome)
-        self.acks.check(payload.get("route_job"))
+
+    def _delivered(self, job: JobItem, progress: dict[str, Any], details: dict[str, Any]) -> None:
+        """A delivery job is done: its completion, its `connector.delivered` event and,
+        on SQLite, the acknowledgement check (its "not asked" event or its MDN job) in
+        one commit. On SQLite writers take turns under one lock, so the check, reading
+        inside this transaction, sees every other delivery of the message as committed or
+        not begun. On PostgreSQL two deliveries of a message may commit concurrently and
+        neither would see the other done: the check runs after the commit there."""
+        joined = self.store.db.is_sqlite
+        with self.store.db.unit():
+            self.store.complete_job(job.id, self.worker, progress=progress)
+            self.store.connector_audit(ACTOR, "connector.delivered", mailbox=job.mailbox, message=f"job/{job.id}",
+                                       details=details)
+            if joined:
+                self.acks.check(job.payload.get("route_job"))
+        if not joined:
+            self.acks.check(job.payload.get("route_job"))
 
 
     def _deliver_mllp(self, job: JobItem, data: bytes, sha: str) -> None:
@@ -429,17 +462,12 @@ class ConnectorWorker:
                                         mdn.code_in(ack.error_code))
         if not ack.accepted:
             raise folder.TemporaryError(f"{ack.code} for {sent_id}: {ack.text or 'rejected for now'}")
-        with self.store.db.unit():  # the completion and its audit event: one commit
-            self.store.complete_job(job.id, self.worker, progress={"outcome": ack.code, "control_id": sent_id})
-            self.store.connector_audit(ACTOR, "connector.delivered", mailbox=job.mailbox,
-                                       message=f"job/{job.id}",
-                                       details={"key": job.key, "type": "mllp", "target": job.payload["target"],
-                                                "message_id": job.payload.get("message_id", ""),
-                                                "outcome": ack.code, "control_id": sent_id, "size": len(data),
-                                                "sha256": sha, "attempts": job.attempts})
+        self._delivered(job, {"outcome": ack.code, "control_id": sent_id},
+                        {"key": job.key, "type": "mllp", "target": job.payload["target"],
+                         "message_id": job.payload.get("message_id", ""), "outcome": ack.code,
+                         "control_id": sent_id, "size": len(data), "sha256": sha, "attempts": job.attempts})
         logs.event("connector.delivered", job=job.id, key=job.key[:16], target=job.payload["target"],
                    outcome=ack.code)
-        self.acks.check(job.payload.get("route_job"))
 
 
 def _public(error: str) -> str:

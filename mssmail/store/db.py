@@ -131,6 +131,15 @@ class Database:
         else:
             state.callbacks.append(callback)
 
+    def unit_connection(self) -> Connection | None:
+        """The connection of this thread's open `unit()` once a write began it, else None:
+        for a read that must see the unit's own writes (the connector worker's
+        acknowledgement check on SQLite, connectors/worker.py)."""
+        state: _Unit | None = getattr(self._units, "state", None)
+        if state is None or state.session is None:
+            return None
+        return state.session.connection()
+
     def _unit_session(self, state: _Unit) -> Session:
         if state.session is None:
             if self._write_lock is not None:

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -291,8 +292,19 @@ class JobOps:
                          details={"op": "jobs.retry_dead", "kind": kind, "ids": ids})
             return len(ids)
 
-    def get_job(self: Store, job_id: int) -> JobItem:
+    @contextmanager
+    def _job_reader(self: Store) -> Iterator[Connection]:
+        """Where job reads go: the thread's open `db.unit()` if a write began it (so the
+        read sees the unit's own changes), else a connection of the pool."""
+        joined = self.db.unit_connection()
+        if joined is not None:
+            yield joined
+            return
         with self.db.engine.connect() as connection:
+            yield connection
+
+    def get_job(self: Store, job_id: int) -> JobItem:
+        with self._job_reader() as connection:
             row = connection.execute(select(_J).where(_J.c.id == job_id)).first()
         if row is None:
             raise JobNotFound(f"no job {job_id}.")
@@ -310,7 +322,7 @@ class JobOps:
             query = query.where(_J.c.state == state)
         if message_id is not None:
             query = query.where(_J.c.message_id == message_id)
-        with self.db.engine.connect() as connection:
+        with self._job_reader() as connection:
             return [_item(r) for r in connection.execute(query).all()]
 
 
