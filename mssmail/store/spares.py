@@ -17,7 +17,6 @@ import contextlib
 import logging
 import os
 import threading
-import uuid
 from pathlib import Path
 
 log = logging.getLogger("mss.store")
@@ -53,8 +52,10 @@ class SpareFiles:
                     os.unlink(entry.path)
 
     def _create(self) -> tuple[str, int]:
-        """A new empty spare: (name, descriptor open for writing)."""
-        name = f"{self.prefix}{os.getpid()}-{uuid.uuid4().hex}.spare"
+        """A new empty spare: (name, descriptor open for writing). 128 random bits in
+        hex, as uuid4().hex but without building a UUID object (uuid4 was a third of
+        the spare maker's samples under py-spy); O_EXCL refuses a name taken anyway."""
+        name = f"{self.prefix}{os.getpid()}-{os.urandom(16).hex()}.spare"
         return name, os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 
     def start(self) -> None:
