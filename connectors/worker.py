@@ -83,6 +83,7 @@ class ConnectorWorker:
         self._stopping = False
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._unsubscribe: Any = None
         self.actor = ACTOR
         self.acks = acknowledge.Acknowledger(self)
 
@@ -112,6 +113,9 @@ class ConnectorWorker:
 
     async def start(self) -> list[str]:
         self._loop = asyncio.get_running_loop()
+        # New mail wakes the job loops at once (a route job was committed with it)
+        # instead of at their next poll: the poll stays for retries and other processes.
+        self._unsubscribe = self.store.changes.subscribe_all(self._on_change)
         self._task = asyncio.create_task(self._run(), name="connectors-poller")
         self._loops = [asyncio.create_task(self._run(i), name=f"connectors-poller-{i}") for i in range(1, self.threads)]
         self._pickup = asyncio.create_task(PickupScanner(self.config, self.store).run(
@@ -120,8 +124,14 @@ class ConnectorWorker:
                 f"{self.settings.poll_interval}s, lease "
                 f"{self.settings.lease}s)"]
 
+    def _on_change(self, event: Any) -> None:
+        if event.kind == "new":
+            self.wake()
+
     async def stop(self, grace: float) -> None:
         self._stopping = True
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         self._wake.set()
         for task in (self._task, self._pickup, *self._loops):
             if task is not None:

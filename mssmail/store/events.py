@@ -23,6 +23,8 @@ class FolderChanged:
 
 
 Subscriber = Callable[[FolderChanged], None]
+# The key of `subscribe_all`'s subscribers (no mailbox has id 0).
+ANY_MAILBOX = 0
 
 
 class ChangeBus:
@@ -42,9 +44,14 @@ class ChangeBus:
 
         return unsubscribe
 
+    def subscribe_all(self, callback: Subscriber) -> Callable[[], None]:
+        """Every mailbox's changes (the connector worker wakes on new mail with this
+        instead of waiting for its next poll)."""
+        return self.subscribe(ANY_MAILBOX, callback)
+
     def publish(self, event: FolderChanged) -> None:
         with self._lock:
-            callbacks = list(self._subscribers.get(event.mailbox_id, ()))
+            callbacks = [*self._subscribers.get(event.mailbox_id, ()), *self._subscribers.get(ANY_MAILBOX, ())]
         for callback in callbacks:
             try:
                 callback(event)
