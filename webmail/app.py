@@ -22,6 +22,7 @@ import secrets
 import socket
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parseaddr
 from pathlib import Path
@@ -433,36 +434,44 @@ class Webmail:
     async def mailbox(self, request: Request) -> Response:
         """Everything under `/b/{adresse}/...`: a folder, a message, its frame, a part.
         Folder names may hold `/`; a path ending in `/{uidvalidity}/{uid}` (and then
-        `/corps` or `/partie/{n}`) names a message."""
+        `/corps` or `/partie/{n}`) names a message. Anything else is a folder page, which
+        looks up its session itself (`folder_page`)."""
         address = request.path_params["adresse"].strip().lower()
-        segments = request.path_params["reste"].split("/")
-        if not (segments[-1].isdigit() or segments[-1] in ("corps", "pieces-jointes.zip")
-                or segments[-1] in reading.PAGES or (len(segments) >= 2 and segments[-2] == "partie")):
-            return await self.folder_page(request, address, "/".join(segments))
+        handler = self._message_handler(request, address, request.path_params["reste"].split("/"))
+        if handler is None:
+            return await self.folder_page(request, address, request.path_params["reste"])
         session = await self.session(request)
         if session is None:
             return self.to_login(request)
         try:
-            if len(segments) >= 5 and segments[-2] == "partie" and segments[-4].isdigit() and segments[-3].isdigit():
-                return await self.part(request, session, address, "/".join(segments[:-4]),
-                                       int(segments[-4]), int(segments[-3]), segments[-1])
-            if len(segments) >= 4 and segments[-1] == "pieces-jointes.zip" and segments[-3].isdigit() \
-                    and segments[-2].isdigit():
-                return await self.attachments_zip(request, session, address, "/".join(segments[:-3]),
-                                                  int(segments[-3]), int(segments[-2]))
-            if len(segments) >= 4 and segments[-1] in reading.PAGES and segments[-3].isdigit() \
-                    and segments[-2].isdigit():
-                return await reading.PAGES[segments[-1]](self, request, session, address, "/".join(segments[:-3]),
-                                                         int(segments[-3]), int(segments[-2]))
-            if len(segments) >= 4 and segments[-1] == "corps" and segments[-3].isdigit() and segments[-2].isdigit():
-                return await self.frame(request, session, address, "/".join(segments[:-3]),
-                                        int(segments[-3]), int(segments[-2]))
-            if len(segments) >= 3 and segments[-2].isdigit() and segments[-1].isdigit():
-                return await self.message(request, session, address, "/".join(segments[:-2]),
-                                          int(segments[-2]), int(segments[-1]))
-            return await self.folder(request, session, address, "/".join(segments))
+            return await handler(session)
         except NOT_REACHABLE:
             return self.error(404, NOT_FOUND_TEXT, session)
+
+    def _message_handler(self, request: Request, address: str, segments: list[str]
+                         ) -> Callable[[websessions.WebSessionInfo], Awaitable[Response]] | None:
+        """What a path under a mailbox names, when it names a message or one of its
+        pages (None: a folder)."""
+        def numbers(*positions: int) -> bool:
+            return all(segments[position].isdigit() for position in positions)
+
+        last, count = segments[-1], len(segments)
+        if count >= 5 and segments[-2] == "partie" and numbers(-4, -3):
+            return lambda session: self.part(request, session, address, "/".join(segments[:-4]),
+                                             int(segments[-4]), int(segments[-3]), last)
+        if count >= 4 and last == "pieces-jointes.zip" and numbers(-3, -2):
+            return lambda session: self.attachments_zip(request, session, address, "/".join(segments[:-3]),
+                                                        int(segments[-3]), int(segments[-2]))
+        if count >= 4 and last in reading.PAGES and numbers(-3, -2):
+            return lambda session: reading.PAGES[last](self, request, session, address, "/".join(segments[:-3]),
+                                                       int(segments[-3]), int(segments[-2]))
+        if count >= 4 and last == "corps" and numbers(-3, -2):
+            return lambda session: self.frame(request, session, address, "/".join(segments[:-3]),
+                                              int(segments[-3]), int(segments[-2]))
+        if count >= 3 and numbers(-2, -1):
+            return lambda session: self.message(request, session, address, "/".join(segments[:-2]),
+                                                int(segments[-2]), int(last))
+        return None
 
     async def _open(self, session: websessions.WebSessionInfo, address: str, folder: str,
                     uidvalidity: int | None = None) -> Any:
@@ -480,8 +489,8 @@ class Webmail:
         through while the loop serves other connections): with the session looked up
         in a trip of its own, a page cost 5.3 ms of server CPU against 3.6 ms in
         process (bench/webmail_bench.py, docs/performance.md "Webmail"). The same
-        answers as `session` then `folder`: the login page without a full session,
-        404 for a folder the session may not see."""
+        answers as `session` and then the folder: the login page without a full
+        session, 404 for a bad cursor or a folder the session may not see."""
         token = request.cookies.get(SESSION_COOKIE, "")
         before = request.query_params.get("avant")
         if not token or not folder or (before is not None and (not before.isdigit() or len(before) > 12)):
@@ -509,19 +518,6 @@ class Webmail:
         if isinstance(view, Exception):
             return self.error(404, NOT_FOUND_TEXT, info)
         return self.folder_response(request, info, address, view, before)
-
-    async def folder(self, request: Request, session: websessions.WebSessionInfo, address: str,
-                     folder: str) -> Response:
-        before = request.query_params.get("avant")
-        if before is not None and (not before.isdigit() or len(before) > 12):
-            raise MessageNotFound("bad cursor")
-        if not folder:
-            raise FolderNotFound("no folder")
-        # One store call, one connection, one trip to the thread pool: the folder, its
-        # page and the sidebar (six separate calls cost 7 ms of CPU a page, measured).
-        view = await self.store.run(self.store.folder_view, Actor.user(session.mailbox), address, folder,
-                                    limit=PAGE_SIZE, before_uid=int(before) if before else None)
-        return self.folder_response(request, session, address, view, before)
 
     def folder_response(self, request: Request, session: websessions.WebSessionInfo, address: str, view: Any,
                         before: str | None) -> Response:

@@ -179,3 +179,15 @@ def test_help_page_lists_every_shortcut_the_script_handles(three: TestClient) ->
     assert '<script src="/static/raccourcis.js" defer></script>' in page.text
     # The list links j/k move between, on every folder page.
     assert three.get(INBOX).text.count('class="lien-message"') == 3
+
+
+@pytest.mark.parametrize("name", ["Archives/2024", "Patients/corps", "Bilans/partie"])
+def test_a_folder_named_like_the_end_of_a_message_path_is_a_folder_page(three: TestClient, store: Store,
+                                                                         name: str) -> None:
+    """A folder whose last name is a number or a page word is still listed (the path
+    names a message only with UIDVALIDITY and UID before it), and its actions work."""
+    store.folder_create(Actor.user(DOC), DOC, name)
+    assert act(three, "deplacer", [2], vers=name).headers["location"] == f"{INBOX}?fait=deplace&n=1"
+    text, _fields = listing(three, f"/b/{DOC}/{name}")
+    assert len(flags(store, name)) == 1 and 'name="uid" value="1"' in text
+    assert three.get(f"/b/{DOC}/{name}?avant=x").status_code == 404
