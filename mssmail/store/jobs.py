@@ -47,7 +47,7 @@ STATES = (PENDING, RUNNING, DONE, FAILED, DEAD)
 MAX_KEY = 200
 MAX_ERROR = 4000
 _J = table(Job)
-# The columns `enqueue` writes, in the order of its DBAPI rows.
+# The columns `enqueue` writes, in the order of its rows' values (both write paths).
 _NEW_COLUMNS = ("kind", "key", "payload", "progress", "state", "attempts", "next_attempt", "lease_owner",
                 "lease_until", "last_error", "mailbox", "message_id", "created_at", "finished_at")
 
@@ -133,21 +133,16 @@ def enqueue(conn_or_session: Connection | Session, jobs: NewJob | Sequence[NewJo
             raise ValueError("a job kind has 1 to 40 characters.")
         if not job.key or len(job.key) > MAX_KEY:
             raise ValueError(f"a job key has 1 to {MAX_KEY} characters (see job_key).")
+    values: list[tuple[Any, ...]] = [
+        (job.kind, job.key, dict(job.payload), {}, PENDING, 0, job.run_at or now, None, None, "",
+         job.mailbox.strip().lower(), job.message_id, now, None) for job in batch]
     driver = driver_for(connection)
     if driver is not None:
         # Deliveries enqueue in the group committer's transaction: one pre-built
         # multi-row statement on the DBAPI cursor (driversql) rather than a Core
-        # statement built per row. Same columns and values as the rows below.
-        return driver.insert_new(connection, _J, _NEW_COLUMNS, [
-            (job.kind, job.key, dict(job.payload), {}, PENDING, 0, job.run_at or now, None, None, "",
-             job.mailbox.strip().lower(), job.message_id, now, None) for job in batch], "key")
-    rows = []
-    for job in batch:
-        rows.append({"kind": job.kind, "key": job.key, "payload": dict(job.payload), "progress": {},
-                     "state": PENDING, "attempts": 0, "next_attempt": job.run_at or now,
-                     "lease_owner": None, "lease_until": None, "last_error": "",
-                     "mailbox": job.mailbox.strip().lower(), "message_id": job.message_id,
-                     "created_at": now, "finished_at": None})
+        # statement built per row.
+        return driver.insert_new(connection, _J, _NEW_COLUMNS, values, "key")
+    rows = [dict(zip(_NEW_COLUMNS, row, strict=True)) for row in values]
     dialect = connection.dialect.name
     inserted = 0
     if dialect in ("postgresql", "sqlite"):
