@@ -23,11 +23,13 @@ enrolment page's secret and a code computed with pyotp), then:
   `mss serve` sets `slow_callback_duration` to 50 ms), the folder pages and the big
   message again, and the loop callbacks asyncio logged as slower than 50 ms counted
   (debug mode itself slows the server: an upper bound);
-- with `--smtp N`: `mss serve --only web,smtp`, N messages of bench/smtp_accept_bench.py
-  sent to the MX at concurrency 8 alone, then the same while the folder pages are loaded
-  at concurrency 8; the acceptance rate lost under the web load (issue 14: <= 10%); then
-  the same with the browsers' connections in a child process of this script, and with the
-  MX and the web in two server processes (`--only smtp`, `--only web`), browsers apart.
+- with `--smtp N`: `mss serve --only web,smtp` (the web in its child process, the
+  default), N messages of bench/smtp_accept_bench.py sent to the MX at concurrency 8
+  alone, then the same while the folder pages are loaded at concurrency 8 by a child
+  process of this script; the acceptance rate lost under the web load (issue 14: <= 10%);
+  then the same with `[web] child_process = false` (the web on the MX's loop), and with
+  `--smtp-split` the MX and the web as two `mss serve --only` processes (`--web-nice N`
+  runs that web process under `nice -n N`).
 
 The client runs in this process, the server in its own; on a shared 2-core machine both
 compete with whatever else runs (the load average is recorded). Prints a table and
@@ -108,8 +110,20 @@ def cpu_seconds(pid: int) -> float:
 
 
 def server_pid(inst: MssInstance) -> int:
+    """The process serving the web: `mss serve`'s `python -m webmail.process` child (the
+    default, `[web] child_process = true`), else `mss serve` itself."""
     assert inst.process is not None
-    return inst.process.pid
+    parent = inst.process.pid
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+            with contextlib.suppress(FileNotFoundError):
+                if b"webmail.process" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    return int(child)
+        if inst.env.get("MSS_WEB_CHILD_PROCESS") == "false":
+            break
+        time.sleep(0.1)
+    return parent
 
 
 def load(inst: MssInstance, messages: list, big: bytes) -> tuple[float, int]:
@@ -434,7 +448,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pid, port, ca = server_pid(inst), inst.ports["web"], inst.ca_file
         time.sleep(2)
         report["rss_idle"] = rss(pid)
-        print(f"RSS idle: {report['rss_idle']}", flush=True)
+        assert inst.process is not None
+        report["web_process"] = "child" if pid != inst.process.pid else "mss serve"
+        report["rss_idle_mss_serve"] = rss(inst.process.pid)
+        print(f"RSS idle: {report['rss_idle']} (the {report['web_process']} process; mss serve "
+              f"{report['rss_idle_mss_serve']})", flush=True)
         cookie, validity = login(f"https://127.0.0.1:{port}", ca)
         report["rss_after_login"] = rss(pid)
         first = f"/b/{USER}/INBOX"
@@ -485,25 +503,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.smtp:
             inst.stop()
             inst.configure("trust", "domains", '["b.example"]')
-            inst.start("web", "smtp")
-            port, smtp_port = inst.ports["web"], inst.ports["smtp"]
-            asyncio.run(smtp_load(smtp_port, 100, args.concurrency))  # warm-up
-            report["smtp_alone"] = asyncio.run(smtp_load(smtp_port, args.smtp, args.concurrency))
-            report["smtp_under_web"] = asyncio.run(smtp_under_web(smtp_port, port, ca, cookie, first, args.smtp,
-                                                                  args.concurrency))
-            alone, loaded = report["smtp_alone"]["messages_per_s"], report["smtp_under_web"]["messages_per_s"]
-            report["smtp_loss_percent"] = round(100 * (1 - loaded / alone), 1)
-            print(f"SMTP c={args.concurrency}: alone {report['smtp_alone']}", flush=True)
-            print(f"SMTP under the web load: {report['smtp_under_web']} -> loss {report['smtp_loss_percent']} %",
-                  flush=True)
-            apart = asyncio.run(smtp_under_web(smtp_port, port, ca, cookie, first, args.smtp, args.concurrency,
-                                               browsers_apart=True))
-            report["smtp_under_web_browsers_apart"] = apart
-            report["smtp_loss_percent_browsers_apart"] = round(100 * (1 - apart["messages_per_s"] / alone), 1)
-            print(f"the same, the browsers in a process of their own: {apart['messages_per_s']} msg/s "
-                  f"({apart['pages_per_s_meanwhile']} pages/s) -> loss "
-                  f"{report['smtp_loss_percent_browsers_apart']} %", flush=True)
-            report["smtp_split"] = smtp_split(inst, ca, cookie, first, args)
+            # `mss serve --only web,smtp` as deployed (the web in its child process), then with
+            # `[web] child_process = false` (both on one loop) for comparison; the browsers
+            # in a process of this script's own (see `smtp_under_web`).
+            for key, in_process in (("", False), ("_in_process", True)):
+                if in_process:
+                    inst.env["MSS_WEB_CHILD_PROCESS"] = "false"
+                inst.start("web", "smtp")
+                inst.env.pop("MSS_WEB_CHILD_PROCESS", None)
+                port, smtp_port = inst.ports["web"], inst.ports["smtp"]
+                asyncio.run(smtp_load(smtp_port, 100, args.concurrency))  # warm-up
+                alone = asyncio.run(smtp_load(smtp_port, args.smtp, args.concurrency))
+                loaded = asyncio.run(smtp_under_web(smtp_port, port, ca, cookie, first, args.smtp,
+                                                    args.concurrency, browsers_apart=True))
+                inst.stop()
+                loss = round(100 * (1 - loaded["messages_per_s"] / alone["messages_per_s"]), 1)
+                report[f"smtp_alone{key}"], report[f"smtp_under_web{key}"] = alone, loaded
+                report[f"smtp_loss_percent{key}"] = loss
+                what = "web in process" if in_process else "web child process"
+                print(f"SMTP c={args.concurrency} ({what}): alone {alone['messages_per_s']} msg/s, under the "
+                      f"web load {loaded['messages_per_s']} msg/s ({loaded['pages_per_s_meanwhile']} pages/s) "
+                      f"-> loss {loss} %", flush=True)
+            if args.smtp_split:
+                report["smtp_split"] = smtp_split(inst, ca, cookie, first, args)
         report["machine"]["load_average_after"] = os.getloadavg()
     finally:
         if inst is not None:
@@ -526,6 +548,8 @@ def main() -> None:
                         help="again in asyncio debug mode, counting loop callbacks over 50 ms")
     parser.add_argument("--smtp", type=int, default=0, metavar="N",
                         help="N messages to the MX at the concurrency, alone then under the folder-page load")
+    parser.add_argument("--smtp-split", action="store_true",
+                        help="with --smtp, also `mss serve --only smtp` and `--only web` as two processes")
     parser.add_argument("--web-nice", type=int, default=0, metavar="N",
                         help="with --smtp: the web's own process (the two-process measure) under nice -n N")
     args = parser.parse_args()

@@ -128,6 +128,9 @@ class LdapConfig(ListenerConfig):
 
 class WebConfig(ListenerConfig):
     port: int = Field(default=8443, ge=0, le=65535)
+    # The webmail in a process of its own under `mss serve` (webmail/process.py): its pages
+    # then do not hold up SMTP on one loop. false: on the loop of `mss serve` itself.
+    child_process: bool = True
     # A webmail session ends after this long without a request, and this long after
     # the login whatever happens (a shared practice computer).
     session_idle: int = 15 * 60

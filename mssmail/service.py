@@ -35,7 +35,7 @@ COMPONENTS: dict[str, str] = {
     "relay": "mssmail.queue.worker:relay_component",
     "imap": "mssmail.imap.server:imap_component",
     "ldap": "directory.server:ldap_component",
-    "web": "webmail.app:web_component",
+    "web": "webmail.process:web_component",
     "connectors": "connectors.worker:connectors_component",
     "index": "mssmail.store.fts:index_component",
     "automail": "mssmail.delivery.automail:automail_component",

@@ -661,34 +661,27 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 class WebComponent:
+    """The webmail on the loop of the process that starts it: `mss serve` itself with
+    `[web] child_process = false`, else the child of `webmail.process`, which passes the
+    listening socket its parent bound (`sock`)."""
+
     name = "web"
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: Any, sock: socket.socket | None = None) -> None:
         self.ctx = ctx
         self.server: _EmbeddedServer | None = None
         self.task: asyncio.Task[None] | None = None
-        self.sock: socket.socket | None = None
+        self.sock: socket.socket | None = sock
 
     async def start(self) -> list[str]:
         from mssmail.tls import server_context
+        from webmail.process import bind_listener
 
         config = self.ctx.config
         host = config.bind_of(config.web) or "127.0.0.1"
         # Bound here, not by uvicorn: a busy port is an OSError `mss serve` words in one
         # sentence (uvicorn would log it and call sys.exit inside the task).
-        # IPPROTO_TCP named explicitly: asyncio sets TCP_NODELAY on accepted sockets only
-        # when their proto says TCP, and a socket made with proto 0 passes 0 on to them;
-        # without it every response waited on Nagle and delayed ACKs (44 ms, measured).
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, config.web.port))
-            sock.listen(128)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
+        sock = self.sock if self.sock is not None else bind_listener(config)
         self.sock = sock
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # no "Started server process"
         app = create_app(self.ctx.store, config)
@@ -729,6 +722,8 @@ class WebComponent:
 
 
 def web_component(ctx: Any) -> WebComponent | None:
+    """The webmail on this process's loop (`[web] child_process = false`); see
+    `webmail.process.web_component` for the default."""
     if not ctx.config.web.port:
         return None
     return WebComponent(ctx)
