@@ -131,6 +131,9 @@ class WebConfig(ListenerConfig):
     # The webmail in a process of its own under `mss serve` (webmail/process.py): its pages
     # then do not hold up SMTP on one loop. false: on the loop of `mss serve` itself.
     child_process: bool = True
+    # With child_process: its scheduling niceness (0-19; above 0 it yields the CPU to
+    # SMTP, IMAP and the relay of mss serve when the machine is busy).
+    nice: int = Field(default=0, ge=0, le=19)
     # A webmail session ends after this long without a request, and this long after
     # the login whatever happens (a shared practice computer).
     session_idle: int = 15 * 60
