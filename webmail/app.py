@@ -500,17 +500,15 @@ class Webmail:
             return self.error(404, NOT_FOUND_TEXT, session)
         before_uid = int(before) if before else None
 
-        def work() -> tuple[websessions.WebSessionInfo | None, Any]:
-            info = websessions.session_for(self.store, token, idle=self.idle, max_age=self.max_age)
-            if info is None or info.auth_level != FULL_LEVEL:
-                return info, None
+        def view_of(info: websessions.WebSessionInfo, connection: Any) -> Any:
             try:
-                return info, self.store.folder_view(Actor.user(info.mailbox), address, folder,
-                                                    limit=PAGE_SIZE, before_uid=before_uid)
+                return self.store.folder_view(Actor.user(info.mailbox), address, folder, limit=PAGE_SIZE,
+                                              before_uid=before_uid, connection=connection)
             except NOT_REACHABLE as exc:
-                return info, exc
+                return exc
 
-        info, view = await self.store.run(work)
+        info, view = await self.store.run(websessions.session_then, self.store, token, idle=self.idle,
+                                          max_age=self.max_age, level=FULL_LEVEL, then=view_of)
         if info is None or info.auth_level != FULL_LEVEL:
             if info is not None:
                 request.state.partial = info
@@ -675,7 +673,7 @@ class WebComponent:
 
     async def start(self) -> list[str]:
         from mssmail.tls import server_context
-        from webmail.process import bind_listener
+        from webmail.process import LISTEN_BACKLOG, bind_listener
 
         config = self.ctx.config
         host = config.bind_of(config.web) or "127.0.0.1"
@@ -688,7 +686,7 @@ class WebComponent:
         uv = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False, http="httptools",
                             ws="none", server_header=False, date_header=True, proxy_headers=False,
                             timeout_keep_alive=15, timeout_graceful_shutdown=int(config.server.shutdown_grace),
-                            limit_concurrency=200)
+                            limit_concurrency=200, backlog=LISTEN_BACKLOG)
         uv.load()
         uv.ssl = server_context(config)  # the server's TLS policy, in one place
         uv.http_protocol_class = _gated(uv.http_protocol_class, limits.of(self.ctx).listener("web"))

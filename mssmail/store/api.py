@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import json
 import zipfile
@@ -499,13 +500,14 @@ class MessageAPI:
             return self._sidebar_of(connection, actor, mailbox_id, box)[0]
 
     def folder_view(self: Store, actor: Actor | str, address: str, name: str, *, limit: int = 50,
-                    before_uid: int | None = None) -> FolderView:
-        """A webmail folder page in one call and one connection: `open_folder`, then
-        `message_page` (arrival order, newest first, before `before_uid`), then
-        `sidebar`. The same checks, errors and audit as those calls (an administrator
-        opening a mailbox is still an `admin` event)."""
+                    before_uid: int | None = None, connection: Connection | None = None) -> FolderView:
+        """A webmail folder page in one call and one connection (`connection` when given,
+        still open afterwards): `open_folder`, then `message_page` (arrival order, newest
+        first, before `before_uid`), then `sidebar`. The same checks, errors and audit as
+        those calls (an administrator opening a mailbox is still an `admin` event)."""
         who = as_actor(actor)
-        with self.db.engine.connect() as connection:
+        opened = contextlib.nullcontext(connection) if connection is not None else self.db.engine.connect()
+        with opened as connection:
             mailbox_id, box, rights = self._access(connection, actor, address)
             sidebar, ids = self._sidebar_of(connection, actor, mailbox_id, box)
             wanted = normalize_folder_name(name)

@@ -155,6 +155,36 @@ def test_folder_view_is_the_separate_calls_in_one(boxes: Store):
         store.folder_view(DOC, "nobody@a.example", "INBOX")
 
 
+def test_folder_page_reads_session_and_view_on_one_connection(boxes: Store):
+    """`websessions.session_then` + `folder_view(connection=...)`, the webmail's folder
+    page: the same view as on a connection of its own, and nothing asked of a session
+    below the level (password only) or of an unknown token."""
+    from mssmail.store import websessions
+
+    store = boxes
+    ref = store.open_folder(DOC, DOC, "INBOX")
+    for n in range(4):
+        store.append(ref, plain(n))
+    token, _ = websessions.create_session(store, DOC, auth_level="totp", idle=900, max_age=3600)
+    calls = []
+
+    def view_of(info: websessions.WebSessionInfo, connection: object) -> object:
+        calls.append(info.mailbox)
+        view = store.folder_view(info.mailbox, DOC, "INBOX", limit=2, connection=connection)
+        assert not connection.closed  # type: ignore[attr-defined]  # still the caller's
+        return view
+
+    info, view = websessions.session_then(store, token, idle=900, max_age=3600, level="totp", then=view_of)
+    assert info is not None and info.mailbox == DOC and calls == [DOC]
+    assert view == store.folder_view(DOC, DOC, "INBOX", limit=2)
+    half, _ = websessions.create_session(store, DOC, auth_level="password", idle=900, max_age=3600)
+    info, view = websessions.session_then(store, half, idle=900, max_age=3600, level="totp", then=view_of)
+    assert info is not None and info.auth_level == "password" and view is None and calls == [DOC]
+    assert websessions.session_then(store, "unknown", idle=900, max_age=3600, level="totp",
+                                    then=view_of) == (None, None)
+    assert calls == [DOC]
+
+
 def test_summary_carries_protection_and_documents(boxes: Store):
     store = boxes
     ref = store.open_folder(DOC, DOC, "INBOX")
