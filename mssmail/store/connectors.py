@@ -12,7 +12,9 @@ is all a delivery pays for connectors.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -24,6 +26,9 @@ from mssmail.store.driversql import driver_for
 from mssmail.store.errors import StoreError
 from mssmail.store.jobs import NewJob, enqueue, job_key
 from mssmail.store.models import ConnectorRule, Folder, Mailbox, Message, table
+
+# The open `connector_audit_batch` of each thread (its events and its store).
+_batches = threading.local()
 
 if TYPE_CHECKING:
     from mssmail.store.actors import Actor
@@ -283,12 +288,39 @@ class ConnectorOps:
     def connector_audit(self: Store, actor: Actor, action: str, *, mailbox: str = "", message: str = "",
                         details: Mapping[str, Any] | None = None) -> None:
         """One `connector.*` audit event (received, parsed, routed, delivered, retry, dead,
-        quarantined): no patient names, only keys, digests, sizes, outcomes."""
+        quarantined): no patient names, only keys, digests, sizes, outcomes. Inside
+        `connector_audit_batch`, kept for the batch's end."""
         if not action.startswith("connector."):
             raise ValueError("a connector audit action starts with 'connector.'.")
+        event = audit.Event(action, actor.audit_name, mailbox, message, "", dict(details or {}))
+        batch: list[audit.Event] | None = getattr(_batches, "events", None)
+        if batch is not None and _batches.store is self:
+            batch.append(event)
+            return
         with self.db.write() as s:
-            audit.record(s, action, actor=actor.audit_name, mailbox=mailbox, message=message,
-                         details=dict(details or {}))
+            audit.record_many(s, [event])
+
+    @contextmanager
+    def connector_audit_batch(self: Store) -> Iterator[None]:
+        """The `connector_audit` events of this thread in the block, written at its end in
+        their order, in one `audit.record_many` (one head read, one insert, one head update
+        instead of three statements each): for a block inside a `db.unit()`, whose commit
+        they join (the route step writes five to ten). Nothing is written if the block
+        raises (its unit rolls back anyway)."""
+        if getattr(_batches, "events", None) is not None:
+            yield  # nested: the outer batch writes them
+            return
+        events: list[audit.Event] = []
+        _batches.events, _batches.store = events, self
+        try:
+            yield
+        finally:
+            _batches.events = _batches.store = None
+        if events:
+            # Not `write_connection`: outside a unit that is the group committer's kept
+            # connection, whose commits that committer makes durable itself.
+            with self.db.write() as s:
+                audit.record_many(s.connection(), events)  # the DBAPI path (driversql)
 
 
 __all__ = ["DELIVER_KIND", "INDEX_KIND", "MDN_KIND", "ROUTE_KIND", "TARGET_TYPES", "ConnectorOps", "LocatedMessage",

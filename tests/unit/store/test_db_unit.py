@@ -68,3 +68,63 @@ def test_after_commit_outside_a_unit_runs_at_once(store) -> None:
     ran: list[int] = []
     store.db.after_commit(lambda: ran.append(1))
     assert ran == [1]
+
+
+def test_a_unit_without_savepoints_issues_none_and_still_commits_or_rolls_back_whole(store) -> None:
+    from sqlalchemy import event
+
+    db = store.db
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement.upper())
+
+    event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        with db.unit(savepoints=False):
+            with db.write() as s:
+                _add(s, "u7.example")
+            with db.write_connection() as connection:
+                _add(connection, "u8.example")
+        with pytest.raises(RuntimeError), db.unit(savepoints=False):
+            with db.write() as s:
+                _add(s, "u9.example")
+            raise RuntimeError("after the write")
+        with db.unit(), db.write() as s:
+            _add(s, "u10.example")
+    finally:
+        event.remove(db.engine, "before_cursor_execute", seen)
+    assert _count(store, "u7.example") == 1 and _count(store, "u8.example") == 1
+    assert _count(store, "u9.example") == 0 and _count(store, "u10.example") == 1
+    savepoints = [s for s in statements if s.startswith("SAVEPOINT")]
+    assert len(savepoints) == 1  # only the last unit's (the default keeps them)
+
+
+def test_connector_audit_batch_writes_its_events_in_order_at_the_end(store) -> None:
+    from mssmail.store.actors import Actor
+
+    actor = Actor.system("connectors")
+
+    def actions() -> list[str]:
+        with store.db.read() as s:
+            from sqlalchemy import text
+
+            return list(s.execute(text("SELECT action FROM audit_events WHERE action LIKE 'connector.%' "
+                                       "ORDER BY seq")).scalars())
+
+    with store.db.unit(savepoints=False), store.connector_audit_batch():
+        store.connector_audit(actor, "connector.received", details={"n": 1})
+        with store.connector_audit_batch():  # nested: the outer one writes
+            store.connector_audit(actor, "connector.parsed", details={"n": 2})
+        assert actions() == []
+        store.connector_audit(actor, "connector.routed", details={"n": 3})
+    assert actions() == ["connector.received", "connector.parsed", "connector.routed"]
+    with pytest.raises(RuntimeError), store.db.unit(savepoints=False), store.connector_audit_batch():
+        store.connector_audit(actor, "connector.delivered")
+        raise RuntimeError("rolled back")
+    store.connector_audit(actor, "connector.dead")  # no batch: at once
+    assert actions() == ["connector.received", "connector.parsed", "connector.routed", "connector.dead"]
+    from mssmail import audit
+
+    with store.db.read() as s:
+        assert audit.verify(s).ok  # the batch's events chained like any others
