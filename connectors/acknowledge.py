@@ -52,6 +52,16 @@ class Acknowledger:
                       if j.payload.get("route_job") == route.id]
         if any(j.state not in (DONE, DEAD) for j in deliveries):
             return False
+        return self.conclude(route, deliveries)
+
+    def conclude(self, route: JobItem, deliveries: list[JobItem]) -> bool:
+        """`check` once the route job (done, its progress as committed) and all its
+        delivery jobs (final) are known: the worker calls this directly when it made and
+        completed every delivery of the message itself, in the transaction that completes
+        them, rather than reading back what it has in hand."""
+        ack = route.progress.get("ack")
+        if not isinstance(ack, dict):
+            return False
         failures: list[dict[str, Any]] = list(route.progress.get("failures") or [])
         failures += [{"code": j.progress.get("error_code") or mdn.OTHER, "detail": f"job {j.id}: {j.last_error}"}
                      for j in deliveries if j.state == DEAD]

@@ -70,6 +70,14 @@ class NewJob:
     mailbox: str = ""
     message_id: int | None = None
     run_at: datetime | None = None
+    # Inserted already claimed: by `lease_owner` for `lease_seconds` (state running, one
+    # attempt), with `progress` recorded. For a worker that has done the job's first
+    # step in the very transaction that creates it (the connector worker stages a
+    # folder target's temp file while routing: connectors/worker.py) and goes on with
+    # the job itself after the commit, without a claim of its own.
+    progress: Mapping[str, Any] = field(default_factory=dict)
+    lease_owner: str | None = None
+    lease_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -133,9 +141,14 @@ def enqueue(conn_or_session: Connection | Session, jobs: NewJob | Sequence[NewJo
             raise ValueError("a job kind has 1 to 40 characters.")
         if not job.key or len(job.key) > MAX_KEY:
             raise ValueError(f"a job key has 1 to {MAX_KEY} characters (see job_key).")
+        if job.lease_owner is not None and not 0 < len(job.lease_owner) <= 200:
+            raise ValueError("a worker name has 1 to 200 characters.")
     values: list[tuple[Any, ...]] = [
-        (job.kind, job.key, dict(job.payload), {}, PENDING, 0, job.run_at or now, None, None, "",
-         job.mailbox.strip().lower(), job.message_id, now, None) for job in batch]
+        (job.kind, job.key, dict(job.payload), dict(job.progress), PENDING, 0, job.run_at or now, None, None, "",
+         job.mailbox.strip().lower(), job.message_id, now, None) if job.lease_owner is None else
+        (job.kind, job.key, dict(job.payload), dict(job.progress), RUNNING, 1, job.run_at or now, job.lease_owner,
+         now + timedelta(seconds=job.lease_seconds), "", job.mailbox.strip().lower(), job.message_id, now, None)
+        for job in batch]
     driver = driver_for(connection)
     if driver is not None:
         # Deliveries enqueue in the group committer's transaction: one pre-built
@@ -304,6 +317,17 @@ class JobOps:
         if row is None:
             raise JobNotFound(f"no job {job_id}.")
         return _item(row)
+
+    def jobs_by_key(self: Store, keys: Sequence[str]) -> dict[str, JobItem]:
+        """The jobs of these keys that exist (inside a `db.unit()`, as the unit sees them):
+        whether a job was inserted by this transaction or was there already, and its id."""
+        found: dict[str, JobItem] = {}
+        wanted = list(dict.fromkeys(keys))
+        with self._job_reader() as connection:
+            for start in range(0, len(wanted), 500):
+                for row in connection.execute(select(_J).where(_J.c.key.in_(wanted[start:start + 500]))).all():
+                    found[row.key] = _item(row)
+        return found
 
     def list_jobs(self: Store, *, kind: str | None = None, state: str | None = None,
                   message_id: int | None = None, limit: int = 100) -> list[JobItem]:

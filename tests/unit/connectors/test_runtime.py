@@ -226,32 +226,41 @@ def test_folder_target_never_overwrites_a_different_file(tmp_path: Path) -> None
         folder.deliver(tmp_path / "missing", "c.hpr", b"x", {}, lambda step: None)
 
 
+class _Killed(BaseException):
+    """Stands for kill -9 at a point of the worker (nothing after it runs)."""
+
+
+def _routed_once(store, tmp_path: Path, target: Path, message_id: str = "<m1@b.example>") -> None:
+    store.deliver(_mail([("r.hpr", (SAMPLES / "hprnet_01_abnormal.hpr").read_bytes())], message_id=message_id),
+                  [BOX], sender="lab@b.example")
+
+
+def _die(*args, **kwargs):
+    raise _Killed
+
+
 def test_worker_crash_after_record_restart_delivers_once(store, tmp_path: Path, monkeypatch) -> None:
-    """The job itself: killed after its checkpoint, claimed again once its lease ran
-    out, it finishes the rename; exactly one file."""
+    """The job itself, claimed (its folder could not take the file when the message was
+    routed): killed after its checkpoint, claimed again once its lease ran out, it
+    finishes the rename; exactly one file."""
     from datetime import UTC, datetime, timedelta
 
     store.create_mailbox(BOX)
     target = tmp_path / "dui"
-    target.mkdir()
     store.add_connector_rule(ADMIN, BOX, "folder", [str(target)])
-    store.deliver(_mail([("r.hpr", (SAMPLES / "hprnet_01_abnormal.hpr").read_bytes())]), [BOX],
-                  sender="lab@b.example")
+    _routed_once(store, tmp_path, target)
     worker = _worker(store, tmp_path)
-    worker.run_once()  # route
+    worker.run_once()  # route: the folder is missing, so the delivery job is left pending
+    (pending,) = store.list_jobs(kind=DELIVER_KIND)
+    assert pending.state == "pending" and pending.progress == {}
+    target.mkdir()
     real = folder.deliver
 
-    class Killed(BaseException):
-        pass
-
     def dying(*args, **kwargs):
-        def die() -> None:
-            raise Killed
-
-        return real(*args[:5], after_record=die)
+        return real(*args[:5], after_record=_die)
 
     monkeypatch.setattr(folder, "deliver", dying)
-    with pytest.raises(Killed):
+    with pytest.raises(_Killed):
         worker.run_once()
     monkeypatch.setattr(folder, "deliver", real)
     job = store.list_jobs(kind=DELIVER_KIND)[0]
@@ -261,6 +270,113 @@ def test_worker_crash_after_record_restart_delivers_once(store, tmp_path: Path, 
     later.worker = "another"
     assert later.run_once(now=datetime.now(UTC) + timedelta(seconds=120))
     assert store.get_job(job.id).state == "done"
+    assert len(list(target.glob("*.hpr"))) == 1 and list((target / ".mss-tmp").iterdir()) == []
+
+
+def test_a_route_stages_the_file_and_publishes_it_without_a_claim(store, tmp_path: Path) -> None:
+    """The usual way: one run of the worker routes the message, writes the temp file in
+    the route's transaction (the delivery job inserted already claimed, the temp file
+    recorded), renames it after the commit and completes the job: one attempt, no claim
+    of its own; the audit and the acknowledgement check as for a claimed delivery."""
+    store.create_mailbox(BOX)
+    target = tmp_path / "dui"
+    target.mkdir()
+    store.add_connector_rule(ADMIN, BOX, "folder", [str(target)])
+    _routed_once(store, tmp_path, target)
+    worker = _worker(store, tmp_path)
+    assert worker.run_once()
+    (job,) = store.list_jobs(kind=DELIVER_KIND)
+    assert job.state == "done" and job.attempts == 1 and job.progress["outcome"] == "written"
+    assert job.progress["tmp"].startswith(str(target / ".mss-tmp") + "/")
+    (file,) = target.glob("*.hpr")
+    assert file.name == job.payload["name"] and list((target / ".mss-tmp").iterdir()) == []
+    assert not worker.run_once()  # nothing left to claim
+    with store.db.engine.connect() as connection:
+        actions = list(connection.execute(sqlalchemy.text(
+            "SELECT action FROM audit_events WHERE action LIKE 'connector.%' ORDER BY id")).scalars())
+    assert actions == ["connector.received", "connector.parsed", "connector.routed", "connector.delivered",
+                       "connector.mdn_sent"]  # mdn_sent: "not asked"
+
+
+def test_a_kill_between_the_route_commit_and_the_rename(store, tmp_path: Path, monkeypatch) -> None:
+    """Killed after the route committed the staged job, before the rename: the job is
+    ours (running, temp file recorded) until its lease runs out; the next worker renames
+    the recorded temp file: one file."""
+    from datetime import UTC, datetime, timedelta
+
+    store.create_mailbox(BOX)
+    target = tmp_path / "dui"
+    target.mkdir()
+    store.add_connector_rule(ADMIN, BOX, "folder", [str(target)])
+    _routed_once(store, tmp_path, target)
+    worker = _worker(store, tmp_path)
+    monkeypatch.setattr(folder, "publish_staged", _die)
+    with pytest.raises(_Killed):
+        worker.run_once()
+    monkeypatch.undo()
+    (job,) = store.list_jobs(kind=DELIVER_KIND)
+    assert job.state == "running" and job.lease_owner == worker.worker and Path(job.progress["tmp"]).exists()
+    assert list(target.glob("*.hpr")) == []
+    later = _worker(store, tmp_path)
+    later.worker = "another"
+    assert later.run_once(now=datetime.now(UTC) + timedelta(seconds=120))
+    done = store.get_job(job.id)
+    assert done.state == "done" and done.progress["outcome"] == "renamed" and done.attempts == 2
+    assert len(list(target.glob("*.hpr"))) == 1 and list((target / ".mss-tmp").iterdir()) == []
+
+
+def test_a_kill_after_the_rename_before_completion(store, tmp_path: Path, monkeypatch) -> None:
+    """Killed after the rename, before the completion's commit; the software takes the
+    file meanwhile: the next worker finds the recorded temp file gone and completes the
+    job as delivered before, writing nothing again."""
+    from datetime import UTC, datetime, timedelta
+
+    store.create_mailbox(BOX)
+    target = tmp_path / "dui"
+    target.mkdir()
+    store.add_connector_rule(ADMIN, BOX, "folder", [str(target)])
+    _routed_once(store, tmp_path, target)
+    worker = _worker(store, tmp_path)
+    monkeypatch.setattr(worker, "_complete_published", _die)
+    with pytest.raises(_Killed):
+        worker.run_once()
+    (file,) = target.glob("*.hpr")
+    file.unlink()  # the DUI took it
+    later = _worker(store, tmp_path)
+    later.worker = "another"
+    assert later.run_once(now=datetime.now(UTC) + timedelta(seconds=120))
+    (job,) = store.list_jobs(kind=DELIVER_KIND)
+    assert job.state == "done" and job.progress["outcome"] == "delivered-before"
+    assert list(target.glob("*.hpr")) == [] and list((target / ".mss-tmp").iterdir()) == []
+
+
+def test_the_same_message_again_stages_nothing_twice(store, tmp_path: Path, monkeypatch) -> None:
+    """The sender sends the message again (same Message-ID, a second copy in the
+    mailbox) while the first delivery is still recorded but not renamed: the second
+    route inserts nothing and writes no temp file over the first one's; the first job,
+    taken over, publishes one file, and the second copy adds none."""
+    from datetime import UTC, datetime, timedelta
+
+    store.create_mailbox(BOX)
+    target = tmp_path / "dui"
+    target.mkdir()
+    store.add_connector_rule(ADMIN, BOX, "folder", [str(target)])
+    _routed_once(store, tmp_path, target)
+    worker = _worker(store, tmp_path)
+    monkeypatch.setattr(folder, "publish_staged", _die)
+    with pytest.raises(_Killed):
+        worker.run_once()
+    monkeypatch.undo()
+    (first,) = list((target / ".mss-tmp").iterdir())
+    _routed_once(store, tmp_path, target)  # the same Message-ID
+    assert worker.run_once()  # the second route
+    assert list((target / ".mss-tmp").iterdir()) == [first] and list(target.glob("*.hpr")) == []
+    later = _worker(store, tmp_path)
+    later.worker = "another"
+    _drain_at = datetime.now(UTC) + timedelta(seconds=120)
+    while later.run_once(now=_drain_at):
+        pass
+    assert len(store.list_jobs(kind=DELIVER_KIND)) == 1 and len(store.list_jobs(kind=ROUTE_KIND)) == 2
     assert len(list(target.glob("*.hpr"))) == 1 and list((target / ".mss-tmp").iterdir()) == []
 
 
