@@ -138,10 +138,12 @@ class Acknowledger:
                    code=outcome.code or "", queue_id=result.queue_id)
 
 
-def original_fields(raw: bytes, return_path: str, identity: str) -> tuple[dict[str, Any], mdn.Original]:
+def original_fields(raw: bytes, return_path: str, identity: str,
+                    tree: Any = None) -> tuple[dict[str, Any], mdn.Original]:
     """What the acknowledgement will need, read at routing time (kept in the route job:
-    the message may be moved or expunged before the last delivery ends)."""
-    original = mdn.read_original(mimeview.parse_tree(raw), return_path)
+    the message may be moved or expunged before the last delivery ends). `tree`: the
+    message already parsed (`mimeview.parse_tree(raw)`)."""
+    original = mdn.read_original(mimeview.parse_tree(raw) if tree is None else tree, return_path)
     fields = {name: getattr(original, name) for name in mdn.Original.__dataclass_fields__}
     fields["identity"] = identity
     return fields, original

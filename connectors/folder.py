@@ -17,10 +17,11 @@ inserted with that step recorded, in the route's commit), then step 3 at once af
 that commit (`publish_staged`; the target folders of a batch fsynced once each by
 `sync_directories`): a file costs no claim and no checkpoint commit of its own, and a
 crash anywhere leaves the job to `deliver` below, which resumes from the recorded temp
-file. The temp name is the route job's (`<route job id>-<name>`), so a second route of
-the same message (a sender sending it again: the same job key, nothing inserted) never
-writes over the temp file the first one recorded; its own temp file is removed, or, if
-a crash came first, left in `.mss-tmp/` where nothing publishes it.
+file. The temp name is the route job's attempt's (`<route job id>.<attempt>-<name>`), so
+a second route of the same message (a sender sending it again: the same job key,
+nothing inserted) never writes over the temp file the first one recorded; its own temp
+file is removed, or, if a crash came first, left in `.mss-tmp/` where nothing
+publishes it (nothing records it).
 
 Why `os.replace` and not a link: the temp file disappears in the same atomic step as
 the final one appears, so there is no moment where both exist and a restart could
@@ -87,19 +88,26 @@ def _check_name(name: str) -> None:
         raise PermanentError(f"unsafe file name {name!r}")
 
 
-def stage(directory: Path, name: str, data: bytes, tag: str) -> Path:
-    """Steps 1 of a delivery done while routing: `<directory>/.mss-tmp/<tag>-<name>`
+def stage(directory: Path, name: str, data: bytes, route_job: int, attempt: int) -> Path:
+    """Step 1 of a delivery done while routing: `<directory>/.mss-tmp/<route job>.<attempt>-<name>`
     written and fsynced (its folder is not: `sync_directories` does each folder once,
     before the commit that records the file). The temp file's path, or PermanentError /
-    TemporaryError as `deliver` gives them (the job is then left to `deliver`)."""
+    TemporaryError as `deliver` gives them (the job is then left to `deliver`).
+
+    The name is the route job's attempt's own: an attempt's temp file is recorded only
+    if that attempt commits, and then the route job is done and has no later attempt;
+    so the temp files of this route job's earlier attempts (a crash, or a lease that
+    ran out, before their commit) were never recorded and are removed here, and an
+    earlier attempt still running somewhere never writes this attempt's file."""
     _check_name(name)
-    _check_name(tag)
     tmp_dir = directory / TMP_DIR
-    tmp = tmp_dir / f"{tag}-{name}"
+    tmp = tmp_dir / f"{route_job}.{attempt}-{name}"
     try:
         if not directory.is_dir():
             raise TemporaryError(f"target directory {directory} does not exist")
         tmp_dir.mkdir(mode=0o750, exist_ok=True)
+        for earlier in range(1, attempt):
+            (tmp_dir / f"{route_job}.{earlier}-{name}").unlink(missing_ok=True)
         _write_synced(tmp, data)
     except OSError as exc:
         raise _os_error(directory, name, exc) from exc

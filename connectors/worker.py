@@ -189,15 +189,29 @@ class ConnectorWorker:
                                      self.settings.lease, limit=CLAIM_BATCH, now=now)
         published: list[_Staged] = []
         self._local.published = published
+        self._local.rules = {}
         try:
             for index, job in enumerate(jobs):
                 if index and (self._stopping or not self._still_held(job)):
                     continue  # left to its lease: taken again once it runs out
                 self.run_job(job)
         finally:
-            self._local.published = None
+            self._local.published = self._local.rules = None
             self._complete_published(published)
         return bool(jobs)
+
+    def _rules(self, mailbox: str) -> list[Any]:
+        """The mailbox's rules, read once per claimed batch (its messages are mostly for
+        one mailbox; a rule changed meanwhile applies from the next batch, milliseconds
+        later, as it would to a message routed a moment later)."""
+        cache: dict[str, list[Any]] | None = getattr(self._local, "rules", None)
+        if cache is None:
+            found: list[Any] = self.store.connector_rules(mailbox)
+            return found
+        if mailbox not in cache:
+            cache[mailbox] = self.store.connector_rules(mailbox)
+        rules: list[Any] = cache[mailbox]
+        return rules
 
     def _still_held(self, job: JobItem) -> bool:
         """Whether a job claimed in a batch may start now: its lease has at least half
@@ -295,7 +309,7 @@ class ConnectorWorker:
             self.store.complete_job(job.id, self.worker, progress={"outcome": "message gone"})
             return False, 0
         # An index job (a mailbox without rules): parse, tag and index, route nowhere.
-        rules = [r for r in self.store.connector_rules(located.mailbox) if r.target_type != "pickup"] \
+        rules = [r for r in self._rules(located.mailbox) if r.target_type != "pickup"] \
             if job.kind == ROUTE_KIND else []
         ref = self.store.open_folder(ACTOR, located.mailbox, located.folder)
         view = self.store.message_view(ref, located.uid, mark_seen=False)
@@ -305,7 +319,8 @@ class ConnectorWorker:
         self.store.connector_audit(ACTOR, "connector.received", mailbox=located.mailbox, message=where,
                                    details={"key": job.key, "size": len(raw), "sha256": located.sha256,
                                             "message_id": located.message_id})
-        ack_fields, original = acknowledge.original_fields(raw, job.payload.get("return_path", ""), identity)
+        tree = mimeview.parse_tree(raw)  # once, for the acknowledgement's fields and the candidates
+        ack_fields, original = acknowledge.original_fields(raw, job.payload.get("return_path", ""), identity, tree)
         if original.is_report or original.auto_replied:
             # An MDN, a DSN or an automatic reply (ours re-attach the original files):
             # never integrated again and never acknowledged (RFC 8098 2.1, RFC 3834).
@@ -317,7 +332,7 @@ class ConnectorWorker:
         failures: list[dict[str, Any]] = []
         sender = _sender(view)
         codecda = routing.codecda_values(view.headers)
-        files = _candidates(raw)
+        files = _candidates(raw, tree)
         documents: list[dict[str, Any]] = []
         entries = []
         keywords: set[str] = set()
@@ -426,7 +441,8 @@ class ConnectorWorker:
                    parts=len(documents), jobs=len(new_jobs), unmatched=unmatched)
         progress = {"files": len(files), "parts": len(documents), "jobs": len(new_jobs), "inserted": inserted,
                     "ack": ack_fields, "failures": failures}
-        self.store.complete_job(job.id, self.worker, progress=progress)
+        if not self.store.complete_held([(job, progress)], self.worker):
+            raise LeaseLost(f"job {job.id} is no longer held by {self.worker}.")  # the unit rolls back
         mine = [item for item in staged if item.job is not None]
         if job.kind == ROUTE_KIND and mine and len(mine) == len(new_jobs):
             done = dataclasses.replace(job, state=DONE, progress={**job.progress, **progress})
@@ -438,23 +454,24 @@ class ConnectorWorker:
                staged: list[_Staged]) -> list[NewJob]:
         """Steps 1 and 2 of each new folder delivery, inside the route's transaction
         (connectors/folder.py): the temp file written and fsynced (each temp folder once),
-        and the job to insert already ours, with the temp file recorded. Not for a job
-        that exists already (the message sent twice: its temp file is the first route's),
-        nor when the folder cannot take the file now (the job then goes the usual way:
-        claimed, retried, dead-lettered). The jobs to insert; `staged` gets the files."""
-        wanted = [new for new in new_jobs if new.key in folder_data]
-        if not wanted:
+        and the job to insert already ours, with the temp file recorded. Not when the
+        folder cannot take the file now (the job then goes the usual way: claimed,
+        retried, dead-lettered). The jobs to insert; `staged` gets the files. A job that
+        exists already (the message sent twice) is not inserted again, so its staged
+        file is not ours (`_route` removes it): the temp name is this route job's own,
+        never the one the first route recorded, so nothing is written over that one,
+        and one left by a crash before the removal is never published (not recorded)."""
+        if not folder_data:
             return new_jobs
-        existing = self.store.jobs_by_key([new.key for new in wanted])
         out: list[NewJob] = []
         for new in new_jobs:
             data = folder_data.get(new.key)
-            if data is None or new.key in existing:
+            if data is None:
                 out.append(new)
                 continue
             directory = Path(new.payload["target"])
             try:
-                tmp = folder.stage(directory, new.payload["name"], data, str(job.id))
+                tmp = folder.stage(directory, new.payload["name"], data, job.id, job.attempts)
             except (folder.PermanentError, folder.TemporaryError):
                 out.append(new)
                 continue
@@ -500,12 +517,12 @@ class ConnectorWorker:
         routes: list[Any] = []
         done: list[_Staged] = []
         with self.store.db.unit(savepoints=False), self.store.connector_audit_batch():
+            completed = set(self.store.complete_held(
+                [(item.job, {"outcome": item.outcome}) for item in published if item.job is not None], self.worker))
             for item in published:
                 job = item.job
                 assert job is not None
-                try:
-                    self.store.complete_job(job.id, self.worker, progress={"outcome": item.outcome})
-                except LeaseLost:
+                if job.id not in completed:
                     log.warning("connectors: job %s was taken over by another worker", job.id)
                     continue
                 payload = job.payload
@@ -709,9 +726,10 @@ def _sender(view: Any) -> str:
     return parseaddr(view.summary.from_addr)[1].lower() if view.summary.from_addr else ""
 
 
-def _candidates(raw: bytes) -> list[routing.CandidateFile]:
-    """Attachments with a connector file name; else a text body that is HPRIM Net."""
-    tree = mimeview.parse_tree(raw)
+def _candidates(raw: bytes, tree: Any = None) -> list[routing.CandidateFile]:
+    """Attachments with a connector file name; else a text body that is HPRIM Net
+    (`tree`: the message already parsed, `mimeview.parse_tree(raw)`)."""
+    tree = mimeview.parse_tree(raw) if tree is None else tree
     out: list[routing.CandidateFile] = []
     body: bytes | None = None
     for info in mimeview.list_parts(tree):

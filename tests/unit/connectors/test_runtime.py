@@ -215,6 +215,31 @@ def test_folder_target_crash_between_record_and_rename(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [tmp_path / ".mss-tmp"]
 
 
+def test_staged_temp_files_are_the_route_attempts_own(tmp_path: Path) -> None:
+    """A route job's attempt stages under its own name; a later attempt (the earlier one
+    crashed before its commit, so nothing recorded its file) removes the earlier files;
+    the recorded one is published once, and a vanished one reads as delivered before."""
+    first = folder.stage(tmp_path, "a.hpr", b"one", 7, 1)
+    other = folder.stage(tmp_path, "a.hpr", b"one", 8, 1)  # another route job of the same file
+    assert first.name == "7.1-a.hpr" and first.read_bytes() == b"one"
+    second = folder.stage(tmp_path, "a.hpr", b"one", 7, 2)
+    assert not first.exists() and second.exists() and other.exists()
+    assert folder.recorded_temp(tmp_path, "a.hpr", {"tmp": str(second)}) == second
+    assert folder.recorded_temp(tmp_path, "a.hpr", {"tmp": str(tmp_path / "elsewhere" / "7.2-a.hpr")}) is None
+    assert folder.publish_staged(second, tmp_path / "a.hpr", b"one") == "written"
+    folder.sync_directories([tmp_path, tmp_path])
+    assert folder.publish_staged(second, tmp_path / "a.hpr", b"one") == "present"
+    os.unlink(tmp_path / "a.hpr")
+    assert folder.publish_staged(second, tmp_path / "a.hpr", b"one") == "delivered-before"
+    with pytest.raises(folder.TemporaryError):
+        folder.stage(tmp_path / "missing", "a.hpr", b"x", 9, 1)
+    (tmp_path / "b.hpr").write_bytes(b"theirs")
+    staged = folder.stage(tmp_path, "b.hpr", b"ours", 9, 1)
+    with pytest.raises(folder.PermanentError):
+        folder.publish_staged(staged, tmp_path / "b.hpr", b"ours")
+    assert (tmp_path / "b.hpr").read_bytes() == b"theirs"
+
+
 def test_folder_target_never_overwrites_a_different_file(tmp_path: Path) -> None:
     (tmp_path / "a.hpr").write_bytes(b"theirs")
     with pytest.raises(folder.PermanentError):

@@ -72,6 +72,29 @@ def test_jobs_commit_and_roll_back_with_the_callers_transaction(store: Store):
     assert store.write_grouped(lambda conn: enqueue(conn, NewJob("mdn", "grouped"))) == 0
 
 
+def test_a_job_inserted_claimed_and_completed_in_hand(store: Store):
+    """NewJob with lease_owner: inserted running, one attempt, its progress recorded;
+    complete_held completes it (progress merged) only while it is still the worker's,
+    and jobs_by_key finds jobs by key inside and outside a unit."""
+    with store.db.unit():
+        store.enqueue_jobs([NewJob("a", "held", progress={"tmp": "/x"}, lease_owner="w1", lease_seconds=30),
+                            NewJob("a", "free")])
+        found = store.jobs_by_key(["held", "free", "missing"])  # the unit's own inserts
+    assert set(found) == {"held", "free"}
+    held, free = found["held"], found["free"]
+    assert held.state == RUNNING and held.lease_owner == "w1" and held.attempts == 1
+    assert held.progress == {"tmp": "/x"} and held.lease_until is not None
+    assert free.state == PENDING and free.lease_owner is None
+    [claimed] = store.claim_jobs("a", "w2", 60)  # the held job is not due: its lease runs
+    assert claimed.id == free.id
+    assert store.complete_held([(held, {"outcome": "written"})], "w2") == []  # not w2's
+    assert store.complete_held([(held, {"outcome": "written"})], "w1") == [held.id]
+    done = store.get_job(held.id)
+    assert done.state == DONE and done.lease_owner is None and done.finished_at is not None
+    assert done.progress == {"tmp": "/x", "outcome": "written"}
+    assert store.complete_held([(held, {})], "w1") == []  # done is done
+
+
 def test_claim_lease_complete_and_lease_lost(store: Store):
     store.enqueue_jobs([NewJob("a", "j1"), NewJob("a", "j2"), NewJob("b", "j3")])
     now = datetime.now(UTC)
