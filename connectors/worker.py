@@ -191,8 +191,13 @@ class ConnectorWorker:
         self._local.published = published
         self._local.rules = {}
         try:
-            for index, job in enumerate(jobs):
-                if index and (self._stopping or not self._still_held(job)):
+            routes = [job for job in jobs if job.kind in (ROUTE_KIND, INDEX_KIND)]
+            rest = jobs
+            if len(routes) > 1:
+                self._route_batch(routes)
+                rest = [job for job in jobs if job.kind not in (ROUTE_KIND, INDEX_KIND)]
+            for index, job in enumerate(rest):
+                if (index or len(routes) > 1) and (self._stopping or not self._still_held(job)):
                     continue  # left to its lease: taken again once it runs out
                 self.run_job(job)
         finally:
@@ -281,6 +286,33 @@ class ConnectorWorker:
         staged: list[_Staged] = []
         with self.store.db.unit(savepoints=False), self.store.connector_audit_batch():
             routed, pending = self._route_unit(job, staged)
+        self._after_route(job, routed, pending, staged)
+
+    def _route_batch(self, jobs: list[JobItem]) -> None:
+        """The route steps of a claimed batch in ONE transaction (one commit, one write
+        of their audit events), their files published after it. If any of them fails,
+        the whole transaction is rolled back and each is routed on its own, as `run_job`
+        does (so a bad message fails only itself; the staged temp files of the rolled
+        back attempt were never recorded, and the same attempt writes them again)."""
+        done: list[tuple[JobItem, bool, int, list[_Staged]]] = []
+        try:
+            with self.store.db.unit(savepoints=False), self.store.connector_audit_batch():
+                for job in jobs:
+                    staged: list[_Staged] = []
+                    done.append((job, *self._route_unit(job, staged), staged))
+        except Exception:
+            log.info("connectors: a batch of %d route jobs failed together; each is run on its own", len(jobs))
+            for index, job in enumerate(jobs):
+                if index and (self._stopping or not self._still_held(job)):
+                    continue
+                self.run_job(job)
+            return
+        for job, routed, pending, staged in done:
+            self._after_route(job, routed, pending, staged)
+
+    def _after_route(self, job: JobItem, routed: bool, pending: int, staged: list[_Staged]) -> None:
+        """After the route's commit: its staged files published (or removed, when the
+        job was another route's), the acknowledgement check, the loops woken."""
         mine = [s for s in staged if s.job is not None]
         for item in staged:
             if item.job is None:  # another route of the message has the job: not ours to publish

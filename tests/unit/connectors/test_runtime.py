@@ -375,6 +375,37 @@ def test_a_kill_after_the_rename_before_completion(store, tmp_path: Path, monkey
     assert list(target.glob("*.hpr")) == [] and list((target / ".mss-tmp").iterdir()) == []
 
 
+def test_a_batch_of_routes_commits_together_and_a_failure_fails_only_itself(store, tmp_path: Path,
+                                                                           monkeypatch) -> None:
+    """The route jobs of a claimed batch share one transaction; when one of them fails
+    the transaction is rolled back and each runs on its own (here the failure does not
+    come back): all are delivered, once, in one attempt each."""
+    store.create_mailbox(BOX)
+    target = tmp_path / "dui"
+    target.mkdir()
+    store.add_connector_rule(ADMIN, BOX, "folder", [str(target)])
+    for n in range(3):
+        store.deliver(_mail([(f"r{n}.hpr", (SAMPLES / "hprnet_01_abnormal.hpr").read_bytes())],
+                            message_id=f"<batch{n}@b.example>"), [BOX], sender="lab@b.example")
+    worker = _worker(store, tmp_path)
+    real = worker._route_unit
+    calls: list[int] = []
+
+    def flaky(job, staged):
+        calls.append(job.id)
+        if len(calls) == 2:  # the second job of the batch, the first time only
+            raise RuntimeError("a bug in one message")
+        return real(job, staged)
+
+    monkeypatch.setattr(worker, "_route_unit", flaky)
+    assert worker.run_once()
+    routes = sorted(store.list_jobs(kind=ROUTE_KIND), key=lambda j: j.id)
+    assert [j.state for j in routes] == ["done", "done", "done"]  # alone, each went through
+    assert len(calls) == 2 + 3
+    assert len(list(target.glob("*.hpr"))) == 3 and list((target / ".mss-tmp").iterdir()) == []
+    assert all(j.state == "done" and j.attempts == 1 for j in store.list_jobs(kind=DELIVER_KIND))
+
+
 def test_the_same_message_again_stages_nothing_twice(store, tmp_path: Path, monkeypatch) -> None:
     """The sender sends the message again (same Message-ID, a second copy in the
     mailbox) while the first delivery is still recorded but not renamed: the second
