@@ -10,7 +10,8 @@ space of trust) sends distinct HPRIM Net results over 4 SMTP connections at a fi
 (open loop: message n is due at n/rate, however slow the answers); a "DUI" thread takes
 each file away as it appears (5 ms polling) and notes the time. Reported: messages,
 acknowledged, files, lost (acknowledged, no file), duplicated (two files for one
-message), and 250 -> file latency p50/p90/p99/max. With --kills N, `mss serve` gets
+message), 250 -> file latency p50/p90/p99/max, and the SMTP intake: the rate of
+the 250s and how far behind schedule they came (which side is the bottleneck). With --kills N, `mss serve` gets
 SIGKILL at N random moments of the load and is started again at once; failed
 transactions are sent again (same Message-ID), and the latencies of messages
 acknowledged in the 5 s before a kill are reported apart (they wait for the restart).
@@ -79,6 +80,12 @@ def main() -> int:
           f"files {sum(result.files.values())} for {len(result.files)} messages")
     print(f"lost (acknowledged, no file when the run ended) {len(result.lost)}, "
           f"duplicated {len(result.duplicated)}")
+    if len(result.acked) > 1:
+        first, last = min(result.acked.values()), max(result.acked.values())
+        lags = result.intake_lags()
+        print(f"SMTP intake: {(len(result.acked) - 1) / max(last - first, 1e-9):.1f} msg/s acknowledged "
+              f"(first to last 250); 250 behind schedule p50 {percentile(lags, 50) * 1000:.0f} ms, "
+              f"p99 {percentile(lags, 99) * 1000:.0f} ms, max {lags[-1] * 1000:.0f} ms")
     if result.seen:
         first, last = min(result.seen.values()), max(result.seen.values())
         if last > first:

@@ -64,6 +64,15 @@ class LoadResult:
     failures: int = 0
     kills: list[float] = field(default_factory=list)
     duration: float = 0.0
+    started: float = 0.0  # time.monotonic() of the load's start: message n is due at started + n / rate
+    rate: float = 0.0
+
+    def intake_lags(self) -> list[float]:
+        """Per acknowledged message, its (last) 250 minus when it was due: how far the
+        SMTP intake fell behind the offered rate (seconds, sorted)."""
+        if not self.rate:
+            return []
+        return sorted(max(0.0, acked - (self.started + n / self.rate)) for n, acked in self.acked.items())
 
     @property
     def lost(self) -> list[int]:
@@ -153,6 +162,7 @@ def run_load(inst: MssInstance, folder: Path, *, count: int, rate: float, connec
     pending: list[int] = list(range(count))  # messages not acknowledged yet, in order
     retry: list[int] = []
     start = time.monotonic()
+    result.started, result.rate = start, rate
     span = count / rate
     rng = random.Random(seed)
     kill_at = sorted(start + rng.uniform(0.1, 0.9) * span for _ in range(kills))
