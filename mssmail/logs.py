@@ -111,6 +111,18 @@ class JsonLines(logging.Formatter):
         self.process_name = process
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record's line, built once: the stderr and file handlers share this
+        formatter, and the rotating file handler formats each record a second time to
+        measure it (RotatingFileHandler.shouldRollover), so an `smtp.delivered` line was
+        JSON-encoded three times per message on the SMTP event loop."""
+        done = record.__dict__.get("_mss_line")
+        if done is not None and done[0] is self:
+            return done[1]  # type: ignore[no-any-return]
+        text = self._format(record)
+        record._mss_line = (self, text)
+        return text
+
+    def _format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),

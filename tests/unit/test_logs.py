@@ -78,3 +78,31 @@ def test_a_worker_process_reopens_the_file_the_main_process_rotated(tmp_path: Pa
     assert "worker after" in path.read_text()  # not into the rotated-away file
     main.close()
     worker.close()
+
+
+def test_a_record_is_encoded_once_for_stderr_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Both handlers (and the file handler's rollover check) share one formatter: the
+    line is built once per record, and both outputs carry the same line."""
+    config = load_config(tmp_path, environ={"MSS_SERVER_LOG_MAX_SIZE": "1MB"})
+    built: list[str] = []
+    original = logs.JsonLines._format
+
+    def counting(self: logs.JsonLines, record: logging.LogRecord) -> str:
+        built.append(record.getMessage())
+        return original(self, record)
+
+    monkeypatch.setattr(logs.JsonLines, "_format", counting)
+    logs.configure(config)
+    try:
+        logs.event(logs.SMTP_DELIVERED, queue_id="Q1", peer="192.0.2.7", service="smtp",
+                   sender="a@b.example", recipients=["c@d.example"])
+    finally:
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            handler.close()
+            root.removeHandler(handler)
+    assert len(built) == 1
+    on_file = (tmp_path / "logs" / "mss.log").read_text().splitlines()
+    on_stderr = [line for line in capsys.readouterr().err.splitlines() if '"smtp.delivered"' in line]
+    assert on_file == on_stderr and json.loads(on_file[0])["queue_id"] == "Q1"
