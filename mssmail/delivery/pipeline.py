@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import queue
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -157,8 +158,10 @@ class DeliveryPipeline:
     def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
         self.store = store
         self.loop = loop
-        self._pending: list[_Item] = []
-        self._cond = threading.Condition()
+        # A C queue, not a Condition and a list: `put` from the event loop is one call that
+        # wakes the thread only when it waits, where Condition.notify ran Python code and
+        # took two locks for every message.
+        self._pending: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         store.blobs.spares.start()  # temporary files for the batches' blobs, made ahead
         self._thread = threading.Thread(target=self._run, name="deliveries", daemon=True)
         self._thread.start()
@@ -167,17 +170,20 @@ class DeliveryPipeline:
         """The delivery's result once it is committed (durable); raises what the filters
         or the store raised for it alone."""
         future: asyncio.Future[DeliveryResult] = self.loop.create_future()
-        with self._cond:
-            self._pending.append((delivery, future))
-            self._cond.notify()
+        self._pending.put((delivery, future))
         return await future
+
+    def _take(self) -> list[_Item]:
+        """Every delivery waiting (at most MAX_BATCH), after waiting for the first."""
+        batch = [self._pending.get()]
+        with contextlib.suppress(queue.Empty):
+            while len(batch) < MAX_BATCH:
+                batch.append(self._pending.get_nowait())
+        return batch
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                while not self._pending:
-                    self._cond.wait()
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            batch = self._take()
             try:
                 self._prepare_and_queue(batch)
             except BaseException as exc:  # never leave a caller waiting
