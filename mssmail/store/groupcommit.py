@@ -118,24 +118,37 @@ class GroupCommitter:
         """One flush, run while the batch's statements are: it makes durable the files
         written for the batch (queued after them) and the last cycle's deferred commits
         (committed before it starts). The batch commits only once it is done; its own
-        commit, if deferred, waits for the next cycle's flush."""
+        commit, if deferred, waits for the next cycle's flush.
+
+        The last cycle's callers are released by the flush itself, on the flush thread,
+        the moment it returns: not after this batch's statements, which may take longer
+        than the flush (and were, under load, a cycle's worth of latency added to every
+        deferred commit)."""
         assert self._flush is not None
         flushing = flusher.submit(self._flush)
-        waiting = [unflushed]
+        previous = unflushed
 
-        def flushed() -> None:
-            error = flushing.exception()
-            previous, waiting[0] = waiting[0], []
+        def released(done: Future[None]) -> None:
+            error = done.exception()
             if error is not None:
                 # Committed but not known durable: their callers must not be told so.
                 self._settle([(future, False, error) for future, _ok, _value in previous])
+            else:
+                self._settle(previous)
+
+        flushing.add_done_callback(released)
+
+        def flushed() -> None:
+            error = flushing.exception()  # waits: the batch's files must be durable first
+            if error is not None:
                 raise error
-            self._settle(previous)
 
         outcomes = self._commit(batch, before_commit=flushed) if batch else []
-        if waiting[0]:  # no transaction reached its commit: settle the last cycle here
-            with contextlib.suppress(BaseException):
-                flushed()
+        # No commit of this cycle waited for the flush (an empty batch, or a failure
+        # before the commit): wait here, so that one flush at a time runs and the next
+        # cycle's flush starts after everything this one released.
+        with contextlib.suppress(BaseException):
+            flushing.exception()
         if self._deferred:
             return outcomes
         self._settle(outcomes)

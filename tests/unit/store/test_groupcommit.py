@@ -166,6 +166,31 @@ def test_a_flushing_committer_commits_only_after_the_flush(store, deferred):
             connection.exec_driver_sql("DROP TABLE flush_probe")
 
 
+def test_a_deferred_commit_is_released_by_the_next_flush_not_by_the_next_batch(store):
+    """With a deferred sync, a commit is durable once the flush that started after it has
+    returned: its caller is released then, even while the next batch's statements (which
+    run beside that flush) are still running."""
+    gate = threading.Event()
+    later: list[Future] = []
+
+    def first(_connection) -> str:
+        # Queued from inside this cycle: the next batch, whose statements block.
+        later.extend(committer.submit_many([lambda _c: gate.wait(10) and "second"]))
+        return "first"
+
+    committer = _recording_committer(store, lambda: None, True)
+    try:
+        released = committer.submit_many([first])[0]
+        try:
+            assert released.result(5) == "first"
+            assert not later[0].done()  # the second batch is still in its statements
+        finally:
+            gate.set()
+        assert later[0].result(10) == "second"
+    finally:
+        committer.close()
+
+
 def test_a_failed_flush_fails_the_callers_it_was_to_make_durable(store):
     calls = {"n": 0}
 
