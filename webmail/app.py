@@ -1,5 +1,7 @@
-"""The doctors' webmail: Starlette pages over the store API, served by uvicorn on the
-shared loop of `mss serve` (`[web] port`, HTTPS with the server certificate).
+"""The doctors' webmail: Starlette pages over the store API, served by uvicorn
+(`[web] port`, HTTPS with the server certificate) in a child process of `mss serve`
+(`webmail/process.py`), or on the loop of `mss serve` itself with `[web] child_process =
+false`.
 
 Every page is rendered on the server (Jinja2, autoescape on) and works without
 JavaScript; no page has inline script or style (see `webmail.security.CSP`). Mail is
@@ -7,9 +9,10 @@ read through the same store calls as IMAP (`open_folder`, `message_page`,
 `message_view`, `message_part`): opening a message here is the audited `read` that
 sets `\\Seen`, exactly as an IMAP FETCH of its body would be. No SQL lives here.
 
-Why Starlette + uvicorn: an ASGI app that runs in-process on the loop the SMTP, IMAP
-and LDAP servers share (DESIGN rule 5), testable without sockets (`TestClient`), and
-the fastest of the servers measured on this machine (see README, "Webmail").
+Why Starlette + uvicorn: an ASGI app that runs on any asyncio loop (its own process's,
+or the one the SMTP, IMAP and LDAP servers share, DESIGN rule 5), testable without
+sockets (`TestClient`), and the fastest of the servers measured on this machine (see
+README, "Webmail").
 """
 
 from __future__ import annotations
