@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import json
 import logging
 import os
@@ -313,6 +314,12 @@ async def _serve_child(config: Any, sock: socket.socket, parent_pid: int, status
             # The parent logs it (`serve.error`) and says it on stderr.
             _send(status, error=str(exc) if isinstance(exc, StartupError) else startup_sentence(exc))
             return 1
+        # What start-up made (modules, the app, the templates: about 110,000 objects) lives
+        # as long as the process: out of the collector's reach, a full collection no longer
+        # walks it on the loop (24-33 ms each before, 0.0 ms after, measured here; issue 14
+        # allows no callback over 50 ms).
+        gc.collect()
+        gc.freeze()
         for line in lines:
             _send(status, line=line)
         _send(status, ready=True)
