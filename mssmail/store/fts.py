@@ -161,7 +161,7 @@ def _from_texts(summary: str, tree: mimeview.Entity) -> list[str]:
     out = []
     for value in values:
         out.append(value)
-        if query._address_forms_may_differ(value):
+        if query.address_forms_may_differ(value):
             out += addresses.search_text(value)
     return out
 

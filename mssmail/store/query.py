@@ -483,16 +483,18 @@ def _sent_test(since: date | None, before: date | None) -> Test:
 _ADDRESS_FIELDS = frozenset({"from", "to", "cc", "bcc", "sender", "reply-to"})
 
 
-def _address_forms_may_differ(value: str) -> bool:
+def address_forms_may_differ(value: str) -> bool:
     """Whether the address reading of `value` can hold text its raw form does not:
-    only through a comment, a quoted string, a source route or blanks around an "@"."""
+    only through a comment, a quoted string, a source route or blanks around an "@".
+    Public: the full-text index (fts._from_texts) indexes the address readings exactly
+    where this rule reads them, so that its FROM hits are sure answers."""
     return "(" in value or '"' in value or "<@" in value or " @" in value or "@ " in value
 
 
 def _in_field(wanted: str, field: str, value: str) -> bool:
     if wanted in fold(value):
         return True
-    return (field in _ADDRESS_FIELDS and _address_forms_may_differ(value)
+    return (field in _ADDRESS_FIELDS and address_forms_may_differ(value)
             and any(wanted in fold(text) for text in addresses.search_text(value)))
 
 
@@ -693,4 +695,5 @@ def evaluate(node: Query, rows: Sequence[Row], loader: Callable[[str], bytes],
 
 __all__ = ["COLUMNS", "All", "And", "Arrived", "Content", "DateRange", "Flag", "From", "HasAttachment",
            "HasDocument", "Header", "HprimPresent", "Modseq", "Not", "Or", "Patient", "Query", "Size",
-           "Subject", "Text", "To", "Uids", "columns_for", "compile_query", "evaluate", "reads_content"]
+           "Subject", "Text", "To", "Uids", "address_forms_may_differ", "columns_for", "compile_query", "evaluate",
+           "reads_content"]
