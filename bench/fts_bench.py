@@ -3,7 +3,14 @@
 (no FTS plugin), side by side on the same messages, in one run.
 
     flock /tmp/mss-bench.lock .venv/bin/python bench/fts_bench.py [--size 100000] [--repeat 5] \\
-        [--db sqlite|postgresql]
+        [--db sqlite|postgresql] [--keep DIR | --reuse DIR]
+
+`--keep DIR` builds the corpus into DIR (the mss data directory, and on PostgreSQL the
+schema, named in DIR/bench.json) and leaves it there; `--reuse DIR` then skips the
+generation, the loading, the scan and the indexing (several minutes at 100,000) and
+times only the indexed searches on what DIR holds (no Dovecot): for iterating on the
+search code. A reused corpus was indexed by the code of its `--keep` run (run `mss
+index rebuild` and `--keep` again after a change to what is indexed).
 
 The mailbox is `bench/imap_bench.py`'s generator (a few KB each: plain text, 8-bit UTF-8,
 multipart/alternative with HTML, one in eight with a base64 attachment of random bytes;
@@ -120,7 +127,12 @@ def main() -> None:
     parser.add_argument("--scan-repeat", type=int, default=1, help="repeats of the (slow) scan searches")
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--no-dovecot", action="store_true")
+    parser.add_argument("--keep", type=Path, help="build the corpus into this directory and keep it")
+    parser.add_argument("--reuse", type=Path, help="time the indexed searches on a corpus kept by --keep")
     args = parser.parse_args()
+    if args.reuse is not None:
+        reuse(args)
+        return
     use_dovecot = not args.no_dovecot and shutil.which("dovecot") is not None
     report: dict = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "size": args.size,
                     "db": args.db, "repeat": args.repeat,
@@ -129,7 +141,11 @@ def main() -> None:
                                 "shared": "yes: other agents ran builds and tests on the same 2 cores"}}
     if use_dovecot:
         report["dovecot"] = subprocess.run(["dovecot", "--version"], capture_output=True, text=True).stdout.strip()
-    work = Path(tempfile.mkdtemp(prefix="fts-bench-"))
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=False)
+        work = args.keep.resolve()
+    else:
+        work = Path(tempfile.mkdtemp(prefix="fts-bench-"))
     os.chmod(work, 0o755)
     inst = dove = None
     schema = None
@@ -161,6 +177,10 @@ def main() -> None:
             dove.start()
         report["text_bytes"] = text_size(messages)
         report["raw_bytes"] = raw_bytes
+        if args.keep is not None:
+            (work / "bench.json").write_text(json.dumps({
+                "size": args.size, "db": args.db, "schema": schema, "database_url": db_url,
+                "text_bytes": report["text_bytes"], "raw_bytes": raw_bytes}))
         del messages
         ca = inst.ca_file
 
@@ -183,34 +203,94 @@ def main() -> None:
         if dove is not None:
             print("dovecot...", flush=True)
             report["dovecot_scan"] = imap_searches(dove.port, ca, args.repeat)
-        web = {}
-        for words in WEB_WORDS:
-            ms, runs, hits = timed_runs(lambda w=words: store.search_text(USER, USER, w, limit=50), args.repeat)
-            web[words] = {"ms": round(ms, 2), "runs": runs, "hits_shown": len(hits)}  # type: ignore[arg-type]
-        report["webmail_search_text"] = web
+        report["webmail_search_text"] = web_searches(store, args.repeat)
         store.close()
     finally:
         if inst is not None:
             inst.stop()
         if dove is not None:
             dove.stop()
-        if schema is not None:
-            from tests.conftest import _drop_schema
-            _drop_schema(schema)
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep is None:
+            if schema is not None:
+                from tests.conftest import _drop_schema
+                _drop_schema(schema)
+            shutil.rmtree(work, ignore_errors=True)
+    print_report(report, args)
 
+
+def attach(data: Path, database_url: str | None) -> MssInstance:
+    """An `MssInstance` over an existing data directory (no `mss init`), on new ports."""
+    from tests.support.instance import PORT_KEYS, free_port, set_toml
+
+    inst = MssInstance.__new__(MssInstance)
+    inst.data, inst.domain, inst.process, inst.output, inst.passwords = data, DOMAIN, None, [], {}
+    inst.env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    inst.env.pop("MSS_DATA", None)
+    if database_url:
+        inst.env["MSS_DATABASE_URL"] = database_url
+    inst.config_path = data / "mss.toml"
+    inst.ports = {key: free_port() for key in PORT_KEYS}
+    for key, port in inst.ports.items():
+        set_toml(inst.config_path, key, "port", str(port))
+    return inst
+
+
+def reuse(args: argparse.Namespace) -> None:
+    """The indexed searches only, on a corpus kept by `--keep`."""
+    work = args.reuse.resolve()
+    kept = json.loads((work / "bench.json").read_text())
+    args.size, args.db = kept["size"], kept["db"]
+    if kept["database_url"]:
+        os.environ["MSS_DATABASE_URL"] = kept["database_url"]
+    from mssmail.config import load_config
+    from mssmail.store.service import Store
+
+    report: dict = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "size": args.size,
+                    "db": args.db, "repeat": args.repeat, "reused": str(work),
+                    "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                "python": platform.python_version(), "load_average": os.getloadavg()},
+                    "text_bytes": kept["text_bytes"], "raw_bytes": kept["raw_bytes"]}
+    inst = attach(work / "mss", kept["database_url"])
+    store = Store.from_config(load_config(inst.data))
+    try:
+        status = store.fts_status()
+        report["index_status"] = {"pending": status.pending, "indexed": status.indexed,
+                                  "excluded": status.excluded}
+        if status.pending:
+            print(f"warning: {status.pending} messages pending (scanned)", flush=True)
+        report["index_size"] = index_size(store)
+        inst.start("imap")
+        report["mss_index"] = imap_searches(inst.ports["imaps"], inst.ca_file, args.repeat)
+        report["webmail_search_text"] = web_searches(store, args.repeat)
+    finally:
+        inst.stop()
+        store.close()
+    report["machine"]["load_average_end"] = os.getloadavg()
+    print_report(report, args)
+
+
+def web_searches(store, repeat: int) -> dict:
+    web = {}
+    for words in WEB_WORDS:
+        ms, runs, hits = timed_runs(lambda w=words: store.search_text(USER, USER, w, limit=50), repeat)
+        web[words] = {"ms": round(ms, 2), "runs": runs, "hits_shown": len(hits)}  # type: ignore[arg-type]
+    return web
+
+
+def print_report(report: dict, args: argparse.Namespace) -> None:
     print(f"\n## {args.size:,} messages, {args.db}\n")
     print("| search | mss, scan (ms) | mss, index (ms) | Dovecot (ms) | hits |")
     print("|---|---:|---:|---:|---|")
     for label, _criteria in SEARCHES:
-        scan, index = report["mss_scan"][label], report["mss_index"][label]
+        scan, index = report.get("mss_scan", {}).get(label, {"ms": float("nan"), "hits": "-"}), report["mss_index"][label]
         dove_row = report.get("dovecot_scan", {}).get(label, {})
         hits = f"{scan['hits']} / {index['hits']} / {dove_row.get('hits', '-')}"
         print(f"| {label} | {scan['ms']:.1f} | {index['ms']:.1f} | {dove_row.get('ms', float('nan')):.1f} | {hits} |")
     for words, row in report["webmail_search_text"].items():
         print(f"| webmail search_text {words!r} | - | {row['ms']:.1f} | - | {row['hits_shown']} shown |")
     size = report["index_size"]["bytes"]
-    print(f"\nindexing: {report['indexing']['messages_per_s']} messages/s; index {size} bytes "
+    rate = report.get("indexing", {}).get("messages_per_s", "-")
+    print(f"\nindexing: {rate} messages/s; index {size} bytes "
           f"= {size / report['text_bytes']:.2f} x the text indexed ({report['text_bytes']} bytes), "
           f"{size / report['raw_bytes']:.2f} x the raw messages" if size else "")
     out = ROOT / "bench" / "results"
