@@ -706,8 +706,9 @@ class MessageAPI:
         if leaf in narrowed.certain and candidates is not None and not modseq:
             sure = narrowed.certain[leaf].sure
             candidates = candidates - sure
-        rows = self.search_rows(ref, query.COLUMNS, query.columns_for(criteria, modseq=modseq),
-                                uids=candidates)
+        # No candidate left (every hit sure, nothing pending): no query at all.
+        rows = [] if candidates is not None and not candidates else self.search_rows(
+            ref, query.COLUMNS, query.columns_for(criteria, modseq=modseq), uids=candidates)
         if within is not None:
             known = set(within)
             rows = [r for r in rows if r[query.UID] in known]
