@@ -30,7 +30,6 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -237,17 +236,24 @@ class Message(Base):
 
 class FtsDoc(Base):
     """A message's full-text document: its terms (mssmail/store/fts.py). PostgreSQL
-    keeps them as a `tsvector` with a GIN index; SQLite compressed, indexed by the
-    contentless FTS5 table `fts_index` (kept in step by triggers; made by the migration,
-    as SQLAlchemy has no model of a virtual table). Removed with the message (cascade)."""
+    keeps them as one space-separated text, indexed by a GIN index over `fts_doc(terms)`
+    (their tsvector; migration 0015: an expression index, which has no model here);
+    SQLite compressed, indexed by the contentless FTS5 table `fts_index` (kept in step
+    by triggers; made by the migration, as SQLAlchemy has no model of a virtual table).
+    Removed with the message (cascade)."""
 
     __tablename__ = "fts_docs"
-    __table_args__ = (Index("ix_fts_docs_terms", "terms", postgresql_using="gin").ddl_if(dialect="postgresql"),)
 
     message_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
                                             ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
-    # PostgreSQL: a tsvector; SQLite: the terms zlib-compressed (fts.pack_terms).
-    terms: Mapped[Any] = mapped_column(LargeBinary().with_variant(TSVECTOR(), "postgresql"))
+    # PostgreSQL: the terms as text (fts.join_terms); SQLite: zlib-compressed (fts.pack_terms).
+    terms: Mapped[Any] = mapped_column(LargeBinary().with_variant(Text(), "postgresql"))
+    # The message's, which never change (a COPY or MOVE makes a new message): a search's
+    # hits are answered from fts_docs alone on PostgreSQL (migration 0015). Null only
+    # for a document written before 0015 (none: the migration fills them).
+    folder_id: Mapped[int | None] = mapped_column(Integer)
+    uid: Mapped[int | None] = mapped_column(BigInteger)
+    internal_date: Mapped[datetime | None] = mapped_column()
 
 
 class FtsTerm(Base):

@@ -125,7 +125,7 @@ def _terms_of(store) -> int:
                                        {"q": '"' + fts.BODY + 'patient"'}).scalar_one()
             connection.execute(text("INSERT INTO fts_index(fts_index) VALUES ('integrity-check')"))
         else:
-            found = connection.execute(text("SELECT count(*) FROM fts_docs WHERE terms @@ CAST(:q AS tsquery)"),
+            found = connection.execute(text("SELECT count(*) FROM fts_docs WHERE fts_doc(terms) @@ CAST(:q AS tsquery)"),
                                        {"q": "'" + fts.BODY + "patient'"}).scalar_one()
     return int(found)
 
