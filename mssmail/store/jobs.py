@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -199,13 +199,11 @@ class JobOps:
         without a write transaction: an idle worker polls with this (on SQLite a claim
         takes the one writer lock, even when there is nothing to claim)."""
         now = now or datetime.now(UTC)
-        due = or_(
-            and_(_J.c.state.in_((PENDING, FAILED)), _J.c.next_attempt <= now),
-            and_(_J.c.state == RUNNING, _J.c.lease_until < now),
-        )
         with self.db.engine.connect() as connection:
-            return connection.execute(select(_J.c.id).where(_J.c.kind.in_(list(kinds)), due).limit(1)).first() \
-                is not None
+            # One index range per state (see `claim_jobs`).
+            return any(connection.execute(select(_J.c.id).where(_J.c.kind.in_(list(kinds)), due).limit(1)).first()
+                       is not None for due in (and_(_J.c.state.in_((PENDING, FAILED)), _J.c.next_attempt <= now),
+                                               and_(_J.c.state == RUNNING, _J.c.lease_until < now)))
 
     def claim_jobs(self: Store, kinds: str | Sequence[str], worker: str, lease_seconds: float, *,
                    limit: int = 1, now: datetime | None = None) -> list[JobItem]:
@@ -221,16 +219,20 @@ class JobOps:
             raise ValueError("a worker name has 1 to 200 characters.")
         wanted = [kinds] if isinstance(kinds, str) else list(kinds)
         now = now or datetime.now(UTC)
-        due = or_(
-            and_(_J.c.state.in_((PENDING, FAILED)), _J.c.next_attempt <= now),
-            and_(_J.c.state == RUNNING, _J.c.lease_until < now),
-        )
         lease_until = now + timedelta(seconds=lease_seconds)
         with self.db.write() as s:
             connection = s.connection()
-            ids = list(connection.execute(
-                select(_J.c.id).where(_J.c.kind.in_(wanted), due).order_by(_J.c.next_attempt, _J.c.id)
-                .limit(limit).with_for_update(skip_locked=True)).scalars())
+            # Two queries, each a range of the (kind, state, next_attempt) index, rather
+            # than one with an OR of the two states: SQLite answered that one by reading
+            # every job of the kinds, done ones included (1.2 ms per claim at 6,000 jobs,
+            # growing with the table: the 5-minute connector bench leaves 30,000).
+            found: list[Any] = []
+            for due in (and_(_J.c.state.in_((PENDING, FAILED)), _J.c.next_attempt <= now),
+                        and_(_J.c.state == RUNNING, _J.c.lease_until < now)):
+                found += connection.execute(
+                    select(_J.c.id, _J.c.next_attempt).where(_J.c.kind.in_(wanted), due)
+                    .order_by(_J.c.next_attempt, _J.c.id).limit(limit).with_for_update(skip_locked=True)).all()
+            ids = [row.id for row in sorted(found, key=lambda row: (row.next_attempt, row.id))[:limit]]
             if not ids:
                 return []
             connection.execute(update(_J).where(_J.c.id.in_(ids)).values(
