@@ -173,3 +173,29 @@ def test_indexing_is_idempotent_follows_moves_and_forgets_expunged(store, tmp_pa
                         entries=[])
     with store.db.read() as s:
         assert s.execute(select(IndexedResult.id)).all() == []
+
+
+def test_gone_entries_are_purged_a_window_at_a_time(store, monkeypatch) -> None:
+    """Indexing checks a bounded window of the mailbox's entries for gone messages,
+    moving on call after call, so its cost does not grow with the index; every gone
+    entry is still purged, within a sweep."""
+    from mssmail.store import results
+
+    monkeypatch.setattr(results, "PURGE_WINDOW", 2)
+    store.create_mailbox(DUI)
+    system = Actor.system("connectors")
+
+    def left() -> int:
+        with store.db.read() as s:
+            return len(s.execute(select(IndexedResult.id)).all())
+
+    # five entries of a message that is in no folder (gone at once)
+    entries = [ResultEntry(part=f"{i}.0", file_index=i, part_index=0, kind="hprim_net", family="X")
+               for i in range(5)]
+    assert store.index_results(system, DUI, sha256="1" * 64, message_id="", received_at=None,
+                               entries=entries) == 5
+    assert left() == 3  # the first window only
+    store.index_results(system, DUI, sha256="2" * 64, message_id="", received_at=None, entries=[])
+    assert left() == 1
+    store.index_results(system, DUI, sha256="2" * 64, message_id="", received_at=None, entries=[])
+    assert left() == 0
