@@ -282,8 +282,9 @@ class ConnectorsConfig(Section):
     retry_max_interval: int = Field(default=6 * 3600, ge=1)
     max_age: int = Field(default=48 * 3600, ge=1)
     mllp_timeout: int = Field(default=30, ge=1)
-    # Job threads of the worker (each claims and runs one job at a time).
-    workers: int = Field(default=2, ge=1, le=32)
+    # Job threads of the worker (each claims and runs a batch of jobs at a time; new
+    # mail wakes one). 4: docs/performance.md, connectors end to end.
+    workers: int = Field(default=4, ge=1, le=32)
     # A pickup folder's file is read once unchanged this long (its writer is done).
     pickup_settle: int = Field(default=2, ge=0)
     # fhir, smtp and imap targets: connection and each answer.
