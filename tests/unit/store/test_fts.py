@@ -266,3 +266,45 @@ def test_two_indexers_at_once_index_each_message_once(store) -> None:
     status = store.fts_status(address)
     assert (status.pending, status.indexed) == (0, 40)
     assert _terms_of(store) >= 40
+
+
+def test_migration_0015_converts_a_populated_index_in_place(store) -> None:
+    """0015 copies each document's folder, UID and arrival from its message and, on
+    PostgreSQL, turns the tsvector into text: a store indexed before it must answer the
+    same after it, from the index alone (sure hits, no message read), with no indexing
+    again. Down to 0014 and up again, with documents in two folders."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from mssmail.store.migrate import alembic_config
+
+    address = _fresh_mailbox(store)
+    _deliver_and_index(store, address, [NOTE, NOTE.replace(b"hyperkali", b"hypokali"), NOTE])
+    store.folder_create(address, address, "Archive")
+    inbox = store.open_folder(address, address, "INBOX")
+    store.messages_copy(inbox, [2], address, "Archive", move=False)
+    store.fts_index_all()
+    criteria = [q.Text("hyperkaliémie"), q.Text("patient"), q.From("martin"), q.Subject("biologie")]
+    folders = ["INBOX", "Archive"]
+    before = {(f, str(c)): store.search(store.open_folder(address, address, f), c).uids
+              for f in folders for c in criteria}
+    assert before[("INBOX", str(criteria[0]))] == (1, 3) and before[("Archive", str(criteria[1]))] == (1,)
+
+    config = alembic_config(store.db.engine)
+    command.downgrade(config, "0014_mail_fts_trigrams")
+    command.upgrade(config, "heads")
+
+    with store.db.engine.connect() as connection:
+        unfilled = connection.execute(text(
+            "SELECT count(*) FROM fts_docs d JOIN messages m ON m.id = d.message_id "
+            "WHERE d.folder_id IS NOT m.folder_id OR d.uid IS NOT m.uid" if connection.dialect.name == "sqlite"
+            else "SELECT count(*) FROM fts_docs d JOIN messages m ON m.id = d.message_id "
+                 "WHERE d.folder_id IS DISTINCT FROM m.folder_id OR d.uid IS DISTINCT FROM m.uid")).scalar_one()
+    assert unfilled == 0
+    assert store.fts_status().pending == 0  # converted, not queued for indexing again
+    for folder in folders:
+        ref = store.open_folder(address, address, folder)
+        for c in criteria:
+            result = store.search(ref, c)
+            assert result.uids == before[(folder, str(c))], (folder, c)
+    assert store.search(inbox, q.Text("patient")).read == 0
