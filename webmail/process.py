@@ -6,7 +6,8 @@ docs/performance.md "Webmail"; issue 14 allows 10 %). In two processes the kerne
 the cores between them, and the web's memory is its own to measure. The store is the
 same files or the same PostgreSQL database (DESIGN rule 4's scale-out: front ends in
 several processes over one store); what the web changes, other processes see as they see
-each other's (IMAP polls `[imap] poll_interval`, the relay `[relay] poll_interval`).
+each other's, and at once: the child passes what its commits change to the parent
+(`ChildNotices`), whose IMAP sessions, connectors and relay are woken as by their own.
 
     parent (`mss serve`)                     child (`python -m webmail.process`)
     binds [web] bind:port (one sentence      reads the checked config on stdin
@@ -90,6 +91,95 @@ class _Child:
         self.backoff = 1.0
 
 
+class ChildNotices:
+    """What the child's commits changed, passed on to this process's subscribers.
+
+    Why: an IMAP session in IDLE, the connector worker and the relay worker of `mss serve`
+    learn of a change made in the same process at once (`store.changes`,
+    `mssmail.queue.notify`), of one made elsewhere only at their next poll (`[imap]
+    poll_interval`, `[relay] poll_interval`: seconds). The web child writes one JSON line
+    per change on its status pipe after its ready line ({"changed": [mailbox_id,
+    folder_id, kind]}, {"wake": "relay"}); read here on the loop, each is published as if
+    this process had committed it (the child's commit is done before it writes, so what
+    a subscriber reads is there). A line that does not read is logged and dropped: these
+    are hints, and the polls stay the guarantee."""
+
+    def __init__(self, store: Any, fd: int, pending: bytes) -> None:
+        self.store, self.fd, self.pending = store, fd, pending
+
+    def follow(self) -> None:
+        """Read the pipe on this loop until the child closes it (it exits)."""
+        asyncio.get_running_loop().add_reader(self.fd, self._readable)
+        if b"\n" in self.pending:  # lines sent right behind the ready line
+            self._lines(b"")
+
+    def _readable(self) -> None:
+        try:
+            chunk = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            asyncio.get_running_loop().remove_reader(self.fd)
+            os.close(self.fd)
+            return
+        self._lines(chunk)
+
+    def _lines(self, chunk: bytes) -> None:
+        from mssmail.queue import notify
+        from mssmail.store.events import FolderChanged
+
+        *lines, self.pending = (self.pending + chunk).split(b"\n")
+        for raw in lines:
+            try:
+                message = json.loads(raw)
+                if "changed" in message:
+                    mailbox_id, folder_id, kind = message["changed"]
+                    self.store.changes.publish(FolderChanged(int(mailbox_id), int(folder_id), str(kind)))
+                elif message.get("wake") == "relay":
+                    notify.wake()
+            except (ValueError, TypeError, KeyError) as exc:
+                log.warning("web process sent a notice that does not read: %s", exc)
+
+
+class ParentNotifier:
+    """The child's side of `ChildNotices`: its store's changes and its relay wakes, one
+    line each on the status pipe. Subscribers run on the committing thread: the line is
+    written from the loop. The pipe is non-blocking: when it is full (the parent's loop
+    is behind) a notice is dropped rather than stall the web's loop, and the parent's
+    polls pick the change up."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        self.loop, self.fd = loop, fd
+        os.set_blocking(fd, False)
+
+    def changed(self, event: Any) -> None:
+        line = json.dumps({"changed": [event.mailbox_id, event.folder_id, event.kind]})
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.write, line)
+
+    def write(self, line: str) -> None:
+        # One write of a line under PIPE_BUF (4,096 octets) is atomic (POSIX write(2)).
+        with contextlib.suppress(BlockingIOError, BrokenPipeError):
+            os.write(self.fd, (line + "\n").encode())
+
+    async def relay_wakes(self) -> None:
+        """`mssmail.queue.notify.wake()` in this process (mail queued by a send) as a
+        line for the parent's relay worker."""
+        from mssmail.queue import notify
+
+        wake = asyncio.Event()
+        notify.register(self.loop, wake)
+        try:
+            while True:
+                await wake.wait()
+                wake.clear()
+                self.write(json.dumps({"wake": "relay"}))
+        finally:
+            notify.unregister(wake)
+
+
 class WebProcess:
     """The `web` component of `mss serve` when the webmail runs in a child process. A
     list of children, though one: two web processes sharing the port were measured and
@@ -164,6 +254,8 @@ class WebProcess:
                             self._reap(process)
                             raise RuntimeError(str(message["error"]))
                         elif message.get("ready"):
+                            ChildNotices(self.ctx.store, status_read, buffer).follow()
+                            status_read = -1  # the notices own it now
                             return process, lines
                     continue
                 if chunk == b"" or process.poll() is not None:  # EOF: the child is gone
@@ -178,7 +270,8 @@ class WebProcess:
             self._reap(process, kill=True)
             raise
         finally:
-            os.close(status_read)
+            if status_read >= 0:
+                os.close(status_read)
 
     @staticmethod
     def _reap(process: subprocess.Popen[bytes], kill: bool = False) -> int:
@@ -323,11 +416,16 @@ async def _serve_child(config: Any, sock: socket.socket, parent_pid: int, status
         for line in lines:
             _send(status, line=line)
         _send(status, ready=True)
+        notifier = ParentNotifier(loop, status.fileno())
+        unsubscribe = store.changes.subscribe_all(notifier.changed)
+        relay_wakes = asyncio.ensure_future(notifier.relay_wakes())
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         watcher = asyncio.ensure_future(_watch_parent(parent_pid, stop))
         await stop.wait()
         watcher.cancel()
+        relay_wakes.cancel()
+        unsubscribe()
         return 0
     finally:
         if component is not None:

@@ -124,3 +124,45 @@ def test_in_process_setting(inst: MssInstance) -> None:
     assert web_child(inst.process.pid) is None
     assert login_page(inst).status_code == 200
     assert inst.stop() == 0
+
+
+def test_a_change_in_the_web_child_reaches_idle_at_once(tmp_path: Path) -> None:
+    """Opening a message in the webmail (the child's commit sets \\Seen) is pushed to an
+    IMAP client in IDLE on `mss serve` at once, not at the next poll: `[imap]
+    poll_interval` is 10 minutes here, so only the child's notice can explain the push."""
+    import imaplib
+    import re
+
+    from tests.integration.test_webmail import login, send, web
+
+    inst = MssInstance(tmp_path / "b", DOMAIN)
+    inst.configure("imap", "poll_interval", '"600s"')
+    inst.start("submission", "imap", "web")
+    try:
+        assert inst.process is not None and web_child(inst.process.pid) is not None
+        jean = inst.address("jean.martin")
+        send(inst, jean, "Ionogramme", "Potassium 5,9 mmol/l.")
+        imap = imaplib.IMAP4("127.0.0.1", inst.ports["imap"], timeout=30)
+        imap.starttls(ssl_context=ssl.create_default_context(cafile=str(inst.ca_file)))
+        imap.login(jean, inst.passwords[jean])
+        imap.select("INBOX")
+        with web(inst) as client:
+            login(client, inst, jean)
+            inbox = client.get("/", follow_redirects=True)
+            href = re.search(r'href="(/b/[^"]+/INBOX/\d+/\d+)">Ionogramme', inbox.text)
+            assert href, inbox.text
+            tag = imap._new_tag()  # imaplib has no IDLE (RFC 2177)
+            imap.send(tag + b" IDLE\r\n")
+            assert imap.readline().startswith(b"+")
+            opened = time.monotonic()
+            assert client.get(href.group(1)).status_code == 200
+            imap.sock.settimeout(20)
+            pushed = imap.readline()
+            waited = time.monotonic() - opened
+        assert b"FETCH" in pushed and b"\\Seen" in pushed, pushed
+        assert waited < 20, waited
+        imap.send(b"DONE\r\n")
+        assert imap.readline().startswith(tag + b" OK")
+        imap.logout()
+    finally:
+        inst.kill()
