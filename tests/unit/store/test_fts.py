@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -308,3 +309,30 @@ def test_migration_0015_converts_a_populated_index_in_place(store) -> None:
             result = store.search(ref, c)
             assert result.uids == before[(folder, str(c))], (folder, c)
     assert store.search(inbox, q.Text("patient")).read == 0
+
+
+def test_the_indexer_yields_to_arriving_mail(store, monkeypatch) -> None:
+    """With new mail stored in the last second the indexer takes small batches and rests
+    four times as long as each took; once the mail stops it takes full batches again at
+    once. (Every message is still found meanwhile: test_search_while_behind_is_complete.)"""
+    address = _fresh_mailbox(store)
+    worker = fts.IndexWorker(store, batch=200, idle=1.0)
+    worker._unsubscribe = store.changes.subscribe_all(worker._on_change)
+    limits: list[int] = []
+    real = store.fts_index_pending
+
+    def recording(limit: int) -> int:
+        limits.append(limit)
+        time.sleep(0.01)  # a batch that takes some time, whatever the machine
+        return real(limit)
+
+    monkeypatch.setattr(store, "fts_index_pending", recording)
+    store.messages_append(address, address, "INBOX", [(NOTE, [], None)] * 120)  # publishes "new"
+    assert worker.mail_arriving()
+    pause = worker.step()
+    assert limits == [fts.BUSY_BATCH] and pause >= 0.01 * fts.BUSY_REST
+    worker.last_new_mail -= fts.BUSY_WINDOW  # the mail has stopped
+    assert not worker.mail_arriving()
+    assert worker.step() == 1.0  # 70 left of a batch of 200: done, then idle
+    assert limits == [fts.BUSY_BATCH, 200] and store.fts_status().pending == 0
+    worker._unsubscribe()
