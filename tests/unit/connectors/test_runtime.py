@@ -323,12 +323,9 @@ def test_a_route_stages_the_file_and_publishes_it_without_a_claim(store, tmp_pat
                        "connector.mdn_sent"]  # mdn_sent: "not asked"
 
 
-def test_a_kill_between_the_route_commit_and_the_rename(store, tmp_path: Path, monkeypatch) -> None:
-    """Killed after the route committed the staged job, before the rename: the job is
-    ours (running, temp file recorded) until its lease runs out; the next worker renames
-    the recorded temp file: one file."""
-    from datetime import UTC, datetime, timedelta
-
+def _killed_before_the_rename(store, tmp_path: Path, monkeypatch):  # type: ignore[no-untyped-def]
+    """A folder connector whose worker routed a message (the staged job committed) and
+    was killed before renaming the temp file into place: the target and that worker."""
     store.create_mailbox(BOX)
     target = tmp_path / "dui"
     target.mkdir()
@@ -339,6 +336,16 @@ def test_a_kill_between_the_route_commit_and_the_rename(store, tmp_path: Path, m
     with pytest.raises(_Killed):
         worker.run_once()
     monkeypatch.undo()
+    return target, worker
+
+
+def test_a_kill_between_the_route_commit_and_the_rename(store, tmp_path: Path, monkeypatch) -> None:
+    """Killed after the route committed the staged job, before the rename: the job is
+    ours (running, temp file recorded) until its lease runs out; the next worker renames
+    the recorded temp file: one file."""
+    from datetime import UTC, datetime, timedelta
+
+    target, worker = _killed_before_the_rename(store, tmp_path, monkeypatch)
     (job,) = store.list_jobs(kind=DELIVER_KIND)
     assert job.state == "running" and job.lease_owner == worker.worker and Path(job.progress["tmp"]).exists()
     assert list(target.glob("*.hpr")) == []
@@ -413,16 +420,7 @@ def test_the_same_message_again_stages_nothing_twice(store, tmp_path: Path, monk
     taken over, publishes one file, and the second copy adds none."""
     from datetime import UTC, datetime, timedelta
 
-    store.create_mailbox(BOX)
-    target = tmp_path / "dui"
-    target.mkdir()
-    store.add_connector_rule(ADMIN, BOX, "folder", [str(target)])
-    _routed_once(store, tmp_path, target)
-    worker = _worker(store, tmp_path)
-    monkeypatch.setattr(folder, "publish_staged", _die)
-    with pytest.raises(_Killed):
-        worker.run_once()
-    monkeypatch.undo()
+    target, worker = _killed_before_the_rename(store, tmp_path, monkeypatch)
     (first,) = list((target / ".mss-tmp").iterdir())
     _routed_once(store, tmp_path, target)  # the same Message-ID
     assert worker.run_once()  # the second route
