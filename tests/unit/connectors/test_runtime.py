@@ -323,16 +323,17 @@ def test_a_route_stages_the_file_and_publishes_it_without_a_claim(store, tmp_pat
                        "connector.mdn_sent"]  # mdn_sent: "not asked"
 
 
-def _killed_before_the_rename(store, tmp_path: Path, monkeypatch):  # type: ignore[no-untyped-def]
+def _killed_at(store, tmp_path: Path, monkeypatch, step: str):  # type: ignore[no-untyped-def]
     """A folder connector whose worker routed a message (the staged job committed) and
-    was killed before renaming the temp file into place: the target and that worker."""
+    was killed at `step`: a function of connectors/folder.py, or else a method of the
+    worker. The target and that worker."""
     store.create_mailbox(BOX)
     target = tmp_path / "dui"
     target.mkdir()
     store.add_connector_rule(ADMIN, BOX, "folder", [str(target)])
     _routed_once(store, tmp_path, target)
     worker = _worker(store, tmp_path)
-    monkeypatch.setattr(folder, "publish_staged", _die)
+    monkeypatch.setattr(folder if hasattr(folder, step) else worker, step, _die)
     with pytest.raises(_Killed):
         worker.run_once()
     monkeypatch.undo()
@@ -345,7 +346,7 @@ def test_a_kill_between_the_route_commit_and_the_rename(store, tmp_path: Path, m
     the recorded temp file: one file."""
     from datetime import UTC, datetime, timedelta
 
-    target, worker = _killed_before_the_rename(store, tmp_path, monkeypatch)
+    target, worker = _killed_at(store, tmp_path, monkeypatch, "publish_staged")
     (job,) = store.list_jobs(kind=DELIVER_KIND)
     assert job.state == "running" and job.lease_owner == worker.worker and Path(job.progress["tmp"]).exists()
     assert list(target.glob("*.hpr")) == []
@@ -363,15 +364,7 @@ def test_a_kill_after_the_rename_before_completion(store, tmp_path: Path, monkey
     job as delivered before, writing nothing again."""
     from datetime import UTC, datetime, timedelta
 
-    store.create_mailbox(BOX)
-    target = tmp_path / "dui"
-    target.mkdir()
-    store.add_connector_rule(ADMIN, BOX, "folder", [str(target)])
-    _routed_once(store, tmp_path, target)
-    worker = _worker(store, tmp_path)
-    monkeypatch.setattr(worker, "_complete_published", _die)
-    with pytest.raises(_Killed):
-        worker.run_once()
+    target, _ = _killed_at(store, tmp_path, monkeypatch, "_complete_published")
     (file,) = target.glob("*.hpr")
     file.unlink()  # the DUI took it
     later = _worker(store, tmp_path)
@@ -420,7 +413,7 @@ def test_the_same_message_again_stages_nothing_twice(store, tmp_path: Path, monk
     taken over, publishes one file, and the second copy adds none."""
     from datetime import UTC, datetime, timedelta
 
-    target, worker = _killed_before_the_rename(store, tmp_path, monkeypatch)
+    target, worker = _killed_at(store, tmp_path, monkeypatch, "publish_staged")
     (first,) = list((target / ".mss-tmp").iterdir())
     _routed_once(store, tmp_path, target)  # the same Message-ID
     assert worker.run_once()  # the second route
