@@ -298,17 +298,23 @@ def test_worker_crash_after_record_restart_delivers_once(store, tmp_path: Path, 
     assert len(list(target.glob("*.hpr"))) == 1 and list((target / ".mss-tmp").iterdir()) == []
 
 
-def test_a_route_stages_the_file_and_publishes_it_without_a_claim(store, tmp_path: Path) -> None:
-    """The usual way: one run of the worker routes the message, writes the temp file in
-    the route's transaction (the delivery job inserted already claimed, the temp file
-    recorded), renames it after the commit and completes the job: one attempt, no claim
-    of its own; the audit and the acknowledgement check as for a claimed delivery."""
+def _one_message_for_a_folder(store, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A folder connector on BOX (target `dui/`) and one HPRIM message delivered to it,
+    not routed yet: the target and a worker."""
     store.create_mailbox(BOX)
     target = tmp_path / "dui"
     target.mkdir()
     store.add_connector_rule(ADMIN, BOX, "folder", [str(target)])
     _routed_once(store, tmp_path, target)
-    worker = _worker(store, tmp_path)
+    return target, _worker(store, tmp_path)
+
+
+def test_a_route_stages_the_file_and_publishes_it_without_a_claim(store, tmp_path: Path) -> None:
+    """The usual way: one run of the worker routes the message, writes the temp file in
+    the route's transaction (the delivery job inserted already claimed, the temp file
+    recorded), renames it after the commit and completes the job: one attempt, no claim
+    of its own; the audit and the acknowledgement check as for a claimed delivery."""
+    target, worker = _one_message_for_a_folder(store, tmp_path)
     assert worker.run_once()
     (job,) = store.list_jobs(kind=DELIVER_KIND)
     assert job.state == "done" and job.attempts == 1 and job.progress["outcome"] == "written"
@@ -327,12 +333,7 @@ def _killed_at(store, tmp_path: Path, monkeypatch, step: str):  # type: ignore[n
     """A folder connector whose worker routed a message (the staged job committed) and
     was killed at `step`: a function of connectors/folder.py, or else a method of the
     worker. The target and that worker."""
-    store.create_mailbox(BOX)
-    target = tmp_path / "dui"
-    target.mkdir()
-    store.add_connector_rule(ADMIN, BOX, "folder", [str(target)])
-    _routed_once(store, tmp_path, target)
-    worker = _worker(store, tmp_path)
+    target, worker = _one_message_for_a_folder(store, tmp_path)
     monkeypatch.setattr(folder if hasattr(folder, step) else worker, step, _die)
     with pytest.raises(_Killed):
         worker.run_once()
