@@ -19,32 +19,9 @@ import pytest
 from mssmail.store.service import Store
 from tests.support.instance import MssInstance
 from tests.support.mailbox import summaries
+from tests.support.processes import alive, children, wait_until
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def wait_until(condition, timeout: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def message(subject: str, extra_header: str = "") -> bytes:

@@ -14,13 +14,9 @@ import httpx
 import pytest
 
 from tests.support.instance import MssInstance
+from tests.support.processes import alive, children, wait_until
 
 DOMAIN = "a.example"
-
-
-def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
 def web_child(pid: int) -> int | None:
@@ -33,23 +29,6 @@ def web_child(pid: int) -> int | None:
         if b"webmail.process" in cmdline:
             return child
     return None
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
-def wait_until(check, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def login_page(inst: MssInstance) -> httpx.Response:
