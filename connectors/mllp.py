@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from connectors.tls import client_context
+from mssmail.store.connectors import parse_mllp_target as parse_url
 
 START, END = b"\x0b", b"\x1c\r"
 MAX_ACK = 1024 * 1024  # an ACK is a few hundred bytes; a peer may not make us buffer more
@@ -89,13 +90,6 @@ def control_id(message: bytes) -> str:
     return fields[9] if len(fields) > 9 else ""  # MSH-1 is the separator itself
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    host: str
-    port: int
-    tls: bool = False
-
-
 def send(host: str, port: int, message: bytes, timeout: float,
          context: ssl.SSLContext | None = None) -> Ack:
     """Send one message and read its ACK (blocking, bounded by `timeout` per step),
@@ -140,20 +134,6 @@ def deliver(target: str, message: bytes, timeout: float, options: Mapping[str, s
     except (OSError, ssl.SSLError) as exc:  # a missing or unreadable CA / certificate file
         raise MllpError(f"the TLS files of {target} cannot be loaded: {getattr(exc, 'strerror', None) or exc}") from exc
     return send(endpoint.host, endpoint.port, message, timeout, context)
-
-
-def parse_url(target: str) -> Endpoint:
-    """`host:port` or `mllp://host:port` (plain TCP), `mllps://host:port` (TLS);
-    ValueError with one sentence otherwise."""
-    scheme, sep, rest = target.partition("://")
-    if not sep:
-        scheme, rest = "mllp", target
-    if scheme not in ("mllp", "mllps"):
-        raise ValueError(f"an mllp target is host:port, mllp://host:port or mllps://host:port, not {target!r}.")
-    host, sep, port = rest.rstrip("/").rpartition(":")
-    if not sep or not host or "/" in host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-        raise ValueError(f"an mllp target is host:port, mllp://host:port or mllps://host:port, not {target!r}.")
-    return Endpoint(host.strip("[]"), int(port), scheme == "mllps")
 
 
 def parse_target(target: str) -> tuple[str, int]:

@@ -108,13 +108,8 @@ def validate_rule(target_type: str, targets: Sequence[str], match: Mapping[str, 
         raise ValueError("a pickup rule sends the folder's files from the mailbox: no --match, --format "
                          "or --extension.")
     if target_type == "mllp":
-        for target in targets:  # host:port, mllp://host:port, mllps://host:port (TLS)
-            scheme, sep, rest = target.partition("://")
-            host, colon, port = (rest if sep else target).rstrip("/").rpartition(":")
-            if (sep and scheme not in ("mllp", "mllps")) or not colon or not host or "/" in host \
-                    or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"an mllp target is host:port or mllps://host:port (TLS), not {target!r}.")
-            if scheme != "mllps" and set(options) & {"ca_file", "cert_file", "key_file"}:
+        for target in targets:
+            if not parse_mllp_target(target).tls and set(options) & {"ca_file", "cert_file", "key_file"}:
                 raise ValueError(f"ca_file, cert_file and key_file are for mllps:// targets, not {target!r}.")
     unknown = sorted(set(match) - set(MATCH_KEYS))
     if unknown:
@@ -138,6 +133,29 @@ def validate_rule(target_type: str, targets: Sequence[str], match: Mapping[str, 
     extension = options.get("extension", "hpr")
     if not extension.isalnum() or len(extension) > 10:
         raise ValueError("an extension is 1 to 10 letters or digits, without the dot.")
+
+
+@dataclass(frozen=True)
+class MllpEndpoint:
+    host: str
+    port: int
+    tls: bool = False
+
+
+def parse_mllp_target(target: str) -> MllpEndpoint:
+    """`host:port` or `mllp://host:port` (plain TCP), `mllps://host:port` (TLS);
+    ValueError with one sentence otherwise. The one reading of an MLLP target: the rule
+    is checked with it when it is added, and connectors/mllp.py dials what it gives."""
+    shape = f"an mllp target is host:port, mllp://host:port or mllps://host:port, not {target!r}."
+    scheme, sep, rest = target.partition("://")
+    if not sep:
+        scheme, rest = "mllp", target
+    if scheme not in ("mllp", "mllps"):
+        raise ValueError(shape)
+    host, sep, port = rest.rstrip("/").rpartition(":")
+    if not sep or not host or "/" in host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise ValueError(shape)
+    return MllpEndpoint(host.strip("[]"), int(port), scheme == "mllps")
 
 
 def _validate_network(target_type: str, targets: Sequence[str], options: Mapping[str, str]) -> None:

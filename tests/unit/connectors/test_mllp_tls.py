@@ -15,7 +15,7 @@ import hl7
 import pytest
 
 from connectors import mllp
-from mssmail.store.connectors import DELIVER_KIND
+from mssmail.store.connectors import DELIVER_KIND, MllpEndpoint
 from tests.unit.connectors.peers import Pki, make_pki
 from tests.unit.connectors.samples import expected
 from tests.unit.connectors.test_hl7v2 import text
@@ -130,9 +130,9 @@ def test_mllps_wrong_host_name_is_refused(pki: Pki) -> None:
 
 
 def test_mllp_target_forms_and_rule_validation(store) -> None:
-    assert mllp.parse_url("mllps://[::1]:2575") == mllp.Endpoint("::1", 2575, True)
-    assert mllp.parse_url("mllp://h.example:2575/") == mllp.Endpoint("h.example", 2575, False)
-    assert mllp.parse_url("h.example:2575") == mllp.Endpoint("h.example", 2575, False)
+    assert mllp.parse_url("mllps://[::1]:2575") == MllpEndpoint("::1", 2575, True)
+    assert mllp.parse_url("mllp://h.example:2575/") == MllpEndpoint("h.example", 2575, False)
+    assert mllp.parse_url("h.example:2575") == MllpEndpoint("h.example", 2575, False)
     for bad in ("https://h:1", "mllps://h", "mllps://h:0", "mllps://h:1/x:2", "h"):
         with pytest.raises(ValueError):
             mllp.parse_url(bad)
