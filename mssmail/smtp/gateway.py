@@ -70,7 +70,7 @@ def stored_to_json(stored: Stored) -> dict[str, Any]:
     return {"sha": sha, "from_addr": summary.from_addr, "to_addrs": summary.to_addrs,
             "subject": summary.subject, "message_id": summary.message_id,
             "date": summary.date.isoformat() if summary.date else None,
-            "has_attachments": summary.has_attachments}
+            "has_attachments": summary.has_attachments, "hprim_body": summary.hprim_body}
 
 
 def stored_from_json(value: Any) -> Stored | None:
@@ -83,13 +83,13 @@ def stored_from_json(value: Any) -> Stored | None:
     if not SHA256.fullmatch(sha):
         raise ValueError("bad blob digest")
     date = value.get("date")
-    if not isinstance(value.get("has_attachments"), bool):
+    if not isinstance(value.get("has_attachments"), bool) or not isinstance(value.get("hprim_body", False), bool):
         raise ValueError("bad summary")
     summary = Summary(
         from_addr=_text(value.get("from_addr")), to_addrs=_text(value.get("to_addrs")),
         subject=_text(value.get("subject")), message_id=_text(value.get("message_id")),
         date=None if date is None else datetime.fromisoformat(_text(date)),
-        has_attachments=value["has_attachments"])
+        has_attachments=value["has_attachments"], hprim_body=value.get("hprim_body", False))
     if summary.date is not None and summary.date.tzinfo is None:
         raise ValueError("bad summary date")
     return sha, summary

@@ -190,8 +190,8 @@ def route_jobs(connection: Connection, placed: Sequence[tuple[int, str, int, str
                attachments: Sequence[bool] | None = None) -> int:
     """In a delivery's transaction: one `connector.route` job per delivered INBOX row
     whose mailbox has rules, and one `connector.index` job per row of a mailbox without
-    rules whose summary says it has an attachment (`attachments`, in `placed` order:
-    the results index, mssmail/store/results.py). `placed`: (mailbox id, address,
+    rules whose summary says it has an attachment or an HPRIM Net body (`attachments`,
+    in `placed` order: the results index, mssmail/store/results.py). `placed`: (mailbox id, address,
     message row id, Message-ID header, blob SHA-256, envelope sender). The envelope
     sender is kept in the route job: the store does not add a Return-Path field, and the
     acknowledgement (an MDN only when Disposition-Notification-To equals it, RFC 8098

@@ -251,6 +251,7 @@ def _deliver(io: _Writes, requests: Sequence[DeliveryRequest]) -> list[DeliveryR
     pending: list[_Placed] = []
     inbox: list[bool] = []  # per `pending` row: an inbound delivery (connectors route those)
     envelope: list[str] = []  # per `pending` row: the envelope sender (the Return-Path)
+    may_hold_results: list[bool] = []  # per `pending` row: an attachment or an HPRIM body
     # (jobs, index range in `pending` of the rows written for the request's recipients)
     jobs: list[tuple[tuple[JobSpec, ...], int, int]] = []
 
@@ -293,6 +294,7 @@ def _deliver(io: _Writes, requests: Sequence[DeliveryRequest]) -> list[DeliveryR
             pending.append(_Placed(outcomes, address, uid, target.uidvalidity))
             inbox.append(request.folder == "INBOX" and request.action == audit.DELIVERY)
             envelope.append(request.sender)
+            may_hold_results.append(summary.has_attachments or summary.hprim_body)
             changed.append(FolderChanged(box.id, target.id, "new"))
             reached += 1
         return outcomes, reached
@@ -331,13 +333,13 @@ def _deliver(io: _Writes, requests: Sequence[DeliveryRequest]) -> list[DeliveryR
                               for specs, start, end in jobs for job in specs])
         # Connectors: one route job per INBOX row of a mailbox that has rules (the
         # worker parses after the commit; see mssmail/store/connectors.py).
-        # Mailboxes without rules get an index job for a message with an attachment
-        # (the results index, mssmail/store/results.py).
-        routable = [(placed, message_id, row, sender) for placed, message_id, row, is_inbox, sender
-                    in zip(pending, ids, message_rows, inbox, envelope, strict=True) if is_inbox]
+        # Mailboxes without rules get an index job for a message with an attachment or
+        # an HPRIM Net body (the results index, mssmail/store/results.py).
+        routable = [(placed, message_id, row, sender, hint) for placed, message_id, row, is_inbox, sender, hint
+                    in zip(pending, ids, message_rows, inbox, envelope, may_hold_results, strict=True) if is_inbox]
         connectors.route_jobs(io.s, [(boxes[placed.address].id, placed.address, message_id, row[13], row[2], sender)
-                                     for placed, message_id, row, sender in routable],
-                              [bool(row[14]) for _placed, _id, row, _sender in routable])
+                                     for placed, message_id, row, sender, _hint in routable],
+                              [hint for *_row, hint in routable])
         # Out-of-office and forwarding: jobs for the automail worker, after the 250.
         settings.automail_jobs(io.s, [(boxes[placed.address].settings, placed.address, message_id, sender)
                                       for placed, message_id, is_inbox, sender in zip(pending, ids, inbox, envelope,

@@ -29,6 +29,16 @@ class Summary:
     date: datetime | None
     message_id: str
     has_attachments: bool
+    # The message holds HPRIM Net's LAB marker (`****LAB****`) outside any attachment:
+    # an Apicrypt-style result whose text body is the report. Not stored: it only asks
+    # for a results-index job in a mailbox without connector rules, as an attachment
+    # does (mssmail/store/connectors.py `route_jobs`); the job parses the body and keeps
+    # it only if it is HPRIM (connectors/routing.py `body_is_hprim_net`).
+    hprim_body: bool = False
+
+
+# connectors/formats/hprim_net.py MARKER_LAB (the store does not import the connectors).
+HPRIM_LAB_MARKER = b"****LAB****"
 
 
 def _decode(value: bytes | None) -> str:
@@ -122,6 +132,9 @@ def _summarize(read: ReadFields, raw: bytes) -> Summary:
         date=_date(fastpath.first(fields, b"date")),
         message_id=_decode(fastpath.first(fields, b"message-id"))[:998],
         has_attachments=attachments,
+        # A C substring search over bytes already in memory (microseconds for a 10 KB
+        # mail); a body in base64 hides it, as it would from most readers of HPRIM.
+        hprim_body=not attachments and HPRIM_LAB_MARKER in raw,
     )
 
 

@@ -89,6 +89,26 @@ def test_a_personal_mailbox_without_rules_gets_its_results_indexed(store, tmp_pa
     assert not (tmp_path / "connectors" / "quarantine").exists()
 
 
+def test_an_hprim_text_body_without_rules_is_indexed_too(store, tmp_path: Path) -> None:
+    """An Apicrypt-style mail whose text body is the HPRIM Net report, no attachment, in a
+    mailbox without rules: an index job (the summary saw the LAB marker), its results
+    listed; a plain body that only mentions the marker parses as nothing and lists none."""
+    store.create_mailbox(DOC)
+    report = (SAMPLES / "hprnet_01_abnormal.hpr").read_bytes().decode("latin-1")
+    outcome = store.deliver(_mail([], body=report, message_id="<body@b.example>"), [DOC],
+                            sender="lab@b.example")[DOC]
+    store.deliver(_mail([], body="Le bloc ****LAB**** manque ici.\n", message_id="<mention@b.example>"), [DOC],
+                  sender="lab@b.example")
+    assert [j.kind for j in store.list_jobs()] == [INDEX_KIND, INDEX_KIND]
+    _drain(_worker(store, tmp_path))
+    (patient,) = store.results_by_patient(Actor.user(DOC), DOC)
+    assert (patient.family, patient.given) == ("DUVERNOY", "MADELEINE")
+    (document,) = patient.documents
+    assert document.kind == "hprim_net" and (document.folder, document.uid) == ("INBOX", outcome.uid)
+    assert (document.result_count, document.abnormal_count) == (7, 6)
+    assert not (tmp_path / "connectors" / "quarantine").exists()
+
+
 def test_grouped_by_patient_new_first_download_marks_retrieved(store, tmp_path: Path) -> None:
     store.create_mailbox(DOC)
     store.create_mailbox(OTHER)
