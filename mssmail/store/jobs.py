@@ -61,6 +61,25 @@ _COMPLETE_HELD = (update(_J).where(_J.c.id == bindparam("b_id"), _J.c.state == R
                           progress=bindparam("b_progress", type_=_J.c.progress.type)))
 
 
+def _initial_state(job: NewJob, now: datetime) -> tuple[str, int, datetime, str | None, datetime | None]:
+    """(state, attempts, next_attempt, lease_owner, lease_until) of a new job: pending,
+    or already claimed by `lease_owner` (one attempt, its lease running from now)."""
+    run_at = job.run_at or now
+    if job.lease_owner is None:
+        return PENDING, 0, run_at, None, None
+    return RUNNING, 1, run_at, job.lease_owner, now + timedelta(seconds=job.lease_seconds)
+
+
+def _due(now: datetime) -> tuple[Any, Any]:
+    """What makes a job due, as two conditions, each one range of the (kind, state,
+    next_attempt) index: pending or failed with `next_attempt` passed; running with its
+    lease run out. Queried apart rather than OR-ed: SQLite answered the OR by reading
+    every job of the kinds, done ones included (1.2 ms per claim at 6,000 jobs, growing
+    with the table: the 5-minute connector bench leaves 30,000)."""
+    return (and_(_J.c.state.in_((PENDING, FAILED)), _J.c.next_attempt <= now),
+            and_(_J.c.state == RUNNING, _J.c.lease_until < now))
+
+
 class JobNotFound(StoreError):
     pass
 
@@ -153,10 +172,8 @@ def enqueue(conn_or_session: Connection | Session, jobs: NewJob | Sequence[NewJo
         if job.lease_owner is not None and not 0 < len(job.lease_owner) <= 200:
             raise ValueError("a worker name has 1 to 200 characters.")
     values: list[tuple[Any, ...]] = [
-        (job.kind, job.key, dict(job.payload), dict(job.progress), PENDING, 0, job.run_at or now, None, None, "",
-         job.mailbox.strip().lower(), job.message_id, now, None) if job.lease_owner is None else
-        (job.kind, job.key, dict(job.payload), dict(job.progress), RUNNING, 1, job.run_at or now, job.lease_owner,
-         now + timedelta(seconds=job.lease_seconds), "", job.mailbox.strip().lower(), job.message_id, now, None)
+        (job.kind, job.key, dict(job.payload), dict(job.progress), *_initial_state(job, now), "",
+         job.mailbox.strip().lower(), job.message_id, now, None)
         for job in batch]
     driver = driver_for(connection)
     if driver is not None:
@@ -200,10 +217,8 @@ class JobOps:
         takes the one writer lock, even when there is nothing to claim)."""
         now = now or datetime.now(UTC)
         with self.db.engine.connect() as connection:
-            # One index range per state (see `claim_jobs`).
             return any(connection.execute(select(_J.c.id).where(_J.c.kind.in_(list(kinds)), due).limit(1)).first()
-                       is not None for due in (and_(_J.c.state.in_((PENDING, FAILED)), _J.c.next_attempt <= now),
-                                               and_(_J.c.state == RUNNING, _J.c.lease_until < now)))
+                       is not None for due in _due(now))
 
     def claim_jobs(self: Store, kinds: str | Sequence[str], worker: str, lease_seconds: float, *,
                    limit: int = 1, now: datetime | None = None) -> list[JobItem]:
@@ -222,13 +237,8 @@ class JobOps:
         lease_until = now + timedelta(seconds=lease_seconds)
         with self.db.write() as s:
             connection = s.connection()
-            # Two queries, each a range of the (kind, state, next_attempt) index, rather
-            # than one with an OR of the two states: SQLite answered that one by reading
-            # every job of the kinds, done ones included (1.2 ms per claim at 6,000 jobs,
-            # growing with the table: the 5-minute connector bench leaves 30,000).
             found: list[Any] = []
-            for due in (and_(_J.c.state.in_((PENDING, FAILED)), _J.c.next_attempt <= now),
-                        and_(_J.c.state == RUNNING, _J.c.lease_until < now)):
+            for due in _due(now):  # one index range each
                 found += connection.execute(
                     select(_J.c.id, _J.c.next_attempt).where(_J.c.kind.in_(wanted), due)
                     .order_by(_J.c.next_attempt, _J.c.id).limit(limit).with_for_update(skip_locked=True)).all()
