@@ -221,14 +221,11 @@ class ConnectorWorker:
         self._local.rules = {}
         try:
             routes = [job for job in jobs if job.kind in (ROUTE_KIND, INDEX_KIND)]
-            rest = jobs
             if len(routes) > 1:
                 self._route_batch(routes)
-                rest = [job for job in jobs if job.kind not in (ROUTE_KIND, INDEX_KIND)]
-            for index, job in enumerate(rest):
-                if (index or len(routes) > 1) and (self._stopping or not self._still_held(job)):
-                    continue  # left to its lease: taken again once it runs out
-                self.run_job(job)
+                self._run_each([job for job in jobs if job.kind not in (ROUTE_KIND, INDEX_KIND)], fresh=False)
+            else:
+                self._run_each(jobs, fresh=True)
         finally:
             self._local.published = self._local.rules = None
             self._complete_published(published)
@@ -246,6 +243,15 @@ class ConnectorWorker:
             cache[mailbox] = self.store.connector_rules(mailbox)
         rules: list[Any] = cache[mailbox]
         return rules
+
+    def _run_each(self, jobs: list[JobItem], *, fresh: bool) -> None:
+        """Run claimed jobs one after the other; each but a `fresh` first one (just
+        claimed) only if it is still ours (`_still_held`) and the worker is not stopping:
+        otherwise it is left to its lease, taken again once that runs out."""
+        for index, job in enumerate(jobs):
+            if (index or not fresh) and (self._stopping or not self._still_held(job)):
+                continue
+            self.run_job(job)
 
     def _still_held(self, job: JobItem) -> bool:
         """Whether a job claimed in a batch may start now: its lease has at least half
@@ -331,10 +337,7 @@ class ConnectorWorker:
                     done.append((job, *self._route_unit(job, staged), staged))
         except Exception:
             log.info("connectors: a batch of %d route jobs failed together; each is run on its own", len(jobs))
-            for index, job in enumerate(jobs):
-                if index and (self._stopping or not self._still_held(job)):
-                    continue
-                self.run_job(job)
+            self._run_each(jobs, fresh=True)
             return
         for job, routed, pending, staged in done:
             self._after_route(job, routed, pending, staged)
