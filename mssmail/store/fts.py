@@ -555,20 +555,17 @@ class FtsOps:
                 params += (folder_id,)
             ids = connection.exec_driver_sql(sql + " ORDER BY m.internal_date DESC, m.id DESC LIMIT ?",
                                              (*params, limit)).scalars().all()
-            if not ids:
-                return []
-            chosen = select(*_TOP_COLUMNS).join(_F, _F.c.id == _M.c.folder_id).where(_M.c.id.in_(ids))
-            return list(connection.execute(chosen.order_by(_M.c.internal_date.desc(), _M.c.id.desc())).all())
-        # PostgreSQL: the newest `limit` hits chosen in fts_docs alone (its folder_id and
-        # internal_date are the message's: migration 0015), then only their rows read.
-        # The index query first, on its own (MATERIALIZED: the planner otherwise tested
-        # every message's document, "hyperkaliémie" 148 -> 24 ms at 20,000 messages).
-        sql = ("WITH hits AS MATERIALIZED (SELECT message_id, folder_id, internal_date FROM fts_docs "
-               "WHERE fts_doc(terms) @@ CAST(:q AS tsquery)) SELECT message_id FROM hits WHERE folder_id ")
-        sql += "= :f" if folder_id is not None else "IN (SELECT id FROM folders WHERE mailbox_id = :mb)"
-        sql += " ORDER BY internal_date DESC, message_id DESC LIMIT :n"
-        ids = connection.execute(text(sql), {"q": render_tsquery(node), "mb": mailbox_id, "f": folder_id,
-                                             "n": limit}).scalars().all()
+        else:
+            # PostgreSQL: the newest `limit` hits chosen in fts_docs alone (its folder_id
+            # and internal_date are the message's: migration 0015), then only their rows
+            # read. The index query first, on its own (MATERIALIZED: the planner otherwise
+            # tested every message's document, "hyperkaliémie" 148 -> 24 ms at 20,000).
+            sql = ("WITH hits AS MATERIALIZED (SELECT message_id, folder_id, internal_date FROM fts_docs "
+                   "WHERE fts_doc(terms) @@ CAST(:q AS tsquery)) SELECT message_id FROM hits WHERE folder_id ")
+            sql += "= :f" if folder_id is not None else "IN (SELECT id FROM folders WHERE mailbox_id = :mb)"
+            sql += " ORDER BY internal_date DESC, message_id DESC LIMIT :n"
+            ids = connection.execute(text(sql), {"q": render_tsquery(node), "mb": mailbox_id, "f": folder_id,
+                                                 "n": limit}).scalars().all()
         if not ids:
             return []
         chosen = select(*_TOP_COLUMNS).join(_F, _F.c.id == _M.c.folder_id).where(_M.c.id.in_(ids))
