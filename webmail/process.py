@@ -251,7 +251,9 @@ class WebProcess:
                         if "line" in message:
                             lines.append(str(message["line"]))
                         elif "error" in message:
-                            self._reap(process)
+                            # Off the loop: the child may take seconds to close its store,
+                            # and a restart happens while mss serve serves mail.
+                            await asyncio.to_thread(self._reap, process)
                             raise RuntimeError(str(message["error"]))
                         elif message.get("ready"):
                             ChildNotices(self.ctx.store, status_read, buffer).follow()
@@ -259,7 +261,7 @@ class WebProcess:
                             return process, lines
                     continue
                 if chunk == b"" or process.poll() is not None:  # EOF: the child is gone
-                    code = self._reap(process)
+                    code = await asyncio.to_thread(self._reap, process)
                     raise RuntimeError(f"the web process exited with code {code} while starting "
                                        f"(see the log)")
                 if time.monotonic() > deadline:
