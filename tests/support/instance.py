@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -22,10 +23,30 @@ MSS = [sys.executable, "-m", "cli"]
 PORT_KEYS = ("smtp", "submission", "imap", "imaps", "ldap", "web")
 
 
+# Ports are drawn below the kernel's ephemeral range (32768-60999 on Linux), so no
+# outgoing connection of the suite can take one between this check and the bind of the
+# server it is meant for, and a port is handed out once per run: binding port 0 and
+# closing can give the same port to two callers (CI saw submission and IMAP of one
+# instance both given 42667).
+_PORT_RANGE = range(20000, 32000)
+_handed_out: set[int] = set()
+_port_picker = random.Random(os.getpid())
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port nothing listens on, never returned before in this process."""
+    for _ in range(1000):
+        port = _port_picker.choice(_PORT_RANGE)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free loopback port in 20000-31999")
 
 
 def set_toml(path: Path, section: str, key: str, value: str) -> None:
