@@ -3,7 +3,7 @@
 (no FTS plugin), side by side on the same messages, in one run.
 
     flock /tmp/mss-bench.lock .venv/bin/python bench/fts_bench.py [--size 100000] [--repeat 5] \\
-        [--db sqlite|postgresql] [--keep DIR | --reuse DIR]
+        [--db sqlite|postgresql] [--keep DIR [--no-scan] | --reuse DIR]
 
 `--keep DIR` builds the corpus into DIR (the mss data directory, and on PostgreSQL the
 schema, named in DIR/bench.json) and leaves it there; `--reuse DIR` then skips the
@@ -127,6 +127,8 @@ def main() -> None:
     parser.add_argument("--scan-repeat", type=int, default=1, help="repeats of the (slow) scan searches")
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--no-dovecot", action="store_true")
+    parser.add_argument("--no-scan", action="store_true",
+                        help="skip the searches without the index (with --keep: a corpus to --reuse, sooner)")
     parser.add_argument("--keep", type=Path, help="build the corpus into this directory and keep it")
     parser.add_argument("--reuse", type=Path, help="time the indexed searches on a corpus kept by --keep")
     args = parser.parse_args()
@@ -185,9 +187,10 @@ def main() -> None:
         ca = inst.ca_file
 
         inst.start("imap")
-        print("mss without its index (scan)...", flush=True)
-        # The scan reads every message: its first run is its own warm-up (page cache).
-        report["mss_scan"] = imap_searches(inst.ports["imaps"], ca, args.scan_repeat, warm=False)
+        if not args.no_scan:
+            print("mss without its index (scan)...", flush=True)
+            # The scan reads every message: its first run is its own warm-up (page cache).
+            report["mss_scan"] = imap_searches(inst.ports["imaps"], ca, args.scan_repeat, warm=False)
 
         started = time.monotonic()
         indexed = store.fts_index_all(batch=500)
