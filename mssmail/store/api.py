@@ -23,6 +23,7 @@ import io
 import json
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -701,16 +702,17 @@ class MessageAPI:
         leaf = criteria
         while isinstance(leaf, query.And) and len(leaf.items) == 1:
             leaf = leaf.items[0]
-        sure: frozenset[int] = frozenset()
+        sure: AbstractSet[int] = frozenset()
         candidates = narrowed.candidates
         if leaf in narrowed.certain and candidates is not None and not modseq:
             sure = narrowed.certain[leaf].sure
-            candidates = candidates - sure
+            # The same set when nothing is pending (fts_narrow): then no candidate is left.
+            candidates = set() if candidates is sure else candidates - sure
         # No candidate left (every hit sure, nothing pending): no query at all.
         rows = [] if candidates is not None and not candidates else self.search_rows(
             ref, query.COLUMNS, query.columns_for(criteria, modseq=modseq), uids=candidates)
-        if within is not None:
-            known = set(within)
+        if within is not None and (rows or sure):
+            known = within if isinstance(within, AbstractSet) else set(within)
             rows = [r for r in rows if r[query.UID] in known]
             sure = sure & known
         address = ref.address
@@ -718,7 +720,8 @@ class MessageAPI:
                                        lambda sha: self.view(address, self.blobs.read(sha)),
                                        certain=narrowed.certain)
         if sure:
-            matched = sorted(sure.union(matched))
+            # A set of small integers iterates nearly in order: sorting it is one pass.
+            matched = sorted(sure | set(matched) if matched else sure)
         if read or query.reads_content(criteria):
             self.audit_search(ref, query.describe(criteria), read, len(matched), ip=ip)
         highest = None

@@ -243,6 +243,23 @@ def test_accents_and_case_are_folded_for_the_webmail(store) -> None:
     assert store.search_text(address, address, "hyperkaliemie", folder="Sent") == []
 
 
+def test_the_webmail_search_keeps_to_its_mailbox_and_folder(store) -> None:
+    """SQLite finds a hit's message by its FTS5 key (folder_id << 32 | uid, migration
+    0016): every folder of the mailbox and only those; one folder when asked; another
+    mailbox's messages (same UIDs, other folders) never."""
+    mine, other = _fresh_mailbox(store), _fresh_mailbox(store)
+    _deliver_and_index(store, other, [NOTE, NOTE])
+    _deliver_and_index(store, mine, [NOTE, b"Subject: rien\r\n\r\nrien\r\n"])
+    store.folder_create(mine, mine, "Archive")
+    store.messages_copy(store.open_folder(mine, mine, "INBOX"), [1], mine, "Archive", move=False)
+    store.fts_index_all()
+    assert sorted((h.folder, h.uid) for h in store.search_text(mine, mine, "hyperkaliémie")) == [
+        ("Archive", 1), ("INBOX", 1)]
+    assert [(h.folder, h.uid) for h in store.search_text(mine, mine, "hyperkaliémie", folder="Archive")] == [
+        ("Archive", 1)]
+    assert len(store.search_text(other, other, "hyperkaliémie")) == 2
+
+
 def test_two_indexers_at_once_index_each_message_once(store) -> None:
     """Several `mss serve` on one database: indexers skip the rows another one holds."""
     import threading
@@ -269,11 +286,13 @@ def test_two_indexers_at_once_index_each_message_once(store) -> None:
     assert _terms_of(store) >= 40
 
 
-def test_migration_0015_converts_a_populated_index_in_place(store) -> None:
+@pytest.mark.parametrize("down_to", ["0014_mail_fts_trigrams", "0015_mail_fts_text_docs"])
+def test_migrations_0015_0016_convert_a_populated_index_in_place(store, down_to: str) -> None:
     """0015 copies each document's folder, UID and arrival from its message and, on
-    PostgreSQL, turns the tsvector into text: a store indexed before it must answer the
-    same after it, from the index alone (sure hits, no message read), with no indexing
-    again. Down to 0014 and up again, with documents in two folders."""
+    PostgreSQL, turns the tsvector into text; 0016 keys SQLite's FTS5 rows by folder and
+    UID: a store indexed before them must answer the same after them, from the index
+    alone (sure hits, no message read), with no indexing again. Down to 0014 (or 0015)
+    and up again, with documents in two folders."""
     from alembic import command
     from sqlalchemy import text
 
@@ -292,7 +311,7 @@ def test_migration_0015_converts_a_populated_index_in_place(store) -> None:
     assert before[("INBOX", str(criteria[0]))] == (1, 3) and before[("Archive", str(criteria[1]))] == (1,)
 
     config = alembic_config(store.db.engine)
-    command.downgrade(config, "0014_mail_fts_trigrams")
+    command.downgrade(config, down_to)
     command.upgrade(config, "heads")
 
     with store.db.engine.connect() as connection:
@@ -309,6 +328,7 @@ def test_migration_0015_converts_a_populated_index_in_place(store) -> None:
             result = store.search(ref, c)
             assert result.uids == before[(folder, str(c))], (folder, c)
     assert store.search(inbox, q.Text("patient")).read == 0
+    assert _terms_of(store) == 4  # SQLite: the FTS5 index's integrity-check passes too
 
 
 def test_the_indexer_yields_to_arriving_mail(store, monkeypatch) -> None:
