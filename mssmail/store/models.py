@@ -239,7 +239,8 @@ class FtsDoc(Base):
     keeps them as one space-separated text, indexed by a GIN index over `fts_doc(terms)`
     (their tsvector; migration 0015: an expression index, which has no model here);
     SQLite compressed, indexed by the contentless FTS5 table `fts_index` (kept in step
-    by triggers; made by the migration, as SQLAlchemy has no model of a virtual table).
+    by triggers; made by the migration, as SQLAlchemy has no model of a virtual table;
+    a document's rowid there is folder_id << 32 | uid: migration 0016).
     Removed with the message (cascade)."""
 
     __tablename__ = "fts_docs"
