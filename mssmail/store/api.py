@@ -703,15 +703,19 @@ class MessageAPI:
         while isinstance(leaf, query.And) and len(leaf.items) == 1:
             leaf = leaf.items[0]
         sure: AbstractSet[int] = frozenset()
+        ordered: Sequence[int] = ()
         candidates = narrowed.candidates
         if leaf in narrowed.certain and candidates is not None and not modseq:
-            sure = narrowed.certain[leaf].sure
+            sure, ordered = narrowed.certain[leaf].sure, narrowed.certain[leaf].ordered
             # The same set when nothing is pending (fts_narrow): then no candidate is left.
             candidates = set() if candidates is sure else candidates - sure
         # No candidate left (every hit sure, nothing pending): no query at all.
         rows = [] if candidates is not None and not candidates else self.search_rows(
             ref, query.COLUMNS, query.columns_for(criteria, modseq=modseq), uids=candidates)
-        if within is not None and (rows or sure):
+        kept: list[int] | None = None  # the sure hits, ascending, when worked out in order
+        if within is not None and sure and not rows and len(ordered) == len(sure) and isinstance(within, list):
+            kept = query.among_ascending(ordered, within)  # the session's UIDs: ascending
+        if kept is None and within is not None and (rows or sure):
             known = within if isinstance(within, AbstractSet) else set(within)
             rows = [r for r in rows if r[query.UID] in known]
             sure = sure & known
@@ -719,6 +723,11 @@ class MessageAPI:
         matched, read = query.evaluate(criteria, rows,
                                        lambda sha: self.view(address, self.blobs.read(sha)),
                                        certain=narrowed.certain)
+        if kept is not None:
+            matched, sure = kept, frozenset()  # (no rows: nothing else matched)
+            sure_count = len(kept)
+        else:
+            sure_count = len(sure)
         if sure:
             # A set of small integers iterates nearly in order: sorting it is one pass.
             matched = sorted(sure | set(matched) if matched else sure)
@@ -728,7 +737,7 @@ class MessageAPI:
         if modseq and matched:
             by_uid = {r[query.UID]: r[query.MODSEQ] for r in rows}
             highest = max(by_uid[u] for u in matched)
-        return SearchResult(tuple(matched), len(rows) + len(sure), read, highest)
+        return SearchResult(tuple(matched), len(rows) + sure_count, read, highest)
 
     def search_mailbox(self: Store, actor: Actor | str, address: str, criteria: Query, *,
                        folders: Sequence[str] | None = None, ip: str = "") -> list[FolderHits]:

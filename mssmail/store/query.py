@@ -15,6 +15,7 @@ whose encoded text is never matched (`without_base64`; RFC 9051 section 6.4.4 al
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -562,6 +563,41 @@ class Known:
 
     # Not copied (a common word's 90,823 UIDs): whoever makes one gives up changing it.
     sure: AbstractSet[int] = frozenset()
+    ordered: Sequence[int] = ()  # the same UIDs ascending (or empty: not given)
+
+
+def among_ascending(values: Sequence[int], within: Sequence[int], max_steps: int = 4096) -> list[int] | None:
+    """The `values` that are in `within`, both ascending and distinct (the index's sure
+    UIDs, the IMAP session's), in order; None when `within` has too many gaps.
+
+    Why: the hits of a common word (90,823) kept to the session's 100,000 UIDs as sets
+    cost a set of each and their intersection (~6 ms); `within` is cut here into its runs
+    of consecutive UIDs by halving (a slice of distinct ascending integers is one run
+    exactly when its ends differ by its length less one), and each run takes its values
+    by two bisections: work in the number of runs (expunged gaps), not of UIDs."""
+    runs: list[tuple[int, int]] = []
+    pending = [(0, len(within))]
+    steps = 0
+    while pending:
+        start, end = pending.pop()
+        if end <= start:
+            continue
+        steps += 1
+        if steps > max_steps:
+            return None
+        if within[end - 1] - within[start] == end - 1 - start:
+            runs.append((within[start], within[end - 1]))
+            continue
+        middle = (start + end) // 2
+        pending += [(middle, end), (start, middle)]  # the lower half first: runs ascending
+    out: list[int] = []
+    low = 0
+    for first, last in runs:
+        low = bisect.bisect_left(values, first, low)
+        high = bisect.bisect_right(values, last, low)
+        out += values[low:high]
+        low = high
+    return out
 
 
 Certain = Mapping[Any, Known]

@@ -356,3 +356,26 @@ def test_the_indexer_yields_to_arriving_mail(store, monkeypatch) -> None:
     assert worker.step() == 1.0  # 70 left of a batch of 200: done, then idle
     assert limits == [fts.BUSY_BATCH, 200] and store.fts_status().pending == 0
     worker._unsubscribe()
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.sets(st.integers(1, 400)), within=st.sets(st.integers(1, 400)), steps=st.sampled_from([3, 4096]))
+def test_among_ascending_is_the_intersection(values: set[int], within: set[int], steps: int) -> None:
+    """The sure hits kept to the session's UIDs by runs and bisections (`search` with
+    `within`): exactly the sets' intersection, in order; or None (too many gaps)."""
+    got = q.among_ascending(sorted(values), sorted(within), max_steps=steps)
+    assert got is None or got == sorted(values & within)
+    if steps == 4096:
+        assert got is not None
+
+
+def test_a_sure_search_keeps_to_the_sessions_uids(store) -> None:
+    """IMAP passes the UIDs its session knows (ascending, with gaps where it saw
+    expunges): the sure hits outside them are left out, on either path."""
+    address = _fresh_mailbox(store)
+    _deliver_and_index(store, address, [NOTE] * 8)
+    ref = store.open_folder(address, address, "INBOX")
+    for within in ([1, 2, 4, 5, 6, 8], [3], [], list(range(1, 9)), [2, 7, 9, 10]):
+        result = store.search(ref, q.Text("patient"), within=within)
+        assert result.uids == tuple(u for u in within if u <= 8), within
+        assert result.read == 0
