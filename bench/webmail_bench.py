@@ -144,26 +144,29 @@ def load(inst: MssInstance, messages: list, big: bytes) -> tuple[float, int]:
     return time.monotonic() - started, uids[0]
 
 
-def login(base: str, ca: Path) -> tuple[str, int]:
-    """Password, then TOTP enrolment: the session cookie and the folder's UIDVALIDITY
-    (read from the first message link of the inbox)."""
+def login(base: str, ca: Path, secret: str | None = None) -> tuple[str, int, str]:
+    """Password, then TOTP enrolment (or, with the `secret` of an earlier enrolment, the
+    code page): the session cookie, the folder's UIDVALIDITY (read from the first message
+    link of the inbox) and the TOTP secret."""
     with httpx.Client(base_url=base, verify=str(ca), follow_redirects=False, timeout=60) as client:
         page = client.get("/connexion")
         token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
         answer = client.post("/connexion", data={"csrf": token, "adresse": USER, "mot_de_passe": PASSWORD,
                                                  "suite": "/"})
         assert answer.status_code == 303, answer.text
-        page = client.get("/connexion/activation")
-        secret = re.search(r'<code id="totp-secret">([^<]+)</code>', page.text).group(1)  # type: ignore[union-attr]
+        step = "/connexion/code" if secret else "/connexion/activation"
+        page = client.get(step)
+        if secret is None:
+            secret = re.search(r'<code id="totp-secret">([^<]+)</code>', page.text).group(1)  # type: ignore[union-attr]
         csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
-        answer = client.post("/connexion/activation", data={
+        answer = client.post(step, data={
             "csrf": csrf, "code": pyotp.TOTP(secret.replace(" ", "")).now(), "suite": "/"})
         assert answer.status_code == 303, answer.text
         cookie = client.cookies.get(COOKIE)
         assert cookie
         inbox = client.get(f"/b/{USER}/INBOX")
         validity = int(re.search(r"/INBOX/(\d+)/\d+\"", inbox.text).group(1))  # type: ignore[union-attr]
-        return cookie, validity
+        return cookie, validity, secret
 
 
 class Connection:
@@ -415,8 +418,40 @@ def smtp_split(inst: MssInstance, ca: Path, cookie: str, path: str, args: argpar
     return result
 
 
+def reopen(data: Path) -> MssInstance:
+    """The instance a `--keep` run left in `data`, on fresh ports (no `mss init`)."""
+    from tests.support.instance import PORT_KEYS, free_port, set_toml
+
+    inst = MssInstance.__new__(MssInstance)
+    inst.data, inst.domain = data, DOMAIN
+    inst.env = {**os.environ}
+    inst.env.pop("MSS_DATA", None)
+    inst.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), inst.env.get("PYTHONPATH", "")) if p)
+    inst.process, inst.output, inst.passwords = None, [], {}
+    inst.ports = {key: free_port() for key in PORT_KEYS}
+    inst.config_path = data / "mss.toml"
+    for key, port in inst.ports.items():
+        set_toml(inst.config_path, key, "port", str(port))
+    return inst
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix="webmail-bench-"))
+    if args.reuse:
+        return run_in(Path(args.reuse), args, reuse=True)
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="webmail-bench-"))
+    if args.keep:
+        work.mkdir(parents=True, exist_ok=False)
+    try:
+        return run_in(work, args, reuse=False)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run_in(work: Path, args: argparse.Namespace, *, reuse: bool) -> dict[str, Any]:
+    """The measures on the box in `work`: generated and loaded there first unless `reuse`
+    (a `--keep` run's directory: its box, big message UID and TOTP secret in kept.json;
+    SQLite only, and each `--smtp` run adds its messages to the box)."""
     schema = None
     inst: MssInstance | None = None
     report: dict[str, Any] = {
@@ -425,25 +460,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "load_average_before": os.getloadavg()}}
     try:
-        t0 = time.monotonic()
-        messages = generate(args.messages)
-        big = big_message()
-        report["generate_s"] = round(time.monotonic() - t0, 1)
-        report["big_message_bytes"] = len(big)
-        print(f"{len(messages)} messages generated in {report['generate_s']} s; big one {len(big) / 1e6:.1f} MB",
-              flush=True)
-        db_url = None
-        if args.db == "postgresql":
-            from tests.conftest import _pg_schema_url
-            schema, db_url = _pg_schema_url()
-            os.environ["MSS_DATABASE_URL"] = db_url
-        inst = MssInstance(work / "mss", DOMAIN, demo=False, database_url=db_url)
-        inst.configure("limits", "max_connections_per_ip", "50")
-        inst.mss("mailbox", "create", USER, "--quota", "100GB", "--password-stdin", input=PASSWORD + "\n")
-        load_s, big_uid = load(inst, messages, big)
-        del messages
-        report["load_s"] = round(load_s, 1)
-        print(f"loaded in {load_s:.1f} s", flush=True)
+        kept_file = work / "kept.json"
+        secret: str | None = None
+        if reuse:
+            kept = json.loads(kept_file.read_text())
+            if kept["messages"] != args.messages or args.db != "sqlite":
+                raise SystemExit(f"--reuse {work}: a box of {kept['messages']} messages on SQLite")
+            big_uid, secret = kept["big_uid"], kept["secret"]
+            inst = reopen(work / "mss")
+            report["reused"] = str(work)
+        else:
+            t0 = time.monotonic()
+            messages = generate(args.messages)
+            big = big_message()
+            report["generate_s"] = round(time.monotonic() - t0, 1)
+            report["big_message_bytes"] = len(big)
+            print(f"{len(messages)} messages generated in {report['generate_s']} s; big one {len(big) / 1e6:.1f} MB",
+                  flush=True)
+            db_url = None
+            if args.db == "postgresql":
+                from tests.conftest import _pg_schema_url
+                schema, db_url = _pg_schema_url()
+                os.environ["MSS_DATABASE_URL"] = db_url
+            inst = MssInstance(work / "mss", DOMAIN, demo=False, database_url=db_url)
+            inst.configure("limits", "max_connections_per_ip", "50")
+            inst.mss("mailbox", "create", USER, "--quota", "100GB", "--password-stdin", input=PASSWORD + "\n")
+            load_s, big_uid = load(inst, messages, big)
+            del messages
+            report["load_s"] = round(load_s, 1)
+            print(f"loaded in {load_s:.1f} s", flush=True)
         inst.start("web")
         pid, port, ca = server_pid(inst), inst.ports["web"], inst.ca_file
         time.sleep(2)
@@ -453,7 +498,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["rss_idle_mss_serve"] = rss(inst.process.pid)
         print(f"RSS idle: {report['rss_idle']} (the {report['web_process']} process; mss serve "
               f"{report['rss_idle_mss_serve']})", flush=True)
-        cookie, validity = login(f"https://127.0.0.1:{port}", ca)
+        cookie, validity, secret = login(f"https://127.0.0.1:{port}", ca, secret)
+        if args.keep and not reuse:
+            kept_file.write_text(json.dumps({"messages": args.messages, "big_uid": big_uid, "secret": secret}))
         report["rss_after_login"] = rss(pid)
         first = f"/b/{USER}/INBOX"
         total = args.messages + 1
@@ -469,37 +516,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             report[key]["server_cpu_ms_per_page"] = round((cpu_seconds(pid) - cpu) / args.requests * 1000, 2)
             print(f"{key} (page {1 if path == first else deep_page}): {report[key]}", flush=True)
         report["rss_after_pages"] = rss(pid)
-        message = f"/b/{USER}/INBOX/{validity}/{big_uid}"
-        cpu = cpu_seconds(pid)
-        report["big_open"] = asyncio.run(sequential(port, ca, cookie, message, args.opens))
-        report["big_open"]["server_cpu_ms_per_open"] = round((cpu_seconds(pid) - cpu) / args.opens * 1000, 1)
-        print(f"open (10 MB PDF): {report['big_open']}", flush=True)
-        report["big_zip"] = asyncio.run(sequential(port, ca, cookie, message + "/pieces-jointes.zip", 5))
-        print(f"ZIP: {report['big_zip']}", flush=True)
-        report["big_part"] = asyncio.run(sequential(port, ca, cookie, message + "/partie/2", 5))
-        print(f"PDF part: {report['big_part']}", flush=True)
-        report["rss_after_big"] = rss(pid)
-        report["big_open_4_at_once"] = asyncio.run(at_once(port, ca, cookie, message, 4))
-        report["rss_after_4_at_once"] = rss(pid)
-        print(f"4 opens at once: {report['big_open_4_at_once']}, RSS {report['rss_after_4_at_once']}", flush=True)
-        if args.loop_check:
-            inst.stop()
-            log = inst.data / "logs" / "serve.log"
-            start = log.stat().st_size if log.exists() else 0
-            inst.env["PYTHONASYNCIODEBUG"] = "1"
-            inst.start("web")
-            inst.env.pop("PYTHONASYNCIODEBUG")
-            port = inst.ports["web"]
-            asyncio.run(hammer(port, ca, cookie, first, 200, args.concurrency))
-            for key, path in (("first", first), ("deep", deep)):
-                report[f"debug_folder_{key}"] = asyncio.run(hammer(port, ca, cookie, path, args.requests // 2,
-                                                                   args.concurrency))
-            asyncio.run(sequential(port, ca, cookie, message, 5))
-            asyncio.run(sequential(port, ca, cookie, message + "/pieces-jointes.zip", 2))
-            asyncio.run(at_once(port, ca, cookie, message, 4))
-            slow = slow_callbacks(log, start)
-            report["slow_callbacks_over_50ms"] = {"count": len(slow), "first": slow[:10]}
-            print(f"loop callbacks over 50 ms (debug mode): {len(slow)}", *slow[:5], sep="\n  ", flush=True)
+        if not args.only_pages:  # the big message, and the loop check
+            message = f"/b/{USER}/INBOX/{validity}/{big_uid}"
+            cpu = cpu_seconds(pid)
+            report["big_open"] = asyncio.run(sequential(port, ca, cookie, message, args.opens))
+            report["big_open"]["server_cpu_ms_per_open"] = round((cpu_seconds(pid) - cpu) / args.opens * 1000, 1)
+            print(f"open (10 MB PDF): {report['big_open']}", flush=True)
+            report["big_zip"] = asyncio.run(sequential(port, ca, cookie, message + "/pieces-jointes.zip", 5))
+            print(f"ZIP: {report['big_zip']}", flush=True)
+            report["big_part"] = asyncio.run(sequential(port, ca, cookie, message + "/partie/2", 5))
+            print(f"PDF part: {report['big_part']}", flush=True)
+            report["rss_after_big"] = rss(pid)
+            report["big_open_4_at_once"] = asyncio.run(at_once(port, ca, cookie, message, 4))
+            report["rss_after_4_at_once"] = rss(pid)
+            print(f"4 opens at once: {report['big_open_4_at_once']}, RSS {report['rss_after_4_at_once']}", flush=True)
+            if args.loop_check:
+                inst.stop()
+                log = inst.data / "logs" / "serve.log"
+                start = log.stat().st_size if log.exists() else 0
+                inst.env["PYTHONASYNCIODEBUG"] = "1"
+                inst.start("web")
+                inst.env.pop("PYTHONASYNCIODEBUG")
+                port = inst.ports["web"]
+                asyncio.run(hammer(port, ca, cookie, first, 200, args.concurrency))
+                for key, path in (("first", first), ("deep", deep)):
+                    report[f"debug_folder_{key}"] = asyncio.run(hammer(port, ca, cookie, path, args.requests // 2,
+                                                                       args.concurrency))
+                asyncio.run(sequential(port, ca, cookie, message, 5))
+                asyncio.run(sequential(port, ca, cookie, message + "/pieces-jointes.zip", 2))
+                asyncio.run(at_once(port, ca, cookie, message, 4))
+                slow = slow_callbacks(log, start)
+                report["slow_callbacks_over_50ms"] = {"count": len(slow), "first": slow[:10]}
+                print(f"loop callbacks over 50 ms (debug mode): {len(slow)}", *slow[:5], sep="\n  ", flush=True)
         if args.smtp:
             inst.stop()
             inst.configure("trust", "domains", '["b.example"]')
@@ -533,7 +581,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if schema:
             from tests.conftest import _drop_schema
             _drop_schema(schema)
-        shutil.rmtree(work, ignore_errors=True)
     return report
 
 
@@ -552,17 +599,24 @@ def main() -> None:
                         help="with --smtp, also `mss serve --only smtp` and `--only web` as two processes")
     parser.add_argument("--web-nice", type=int, default=0, metavar="N",
                         help="with --smtp: the web's own process (the two-process measure) under nice -n N")
+    parser.add_argument("--keep", metavar="DIR",
+                        help="generate and load the box in DIR (new) and keep it there for --reuse (SQLite)")
+    parser.add_argument("--reuse", metavar="DIR",
+                        help="measure the box a --keep run left in DIR (same --messages), without generating it")
+    parser.add_argument("--only-pages", action="store_true",
+                        help="the folder pages (and --smtp) only, not the big message: for comparing changes")
     args = parser.parse_args()
     report = run(args)
-    rows = [("folder, first page", report["folder_first_page"]), ("folder, page 1,000", report["folder_page_1000"]),
-            ("open, 10 MB PDF", report["big_open"]), ("ZIP of its attachments", report["big_zip"]),
-            ("its PDF part", report["big_part"])]
+    rows = [("folder, first page", report["folder_first_page"]), ("folder, page 1,000", report["folder_page_1000"])]
+    if "big_open" in report:
+        rows += [("open, 10 MB PDF", report["big_open"]), ("ZIP of its attachments", report["big_zip"]),
+                 ("its PDF part", report["big_part"])]
     print(f"\n{'':28} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'pages/s':>8} {'CPU ms':>7}")
     for name, r in rows:
         cpu = r.get("server_cpu_ms_per_page", r.get("server_cpu_ms_per_open", ""))
         print(f"{name:28} {r['p50_ms']:>8} {r['p95_ms']:>8} {r['p99_ms']:>8} {r.get('pages_per_s', ''):>8} {cpu:>7}")
     print(f"RSS idle {report['rss_idle']}, after pages {report['rss_after_pages']}, "
-          f"after 4 big opens at once {report['rss_after_4_at_once']}")
+          f"after 4 big opens at once {report.get('rss_after_4_at_once')}")
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(exist_ok=True)
     out = out_dir / f"webmail-{args.db}-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
