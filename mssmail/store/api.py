@@ -35,6 +35,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from mssmail import audit
 from mssmail.store import mimeview, query
 from mssmail.store.actors import Actor, ActorKind, as_actor
+from mssmail.store.driversql import driver_for
 from mssmail.store.errors import FolderNotFound, StoreError
 from mssmail.store.messages import FolderInfo, FolderRef, ReadOnly, normalize_folder_name
 from mssmail.store.mimeview import PartInfo
@@ -91,8 +92,10 @@ _NO_PROTECTION = Protection()  # the verdict of a message crypto never looked at
 
 
 def _document_kinds(extra: dict[str, Any] | None, flags: Sequence[str]) -> tuple[str, ...]:
-    kinds: list[str] = []
     docs = (extra or {}).get("documents")
+    if not docs and not any(f.startswith("$") for f in flags):  # most rows: nothing to look at
+        return ()
+    kinds: list[str] = []
     if isinstance(docs, list):
         kinds += [str(d.get("kind", "")) for d in docs if isinstance(d, dict) and d.get("kind")]
     lowered = {f.lower() for f in flags}
@@ -318,6 +321,16 @@ _DELEGATED = select(Mailbox.address, Delegation.rights).join(Delegation, Delegat
     .where(Delegation.delegate_id == bindparam("user_id"), Mailbox.disabled.is_(False)).order_by(Mailbox.address)
 
 
+def _select_rows(connection: Connection, statement: Any, params: dict[str, Any]) -> Sequence[Any]:
+    """The rows of one of the statements above, on the DBAPI cursor where the dialect
+    allows (`driversql.Driver.select_rows`: Core's execute and Row objects were a fifth
+    of a folder page's CPU), else through Core. Tuples either way, read by position."""
+    driver = driver_for(connection)
+    if driver is None:
+        return connection.execute(statement, params).all()
+    return driver.select_rows(connection, statement, params)
+
+
 @dataclass(frozen=True)
 class Sidebar:
     """What every webmail page shows beside its content: the mailbox's folders (with
@@ -426,9 +439,9 @@ class MessageAPI:
         if order == "arrival" and descending and cursor is None:  # the folder page: prepared statements
             params = {"folder_id": ref.folder_id, "limit": limit + 1}
             if before_uid is None:
-                rows = connection.execute(_ARRIVAL_PAGE, params).all()
+                rows = _select_rows(connection, _ARRIVAL_PAGE, params)
             else:
-                rows = connection.execute(_ARRIVAL_PAGE_BEFORE, {**params, "before": before_uid}).all()
+                rows = _select_rows(connection, _ARRIVAL_PAGE_BEFORE, {**params, "before": before_uid})
             more = len(rows) > limit
             rows = rows[:limit]
             items = tuple(_summary(r) for r in rows)
@@ -476,18 +489,18 @@ class MessageAPI:
         """The sidebar on an open connection (see `sidebar`), `box` already checked, and
         the folders' ids by name."""
         who = as_actor(actor)
-        rows = connection.execute(_FOLDERS_OF, {"mailbox_id": mailbox_id}).all()
+        rows = _select_rows(connection, _FOLDERS_OF, {"mailbox_id": mailbox_id})
         owner = who.name if who.kind is ActorKind.USER else box
         subscriber = mailbox_id if owner == box else connection.execute(_MAILBOX_ID, {"address": owner}).scalar()
-        subscribed = set(connection.execute(_SUBSCRIBED, {"subscriber": subscriber, "address": box}).scalars())
-        used, quota = connection.execute(_QUOTA, {"mailbox_id": mailbox_id}).one()
+        subscribed = {r[0] for r in _select_rows(connection, _SUBSCRIBED, {"subscriber": subscriber, "address": box})}
+        used, quota = _select_rows(connection, _QUOTA, {"mailbox_id": mailbox_id})[0]
         boxes: list[tuple[str, str]] = []
         if who.kind is ActorKind.USER:
             user_id = mailbox_id if who.name == box else connection.execute(
                 _MAILBOX_ID, {"address": who.name}).scalar()
             if user_id is not None:
                 boxes.append((who.name, "owner"))
-                boxes.extend((r[0], r[1]) for r in connection.execute(_DELEGATED, {"user_id": user_id}))
+                boxes.extend((r[0], r[1]) for r in _select_rows(connection, _DELEGATED, {"user_id": user_id}))
         folders = tuple(FolderInfo(r[0], r[1], r[0] in subscribed, *r[2:7]) for r in rows)
         return Sidebar(folders, int(used), int(quota), tuple(boxes)), {r[0]: r[7] for r in rows}
 

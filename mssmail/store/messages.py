@@ -81,6 +81,11 @@ MAX_FOLDER_NAME = 500
 WRITE_RIGHTS = ("owner", "full")
 SPECIAL_USES = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
 _BATCH = 500  # rows per IN (...) list
+# `_access`'s two reads, built once: every page and IMAP command checks access, and
+# building a `select` and its cache key each time cost about as much as running it.
+_ACCESS_MAILBOX = select(Mailbox.id, Mailbox.address, Mailbox.disabled).where(Mailbox.address == bindparam("address"))
+_ACCESS_RIGHTS = select(Delegation.rights).join(Mailbox, Delegation.delegate_id == Mailbox.id).where(
+    Delegation.mailbox_id == bindparam("mailbox_id"), Mailbox.address == bindparam("delegate"))
 MAX_UID_CLAUSES = 64  # UID ranges put in a query; a longer set is bounded, then filtered in Python
 UID_LISTS_KEPT = 64  # folders whose UID list a store remembers (see `_folder_uid_list`)
 _uid_lists_lock = threading.Lock()
@@ -272,8 +277,7 @@ class MessageOps:
         (see `mssmail.store.actors`)."""
         who = as_actor(actor)
         address = address.strip().lower()
-        row = s.execute(select(Mailbox.id, Mailbox.address, Mailbox.disabled)
-                        .where(Mailbox.address == address)).first()
+        row = s.execute(_ACCESS_MAILBOX, {"address": address}).first()
         if row is None:
             raise MailboxNotFound(f"no mailbox {address}.")
         if who.kind is not ActorKind.USER:
@@ -282,10 +286,7 @@ class MessageOps:
             return row.id, row.address, "owner"
         if row.disabled:
             raise AccessDenied(f"mailbox {address} is disabled.")
-        rights = s.execute(
-            select(Delegation.rights).join(Mailbox, Delegation.delegate_id == Mailbox.id)
-            .where(Delegation.mailbox_id == row.id, Mailbox.address == who.name)
-        ).scalar_one_or_none()
+        rights = s.execute(_ACCESS_RIGHTS, {"mailbox_id": row.id, "delegate": who.name}).scalar_one_or_none()
         if rights is None:
             raise AccessDenied(f"{who.name} has no access to {address}.")
         return row.id, row.address, rights

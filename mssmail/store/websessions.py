@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import bindparam, delete, or_, select, update
 
+from mssmail.store.driversql import driver_for
 from mssmail.store.models import WebSession
 
 if TYPE_CHECKING:
@@ -79,19 +80,22 @@ def session_for(store: Store, token: str, *, idle: float, max_age: float,
     digest = token_hash(token)
     now = datetime.now(UTC)
     with contextlib.nullcontext(connection) if connection is not None else store.db.engine.connect() as c:
-        row = c.execute(_BY_HASH, {"digest": digest}).first()
-    if row is None or not hmac.compare_digest(row.token_hash, digest):
+        driver = driver_for(c)
+        rows = driver.select_rows(c, _BY_HASH, {"digest": digest}) if driver is not None else \
+            c.execute(_BY_HASH, {"digest": digest}).all()
+    if not rows:
         return None
-    if now - row.last_seen > timedelta(seconds=idle) or now - row.created > timedelta(seconds=max_age):
+    found, mailbox, csrf, created, seen, auth_level = rows[0]
+    if not hmac.compare_digest(found, digest):
+        return None
+    if now - seen > timedelta(seconds=idle) or now - created > timedelta(seconds=max_age):
         end_session(store, token)
         return None
-    if now - row.last_seen >= TOUCH_EVERY:
+    if now - seen >= TOUCH_EVERY:
         with store.db.write() as s:
             s.execute(update(WebSession).where(WebSession.token_hash == digest).values(last_seen=now))
-        last_seen = now
-    else:
-        last_seen = row.last_seen
-    return WebSessionInfo(row.mailbox, row.csrf, row.created, last_seen, row.auth_level)
+        seen = now
+    return WebSessionInfo(mailbox, csrf, created, seen, auth_level)
 
 
 def session_then(store: Store, token: str, *, idle: float, max_age: float, level: str,

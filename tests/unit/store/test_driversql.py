@@ -220,3 +220,37 @@ def test_the_driver_path_is_used(store) -> None:
 
     with store.db.write_connection() as connection:
         assert driver_for(connection) is not None
+
+
+def test_select_rows_gives_the_rows_core_gives(store: Store) -> None:
+    """The webmail folder page's reads on the DBAPI cursor (`Driver.select_rows`): the
+    same values as Core's execute, each through its column's result processor (aware UTC
+    datetimes, decoded JSON, booleans), for both engines."""
+    from mssmail.store import api, websessions
+    from mssmail.store.driversql import driver_for
+
+    address = "rows@a.example"
+    store.create_mailbox(address, password="Rows-password-2026")
+    for n in range(3):
+        raw = (f"From: Labo <lab@b.example>\r\nTo: {address}\r\nSubject: r{n} <&>\r\n"
+               f"Date: Mon, 2 Nov 2026 10:0{n}:00 +0000\r\nMessage-ID: <r{n}@x>\r\n\r\nBonjour\r\n").encode()
+        store.deliver(raw, [address], extra={"documents": [{"kind": "hprim_net"}]} if n else None)
+    token, _info = websessions.create_session(store, address, idle=60, max_age=600)
+    with store.db.engine.connect() as connection:
+        mailbox_id = connection.execute(api._MAILBOX_ID, {"address": address}).scalar()
+        folder_id = connection.execute(select(api.Folder.id).where(api.Folder.mailbox_id == mailbox_id,
+                                                                  api.Folder.name == "INBOX")).scalar()
+        cases = [(api._ARRIVAL_PAGE, {"folder_id": folder_id, "limit": 2}),
+                 (api._ARRIVAL_PAGE_BEFORE, {"folder_id": folder_id, "limit": 5, "before": 3}),
+                 (api._FOLDERS_OF, {"mailbox_id": mailbox_id}), (api._QUOTA, {"mailbox_id": mailbox_id}),
+                 (api._SUBSCRIBED, {"subscriber": mailbox_id, "address": address}),
+                 (websessions._BY_HASH, {"digest": websessions.token_hash(token)})]
+        driver = driver_for(connection)
+        assert driver is not None
+        for statement, params in cases:
+            core = [tuple(row) for row in connection.execute(statement, params).all()]
+            assert driver.select_rows(connection, statement, params) == core, statement
+            assert core  # every case reads something
+        first = driver.select_rows(connection, api._ARRIVAL_PAGE, {"folder_id": folder_id, "limit": 5})
+    assert [row[0] for row in first] == [3, 2, 1]
+    assert first[0][3].tzinfo is not None and first[0][9] == {"documents": [{"kind": "hprim_net"}]}
