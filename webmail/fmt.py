@@ -26,6 +26,7 @@ def megabytes(octets: int) -> str:
     return f"{format_decimal(octets / MIB, format='#,##0.00', locale=LOCALE)} Mo"
 
 
+@functools.lru_cache(maxsize=1024)  # the quota meter's text, on every page (babel: ~20 µs)
 def percent(part: int, whole: int) -> str:
     """"11,52 %" (two decimals; 0 when there is no limit)."""
     ratio = (100.0 * part / whole) if whole > 0 else 0.0

@@ -399,3 +399,19 @@ def test_signature_verdict_in_list_and_message(client: TestClient, store: Store,
     ref = store.open_folder(Actor.user(DOC), DOC, "INBOX")
     page = client.get(f"/b/doc@a.example/INBOX/{ref.uidvalidity}/1")
     assert sentence in page.text
+
+
+def test_folder_rows_escape_what_comes_from_the_mail(client: TestClient, store: Store) -> None:
+    """The list's rows are written in Python (`app.folder_rows`), not by the template:
+    the subject and the sender's name are escaped there, in every place they appear."""
+    raw = (f'From: "Dr <i>\\"Quote\\"</i> & Co" <lab@b.example>\r\nTo: {DOC}\r\n'
+           "Subject: R\u00e9sultats \"A&B\" <script>x</script> 'c'\r\n"
+           "Message-ID: <esc@x>\r\n\r\nBonjour\r\n").encode()
+    store.deliver(raw, [DOC])
+    login(client)
+    page = client.get("/b/doc@a.example/INBOX").text
+    subject = "Résultats &#34;A&amp;B&#34; &lt;script&gt;x&lt;/script&gt; &#39;c&#39;"
+    sender = "Dr &lt;i&gt;&#34;Quote&#34;&lt;/i&gt; &amp; Co"
+    assert f'aria-label="Sélectionner : {subject}, de {sender}"' in page
+    assert f"<td>{sender}</td>" in page and f">{subject}</a>" in page
+    assert "<script>x" not in page and "<i>" not in page
