@@ -84,10 +84,16 @@ class Driver:
             processors = prepared.processors(cursor.description)
         finally:
             cursor.close()
-        if not any(processors):
+        if not rows or not any(processors):
             return rows  # type: ignore[no-any-return]
-        return [tuple(value if proc is None or value is None else proc(value)
-                      for proc, value in zip(processors, row, strict=True)) for row in rows]
+        # Column by column, as Core applies them (each processor takes None too): one
+        # `map` per column that has one, not a Python loop over every value (a page's
+        # 51 rows of 12 columns).
+        columns = list(zip(*rows, strict=True))
+        for index, proc in enumerate(processors):
+            if proc is not None:
+                columns[index] = tuple(map(proc, columns[index]))
+        return list(zip(*columns, strict=True))
 
     def execute_many(self, connection: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run one statement for each parameter row (the driver's executemany)."""
