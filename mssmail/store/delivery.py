@@ -26,7 +26,7 @@ from mssmail.store import connectors, settings
 from mssmail.store.driversql import Driver, driver_for, process_columns
 from mssmail.store.errors import FolderNotFound, Refusal, StoreError
 from mssmail.store.events import FolderChanged
-from mssmail.store.groupcommit import BatchWork
+from mssmail.store.groupcommit import BatchWork, Unprepared
 from mssmail.store.models import Folder, Mailbox, Message, table
 from mssmail.store.summary import Summary, summarize
 
@@ -385,6 +385,15 @@ class DeliveryOps:
         each future resolves after the commit that made it durable. The caller
         publishes the returned change events (see `deliver`)."""
         return self._committer.submit_many([BatchWork(deliver_batch, r) for r in requests])
+
+    def queue_unprepared(self: Store, prepare: Callable[[Sequence[Any]], list[Any]],
+                         payloads: Sequence[Any]) -> list[Future[Any]]:
+        """Hand deliveries to the group committer before their blobs are written:
+        `prepare(payloads)` runs on its thread, with the other payloads of the batch,
+        before the batch's flush, and returns each one's work (a `BatchWork` of
+        `deliver_batch`) or exception (see `groupcommit.Unprepared`). One thread fewer
+        between the event loop and the commit (mssmail/delivery/pipeline.py)."""
+        return self._committer.submit_many([Unprepared(prepare, payload) for payload in payloads])
 
     def delivery_request(
         self: Store,

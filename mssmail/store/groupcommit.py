@@ -19,6 +19,12 @@ function are handed to it together, so that it can write them with a fixed numbe
 statements (deliveries: a handful per transaction instead of ten per message). If that
 batch call fails as a whole, each of its requests is retried alone in its own
 SAVEPOINT, so one bad request still cannot fail the others.
+
+Requests wrapped in `Unprepared` are made ready on the committer thread itself, all
+those of a batch that share a preparing function together, just before the batch's
+flush (deliveries: filters, summaries and blob files; the flush then covers those
+files). A delivery thread in between cost two thread hand-offs a batch, each a fight
+for the interpreter lock, for work that is a small part of the cycle.
 """
 
 from __future__ import annotations
@@ -55,6 +61,28 @@ class BatchWork:
         if isinstance(result, BaseException):
             raise result
         return result
+
+
+@dataclass(frozen=True)
+class Unprepared:
+    """A request to be made ready on the committer thread, with the others of its batch.
+
+    `prepare(payloads)` returns, for each payload in order, the work to run in the
+    batch's transaction (often a `BatchWork`) or the exception that fails that payload
+    alone. It runs before the cycle's flush: files it writes are made durable before
+    the commit, as those written before `submit_many`. It must not raise as a whole
+    (a raise fails every payload of its group)."""
+
+    prepare: Callable[[Sequence[Any]], list[Any]]
+    payload: Any
+
+    def __call__(self, session: Connection) -> Any:
+        """Prepared alone and run (the committer prepares before it runs anything, so
+        only a caller outside it gets here)."""
+        work = self.prepare([self.payload])[0]
+        if isinstance(work, BaseException):
+            raise work
+        return work(session)
 
 
 Outcome = tuple[Future[Any], bool, Any]
@@ -108,6 +136,7 @@ class GroupCommitter:
                         flusher.shutdown()
                     return
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            batch = self._prepared(batch)
             if flusher is None:
                 self._settle(self._commit(batch))
                 continue
@@ -153,6 +182,33 @@ class GroupCommitter:
             return outcomes
         self._settle(outcomes)
         return []
+
+    @classmethod
+    def _prepared(cls, batch: list[tuple[Callable[[Connection], Any], Future[Any]]]
+                  ) -> list[tuple[Callable[[Connection], Any], Future[Any]]]:
+        """The batch with its `Unprepared` requests made ready (in batch order); those
+        whose preparation failed are settled here and left out."""
+        groups: dict[Callable[..., Any], list[int]] = {}
+        for index, (work, _future) in enumerate(batch):
+            if isinstance(work, Unprepared):
+                groups.setdefault(work.prepare, []).append(index)
+        if not groups:
+            return batch
+        ready: list[Any] = [work for work, _future in batch]
+        for prepare, indexes in groups.items():
+            try:
+                works = prepare([batch[i][0].payload for i in indexes])  # type: ignore[attr-defined]
+                if len(works) != len(indexes):
+                    raise RuntimeError("a preparing function returned the wrong number of works")
+            except BaseException as exc:
+                works = [exc] * len(indexes)
+            for i, work in zip(indexes, works, strict=True):
+                ready[i] = work
+        failed = [(future, False, work) for work, (_w, future) in zip(ready, batch, strict=True)
+                  if isinstance(work, BaseException)]
+        cls._settle(failed)
+        return [(work, future) for work, (_w, future) in zip(ready, batch, strict=True)
+                if not isinstance(work, BaseException)]
 
     @staticmethod
     def _settle(outcomes: list[Outcome]) -> None:

@@ -63,8 +63,16 @@ def _subjects(store, address: str, folder: str = "INBOX") -> list[str]:
 def test_local_submission_stores_both_copies_in_one_commit(boxes, config, monkeypatch) -> None:
     store = boxes
     batches = []
-    queue = store.queue_deliveries
-    monkeypatch.setattr(store, "queue_deliveries", lambda requests: batches.append(list(requests)) or queue(requests))
+    queue = store.queue_unprepared
+
+    def spied(prepare, payloads):
+        def prepared(batch):  # on the committer thread: the requests it commits
+            works = prepare(batch)
+            batches.append([work.payload for work in works])
+            return works
+        return queue(prepared, payloads)
+
+    monkeypatch.setattr(store, "queue_unprepared", spied)
     result = _send(store, config, queue_id="Q1")
     assert isinstance(result, SubmitResult) and result.reply == "250 2.0.0 OK queued as Q1"
     assert result.delivered[BOB].ok and result.sent is not None and result.sent.ok and result.queued == ()

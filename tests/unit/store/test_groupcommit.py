@@ -18,7 +18,7 @@ from sqlalchemy import func, select, text
 from mssmail import audit
 from mssmail.store.delivery import DeliveryRequest, deliver_batch
 from mssmail.store.errors import FolderNotFound
-from mssmail.store.groupcommit import BatchWork, GroupCommitter
+from mssmail.store.groupcommit import BatchWork, GroupCommitter, Unprepared
 from mssmail.store.models import Folder, Mailbox, Message
 from mssmail.store.summary import summarize
 
@@ -106,6 +106,36 @@ def test_a_request_for_a_missing_folder_fails_alone(store):
     assert sorted([first["b@a.example"].uid, third["b@a.example"].uid]) == [1, 2]
     with store.db.read() as s:
         assert audit.verify(s).ok and audit.verify(s).checked == 3  # the mailbox creation, two deliveries
+
+
+def test_unprepared_requests_are_made_ready_together_on_the_committer_thread(store):
+    """The payloads of a batch that share a preparing function are prepared in one call,
+    on the committer's thread, before anything runs; one whose preparation failed fails
+    alone and the others are committed."""
+    calls: list = []
+
+    def prepare(payloads):
+        calls.append((threading.current_thread().name, list(payloads)))
+        return [ValueError("bad payload") if p == "bad" else (lambda _c, p=p: p.upper()) for p in payloads]
+
+    futures = _submit_together(store._committer, [Unprepared(prepare, p) for p in ("a", "bad", "c")])
+    assert futures[0].result(5) == "A" and futures[2].result(5) == "C"
+    with pytest.raises(ValueError, match="bad payload"):
+        futures[1].result(5)
+    assert [name for name, _payloads in calls] == ["store-commit"]
+    assert sorted(calls[0][1]) == ["a", "bad", "c"]
+
+
+def test_a_preparing_function_that_raises_fails_its_group_only(store):
+    def broken(_payloads):
+        raise RuntimeError("preparing failed")
+
+    futures = _submit_together(store._committer, [Unprepared(broken, 1), Unprepared(broken, 2),
+                                                  lambda _c: "other"])
+    for future in futures[:2]:
+        with pytest.raises(RuntimeError, match="preparing failed"):
+            future.result(5)
+    assert futures[2].result(5) == "other"
 
 
 def test_a_batch_that_fails_as_a_whole_falls_back_to_one_request_at_a_time(store):
