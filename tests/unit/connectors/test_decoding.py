@@ -80,3 +80,11 @@ def test_blocks_cut_anywhere_give_the_same_lines(lines: list[str], ends: list[st
     layout = detect_layout(data)
     # The block path agrees with the line-at-a-time reference (split bytes, decode each).
     assert [line for _, line in whole] == [layout.decode(raw) for raw in iter_raw_lines(data)]
+
+
+def test_text_blocks_end_every_line_with_one_lf():
+    from connectors.formats.decoding import iter_text_blocks
+
+    assert list(iter_text_blocks(b"a\r\nb\r\nc", block_size=1)) == [(1, "a\n"), (2, "b\n"),
+                                                                      (3, "c\n")]
+    assert list(iter_text_blocks(b"a\rb\n\n")) == [(1, "a\nb\n\n")]
