@@ -23,10 +23,9 @@ import datetime as _dt
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any, NamedTuple
 
-from .decoding import TextLayout, detect_layout, iter_line_blocks
+from .decoding import BLOCK_SIZE, detect_layout, iter_text_blocks
 from .errors import ParseError
 from .flags import interpret_flag
 from .nir import nir_birth_month, nir_key_is_valid
@@ -48,6 +47,8 @@ HEADER_NAMES = ("patient id", "last name", "first name", "address 1", "address 2
 _POSTCODE_CITY = re.compile(r"^(\S+)\s+(.*)$")
 _SHARED_MAX = 16
 _EMPTY = [""] * _RES_WIDTH
+_new_tuple = tuple.__new__
+_SPACE_THEN_LF = re.compile(r"\s\n")  # \s is str.isspace, as in needs_strip
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +192,22 @@ def record_marker(text: str) -> str | None:
     return candidate if candidate in _MARKERS else None
 
 
+def needs_strip(text: str) -> bool:
+    """Whether the fields of a ``RES`` line (or of a run of them) may carry white space
+    to trim: a space or tab next to a ``|``, or white space ending the line. Fields are
+    trimmed only then: most lines have none, and 13 ``str.strip`` calls per line are a
+    tenth of the parse."""
+    return " |" in text or "| " in text or "\t" in text or text[-1:].isspace()
+
+
+class _FlagMeanings(dict[str, tuple[bool | None, str | None, bool]]):
+    """``interpret_flag`` once per distinct flag of a parse (a file uses a handful)."""
+
+    def __missing__(self, flag: str) -> tuple[bool | None, str | None, bool]:
+        meaning = self[flag] = interpret_flag(flag)
+        return meaning
+
+
 def _party(text: str) -> Party:
     # Lines 11/12: code in the first 10 columns (space padded), then the name.
     return Party(code=text[:10].strip(), name=text[10:].strip())
@@ -203,7 +220,7 @@ class _Builder:
         self.share_strings = share_strings
         self.warnings: list[str] = []
         self.shared: dict[str, str] = {}
-        self.flags: dict[str, tuple[bool | None, str | None, bool]] = {}
+        self.flags = _FlagMeanings()
 
     def patient(self, header: list[tuple[int, str]]) -> HprimNetPatient:
         values = [text.strip() for _, text in header]
@@ -237,27 +254,32 @@ class _Builder:
                                  "13 or 15 expected")
         return compact, ""
 
-    def result(self, number: int, text: str) -> HprimNetResult:
+    def result(self, number: int, text: str, clean: bool = False) -> HprimNetResult:
+        """One ``RES`` line. ``clean``: the caller saw no space or tab next to a ``|``
+        and no trailing white space in the whole LAB run holding the line, which spares
+        the same four tests on each line."""
         fields = text.split("|", _RES_WIDTH)
         if len(fields) < _RES_WIDTH:
             fields.extend(_EMPTY[:_RES_WIDTH - len(fields)])
-        if " |" in text or "| " in text or "\t" in text or text[-1:].isspace():
-            values = list(map(str.strip, fields[1:_RES_WIDTH]))
-        else:  # nothing to strip (the common case): skip 13 calls
+        if clean or not needs_strip(text):  # nothing to strip (the common case)
             values = fields[1:_RES_WIDTH]
+        else:
+            values = list(map(str.strip, fields[1:_RES_WIDTH]))
         if self.share_strings:
             # A whole-file result keeps one copy of what repeats (labels, units, ranges,
             # values); a streaming reader drops each record soon and skips the cost.
             share = self.shared.setdefault
             values = [share(field, field) for field in values]
-        flag = values[7]
-        meaning = self.flags.get(flag)
-        if meaning is None:
-            meaning = self.flags[flag] = interpret_flag(flag)
-        if not meaning[2]:
-            self.warnings.append(f"line {number}, RES field 8 (flag): unknown flag {flag!r}, "
-                                 "counted as not abnormal")
-        return HprimNetResult(*values, meaning[0], meaning[1], number)
+        abnormal, off_scale, known = self.flags[values[7]]
+        if not known:
+            self.warnings.append(f"line {number}, RES field 8 (flag): unknown flag "
+                                 f"{values[7]!r}, counted as not abnormal")
+        # The 13 fields then abnormal, off_scale and line, in the field order: built with
+        # tuple.__new__ from the list, a third cheaper than the NamedTuple's own __new__
+        # (a Python-level wrapper taking 16 arguments).
+        row: list[Any] = values
+        row += (abnormal, off_scale, number)
+        return _new_tuple(HprimNetResult, row)
 
 
 class HprimNetReader:
@@ -271,23 +293,34 @@ class HprimNetReader:
 
     def __init__(self, data: bytes, share_strings: bool = False) -> None:
         self._data = data
+        self._block_size = BLOCK_SIZE  # smaller in the tests, to cross block ends
         self.layout = detect_layout(data)
         self._build = _Builder(share_strings)
         self.warnings = self._build.warnings
         self.has_finfichier = False
 
     def records(self) -> Iterator[HprimNetRecord]:
-        data, layout, build = self._data, self.layout, self._build
+        """The records, one line-level state machine (between records, header, body,
+        LAB block, after ``****FINFICHIER****``) walked over decoded text blocks.
+
+        Only a line holding ``****`` can change the state inside a record (every marker
+        has it), so in the body and the LAB block the text up to the next ``****`` is
+        taken as one run found by ``str.find``: the body run is kept as one slice (most
+        of a file's lines are never visited one by one) and the LAB run is split once.
+        The line holding ``****`` ends the run and is the only one tested as a marker."""
+        layout, build = self.layout, self._build
         warnings = build.warnings
+        result = build.result
         count = 0
         state = "between"
         header: list[tuple[int, str]] = []
-        body: list[str] = []
+        body: list[str] = []  # runs of whole lines, each line ending with "\n"
         results: list[HprimNetResult] = []
         lab_text: list[str] = []
         lab_line = 0
         has_finfichier = False
         trailing_noted = False
+        number = 1  # the number of the line at ``position``
 
         def finish(end_line: int, has_lab: bool) -> HprimNetRecord:
             start, _ = header[0]
@@ -295,79 +328,102 @@ class HprimNetReader:
             return HprimNetRecord(
                 start_line=start, patient=build.patient(header), request_id=values[8][1].strip(),
                 request_date=_request_date(values[9], build), sender=_party(values[10][1]),
-                recipient=_party(values[11][1]), body_text="\n".join(body),
+                recipient=_party(values[11][1]), body_text="".join(body)[:-1],
                 results=tuple(results), lab_text=tuple(lab_text), has_lab=has_lab,
                 end_line=end_line)
 
-        for number, text in _numbered(data, layout):
-            if state == "body" and "****" not in text:
-                body.append(text)  # the readable report: most of a file's lines
-                continue
-            if state == "lab":
-                head = text[:4]
-                if head == "RES|":
-                    results.append(build.result(number, text))
+        for number, text in iter_text_blocks(self._data, layout, self._block_size):
+            find = text.find
+            position, size = 0, len(text)
+            while position < size:
+                if state == "body" or state == "lab":
+                    # The run: every line up to the next one holding "****", that line
+                    # included, or up to the end of the block.
+                    star = find("****", position)
+                    stop = find("\n", star) + 1 if star >= 0 else size
+                    if state == "lab":
+                        run = text[position:stop - 1]
+                        lines = run.split("\n")
+                        # Trailing white space: before a line end, or the run's last char.
+                        clean = not (needs_strip(run) or _SPACE_THEN_LF.search(run))
+                        position = stop
+                        for line in lines:
+                            head = line[:4]
+                            if head == "RES|":
+                                results.append(result(number, line, clean))
+                            elif head == "TEX|":
+                                lab_text.append(line[4:].strip())
+                            else:
+                                marker = record_marker(line)
+                                if marker == MARKER_END:
+                                    yield finish(number, True)
+                                    count += 1
+                                    state = "between"
+                                elif marker is not None:
+                                    raise ParseError(KIND, lab_line, "LAB section",
+                                                     f"****LAB**** section not closed by "
+                                                     f"****FIN**** ({marker} at line {number})")
+                                elif line.strip().upper() in ("TEX", "TEX|"):
+                                    lab_text.append("")
+                                elif line.strip():
+                                    warnings.append(f"line {number}: line in the LAB section "
+                                                    "is neither TEX nor RES; ignored")
+                            number += 1
+                        continue
+                    # The body: the run's lines before the one holding "****" are kept as
+                    # they are; that line, the last of the run, is tested below.
+                    last = text.rfind("\n", position, star) + 1 if star >= 0 else size
+                    if last > position:
+                        body.append(text[position:last])
+                        number += text.count("\n", position, last)
+                        position = last
+                        if star < 0:
+                            break
+                    line = text[position:stop - 1]
+                    marker = record_marker(line)
+                    if marker is None:
+                        body.append(text[position:stop])
+                    elif marker == MARKER_LAB:
+                        state, lab_line = "lab", number
+                    elif marker == MARKER_END:
+                        yield finish(number, False)
+                        count += 1
+                        state = "between"
+                    else:
+                        warnings.append(f"line {header[0][0]}: record not closed by ****FIN****")
+                        yield finish(number, False)
+                        count += 1
+                        has_finfichier, state = True, "done"
+                    position = stop
+                    number += 1
                     continue
-                if head == "TEX|":
-                    lab_text.append(text[4:].strip())
-                    continue
-                marker = record_marker(text)
-                if marker == MARKER_END:
-                    yield finish(number, True)
-                    count += 1
-                    state = "between"
-                elif marker is not None:
-                    raise ParseError(KIND, lab_line, "LAB section",
-                                     f"****LAB**** section not closed by ****FIN**** "
-                                     f"({marker} at line {number})")
-                elif text.strip().upper() in ("TEX", "TEX|"):
-                    lab_text.append("")
-                elif text.strip():
-                    warnings.append(f"line {number}: line in the LAB section is neither TEX nor "
-                                    "RES; ignored")
-                continue
-            if state == "body":
-                marker = record_marker(text)
-                if marker is None:
-                    body.append(text)
-                elif marker == MARKER_LAB:
-                    state, lab_line = "lab", number
-                elif marker == MARKER_END:
-                    yield finish(number, False)
-                    count += 1
-                    state = "between"
-                else:
-                    warnings.append(f"line {header[0][0]}: record not closed by ****FIN****")
-                    yield finish(number, False)
-                    count += 1
-                    has_finfichier, state = True, "done"
-                continue
-            if state == "header":
-                marker = record_marker(text)
-                if marker is not None:
-                    raise ParseError(KIND, number, f"header line {len(header) + 1} "
-                                     f"({HEADER_NAMES[len(header)]})",
-                                     f"header truncated: {marker} where 12 header lines are "
-                                     f"expected (record starting at line {header[0][0]})")
-                header.append((number, text))
-                if len(header) == HEADER_LINES:
-                    state, body, results, lab_text = "body", [], [], []
-                continue
-            if state == "between":
-                if not text.strip():
-                    continue
-                marker = record_marker(text)
-                if marker == MARKER_END_OF_FILE:
-                    has_finfichier, state = True, "done"
-                elif marker is not None:
-                    warnings.append(f"line {number}: {marker} outside a record; ignored")
-                else:
-                    header, state = [(number, text)], "header"
-                continue
-            # state == "done": after ****FINFICHIER****
-            if text.strip() and not trailing_noted:
-                warnings.append(f"line {number}: text after ****FINFICHIER**** ignored")
-                trailing_noted = True
+                stop = find("\n", position)
+                line = text[position:stop]
+                position = stop + 1
+                if state == "header":
+                    marker = record_marker(line) if "****" in line else None
+                    if marker is not None:
+                        raise ParseError(KIND, number, f"header line {len(header) + 1} "
+                                         f"({HEADER_NAMES[len(header)]})",
+                                         f"header truncated: {marker} where 12 header lines "
+                                         f"are expected (record starting at line {header[0][0]})")
+                    header.append((number, line))
+                    if len(header) == HEADER_LINES:
+                        state, body, results, lab_text = "body", [], [], []
+                elif state == "between":
+                    if line.strip():
+                        marker = record_marker(line)
+                        if marker == MARKER_END_OF_FILE:
+                            has_finfichier, state = True, "done"
+                        elif marker is not None:
+                            warnings.append(f"line {number}: {marker} outside a record; ignored")
+                        else:
+                            header, state = [(number, line)], "header"
+                # state == "done": after ****FINFICHIER****
+                elif line.strip() and not trailing_noted:
+                    warnings.append(f"line {number}: text after ****FINFICHIER**** ignored")
+                    trailing_noted = True
+                number += 1
 
         if state == "header":
             raise ParseError(KIND, header[0][0], "header",
@@ -379,7 +435,8 @@ class HprimNetReader:
                              "the file")
         if state == "body":
             warnings.append(f"line {header[0][0]}: record not closed by ****FIN****")
-            yield finish(header[0][0] + HEADER_LINES + len(body) - 1, False)
+            # Every line since the header went to the body: the last one is the file's.
+            yield finish(number - 1, False)
             count += 1
         if not count:
             raise ParseError(KIND, None, None, "no HPRIM Net record (empty file)")
@@ -395,11 +452,6 @@ def parse_hprim_net(data: bytes) -> HprimNetFile:
     return HprimNetFile(records=records, has_finfichier=reader.has_finfichier,
                         encoding=reader.layout.encoding, line_ending=reader.layout.line_ending,
                         warnings=tuple(reader.warnings))
-
-
-def _numbered(data: bytes, layout: TextLayout) -> Iterator[tuple[int, str]]:
-    return chain.from_iterable(enumerate(lines, first)
-                               for first, lines in iter_line_blocks(data, layout))
 
 
 def _request_date(line: tuple[int, str], build: _Builder) -> str | None:

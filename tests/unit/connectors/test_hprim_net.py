@@ -117,3 +117,23 @@ def test_reader_streams_the_records_parse_returns():
     assert next(records).patient.last_name == "KERGUELEN"
     with pytest.raises(ParseError, match="not closed"):
         next(records)
+
+
+@pytest.mark.parametrize("size", [1, 5, 64, 700])
+def test_records_cut_across_text_blocks_are_the_same(monkeypatch: pytest.MonkeyPatch, size: int):
+    # The reader takes the body and the LAB block as runs found in a decoded block: a run
+    # cut by a block end goes on in the next one (the bench's blocks are 1 MB: cut them
+    # small here so that every construct meets a block end somewhere).
+    from connectors.formats import HprimNetReader, hprim_net
+
+    lines = [*record("TEX|titre", "RES| A |A|N|1|u|0|2|N|F ", "RES|B|B|N|2|u|0|2|H|F", "junk",
+                     body=("texte", "x****y", "", "fin du texte")),
+             *record(lab_block=False), "", "****FINFICHIER****"]
+    for data in (encode(lines), encode(lines, "\n"), encode(lines)[:-2],
+                 sample_bytes("hprnet_02_multi.hpr"), sample_bytes("hprnet_03_cp1252.hpr")):
+        whole = parse_hprim_net(data)
+        monkeypatch.setattr(hprim_net, "BLOCK_SIZE", size)
+        reader = HprimNetReader(data)
+        assert tuple(reader.records()) == whole.records
+        assert tuple(reader.warnings) == whole.warnings
+        monkeypatch.undo()
