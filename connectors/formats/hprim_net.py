@@ -48,7 +48,6 @@ _POSTCODE_CITY = re.compile(r"^(\S+)\s+(.*)$")
 _SHARED_MAX = 16
 _EMPTY = [""] * _RES_WIDTH
 _new_tuple = tuple.__new__
-_SPACE_THEN_LF = re.compile(r"\s\n")  # \s is str.isspace, as in needs_strip
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,10 +192,9 @@ def record_marker(text: str) -> str | None:
 
 
 def needs_strip(text: str) -> bool:
-    """Whether the fields of a ``RES`` line (or of a run of them) may carry white space
-    to trim: a space or tab next to a ``|``, or white space ending the line. Fields are
-    trimmed only then: most lines have none, and 13 ``str.strip`` calls per line are a
-    tenth of the parse."""
+    """Whether the fields of a ``RES`` line may carry white space to trim: a space or
+    tab next to a ``|``, or white space ending the line. Fields are trimmed only then:
+    most lines have none, and 13 ``str.strip`` calls per line are a tenth of the parse."""
     return " |" in text or "| " in text or "\t" in text or text[-1:].isspace()
 
 
@@ -254,17 +252,17 @@ class _Builder:
                                  "13 or 15 expected")
         return compact, ""
 
-    def result(self, number: int, text: str, clean: bool = False) -> HprimNetResult:
-        """One ``RES`` line. ``clean``: the caller saw no space or tab next to a ``|``
-        and no trailing white space in the whole LAB run holding the line, which spares
-        the same four tests on each line."""
+    def result(self, number: int, text: str, spaced: bool = True) -> HprimNetResult:
+        """One ``RES`` line. ``spaced=False``: the caller saw no space or tab next to a
+        ``|`` in the whole LAB run holding the line, which spares the same three tests on
+        each line (only white space ending the line is left to look for)."""
         fields = text.split("|", _RES_WIDTH)
         if len(fields) < _RES_WIDTH:
             fields.extend(_EMPTY[:_RES_WIDTH - len(fields)])
-        if clean or not needs_strip(text):  # nothing to strip (the common case)
-            values = fields[1:_RES_WIDTH]
-        else:
+        if needs_strip(text) if spaced else text[-1:].isspace():
             values = list(map(str.strip, fields[1:_RES_WIDTH]))
+        else:  # nothing to strip (the common case)
+            values = fields[1:_RES_WIDTH]
         if self.share_strings:
             # A whole-file result keeps one copy of what repeats (labels, units, ranges,
             # values); a streaming reader drops each record soon and skips the cost.
@@ -344,13 +342,12 @@ class HprimNetReader:
                     if state == "lab":
                         run = text[position:stop - 1]
                         lines = run.split("\n")
-                        # Trailing white space: before a line end, or the run's last char.
-                        clean = not (needs_strip(run) or _SPACE_THEN_LF.search(run))
+                        spaced = " |" in run or "| " in run or "\t" in run
                         position = stop
                         for line in lines:
                             head = line[:4]
                             if head == "RES|":
-                                results.append(result(number, line, clean))
+                                results.append(result(number, line, spaced))
                             elif head == "TEX|":
                                 lab_text.append(line[4:].strip())
                             else:
@@ -397,6 +394,21 @@ class HprimNetReader:
                     position = stop
                     number += 1
                     continue
+                if state == "header":
+                    # The rest of the header at once when it is in this block and no line
+                    # of it holds "****" (else line by line below, to name the line).
+                    missing = HEADER_LINES - len(header)
+                    stop = position
+                    for _ in range(missing):
+                        stop = find("\n", stop) + 1
+                        if not stop:
+                            break
+                    if stop and find("****", position, stop) < 0:
+                        header += enumerate(text[position:stop - 1].split("\n"), number)
+                        number += missing
+                        position = stop
+                        state, body, results, lab_text = "body", [], [], []
+                        continue
                 stop = find("\n", position)
                 line = text[position:stop]
                 position = stop + 1
