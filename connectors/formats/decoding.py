@@ -141,7 +141,8 @@ def iter_raw_lines(data: bytes, start: int = 0) -> Iterator[bytes]:
 
 
 def iter_text_blocks(data: bytes, layout: TextLayout | None = None,
-                     block_size: int = _CHUNK) -> Iterator[tuple[int, str]]:
+                     block_size: int = _CHUNK,
+                     keep_crlf: bool = False) -> Iterator[tuple[int, str]]:
     """(line number of the first line, decoded text) for blocks of about ``block_size``
     bytes cut at line ends: the text is decoded a block at a time, which is several
     times faster than a line at a time and never holds the whole file as text.
@@ -151,6 +152,10 @@ def iter_text_blocks(data: bytes, layout: TextLayout | None = None,
     file included, ends with exactly one LF (a block is ``"\n".join(lines) + "\n"``).
     A parser can then search a block for what interests it (``str.find``) instead of
     visiting every line.
+
+    ``keep_crlf``: in a CRLF-only file (``line_ending == "CRLF"``) every line ends with
+    CRLF instead, as written: a parser that keeps most of the text as it is can then
+    convert only what it keeps (replacing CRLF costs a tenth of an HPRIM Net parse).
     """
     layout = layout or detect_layout(data)
     decode = layout.decode
@@ -167,11 +172,13 @@ def iter_text_blocks(data: bytes, layout: TextLayout | None = None,
             end = match.end() if match else length
         text = decode(data[start:end])
         if ending == "CRLF":
-            text = text.replace("\r\n", "\n")
+            if not keep_crlf:
+                text = text.replace("\r\n", "\n")
         elif ending in ("CR", "mixed"):
             text = text.replace("\r\n", "\n").replace("\r", "\n")
         if not text.endswith("\n"):
-            text += "\n"  # the last line of a file without a final line end
+            # The last line of a file without a final line end.
+            text += "\r\n" if keep_crlf and ending == "CRLF" else "\n"
         yield number, text
         number += text.count("\n")
         start = end

@@ -305,20 +305,24 @@ class HprimNetReader:
         has it), so in the body and the LAB block the text up to the next ``****`` is
         taken as one run found by ``str.find``: the body run is kept as one slice (most
         of a file's lines are never visited one by one) and the LAB run is split once.
-        The line holding ``****`` ends the run and is the only one tested as a marker."""
+        The line holding ``****`` ends the run and is the only one tested as a marker.
+        A CRLF file's blocks keep their CRLF (``eol``): only the body is converted to LF,
+        when its record is built, and the rest of the text is never copied for that."""
         layout, build = self.layout, self._build
         warnings = build.warnings
         result = build.result
         count = 0
         state = "between"
         header: list[tuple[int, str]] = []
-        body: list[str] = []  # runs of whole lines, each line ending with "\n"
+        body: list[str] = []  # runs of whole lines, each line ending with ``eol``
         results: list[HprimNetResult] = []
         lab_text: list[str] = []
         lab_line = 0
         has_finfichier = False
         trailing_noted = False
         number = 1  # the number of the line at ``position``
+        eol = "\r\n" if layout.line_ending == "CRLF" else "\n"  # how the blocks end lines
+        cut = len(eol)
 
         def finish(end_line: int, has_lab: bool) -> HprimNetRecord:
             start, _ = header[0]
@@ -326,11 +330,12 @@ class HprimNetReader:
             return HprimNetRecord(
                 start_line=start, patient=build.patient(header), request_id=values[8][1].strip(),
                 request_date=_request_date(values[9], build), sender=_party(values[10][1]),
-                recipient=_party(values[11][1]), body_text="".join(body)[:-1],
+                recipient=_party(values[11][1]), body_text=_body_text(body, eol),
                 results=tuple(results), lab_text=tuple(lab_text), has_lab=has_lab,
                 end_line=end_line)
 
-        for number, text in iter_text_blocks(self._data, layout, self._block_size):
+        for number, text in iter_text_blocks(self._data, layout, self._block_size,
+                                             keep_crlf=True):
             find = text.find
             position, size = 0, len(text)
             while position < size:
@@ -340,8 +345,8 @@ class HprimNetReader:
                     star = find("****", position)
                     stop = find("\n", star) + 1 if star >= 0 else size
                     if state == "lab":
-                        run = text[position:stop - 1]
-                        lines = run.split("\n")
+                        run = text[position:stop - cut]
+                        lines = run.split(eol)
                         spaced = " |" in run or "| " in run or "\t" in run
                         position = stop
                         for line in lines:
@@ -376,7 +381,7 @@ class HprimNetReader:
                         position = last
                         if star < 0:
                             break
-                    line = text[position:stop - 1]
+                    line = text[position:stop - cut]
                     marker = record_marker(line)
                     if marker is None:
                         body.append(text[position:stop])
@@ -404,14 +409,14 @@ class HprimNetReader:
                         if not stop:
                             break
                     if stop and find("****", position, stop) < 0:
-                        header += enumerate(text[position:stop - 1].split("\n"), number)
+                        header += enumerate(text[position:stop - cut].split(eol), number)
                         number += missing
                         position = stop
                         state, body, results, lab_text = "body", [], [], []
                         continue
-                stop = find("\n", position)
-                line = text[position:stop]
-                position = stop + 1
+                stop = find("\n", position) + 1
+                line = text[position:stop - cut]
+                position = stop
                 if state == "header":
                     marker = record_marker(line) if "****" in line else None
                     if marker is not None:
@@ -464,6 +469,12 @@ def parse_hprim_net(data: bytes) -> HprimNetFile:
     return HprimNetFile(records=records, has_finfichier=reader.has_finfichier,
                         encoding=reader.layout.encoding, line_ending=reader.layout.line_ending,
                         warnings=tuple(reader.warnings))
+
+
+def _body_text(runs: list[str], eol: str) -> str:
+    """The body's lines joined by LF: ``runs`` are whole lines, each ending with ``eol``."""
+    text = "".join(runs)[:-len(eol)]
+    return text.replace("\r\n", "\n") if eol == "\r\n" else text
 
 
 def _request_date(line: tuple[int, str], build: _Builder) -> str | None:

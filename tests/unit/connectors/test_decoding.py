@@ -88,3 +88,6 @@ def test_text_blocks_end_every_line_with_one_lf():
     assert list(iter_text_blocks(b"a\r\nb\r\nc", block_size=1)) == [(1, "a\n"), (2, "b\n"),
                                                                       (3, "c\n")]
     assert list(iter_text_blocks(b"a\rb\n\n")) == [(1, "a\nb\n\n")]
+    # keep_crlf: a CRLF-only file's lines keep their CRLF, the last one included.
+    assert list(iter_text_blocks(b"a\r\nb", keep_crlf=True)) == [(1, "a\r\nb\r\n")]
+    assert list(iter_text_blocks(b"a\r\nb\n", keep_crlf=True)) == [(1, "a\nb\n")]
