@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from imap_bench import PASSWORD, USER, Dovecot, check, connect, generate  # noqa: E402
+from imap_bench import USER, Dovecot, bench_box, check, connect, generate  # noqa: E402
 
 from tests.support.instance import MssInstance  # noqa: E402
 
@@ -155,17 +155,10 @@ def main() -> None:
         messages = generate(args.size)
         raw_bytes = sum(len(m[0]) for m in messages)
         print(f"{args.size} messages generated, {raw_bytes / 1e6:.1f} MB", flush=True)
-        db_url = None
-        if args.db == "postgresql":
-            from tests.conftest import _pg_schema_url
-            schema, db_url = _pg_schema_url()
-            os.environ["MSS_DATABASE_URL"] = db_url
         from mssmail.config import load_config
         from mssmail.store.service import Store
 
-        inst = MssInstance(work / "mss", DOMAIN, demo=False, database_url=db_url)
-        inst.configure("limits", "max_connections_per_ip", "50")
-        inst.mss("mailbox", "create", USER, "--quota", "100GB", "--password-stdin", input=PASSWORD + "\n")
+        inst, schema = bench_box(work, args.db)
         store = Store.from_config(load_config(inst.data))
         started = time.monotonic()
         for start in range(0, len(messages), 1000):
@@ -181,7 +174,7 @@ def main() -> None:
         report["raw_bytes"] = raw_bytes
         if args.keep is not None:
             (work / "bench.json").write_text(json.dumps({
-                "size": args.size, "db": args.db, "schema": schema, "database_url": db_url,
+                "size": args.size, "db": args.db, "schema": schema, "database_url": os.environ["MSS_DATABASE_URL"] if schema else None,
                 "text_bytes": report["text_bytes"], "raw_bytes": raw_bytes}))
         del messages
         ca = inst.ca_file

@@ -168,6 +168,21 @@ def generate(count: int, seed: int = 2026) -> list[tuple[bytes, datetime, list[s
 
 # ---------------------------------------------------------------- servers
 
+def bench_box(work: Path, db: str) -> tuple[MssInstance, str | None]:
+    """`mss init` in `work`/mss with the bench's mailbox (a 100 GB quota) and room for
+    8 clients and more from one IP; on PostgreSQL in a new schema, returned for the
+    caller to drop (`MSS_DATABASE_URL` names it, for a Store opened in this process)."""
+    schema = db_url = None
+    if db == "postgresql":
+        from tests.conftest import _pg_schema_url
+        schema, db_url = _pg_schema_url()
+        os.environ["MSS_DATABASE_URL"] = db_url
+    inst = MssInstance(work / "mss", DOMAIN, demo=False, database_url=db_url)
+    inst.configure("limits", "max_connections_per_ip", "50")
+    inst.mss("mailbox", "create", USER, "--quota", "100GB", "--password-stdin", input=PASSWORD + "\n")
+    return inst, schema
+
+
 def start_mss(work: Path, messages: list, db_url: str | None) -> tuple[MssInstance, float]:
     from mssmail.config import load_config
     from mssmail.imap.fetch import cache_entry

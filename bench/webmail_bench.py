@@ -61,7 +61,7 @@ import pyotp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.imap_bench import generate  # noqa: E402
+from bench.imap_bench import bench_box, generate  # noqa: E402
 from tests.support.instance import MssInstance  # noqa: E402
 
 DOMAIN = "bench.example"
@@ -477,14 +477,7 @@ def run_in(work: Path, args: argparse.Namespace, *, reuse: bool) -> dict[str, An
             report["big_message_bytes"] = len(big)
             print(f"{len(messages)} messages generated in {report['generate_s']} s; big one {len(big) / 1e6:.1f} MB",
                   flush=True)
-            db_url = None
-            if args.db == "postgresql":
-                from tests.conftest import _pg_schema_url
-                schema, db_url = _pg_schema_url()
-                os.environ["MSS_DATABASE_URL"] = db_url
-            inst = MssInstance(work / "mss", DOMAIN, demo=False, database_url=db_url)
-            inst.configure("limits", "max_connections_per_ip", "50")
-            inst.mss("mailbox", "create", USER, "--quota", "100GB", "--password-stdin", input=PASSWORD + "\n")
+            inst, schema = bench_box(work, args.db)
             load_s, big_uid = load(inst, messages, big)
             del messages
             report["load_s"] = round(load_s, 1)
