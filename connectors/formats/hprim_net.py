@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .decoding import BLOCK_SIZE, detect_layout, iter_text_blocks
+from .decoding import BLOCK_SIZE, collector_paused, detect_layout, iter_text_blocks
 from .errors import ParseError
 from .flags import interpret_flag
 from .nir import nir_birth_month, nir_key_is_valid
@@ -465,7 +465,8 @@ class HprimNetReader:
 def parse_hprim_net(data: bytes) -> HprimNetFile:
     """Parse an HPRIM Net file (or mail body) into its records; see the module doc."""
     reader = HprimNetReader(data, share_strings=True)
-    records = tuple(reader.records())
+    with collector_paused():
+        records = tuple(reader.records())
     return HprimNetFile(records=records, has_finfichier=reader.has_finfichier,
                         encoding=reader.layout.encoding, line_ending=reader.layout.line_ending,
                         warnings=tuple(reader.warnings))

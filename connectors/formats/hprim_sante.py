@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Literal, NamedTuple
 
-from .decoding import TextLayout, detect_layout, iter_line_blocks
+from .decoding import TextLayout, collector_paused, detect_layout, iter_line_blocks
 from .errors import ParseError
 from .flags import interpret_flag
 
@@ -509,7 +509,8 @@ class HprimSanteReader:
 def parse_hprim_sante(data: bytes, escape_mode: str = "hl7_named") -> HprimSanteFile:
     """Parse an HPRIM Santé file; see the module doc for what is refused."""
     reader = HprimSanteReader(data, escape_mode, share_strings=True)
-    patients = tuple(reader.patients())
+    with collector_paused():
+        patients = tuple(reader.patients())
     return HprimSanteFile(
         delimiters=reader.delimiters, header=reader.header, patients=patients,
         encoding=reader.layout.encoding, line_ending=reader.layout.line_ending,

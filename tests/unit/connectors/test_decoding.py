@@ -91,3 +91,35 @@ def test_text_blocks_end_every_line_with_one_lf():
     # keep_crlf: a CRLF-only file's lines keep their CRLF, the last one included.
     assert list(iter_text_blocks(b"a\r\nb", keep_crlf=True)) == [(1, "a\r\nb\r\n")]
     assert list(iter_text_blocks(b"a\r\nb\n", keep_crlf=True)) == [(1, "a\nb\n")]
+
+
+def test_the_collector_comes_back_as_it_was_after_a_whole_parse() -> None:
+    """parse_hprim_* hold the cyclic collector off while they build (collector_paused):
+    it must come back on after a parse, after a failed parse and after nested pauses,
+    and stay off in a process that had turned it off."""
+    import gc
+
+    import pytest
+
+    from connectors.formats import ParseError, parse_hprim_net
+    from connectors.formats.decoding import collector_paused
+    from tests.unit.connectors.samples import sample_bytes
+
+    assert gc.isenabled()
+    parse_hprim_net(sample_bytes("hprnet_01_abnormal.hpr"))
+    assert gc.isenabled()
+    with pytest.raises(ParseError):
+        parse_hprim_net(b"MSH|^~\\&|LAB\r")
+    assert gc.isenabled()
+    with collector_paused():
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
