@@ -254,7 +254,10 @@ def test_axe_finds_what_it_must(server: MssInstance, browser_page: tuple) -> Non
     expect = playwright_api.expect
     page.goto("/connexion")
     # The address field has autofocus; Shift+Tab from it reaches "Aller au contenu",
-    # shown when focused (the inbox's first Tab is checked in the session test).
+    # shown when focused (the inbox's first Tab is checked in the session test). The
+    # browser applies autofocus after the load event, so wait for it: on a loaded machine
+    # Shift+Tab went from the body before it (CI, 2026-12-07).
+    expect(page.locator("#adresse")).to_be_focused()
     page.keyboard.press("Shift+Tab")
     expect(page.get_by_role("link", name="Aller au contenu")).to_be_focused()
     page.evaluate("""() => {
