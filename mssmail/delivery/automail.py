@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.policy
 import logging
 import os
 import secrets
@@ -110,7 +109,7 @@ def why_not_reply(headers: mime_headers.Headers, sender: str, mailbox: str) -> s
 def build_reply(mailbox: str, display_name: str, to: str, original: mime_headers.Headers,
                 settings: dict[str, Any]) -> bytes:
     ooo = settings.get("out_of_office") or {}
-    message = EmailMessage(policy=email.policy.SMTP)
+    message = EmailMessage(policy=mime_headers.SMTP_POLICY)
     message["From"] = formataddr((display_name, mailbox)) if display_name else mailbox
     message["To"] = to
     original_subject = (mime_headers.decode_words(original.get("subject") or "")).strip()
@@ -133,7 +132,7 @@ def build_forward(mailbox: str, display_name: str, addresses: list[str], origina
     """The forward: a short French text, then the original attached as it is stored,
     byte for byte (a `message/rfc822` part may not be re-encoded, RFC 2046 5.2.1, and an
     S/MIME signature inside must stay checkable)."""
-    top = EmailMessage(policy=email.policy.SMTP)
+    top = EmailMessage(policy=mime_headers.SMTP_POLICY)
     top["From"] = formataddr((display_name, mailbox)) if display_name else mailbox
     top["To"] = ", ".join(addresses)
     subject = mime_headers.decode_words(headers.get("subject") or "").strip()
@@ -146,7 +145,7 @@ def build_forward(mailbox: str, display_name: str, addresses: list[str], origina
         from zoneinfo import ZoneInfo
 
         when = received.astimezone(ZoneInfo("Europe/Paris")).strftime(" le %d/%m/%Y à %H:%M")
-    text = EmailMessage(policy=email.policy.SMTP)
+    text = EmailMessage(policy=mime_headers.SMTP_POLICY)
     text.set_content(f"Message reçu par {mailbox}{when}, transféré automatiquement.\n"
                      f"Expéditeur d'origine : {sender}\n", charset="utf-8")
     text_part = text.as_bytes().replace(b"MIME-Version: 1.0\r\n", b"", 1)

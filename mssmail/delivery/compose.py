@@ -14,14 +14,14 @@ recipients, the "Re:"/"Tr:" subject, the thread headers of RFC 5322 section 3.6.
 
 from __future__ import annotations
 
-import base64
-import email.policy
 import email.utils
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
+
+from mssmail.mime import headers as mime_headers
 
 # RFC 5321 4.5.3.1.3: a path is at most 256 octets, so an address at most 254.
 MAX_ADDRESS = 254
@@ -130,48 +130,6 @@ def _header_list(values: Sequence[str]) -> str:
     return ", ".join(one_line(v) for v in values)
 
 
-# RFC 2047 section 2: an encoded-word is at most 75 characters; 42 bytes of UTF-8 make 56
-# of base64, 68 with "=?utf-8?b?" and "?=", so "Subject: " and the first word still fit
-# in 78 (RFC 5322 2.1.1).
-_WORD_BYTES = 42
-
-
-def _encoded_words(text: str) -> str:
-    """`text` as B encoded-words, one per folded line, each holding its own white space.
-
-    Python's folder (3.11) may put a run of spaces between two encoded-words as the
-    folding white space, and a reader drops white space there (RFC 2047 6.2): "élevée
-    hémoglobine" came back as "élevéehémoglobine" (found by Hypothesis). Here every
-    character, spaces included, is inside a word, and the words are cut on character
-    boundaries (RFC 2047 5(3): a character is never split between words)."""
-    words: list[str] = []
-    chunk = b""
-    for character in text:
-        encoded = character.encode("utf-8", "surrogatepass")
-        if len(chunk) + len(encoded) > _WORD_BYTES:
-            words.append(chunk.decode("utf-8", "surrogatepass"))
-            chunk = b""
-        chunk += encoded
-    if chunk:
-        words.append(chunk.decode("utf-8", "surrogatepass"))
-    return "\r\n ".join(
-        "=?utf-8?b?" + base64.b64encode(w.encode("utf-8", "surrogatepass")).decode("ascii") + "?=" for w in words)
-
-
-class _ComposePolicy(email.policy.EmailPolicy):
-    """The SMTP policy, but a Subject with anything beyond printable ASCII is written by
-    `_encoded_words` (the free text a doctor types), not by Python's folder."""
-
-    def fold_binary(self, name: str, value: str) -> bytes:
-        text = str(value)
-        if name.lower() == "subject" and not (text.isascii() and text.isprintable()):
-            return f"{name}: {_encoded_words(text)}{self.linesep}".encode("ascii")
-        return super().fold_binary(name, value)
-
-
-_POLICY = _ComposePolicy(linesep="\r\n")
-
-
 def build(draft: Draft, *, hostname: str, with_bcc: bool = False, message_id: str | None = None,
           date: str | None = None) -> bytes:
     """The message as bytes with CRLF line ends. `with_bcc`: keep the Bcc field (a copy
@@ -179,7 +137,7 @@ def build(draft: Draft, *, hostname: str, with_bcc: bool = False, message_id: st
     carries it (RFC 5322 3.6.3: Bcc recipients are not shown to the others).
     The text part is quoted-printable: 7-bit clean, so a signature over it survives any
     relay (RFC 8551 3.1.1)."""
-    message = EmailMessage(policy=_POLICY)
+    message = EmailMessage(policy=mime_headers.SMTP_POLICY)
     name = one_line(draft.sender_name).strip()
     message["From"] = Address(display_name=name, addr_spec=draft.sender) if name else draft.sender
     if draft.to:
@@ -205,7 +163,7 @@ def build(draft: Draft, *, hostname: str, with_bcc: bool = False, message_id: st
             maintype, subtype = "application", "octet-stream"
         message.add_attachment(attachment.data, maintype=maintype, subtype=subtype,
                                filename=one_line(attachment.filename))
-    return message.as_bytes(policy=_POLICY)
+    return message.as_bytes(policy=mime_headers.SMTP_POLICY)
 
 
 # --- replies and forwards ----------------------------------------------------------

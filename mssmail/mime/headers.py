@@ -22,8 +22,10 @@ raises on any input.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import codecs
+import email.policy
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -354,3 +356,49 @@ def decode_words(value: bytes | str) -> str:
     flush()
     out.append(text(raw[pos:]))
     return "".join(out)
+
+
+# --- writing: a Subject as encoded words ----------------------------------------------
+
+# RFC 2047 section 2: an encoded-word is at most 75 characters; 42 bytes of UTF-8 make 56
+# of base64, 68 with "=?utf-8?b?" and "?=", so "Subject: " and the first word still fit
+# in 78 (RFC 5322 2.1.1).
+_WORD_BYTES = 42
+
+
+def encode_words(text: str) -> str:
+    """`text` as B encoded-words, one per folded line, each holding its own white space:
+    `decode_words` gives `text` back whole.
+
+    Python's folder (3.11) may put a run of spaces between two encoded-words as the
+    folding white space, and a reader drops white space there (RFC 2047 6.2): "élevée
+    hémoglobine" came back as "élevéehémoglobine" (found by Hypothesis). Here every
+    character, spaces included, is inside a word, and the words are cut on character
+    boundaries (RFC 2047 5(3): a character is never split between words)."""
+    words: list[bytes] = []
+    chunk = b""
+    for character in text:
+        encoded = character.encode("utf-8", "surrogatepass")
+        if len(chunk) + len(encoded) > _WORD_BYTES:
+            words.append(chunk)
+            chunk = b""
+        chunk += encoded
+    if chunk:
+        words.append(chunk)
+    return "\r\n ".join("=?utf-8?b?" + base64.b64encode(word).decode("ascii") + "?=" for word in words)
+
+
+class _WritingPolicy(email.policy.EmailPolicy):
+    """`email.policy.SMTP`, but a Subject with anything beyond printable ASCII is written
+    by `encode_words` (free text a doctor typed or a message's subject quoted in a reply),
+    not by Python's folder."""
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        text = str(value)
+        if name.lower() == "subject" and not (text.isascii() and text.isprintable()):
+            return f"{name}: {encode_words(text)}{self.linesep}".encode("ascii")
+        return super().fold_binary(name, value)
+
+
+# The policy of every message the server writes from text (compose, automatic replies).
+SMTP_POLICY = _WritingPolicy(linesep="\r\n")

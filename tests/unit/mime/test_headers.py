@@ -135,3 +135,28 @@ def test_never_raises(block: bytes) -> None:
     for f in parsed.fields:
         assert block[f.start:f.end].startswith(f.name)
     hdr.decode_words(block)
+
+
+@given(st.text())
+def test_encoded_words_read_back_whole(text: str) -> None:
+    """What `encode_words` writes, `decode_words` reads back character for character,
+    spaces at the word cuts included (RFC 2047 6.2 drops white space between words), on
+    lines of at most 78 characters with the field name (RFC 5322 2.1.1)."""
+    written = hdr.encode_words(text)
+    assert hdr.decode_words(written.replace("\r\n", "")) == text
+    assert all(len(line) <= 78 - len("Subject: ") for line in written.split("\r\n "))
+
+
+def test_a_reply_subject_keeps_its_spaces() -> None:
+    """The automatic reply quotes the subject it answers; it keeps every space where
+    Python's folder dropped a run of them between two encoded words."""
+    from email import message_from_bytes, policy
+
+    from mssmail.delivery import automail
+
+    subject = "== =" + "\x80" * 5 + "\u200b" * 4 + "\U00010000" * 2 + " \x80"
+    original = hdr.parse(f"Subject: {hdr.encode_words(subject)}\r\n\r\n".encode())
+    reply = automail.build_reply("moi@a.example", "", "toi@b.example", original,
+                                 {"out_of_office": {"text": "Absent."}})
+    read = message_from_bytes(reply, policy=policy.default)
+    assert str(read["Subject"]).endswith(subject)
