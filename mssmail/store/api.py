@@ -280,7 +280,8 @@ class SearchResult:
     """Matching UIDs (ascending), how many messages were looked at and read, and the
     highest mod-sequence among the matches (when the query used MODSEQ)."""
 
-    uids: tuple[int, ...]
+    # A tuple, or the index's `query.JoinedUids` as it came when it is the whole answer.
+    uids: Sequence[int]
     scanned: int
     read: int
     highest_modseq: int | None
@@ -725,7 +726,7 @@ class MessageAPI:
         # No candidate left (every hit sure, nothing pending): no query at all.
         rows = [] if candidates is not None and not candidates else self.search_rows(
             ref, query.COLUMNS, query.columns_for(criteria, modseq=modseq), uids=candidates)
-        kept: list[int] | None = None  # the sure hits, ascending, when worked out in order
+        kept: Sequence[int] | None = None  # the sure hits, ascending, when worked out in order
         if within is not None and sure and not rows and len(ordered) == len(sure) and isinstance(within, list):
             kept = query.among_ascending(ordered, within)  # the session's UIDs: ascending
         if kept is None and within is not None and (rows or sure):
@@ -733,6 +734,7 @@ class MessageAPI:
             rows = [r for r in rows if r[query.UID] in known]
             sure = sure & known
         address = ref.address
+        matched: Sequence[int]
         matched, read = query.evaluate(criteria, rows,
                                        lambda sha: self.view(address, self.blobs.read(sha)),
                                        certain=narrowed.certain)
@@ -750,7 +752,8 @@ class MessageAPI:
         if modseq and matched:
             by_uid = {r[query.UID]: r[query.MODSEQ] for r in rows}
             highest = max(by_uid[u] for u in matched)
-        return SearchResult(tuple(matched), len(rows) + sure_count, read, highest)
+        uids = matched if isinstance(matched, query.JoinedUids) else tuple(matched)
+        return SearchResult(uids, len(rows) + sure_count, read, highest)
 
     def search_mailbox(self: Store, actor: Actor | str, address: str, criteria: Query, *,
                        folders: Sequence[str] | None = None, ip: str = "") -> list[FolderHits]:

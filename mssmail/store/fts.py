@@ -56,6 +56,7 @@ import time
 import unicodedata
 import zlib
 from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -394,7 +395,7 @@ class Narrowed:
     """What the index says about a search: `candidates` (UIDs; None: every message),
     and for Text keys the UIDs that certainly match (not read again)."""
 
-    candidates: set[int] | None
+    candidates: AbstractSet[int] | None
     certain: dict[Query, query.Known]
 
 
@@ -446,11 +447,24 @@ def _prefer_indexes(connection: Connection) -> None:
         connection.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
 
 
-def _ids(joined: str | None) -> list[int]:
-    """The integers of a comma-joined list (one aggregated row of a query), ascending:
-    read as a JSON array, in C, where `map(int, split)` took twice as long (90,823 ids:
-    9 -> 20 ms); sorted (SQLite's come in order already: one pass)."""
-    return sorted(json.loads("[" + joined + "]")) if joined else []
+def _ascending_ids(joined: str | None) -> query.JoinedUids:
+    """SQLite's hits: FTS5 returns a query's rows in ascending rowid order (a document's
+    rowid is folder_id << 32 | uid), so the joined text is ascending as it comes and is
+    kept unread (`query.JoinedUids`)."""
+    return query.JoinedUids(joined or "")
+
+
+def _ids(joined: str | None) -> query.JoinedUids:
+    """PostgreSQL's hits, in the bitmap scan's order of the table's pages: read as a
+    JSON array, in C, where `map(int, split)` took twice as long (90,823 ids: 9 -> 20 ms),
+    and sorted (one pass when they come in order, as they mostly do: the text is then
+    kept for the IMAP answer). `ORDER BY` in `string_agg` cost 15 ms more: its sort went
+    to disk."""
+    if not joined:
+        return query.JoinedUids("")
+    ints = json.loads("[" + joined + "]")
+    ordered = sorted(ints)
+    return query.JoinedUids(joined, ints) if ordered == ints else query.JoinedUids.of(ordered)
 
 
 def _scope(kind: str, value: int | str) -> Term:
@@ -464,11 +478,11 @@ class FtsOps:
     fts_policy: Policy = "personal"
 
     # --- reading ----------------------------------------------------------------------
-    def _fts_ids(self: Store, connection: Connection, node: IndexQuery, folder_id: int) -> list[int]:
+    def _fts_ids(self: Store, connection: Connection, node: IndexQuery, folder_id: int) -> query.JoinedUids:
         """The UIDs of the folder's messages whose document matches `node`, ascending."""
         node = simplify(node)
         if node == NOTHING:
-            return []
+            return query.JoinedUids("")
         # The folder scopes the query by the rows' keys, not by the folder's term of the
         # index: that term's posting list is as long as the folder (100,000 entries to
         # intersect for every search), where the hits are few.
@@ -482,7 +496,7 @@ class FtsOps:
             joined = connection.exec_driver_sql(
                 "SELECT group_concat(rowid - ?) FROM fts_index WHERE fts_index MATCH ? AND rowid BETWEEN ? AND ?",
                 (low, render_fts5(node), low, low + MAX_UID)).scalar()
-            return _ids(joined)
+            return _ascending_ids(joined)
         # PostgreSQL: from fts_docs alone (its folder_id and uid are the message's:
         # migration 0015), one row of joined UIDs as on SQLite. The GIN index gives the
         # hits' rows; their terms are out of line, so the table's pages read are few.
@@ -583,14 +597,14 @@ class FtsOps:
             _prefer_indexes(connection)
             lookup = self._fts_lookup(connection)
 
-            def narrow(node: Query) -> set[int] | None:
+            def narrow(node: Query) -> AbstractSet[int] | None:
                 if isinstance(node, query.Text):
                     columns = BODY_COLUMNS if node.body_only else TEXT_COLUMNS
                     index_query = needle_query(node.value, columns, lookup)
                     if index_query is None:
                         return None
                     ordered = self._fts_ids(connection, index_query, ref.folder_id)
-                    hits = set(ordered)
+                    hits = query.LazyHits(ordered)  # a set only if an operation needs one
                     if certain_needle(node.value):
                         certain[node] = query.Known(hits, ordered)  # never changed below (no copy)
                     return hits
@@ -602,7 +616,7 @@ class FtsOps:
                     if index_query is None:
                         return None
                     ordered = self._fts_ids(connection, index_query, ref.folder_id)
-                    hits = set(ordered)
+                    hits = query.LazyHits(ordered)  # a set only if an operation needs one
                     if field_name == "from" and certain_needle(node.value):
                         certain[node] = query.Known(hits, ordered)  # see `_from_texts`
                     return hits
@@ -620,7 +634,7 @@ class FtsOps:
                         got = narrow(item)
                         if got is None:
                             return None
-                        found |= got
+                        found.update(got)
                     return found
                 return None
 

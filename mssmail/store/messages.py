@@ -24,6 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -568,7 +569,7 @@ class MessageOps:
 
     def search_rows(self: Store, ref: FolderRef, columns: Sequence[str],
                     needed: Sequence[str] | None = None,
-                    uids: set[int] | None = None) -> list[tuple[Any, ...]]:
+                    uids: AbstractSet[int] | None = None) -> list[tuple[Any, ...]]:
         """(uid, *columns) of every message of the folder (only those of `uids` when
         given: the full-text index's candidates), for SEARCH; a column not in `needed`
         (when given) comes back as None, without being read."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -556,6 +557,118 @@ def strings_in(value: Any) -> Iterable[str]:
             yield from strings_in(item)
 
 
+class JoinedUids(Sequence[int]):
+    """Ascending distinct UIDs as the full-text index gave them: one comma-joined text
+    (the single aggregated row of `fts._fts_ids`), read into integers only if a caller
+    needs more than its length and its ends.
+
+    Why: a common word's 90,823 hits, read into integers (5.6 ms), kept in a set (1.7 ms)
+    and written back as IMAP's `* SEARCH` line (7 ms), are the text the database sent
+    with its commas turned into spaces (0.2 ms). The IMAP session writes `text` when
+    nothing was taken out (see `among_ascending`)."""
+
+    __slots__ = ("_ints", "text")
+
+    def __init__(self, text: str, ints: list[int] | None = None) -> None:
+        self.text = text  # "" when there are none
+        self._ints = ints
+
+    @classmethod
+    def of(cls, ints: list[int]) -> JoinedUids:
+        """From integers already ascending (their text is made only if asked)."""
+        return cls("", ints)
+
+    def ints(self) -> list[int]:
+        if self._ints is None:
+            # A JSON array, read in C: twice as fast as `map(int, text.split(","))`.
+            self._ints = json.loads("[" + self.text + "]")
+        return self._ints
+
+    def joined(self) -> str:
+        """The comma-joined text (made from the integers when it was not given)."""
+        if not self.text and self._ints:
+            self.text = ",".join(map(str, self._ints))
+        return self.text
+
+    def __len__(self) -> int:
+        if self._ints is not None:
+            return len(self._ints)
+        return self.text.count(",") + 1 if self.text else 0
+
+    def __getitem__(self, index: Any) -> Any:
+        if self._ints is None and index in (0, -1) and self.text:
+            # The ends, for the range checks of `among_ascending`, without reading the rest.
+            cut = self.text.find(",") if index == 0 else self.text.rfind(",")
+            if cut < 0:
+                return int(self.text)
+            return int(self.text[:cut]) if index == 0 else int(self.text[cut + 1:])
+        return self.ints()[index]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.ints())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, JoinedUids):
+            return self.ints() == other.ints()
+        if isinstance(other, list | tuple):
+            return self.ints() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"JoinedUids({len(self)} UIDs)"
+
+
+class LazyHits(AbstractSet[int]):
+    """The set of an ascending sequence of UIDs, made only when a set operation or a
+    membership test needs it: a search that is one index key never does (its hits are
+    kept to the session's UIDs by `among_ascending`, in order), and the set of 90,823
+    integers cost 1.7 ms."""
+
+    __slots__ = ("_set", "ordered")
+
+    def __init__(self, ordered: Sequence[int]) -> None:
+        self.ordered = ordered
+        self._set: frozenset[int] | None = None
+
+    def real(self) -> frozenset[int]:
+        if self._set is None:
+            self._set = frozenset(self.ordered)
+        return self._set
+
+    def __len__(self) -> int:
+        return len(self.ordered)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.ordered)
+
+    def __contains__(self, value: object) -> bool:
+        return value in self.real()
+
+    def __and__(self, other: Any) -> frozenset[int]:
+        return self.real() & _plain_set(other)
+
+    __rand__ = __and__
+
+    def __or__(self, other: Any) -> frozenset[int]:
+        return self.real() | _plain_set(other)
+
+    __ror__ = __or__
+
+    def __sub__(self, other: Any) -> frozenset[int]:
+        return self.real() - _plain_set(other)
+
+    def __rsub__(self, other: Any) -> frozenset[int]:
+        return frozenset(_plain_set(other) - self.real())
+
+
+def _plain_set(other: Iterable[int]) -> AbstractSet[int]:
+    if isinstance(other, LazyHits):
+        return other.real()
+    return other if isinstance(other, set | frozenset) else frozenset(other)
+
+
 @dataclass(frozen=True)
 class Known:
     """What the full-text index knows about one Text key, or a FROM key (mssmail/store/
@@ -566,7 +679,7 @@ class Known:
     ordered: Sequence[int] = ()  # the same UIDs ascending (or empty: not given)
 
 
-def among_ascending(values: Sequence[int], within: Sequence[int], max_steps: int = 4096) -> list[int] | None:
+def among_ascending(values: Sequence[int], within: Sequence[int], max_steps: int = 4096) -> Sequence[int] | None:
     """The `values` that are in `within`, both ascending and distinct (the index's sure
     UIDs, the IMAP session's), in order; None when `within` has too many gaps.
 
@@ -574,7 +687,9 @@ def among_ascending(values: Sequence[int], within: Sequence[int], max_steps: int
     cost a set of each and their intersection (~6 ms); `within` is cut here into its runs
     of consecutive UIDs by halving (a slice of distinct ascending integers is one run
     exactly when its ends differ by its length less one), and each run takes its values
-    by two bisections: work in the number of runs (expunged gaps), not of UIDs."""
+    by two bisections: work in the number of runs (expunged gaps), not of UIDs. When
+    every value lies in one run, `values` itself is the answer (a `JoinedUids` then
+    keeps its text for the IMAP answer)."""
     runs: list[tuple[int, int]] = []
     pending = [(0, len(within))]
     steps = 0
@@ -590,6 +705,10 @@ def among_ascending(values: Sequence[int], within: Sequence[int], max_steps: int
             continue
         middle = (start + end) // 2
         pending += [(middle, end), (start, middle)]  # the lower half first: runs ascending
+    if values:
+        low_value, high_value = values[0], values[-1]
+        if any(first <= low_value and high_value <= last for first, last in runs):
+            return values  # all in one run: every value is kept, as it is (not copied)
     out: list[int] = []
     low = 0
     for first, last in runs:
@@ -732,6 +851,6 @@ def evaluate(node: Query, rows: Sequence[Row], loader: Callable[[str], bytes],
 
 
 __all__ = ["COLUMNS", "All", "And", "Arrived", "Content", "DateRange", "Flag", "From", "HasAttachment",
-           "HasDocument", "Header", "HprimPresent", "Modseq", "Not", "Or", "Patient", "Query", "Size",
+           "HasDocument", "Header", "HprimPresent", "JoinedUids", "LazyHits", "Modseq", "Not", "Or", "Patient", "Query", "Size",
            "Subject", "Text", "To", "Uids", "address_forms_may_differ", "columns_for", "compile_query", "evaluate",
            "reads_content"]

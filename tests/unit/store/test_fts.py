@@ -363,10 +363,57 @@ def test_the_indexer_yields_to_arriving_mail(store, monkeypatch) -> None:
 def test_among_ascending_is_the_intersection(values: set[int], within: set[int], steps: int) -> None:
     """The sure hits kept to the session's UIDs by runs and bisections (`search` with
     `within`): exactly the sets' intersection, in order; or None (too many gaps)."""
-    got = q.among_ascending(sorted(values), sorted(within), max_steps=steps)
-    assert got is None or got == sorted(values & within)
+    ordered = sorted(values)
+    got = q.among_ascending(ordered, sorted(within), max_steps=steps)
+    assert got is None or list(got) == sorted(values & within)
     if steps == 4096:
         assert got is not None
+        if values and set(range(min(values), max(values) + 1)) <= within:
+            assert got is ordered  # all in one run of the session's UIDs: not copied
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.sets(st.integers(1, 2**32 - 1)), from_text=st.booleans())
+def test_joined_uids_are_the_integers(values: set[int], from_text: bool) -> None:
+    """The index's hits as one comma-joined text (`JoinedUids`) read as the ascending
+    list they stand for, whether made from the text or from the integers, and give
+    back the text IMAP writes."""
+    ordered = sorted(values)
+    text = ",".join(map(str, ordered))
+    uids = q.JoinedUids(text) if from_text else q.JoinedUids.of(list(ordered))
+    assert len(uids) == len(ordered) and bool(uids) == bool(ordered)
+    if ordered:
+        assert (uids[0], uids[-1]) == (ordered[0], ordered[-1])
+    assert uids == ordered and uids == tuple(ordered) and list(uids) == ordered
+    assert uids.joined() == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.sets(st.integers(0, 60)), other=st.sets(st.integers(0, 60)), probe=st.integers(0, 60))
+def test_lazy_hits_are_the_set(values: set[int], other: set[int], probe: int) -> None:
+    """`LazyHits` answers every set operation the search makes as the set would."""
+    hits = q.LazyHits(sorted(values))
+    assert len(hits) == len(values) and (probe in hits) == (probe in values)
+    assert hits & other == values & other and other & hits == values & other
+    assert hits | other == values | other and other | hits == values | other
+    assert hits - other == values - other and other - hits == other - values
+    assert hits & q.LazyHits(sorted(other)) == values & other
+    found: set[int] = set()
+    found.update(hits)
+    assert found == values
+
+
+def test_a_common_word_answer_is_the_index_text(store) -> None:
+    """A search that is one sure key over a folder whose UIDs the session knows
+    without a gap returns the index's hits as they came (`JoinedUids`, their text
+    kept for the IMAP answer); with a gap inside the hits' range they are a tuple."""
+    address = _fresh_mailbox(store)
+    _deliver_and_index(store, address, [NOTE] * 6)
+    ref = store.open_folder(address, address, "INBOX")
+    whole = store.search(ref, q.Text("patient"), within=list(range(1, 7)))
+    assert isinstance(whole.uids, q.JoinedUids) and whole.uids.joined() == "1,2,3,4,5,6"
+    gapped = store.search(ref, q.Text("patient"), within=[1, 2, 4, 5, 6])
+    assert gapped.uids == (1, 2, 4, 5, 6) and not isinstance(gapped.uids, q.JoinedUids)
 
 
 def test_a_sure_search_keeps_to_the_sessions_uids(store) -> None:
