@@ -19,6 +19,10 @@ enrolment page's secret and a code computed with pyotp), then:
   (parse, text, the attachment list; the first marks it \\Seen), then the attachments
   ZIP and the PDF part, each read to the last byte; then 4 opens at once;
 - RSS of the server process (VmRSS, and VmHWM: its peak) at each stage;
+- with `--rate R` (repeatable): the same two pages at R requests a second offered, open
+  loop, for `--rate-seconds` each: each request is due at its time and its latency runs
+  from then, over a pool of 32 connections (the closed loop above measures latency at
+  saturation: `concurrency` requests always queued);
 - with `--loop-check`: the server restarted in asyncio's debug mode (PYTHONASYNCIODEBUG=1;
   `mss serve` sets `slow_callback_duration` to 50 ms), the folder pages and the big
   message again, and the loop callbacks asyncio logged as slower than 50 ms counted
@@ -257,6 +261,51 @@ async def hammer(port: int, ca: Path, cookie: str, path: str, total: int, concur
     await asyncio.gather(*(c.close() for c in connections))
     result = percentiles(latencies)
     result.update({"pages_per_s": round(total / elapsed, 1), "statuses": statuses, "concurrency": concurrency})
+    return result
+
+
+async def offered(port: int, ca: Path, cookie: str, path: str, rate: float, seconds: float,
+                  pool: int = 32) -> dict[str, Any]:
+    """GETs of `path` at a fixed offered rate (open loop), whatever the answers' pace: the
+    i-th request is due at start + i / rate and its latency runs from then, so time spent
+    waiting for a free connection counts (no coordinated omission). Why: the closed loop
+    of `hammer` keeps `concurrency` requests queued at the server, so its latency is the
+    queue's at saturation (Little's law: concurrency / throughput), not what a user sees
+    at a given load. `pool` keep-alive connections serve the requests."""
+    context = client_context(ca)
+    connections = [Connection(port, context, cookie) for _ in range(pool)]
+    await asyncio.gather(*(c.open() for c in connections))
+    idle: asyncio.Queue[Connection] = asyncio.Queue()
+    for connection in connections:
+        idle.put_nowait(connection)
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    total = int(rate * seconds)
+
+    async def one(due: float) -> None:
+        connection = await idle.get()
+        try:
+            status, _size = await connection.get(path)
+        finally:
+            idle.put_nowait(connection)
+        latencies.append(time.perf_counter() - due)
+        statuses[status] = statuses.get(status, 0) + 1
+
+    loop = asyncio.get_running_loop()
+    started = time.perf_counter()
+    tasks = []
+    for i in range(total):
+        due = started + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(loop.create_task(one(due)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - started
+    await asyncio.gather(*(c.close() for c in connections))
+    result = percentiles(latencies)
+    result.update({"offered_per_s": rate, "pages_per_s": round(total / elapsed, 1), "statuses": statuses,
+                   "pool": pool})
     return result
 
 
@@ -508,6 +557,14 @@ def run_in(work: Path, args: argparse.Namespace, *, reuse: bool) -> dict[str, An
             report[key] = asyncio.run(hammer(port, ca, cookie, path, args.requests, args.concurrency))
             report[key]["server_cpu_ms_per_page"] = round((cpu_seconds(pid) - cpu) / args.requests * 1000, 2)
             print(f"{key} (page {1 if path == first else deep_page}): {report[key]}", flush=True)
+        for position, rate in enumerate(args.rate):
+            for key, path in (("first_page", first), ("page_1000", deep)):
+                cpu = cpu_seconds(pid)
+                name = f"offered_{position}_{int(rate)}_{key}"  # the run's position: a rate may be repeated
+                report[name] = asyncio.run(offered(port, ca, cookie, path, rate, args.rate_seconds))
+                report[name]["server_cpu_ms_per_page"] = round(
+                    (cpu_seconds(pid) - cpu) / max(1, report[name]["n"]) * 1000, 2)
+                print(f"{name}: {report[name]}", flush=True)
         report["rss_after_pages"] = rss(pid)
         if not args.only_pages:  # the big message, and the loop check
             message = f"/b/{USER}/INBOX/{validity}/{big_uid}"
@@ -596,11 +653,18 @@ def main() -> None:
                         help="generate and load the box in DIR (new) and keep it there for --reuse (SQLite)")
     parser.add_argument("--reuse", metavar="DIR",
                         help="measure the box a --keep run left in DIR (same --messages), without generating it")
+    parser.add_argument("--rate", type=float, action="append", default=[], metavar="PAGES_PER_S",
+                        help="also the folder pages at this offered rate (open loop: latency from each "
+                             "request's due time); repeat for several rates")
+    parser.add_argument("--rate-seconds", type=float, default=10.0, help="how long each --rate run lasts")
     parser.add_argument("--only-pages", action="store_true",
                         help="the folder pages (and --smtp) only, not the big message: for comparing changes")
     args = parser.parse_args()
     report = run(args)
     rows = [("folder, first page", report["folder_first_page"]), ("folder, page 1,000", report["folder_page_1000"])]
+    for position, rate in enumerate(args.rate):
+        rows += [(f"first page at {rate:g}/s offered", report[f"offered_{position}_{int(rate)}_first_page"]),
+                 (f"page 1,000 at {rate:g}/s offered", report[f"offered_{position}_{int(rate)}_page_1000"])]
     if "big_open" in report:
         rows += [("open, 10 MB PDF", report["big_open"]), ("ZIP of its attachments", report["big_zip"]),
                  ("its PDF part", report["big_part"])]
