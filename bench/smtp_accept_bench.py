@@ -13,7 +13,9 @@ concurrency (1, 8, 32 connections) an asyncio client loads each server in turn (
 --rounds N, N times alternately, keeping each server's median round), sending 10 KB
 messages with a base64 attachment over persistent connections, and measures
 messages/s and the latency of each transaction (MAIL to the reply after DATA). The
-server's peak RSS is VmHWM.
+server's peak RSS is VmHWM. With `--signed`, every message is S/MIME-signed (detached)
+by a CA of the bench's own that the mss servers trust, so the MX and submission check each
+signature to a valid verdict, as they do for real signed mail.
 Not a test: run by hand, results go into docs/performance.md.
 """
 
@@ -234,7 +236,34 @@ def wait_after_last_cleanup() -> None:
             time.sleep(remaining)
 
 
-def start_server(kind: str, work: Path, workers: int | None) -> dict:
+def signing_pki(work: Path) -> Path:
+    """A CA of the bench's own with a signature certificate for each sender (the MX's
+    trust-space sender, the submission user): `--signed` signs every message with it and
+    each mss server trusts it (DATA/pki/trust, its CRL in DATA/pki/crls), so the
+    signatures are checked to a valid verdict as a real signed mail's are."""
+    from crypto import pki
+    from crypto.keystore import KeyStore
+
+    pki_dir = work / "signer-pki"
+    pki.create_ca(pki_dir, "bench signer")
+    store = KeyStore(pki_dir)
+    for address, rpps in (("dr.x@b.example", "10003456787"), ("jean.martin@a.example", "10005678905")):
+        store.issue(address, "signature", rpps=rpps, display_name=address.split("@")[0])
+    store.write_crl()
+    return pki_dir
+
+
+def sign_messages(messages: list[bytes], pki_dir: Path, sender: str) -> list[bytes]:
+    """Each message with its From: set to `sender`, S/MIME-signed (detached) as `sender`."""
+    from crypto import smime
+    from crypto.keystore import KeyStore
+
+    credential = KeyStore(pki_dir).get(sender, "signature")
+    return [smime.sign_message(m.replace(b"From: dr.x@b.example", b"From: " + sender.encode(), 1), credential)
+            for m in messages]
+
+
+def start_server(kind: str, work: Path, workers: int | None, signer: Path | None = None) -> dict:
     """One server of the comparison, started and left running for the whole run."""
     if kind == "bare":
         bare_ca = MssInstance(work / "ca", "a.example", demo=False)
@@ -255,6 +284,10 @@ def start_server(kind: str, work: Path, workers: int | None) -> dict:
     if workers is not None:
         inst.configure("smtp", "workers", str(workers))
         inst.configure("submission", "workers", str(workers))
+    if signer is not None:  # --signed: the bench's signing CA is trusted here
+        for sub, name in (("trust", "ca.pem"), ("crls", "crl.pem")):
+            (inst.data / "pki" / sub).mkdir(exist_ok=True)
+            shutil.copy(signer / name, inst.data / "pki" / sub / f"bench-signer-{name}")
     inst.start(*components)
     assert inst.process is not None
     login = "jean.martin@a.example"
@@ -318,6 +351,9 @@ def main() -> None:
                              "bare server is only fair between loads run close together")
     parser.add_argument("--workers", type=int, default=None,
                         help="[smtp] workers for the mss servers (default: the configuration's default)")
+    parser.add_argument("--signed", action="store_true",
+                        help="S/MIME-sign every message (detached, by a CA the mss servers trust): "
+                             "the MX and submission then verify each signature, as for real signed mail")
     parser.add_argument("--profile", metavar="DIR",
                         help="record each process of each mss run with py-spy (pip install py-spy) into "
                              "DIR/*.txt (collapsed stacks of the thread holding the GIL: Python CPU)")
@@ -329,7 +365,13 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"message {len(messages[0])} bytes; load average before: {os.getloadavg()[0]:.2f}")
     # All servers run side by side from the start; each case loads them in turn.
-    servers = [start_server(kind, work, args.workers) for kind in args.servers.split(",")]
+    signer = signing_pki(work) if args.signed else None
+    signed = {}
+    if signer is not None:
+        signed = {"smtp": sign_messages(messages, signer, "dr.x@b.example"),
+                  "submission": sign_messages(messages, signer, "jean.martin@a.example")}
+        print(f"signed messages: {len(signed['smtp'][0])} bytes", flush=True)
+    servers = [start_server(kind, work, args.workers, signer) for kind in args.servers.split(",")]
     cases = [(port, transport) for port in args.port.split(",") for transport in args.transports.split(",")
              if port != "submission" or transport == "starttls"]  # no AUTH before TLS
     try:
@@ -339,7 +381,8 @@ def main() -> None:
                 runs: dict[str, list[dict]] = {server["name"]: [] for server in servers}
                 for _round in range(args.rounds):
                     for server in servers:
-                        row = measure(server, port, transport, concurrency, total, messages, args.profile)
+                        row = measure(server, port, transport, concurrency, total, signed.get(port, messages),
+                                      args.profile)
                         runs[server["name"]].append(row)
                         if args.rounds > 1:
                             print(f"  round {_round + 1}: {row['server']:<20} {row['rate']:8.1f} msg/s", flush=True)

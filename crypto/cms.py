@@ -55,7 +55,12 @@ def _parse(der: bytes) -> Any:
     if info["content_type"].native != "signed_data":
         raise ValueError(f"a CMS {info['content_type'].native} structure, not signed-data")
     signed = info["content"]
-    signed.native  # forces a full parse so that truncation shows up here  # noqa: B018
+    # Every TLV of the structure parsed now, so that a truncated or mis-nested signature
+    # is refused here whatever part of it is read later, as OpenSSL's d2i refuses it.
+    # Not `signed.native`, which also turned every leaf of every certificate into Python
+    # values: 1.5 ms of a signed mail's 2 ms of verification, against 0.16 ms here (the
+    # certificates are then parsed strictly by `cryptography`, in `_certificates`).
+    signed._parse_children(recurse=True)
     return signed
 
 
