@@ -24,7 +24,7 @@ from crypto.authres import authserv_id as authserv_id  # re-exported: part of th
 from crypto.authres import claims_authserv_id as claims_authserv_id
 from crypto.authres import strip_our_results
 from crypto.context import keystore_for, trust_for
-from crypto.keystore import KeyStore
+from crypto.keystore import Credential, KeyStore
 from crypto.pgp import Pgp
 from crypto.publication import find_encryption_certificate
 from mssmail import mime
@@ -246,11 +246,14 @@ def check_incoming(config: Any, recipients: list[str], message: bytes,
     out = strip_our_results(message, authserv_id, below_first_received=True)
     if not config.crypto.verify_incoming or not looks_protected(message):
         return out, {}
-    ks = ks or keystore_for(config)
-    creds = [c for c in (ks.get(r, "encryption") for r in recipients) if c is not None]
+    store = ks or keystore_for(config)
+
+    def creds() -> list[Credential]:  # only for an encrypted message (analyse_message)
+        return [c for c in (store.get(r, "encryption") for r in recipients) if c is not None]
+
     header_block, _ = mime.split_entity(out)
     pgp = Pgp(config.data_dir / "gnupg") if b"application/pgp-" in header_block.lower() else None
-    report, _ = analyse.analyse_message(message, trust_for(config, ks), creds, pgp)
+    report, _ = analyse.analyse_message(message, trust_for(config, store), creds, pgp)
     value = authentication_results(authserv_id, report)
     extra: dict[str, Any] = {}
     if report.signers or report.encrypted:
