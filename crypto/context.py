@@ -6,8 +6,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from crypto import pki
-from crypto.keystore import CRL, KeyStore
+from crypto.keystore import KeyStore
 from crypto.smime import Trust
 
 
@@ -23,8 +22,7 @@ def trust_for(config: Any, keystore: KeyStore | None = None) -> Trust:
     --signed). `mss cert trust` or a new CRL takes effect at the next message."""
     ks = keystore or keystore_for(config)
     files = [str(config.path(f)) for f in config.trust.ca_files]
-    key = _files_state([ks.dir / pki.CA_CERT, *sorted((ks.dir / "trust").glob("*.pem")),
-                        *map(Path, files), ks.dir / CRL, *sorted((ks.dir / "crls").glob("*.pem"))])
+    key = _files_state(ks.trust_files(files))
     with _TRUST_LOCK:
         cached = _TRUST_CACHE.get(str(ks.dir))
     if cached is None or cached[0] != key:

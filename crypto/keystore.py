@@ -256,19 +256,30 @@ class KeyStore:
         digest = hashlib.sha256(crl.public_bytes(serialization.Encoding.DER)).hexdigest()
         pki.write_public(self.dir / "crls" / f"{digest}.pem", crl.public_bytes(serialization.Encoding.PEM))
 
+    def _trusted_pems(self) -> list[Path]:
+        return sorted((self.dir / "trust").glob("*.pem"))
+
+    def _crl_paths(self) -> list[Path]:
+        return [self.dir / CRL, *sorted((self.dir / "crls").glob("*.pem"))]
+
+    def trust_files(self, extra_files: list[str] | None = None) -> list[Path]:
+        """Every file `anchors(extra_files)` and `crls()` read, present or not: what a
+        cache of them must watch (crypto.context.trust_for)."""
+        return [self.dir / pki.CA_CERT, *self._trusted_pems(), *map(Path, extra_files or []),
+                *self._crl_paths()]
+
     def anchors(self, extra_files: list[str] | None = None) -> list[x509.Certificate]:
         found: list[x509.Certificate] = []
         if (self.dir / pki.CA_CERT).exists():
             found.append(x509.load_pem_x509_certificate((self.dir / pki.CA_CERT).read_bytes()))
-        for path in sorted((self.dir / "trust").glob("*.pem")):
+        for path in self._trusted_pems():
             found.extend(x509.load_pem_x509_certificates(path.read_bytes()))
         for name in extra_files or []:
             found.extend(load_certificates(Path(name).read_bytes()))
         return found
 
     def crls(self) -> list[x509.CertificateRevocationList]:
-        paths = [self.dir / CRL, *sorted((self.dir / "crls").glob("*.pem"))]
-        return [x509.load_pem_x509_crl(p.read_bytes()) for p in paths if p.exists()]
+        return [x509.load_pem_x509_crl(p.read_bytes()) for p in self._crl_paths() if p.exists()]
 
 
 def load_certificates(data: bytes) -> list[x509.Certificate]:

@@ -49,7 +49,6 @@ a sure answer, and a TEXT/BODY search for a word reads no message at all.
 from __future__ import annotations
 
 import html
-import json
 import logging
 import re
 import time
@@ -460,11 +459,10 @@ def _ids(joined: str | None) -> query.JoinedUids:
     and sorted (one pass when they come in order, as they mostly do: the text is then
     kept for the IMAP answer). `ORDER BY` in `string_agg` cost 15 ms more: its sort went
     to disk."""
-    if not joined:
-        return query.JoinedUids("")
-    ints = json.loads("[" + joined + "]")
+    uids = query.JoinedUids(joined or "")
+    ints = uids.ints()
     ordered = sorted(ints)
-    return query.JoinedUids(joined, ints) if ordered == ints else query.JoinedUids.of(ordered)
+    return uids if ordered == ints else query.JoinedUids.of(ordered)
 
 
 def _scope(kind: str, value: int | str) -> Term:
