@@ -30,6 +30,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -236,8 +237,8 @@ class Message(Base):
 
 class FtsDoc(Base):
     """A message's full-text document: its terms (mssmail/store/fts.py). PostgreSQL
-    keeps them as one space-separated text, indexed by a GIN index over `fts_doc(terms)`
-    (their tsvector; migration 0015: an expression index, which has no model here);
+    keeps them as numbers (each its word's `FtsTerm.id` and its column: migration 0017),
+    indexed by a GIN index of the array (made by the migration, no model here);
     SQLite compressed, indexed by the contentless FTS5 table `fts_index` (kept in step
     by triggers; made by the migration, as SQLAlchemy has no model of a virtual table;
     a document's rowid there is folder_id << 32 | uid: migration 0016).
@@ -247,8 +248,8 @@ class FtsDoc(Base):
 
     message_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
                                             ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
-    # PostgreSQL: the terms as text (fts.join_terms); SQLite: zlib-compressed (fts.pack_terms).
-    terms: Mapped[Any] = mapped_column(LargeBinary().with_variant(Text(), "postgresql"))
+    # PostgreSQL: the terms' numbers (fts.term_numbers); SQLite: zlib-compressed (fts.pack_terms).
+    terms: Mapped[Any] = mapped_column(LargeBinary().with_variant(postgresql.ARRAY(Integer), "postgresql"))
     # The message's, which never change (a COPY or MOVE makes a new message): a search's
     # hits are answered from fts_docs alone on PostgreSQL (migration 0015). Null only
     # for a document written before 0015 (none: the migration fills them).
@@ -259,12 +260,16 @@ class FtsDoc(Base):
 
 class FtsTerm(Base):
     """The index's vocabulary: every term once, to turn a needle that is part of a word
-    into the words that contain it (IMAP SEARCH is a substring match)."""
+    into the words that contain it (IMAP SEARCH is a substring match). PostgreSQL: every
+    column's words, each with the number that stands for it in the documents (`id`, from
+    a sequence; migration 0017), in the "C" collation (a prefix is a range of the key);
+    SQLite: the IMAP columns' words, `id` unused (null)."""
 
     __tablename__ = "fts_terms"
     __table_args__ = ({"sqlite_with_rowid": False},)
 
     term: Mapped[str] = mapped_column(String(800), primary_key=True)
+    id: Mapped[int | None] = mapped_column(Integer)
 
 
 class AuditEvent(Base):

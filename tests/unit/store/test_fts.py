@@ -126,8 +126,9 @@ def _terms_of(store) -> int:
                                        {"q": '"' + fts.BODY + 'patient"'}).scalar_one()
             connection.execute(text("INSERT INTO fts_index(fts_index) VALUES ('integrity-check')"))
         else:
-            found = connection.execute(text("SELECT count(*) FROM fts_docs WHERE fts_doc(terms) @@ CAST(:q AS tsquery)"),
-                                       {"q": "'" + fts.BODY + "patient'"}).scalar_one()
+            found = connection.execute(text(
+                "SELECT count(*) FROM fts_docs WHERE terms && ARRAY[(SELECT id * 16 + :c FROM fts_terms "
+                "WHERE term = 'patient')]"), {"c": fts.COLUMN_NUMBER[fts.BODY]}).scalar_one()
     return int(found)
 
 
@@ -225,7 +226,15 @@ def test_index_query_renders_for_both_engines() -> None:
     node = fts.simplify(fts.AllOf((fts.Term((fts.BODY,), "pat", prefix=True),
                                    fts.AnyOf((fts.Term((fts.HEAD, fts.BODY), "x"),)))))
     assert fts.render_fts5(node) == f'("{fts.BODY}pat" * AND ("{fts.HEAD}x" OR "{fts.BODY}x"))'
-    assert fts.render_tsquery(node) == f"('{fts.BODY}pat':* & ('{fts.HEAD}x' | '{fts.BODY}x'))"
+    words = {"pat": [3, 9], "x": [5]}
+    body, head = fts.COLUMN_NUMBER[fts.BODY], fts.COLUMN_NUMBER[fts.HEAD]
+    assert fts.render_arrays(node, lambda term: words.get(term.text, [])) == (
+        "(terms && {0} AND terms && {1})", [[3 << 4 | body, 9 << 4 | body], sorted([5 << 4 | head, 5 << 4 | body])])
+    # A word the vocabulary lacks: that branch of an AnyOf matches nothing, an AllOf nothing at all.
+    either = fts.AnyOf((fts.Term((fts.BODY,), "y"), fts.AllOf((fts.Term((fts.BODY,), "x"), fts.Term((fts.HEAD,), "z")))))
+    assert fts.render_arrays(either, lambda term: words.get(term.text, [])) is None
+    assert fts.render_arrays(fts.AnyOf((fts.Term((fts.BODY,), "y"), fts.Term((fts.BODY,), "x"))),
+                             lambda term: words.get(term.text, [])) == ("terms && {0}", [[5 << 4 | body]])
 
 
 def test_accents_and_case_are_folded_for_the_webmail(store) -> None:
@@ -286,13 +295,16 @@ def test_two_indexers_at_once_index_each_message_once(store) -> None:
     assert _terms_of(store) >= 40
 
 
-@pytest.mark.parametrize("down_to", ["0014_mail_fts_trigrams", "0015_mail_fts_text_docs"])
-def test_migrations_0015_0016_convert_a_populated_index_in_place(store, down_to: str) -> None:
+@pytest.mark.parametrize("down_to", ["0014_mail_fts_trigrams", "0015_mail_fts_text_docs",
+                                     "0016_mail_fts_folder_rowids"])
+def test_migrations_0015_to_0017_convert_a_populated_index_in_place(store, down_to: str) -> None:
     """0015 copies each document's folder, UID and arrival from its message and, on
     PostgreSQL, turns the tsvector into text; 0016 keys SQLite's FTS5 rows by folder and
-    UID: a store indexed before them must answer the same after them, from the index
-    alone (sure hits, no message read), with no indexing again. Down to 0014 (or 0015)
-    and up again, with documents in two folders."""
+    UID; 0017 turns PostgreSQL's terms into their words' numbers: a store indexed before
+    them must answer the same after them, from the index alone (sure hits, no message
+    read), with no indexing again. Down to 0014 (or 0015, 0016) and up again, with
+    documents in two folders, and the webmail's search too (its words are added to the
+    vocabulary by 0017)."""
     from alembic import command
     from sqlalchemy import text
 
@@ -309,6 +321,9 @@ def test_migrations_0015_0016_convert_a_populated_index_in_place(store, down_to:
     before = {(f, str(c)): store.search(store.open_folder(address, address, f), c).uids
               for f in folders for c in criteria}
     assert before[("INBOX", str(criteria[0]))] == (1, 3) and before[("Archive", str(criteria[1]))] == (1,)
+    web = ("hyperkaliemie", "hypokal", "patient biolog")
+    web_before = {w: [(h.folder, h.uid, h.in_subject) for h in store.search_text(address, address, w)] for w in web}
+    assert len(web_before["hyperkaliemie"]) == 2 and len(web_before["hypokal"]) == 2
 
     config = alembic_config(store.db.engine)
     command.downgrade(config, down_to)
@@ -328,6 +343,8 @@ def test_migrations_0015_0016_convert_a_populated_index_in_place(store, down_to:
             result = store.search(ref, c)
             assert result.uids == before[(folder, str(c))], (folder, c)
     assert store.search(inbox, q.Text("patient")).read == 0
+    assert {w: [(h.folder, h.uid, h.in_subject) for h in store.search_text(address, address, w)]
+            for w in web} == web_before
     assert _terms_of(store) == 4  # SQLite: the FTS5 index's integrity-check passes too
 
 
