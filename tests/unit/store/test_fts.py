@@ -375,6 +375,33 @@ def test_the_indexer_yields_to_arriving_mail(store, monkeypatch) -> None:
     worker._unsubscribe()
 
 
+def test_the_index_is_settled_once_indexing_catches_up(store, monkeypatch) -> None:
+    """PostgreSQL's GIN indexes take new entries into a pending list that every search
+    reads whole: the indexer merges it once it has caught up with no mail arriving (not
+    while mail pours in), and `fts_index_all` at its end."""
+    address = _fresh_mailbox(store)
+    settled: list[int] = []
+    real = store.fts_settle
+    monkeypatch.setattr(store, "fts_settle", lambda: settled.append(real()) or settled[-1])
+    worker = fts.IndexWorker(store, batch=200, idle=1.0)
+    store.messages_append(address, address, "INBOX", [(NOTE, [], None)] * 5)
+    worker.last_new_mail = time.monotonic()  # mail arriving: indexed, not settled
+    worker.step()
+    assert store.fts_status().pending == 0 and settled == []
+    worker.last_new_mail -= fts.BUSY_WINDOW
+    worker.step()  # caught up and quiet: settled once
+    assert len(settled) == 1
+    worker.step()  # nothing indexed since: not again
+    assert len(settled) == 1
+    if store.db.engine.dialect.name == "postgresql":
+        assert settled[0] > 0  # the five documents' entries were pending
+        assert real() == 0  # and are merged now
+    store.messages_append(address, address, "INBOX", [(NOTE, [], None)] * 3)
+    assert store.fts_index_all() == 3 and len(settled) == 2
+    if store.db.engine.dialect.name == "postgresql":
+        assert settled[1] > 0 and real() == 0
+
+
 @settings(max_examples=300, deadline=None)
 @given(values=st.sets(st.integers(1, 400)), within=st.sets(st.integers(1, 400)), steps=st.sampled_from([3, 4096]))
 def test_among_ascending_is_the_intersection(values: set[int], within: set[int], steps: int) -> None:
