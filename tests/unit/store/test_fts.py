@@ -470,3 +470,52 @@ def test_a_sure_search_keeps_to_the_sessions_uids(store) -> None:
         result = store.search(ref, q.Text("patient"), within=within)
         assert result.uids == tuple(u for u in within if u <= 8), within
         assert result.read == 0
+
+
+def test_a_vocabulary_past_its_numbers_leaves_documents_to_the_scan(store, monkeypatch) -> None:
+    """PostgreSQL: a term is its word's number and its column in one int4 (migration
+    0017); a document with a word numbered past MAX_WORD_NUMBER is not indexed but
+    excluded, so searches read it as before: found, never lost. SQLite has no numbers."""
+    if store.db.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's term numbers")
+    address = _fresh_mailbox(store)
+    _deliver_and_index(store, address, [NOTE])
+    monkeypatch.setattr(fts, "MAX_WORD_NUMBER", 0)  # every word's number is past it now
+    _deliver_and_index(store, address, [NOTE.replace(b"patient", b"patiente")])
+    status = store.fts_status(address)
+    assert (status.indexed, status.excluded) == (1, 1)
+    ref = store.open_folder(address, address, "INBOX")
+    result = store.search(ref, q.Text("patient"))
+    assert result.uids == (1, 2) and result.read == 1  # the excluded one read, the other a sure hit
+
+
+def test_a_word_added_meanwhile_by_another_indexer_gets_its_number(store) -> None:
+    """PostgreSQL: two indexers adding the same new word at once (two `mss serve` on one
+    database): the second waits for the first's row, its insert returns nothing for that
+    word, and it reads the number the first gave it (a statement of its own sees the
+    committed row). Both documents then carry the same number."""
+    if store.db.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's term numbers")
+    import threading
+
+    from sqlalchemy import text
+
+    first = store.db.engine.connect()
+    first.execute(text("INSERT INTO fts_terms(term) VALUES ('zyxwvu')"))  # not committed yet
+    got: dict[int, list[int]] = {}
+
+    def second() -> None:
+        with store.db.engine.connect() as connection:
+            got.update(store._pg_numbered(connection, {7: [fts.BODY + "zyxwvu", fts.HEAD + "zyxwvu"]}))
+            connection.commit()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    time.sleep(0.3)  # the second insert is now waiting on the first's row
+    assert thread.is_alive()
+    number = first.execute(text("SELECT id FROM fts_terms WHERE term = 'zyxwvu'")).scalar_one()
+    first.commit()
+    first.close()
+    thread.join(10)
+    assert got == {7: sorted([number << fts.CODE_BITS | fts.COLUMN_NUMBER[fts.BODY],
+                              number << fts.CODE_BITS | fts.COLUMN_NUMBER[fts.HEAD]])}
