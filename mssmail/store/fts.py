@@ -94,6 +94,8 @@ CODE_BITS = 4
 assert len(CODES) <= 1 << CODE_BITS
 COLUMN_NUMBER = {code: place for place, code in enumerate(CODES)}
 MAX_WORD_NUMBER = (1 << (31 - CODE_BITS)) - 1  # an int4 holds the word and the column
+MAX_INDEX_KEYS = 4096  # numbers in one `terms && array` of a query; more: see render_arrays
+MIN_PREFIX = 3  # the webmail matches a shorter word whole (a letter or two start most words)
 assert not any(c.isalnum() for c in SUBJECT + ADDRS + FIELDS + HEAD + NESTED + BODY + RAWHEAD + RAWBODY
                + EXTRA + LOOSE_SUBJECT + LOOSE + SCOPE + FROM)
 # The columns each kind of IMAP key reads (see the module docstring).
@@ -384,19 +386,35 @@ def render_arrays(node: IndexQuery, words: WordNumbers) -> tuple[str, list[list[
     answers, `terms && {0}` for "any of these numbers" (a term in any of its columns, or
     any of a prefix's words), joined by AND and OR as the query is; each {n} stands for
     the n-th array of numbers returned. None: nothing matches (a word not in the
-    vocabulary). An AnyOf's terms make one array (one scan of the index, not one each)."""
+    vocabulary). An AnyOf's terms make one array (one scan of the index, not one each).
+    A term with more than MAX_INDEX_KEYS numbers (a short prefix's words) is tested on
+    each document instead (see `any_of`): slower, still exact. (Taking it as true where
+    IMAP's rule checks the candidates anyway would make the rule read every message of
+    the folder: 8 s at 100,000, where the test takes about one.)"""
     arrays: list[list[int]] = []
 
     def numbers(term: Term) -> list[int]:
         return sorted(w << CODE_BITS | COLUMN_NUMBER[c] for w in words(term) for c in term.columns)
+
+    def any_of(found: list[int]) -> str:
+        arrays.append(found)
+        if len(found) <= MAX_INDEX_KEYS:
+            return f"terms && {{{len(arrays) - 1}}}"
+        # Too many for the GIN index: a GIN scan steps through all of its keys for every
+        # row it finds (measured at 100,000 messages, with a common word among the keys:
+        # 33 ms + 0.18 ms a key, so one array of the webmail's "a", 14,813 words in nine
+        # columns, took 188 s; OR'ed arrays of 256 still 2.2 s). Instead each document is
+        # tested, its numbers looked up in a hash of these (PostgreSQL hashes `= ANY` of
+        # a constant array): about 0.9 s for 100,000 documents whatever the keys, less
+        # where the rest of the query narrows first.
+        return f"EXISTS (SELECT FROM unnest(terms) n WHERE n = ANY({{{len(arrays) - 1}}}))"
 
     def render(item: IndexQuery) -> str | None:
         if isinstance(item, Term):
             found = numbers(item)
             if not found:
                 return None
-            arrays.append(found)
-            return f"terms && {{{len(arrays) - 1}}}"
+            return any_of(found)
         if isinstance(item, AllOf):
             parts = []
             for child in item.items:
@@ -409,8 +427,7 @@ def render_arrays(node: IndexQuery, words: WordNumbers) -> tuple[str, list[list[
         others = [part for child in item.items if not isinstance(child, Term)
                   if (part := render(child)) is not None]
         if merged:
-            arrays.append(merged)
-            others.insert(0, f"terms && {{{len(arrays) - 1}}}")
+            others.insert(0, any_of(merged))
         if not others:
             return None
         return others[0] if len(others) == 1 else "(" + " OR ".join(others) + ")"
@@ -479,8 +496,11 @@ _TOP_COLUMNS = (_M.c.id, _F.c.name, _M.c.uid, _M.c.internal_date, _M.c.subject, 
 
 
 def _has_words(doc: Document, words: Sequence[str], columns: tuple[str, ...]) -> bool:
+    """The webmail's rule on a document not indexed yet: each word a term's start in one
+    of `columns`, or the whole term when shorter than MIN_PREFIX (as the index query)."""
     coded = doc.coded()
-    return all(any(t.startswith(code + w) for code in columns for t in coded) for w in words)
+    return all(any(t == code + w if len(w) < MIN_PREFIX else t.startswith(code + w) for code in columns for t in coded)
+               for w in words)
 
 
 def _prefer_indexes(connection: Connection) -> None:
@@ -495,6 +515,10 @@ def _prefer_indexes(connection: Connection) -> None:
         # common word's 90,823 hits (170-180 ms with two, 120-150 without; 100,000
         # messages, a loaded 2-core machine).
         connection.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+        # And no JIT compilation: with sequential scans priced out, a plan that still
+        # needs one (a term tested on each document: `render_arrays`) looks costly
+        # enough to compile, 27 ms of it for a query of about one second.
+        connection.execute(text("SET LOCAL jit = off"))
 
 
 def _ascending_ids(joined: str | None) -> query.JoinedUids:
@@ -760,8 +784,10 @@ class FtsOps:
                 folder_id = self._folder_row(s, mailbox_id, folder).id
         if not wanted:
             return []
-        every = AllOf(tuple(Term(WEB_SUBJECT + WEB_OTHER, w, prefix=True) for w in wanted))
-        subject = AllOf(tuple(Term(WEB_SUBJECT, w, prefix=True) for w in wanted))
+        # A word of one or two characters is matched whole: as a prefix it starts most
+        # words (PostgreSQL: "a" stood for 14,813 words of 385,008 at 100,000 messages).
+        every = AllOf(tuple(Term(WEB_SUBJECT + WEB_OTHER, w, prefix=len(w) >= MIN_PREFIX) for w in wanted))
+        subject = AllOf(tuple(Term(WEB_SUBJECT, w, prefix=len(w) >= MIN_PREFIX) for w in wanted))
         with self.db.engine.connect() as connection:
             _prefer_indexes(connection)
             # Ranked by the database: the newest `limit` of each kind, not every hit.
