@@ -575,8 +575,9 @@ class FtsOps:
         # hits' rows, whose pages PostgreSQL reads (a GIN scan never answers alone): the
         # terms as numbers keep them few (migration 0017: TEXT patient, 90,823 hits, read
         # 19,504 pages from outside the shared buffers as text, 9,438 all within as
-        # numbers: 96 -> 38 ms in SQL). The join with the messages it replaces read the folder's 100,000 rows for
-        # every search (FROM dupont, 21,541 hits: 130 ms; EXPLAIN ANALYZE).
+        # numbers: 96 -> 38 ms in SQL). The join with the messages it replaces read the
+        # folder's 100,000 rows for every search (FROM dupont, 21,541 hits: 130 ms;
+        # EXPLAIN ANALYZE).
         condition = self._pg_condition(connection, node)
         if condition is None:
             return query.JoinedUids("")
@@ -928,8 +929,9 @@ class FtsOps:
     def _pg_numbered(self: Store, connection: Connection, coded: dict[int, list[str]]) -> dict[int, list[int]]:
         """PostgreSQL: the documents' terms as numbers (migration 0017), their words added
         to the vocabulary first (every column's: the webmail's words are looked up there
-        too). A document with a word numbered past MAX_WORD_NUMBER is left out (scanned,
-        as an unindexable message is): two billion words' numbers in an int4."""
+        too). A document with a word numbered past MAX_WORD_NUMBER (2^27 - 1: an int4
+        holds the word's number and the column's) is left out, read by each search as
+        an unindexable message is."""
         words = sorted({t[1:] for terms in coded.values() for t in terms if t[0] != SCOPE})
         numbers: dict[str, int] = {}
         known = text("SELECT term, id FROM fts_terms WHERE term = ANY(:w)")
