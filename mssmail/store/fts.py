@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import Connection, delete, func, insert, select, text, update
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import DBAPIError
 
 from mssmail import audit
 from mssmail.mime import addresses
@@ -549,6 +550,8 @@ class FtsOps:
 
     # Set by the service from `[search]` (index_encrypted).
     fts_policy: Policy = "personal"
+    # Set when PostgreSQL refused `fts_settle` (see there): not asked again.
+    fts_settle_refused: bool = False
 
     # --- reading ----------------------------------------------------------------------
     def _fts_ids(self: Store, connection: Connection, node: IndexQuery, folder_id: int) -> query.JoinedUids:
@@ -1001,14 +1004,24 @@ class FtsOps:
         that every search reads whole until a vacuum merges it: 10,000 messages just
         indexed searched in 10-16 ms with it, 7-13 ms without (bench/fts_bench.py). Called
         once indexing has caught up, not after every batch (merging in bulk is the point
-        of the list). SQLite: nothing to do (0)."""
-        if self.db.engine.dialect.name != "postgresql":
+        of the list). SQLite: nothing to do (0).
+
+        PostgreSQL lets only the index's owner (or a superuser) do it, and not on a
+        standby: where mss runs as a role of less privilege, it is left to autovacuum,
+        said once in the log, and not asked again (0)."""
+        if self.db.engine.dialect.name != "postgresql" or self.fts_settle_refused:
             return 0
-        with self.db.engine.connect() as connection:
-            pages = connection.execute(text(
-                "SELECT gin_clean_pending_list('ix_fts_docs_terms') + gin_clean_pending_list('ix_fts_terms_grams')"
-            )).scalar_one()
-            connection.commit()
+        try:
+            with self.db.engine.connect() as connection:
+                pages = connection.execute(text(
+                    "SELECT gin_clean_pending_list('ix_fts_docs_terms') + gin_clean_pending_list('ix_fts_terms_grams')"
+                )).scalar_one()
+                connection.commit()
+        except DBAPIError as exc:
+            self.fts_settle_refused = True
+            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            log.warning("fts: the index's pending entries are left to autovacuum: %s", reason)
+            return 0
         return int(pages)
 
     def fts_index_all(self: Store, batch: int = 200) -> int:

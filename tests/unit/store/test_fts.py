@@ -561,3 +561,46 @@ def test_a_word_added_meanwhile_by_another_indexer_gets_its_number(store) -> Non
     thread.join(10)
     assert got == {7: sorted([number << fts.CODE_BITS | fts.COLUMN_NUMBER[fts.BODY],
                               number << fts.CODE_BITS | fts.COLUMN_NUMBER[fts.HEAD]])}
+
+
+def test_a_role_that_may_not_merge_the_pending_lists_leaves_them_to_autovacuum(store, monkeypatch, caplog) -> None:
+    """PostgreSQL lets only an index's owner merge its pending list: mss running as a
+    role of less privilege (its tables made by another) says so once in the log and
+    leaves the lists to autovacuum; indexing and searching go on."""
+    if store.db.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's GIN indexes")
+    import logging
+    import uuid
+
+    from sqlalchemy import text
+
+    from mssmail.store.db import make_engine
+
+    role = f"mss_not_owner_{uuid.uuid4().hex[:8]}"
+    owner = store.db.engine
+    with owner.connect() as connection:
+        schema = connection.execute(text("SELECT current_schema()")).scalar_one()
+        try:
+            connection.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+        except Exception:
+            pytest.skip("this PostgreSQL role may not create roles")
+        connection.execute(text(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"'))
+        connection.commit()
+    other = make_engine(owner.url.set(username=role).render_as_string(hide_password=False), pool_size=1)
+    try:
+        address = _fresh_mailbox(store)
+        store.messages_append(address, address, "INBOX", [(NOTE, [], None)] * 3)
+        assert store.fts_index_pending() == 3  # as the owner: pending entries in the lists
+        monkeypatch.setattr(store.db, "engine", other)
+        with caplog.at_level(logging.WARNING, logger="mss.fts"):
+            assert store.fts_settle() == 0 and store.fts_settle() == 0
+        refusals = [r for r in caplog.records if "left to autovacuum" in r.getMessage()]
+        assert len(refusals) == 1 and "owner" in refusals[0].getMessage()
+        monkeypatch.setattr(store.db, "engine", owner)
+        assert store.search(store.open_folder(address, address, "INBOX"), q.Text("patient")).uids == (1, 2, 3)
+    finally:
+        other.dispose()
+        with owner.connect() as connection:
+            connection.execute(text(f'DROP OWNED BY "{role}"'))
+            connection.execute(text(f'DROP ROLE "{role}"'))
+            connection.commit()
