@@ -437,12 +437,16 @@ def render_arrays(node: IndexQuery, words: WordNumbers) -> tuple[str, list[list[
     return None if condition is None else (condition, arrays)
 
 
-def _words_of_terms(item: IndexQuery) -> Iterable[Term]:
+def _terms_in(item: IndexQuery) -> Iterable[Term]:
     if isinstance(item, Term):
         yield item
     else:
         for child in item.items:
-            yield from _words_of_terms(child)
+            yield from _terms_in(child)
+
+
+# PostgreSQL: the numbers of the vocabulary's words among :w (migration 0017).
+_WORD_NUMBERS = text("SELECT term, id FROM fts_terms WHERE term = ANY(:w)")
 
 
 def header_columns(field_name: str) -> tuple[str, ...]:
@@ -937,10 +941,9 @@ class FtsOps:
         an unindexable message is."""
         words = sorted({t[1:] for terms in coded.values() for t in terms if t[0] != SCOPE})
         numbers: dict[str, int] = {}
-        known = text("SELECT term, id FROM fts_terms WHERE term = ANY(:w)")
         for start in range(0, len(words), 20_000):
             chunk = words[start:start + 20_000]
-            numbers.update((row.term, row.id) for row in connection.execute(known, {"w": chunk}))
+            numbers.update((row.term, row.id) for row in connection.execute(_WORD_NUMBERS, {"w": chunk}))
             # Only the new words are inserted: every row offered takes a number from the
             # sequence, even one that conflicts (the numbers would run out 50 times sooner).
             new = [w for w in chunk if w not in numbers]
@@ -952,7 +955,7 @@ class FtsOps:
                 # waited for it): read now, in a statement of its own, which sees it.
                 late = [w for w in new if w not in numbers]
                 if late:
-                    numbers.update((row.term, row.id) for row in connection.execute(known, {"w": late}))
+                    numbers.update((row.term, row.id) for row in connection.execute(_WORD_NUMBERS, {"w": late}))
         stored = {}
         for message_id, terms in coded.items():
             try:
@@ -971,12 +974,11 @@ class FtsOps:
         """PostgreSQL: `node` as a condition on fts_docs.terms and its parameters (see
         `render_arrays`), its words and prefixes looked up in the vocabulary; None:
         nothing matches."""
-        terms = list(_words_of_terms(node))
+        terms = list(_terms_in(node))
         exact = sorted({t.text for t in terms if not t.prefix})
         found: dict[str, int] = {}
         if exact:
-            found = {row.term: row.id for row in connection.execute(
-                text("SELECT term, id FROM fts_terms WHERE term = ANY(:w)"), {"w": exact})}
+            found = {row.term: row.id for row in connection.execute(_WORD_NUMBERS, {"w": exact})}
         # A prefix is a range of the vocabulary's key ("C" collation: migration 0017);
         # U+10FFFF, never in a term (not a letter or a digit), closes it.
         starting: dict[str, list[int]] = {}
