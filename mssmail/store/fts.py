@@ -380,6 +380,8 @@ def render_fts5(node: IndexQuery) -> str:
 
 
 WordNumbers = Callable[[Term], Sequence[int]]  # a term's words' numbers (several: a prefix)
+# PostgreSQL: what one search looked up in the vocabulary, (word, prefix?) -> numbers
+WordsKnown = dict[tuple[str, bool], list[int]]
 
 
 def render_arrays(node: IndexQuery, words: WordNumbers) -> tuple[str, list[list[int]]] | None:
@@ -558,8 +560,10 @@ class FtsOps:
     fts_settle_refused: bool = False
 
     # --- reading ----------------------------------------------------------------------
-    def _fts_ids(self: Store, connection: Connection, node: IndexQuery, folder_id: int) -> query.JoinedUids:
-        """The UIDs of the folder's messages whose document matches `node`, ascending."""
+    def _fts_ids(self: Store, connection: Connection, node: IndexQuery, folder_id: int,
+                 known: WordsKnown) -> query.JoinedUids:
+        """The UIDs of the folder's messages whose document matches `node`, ascending
+        (`known`: see `_pg_condition`)."""
         node = simplify(node)
         if node == NOTHING:
             return query.JoinedUids("")
@@ -585,7 +589,7 @@ class FtsOps:
         # numbers: 96 -> 38 ms in SQL). The join with the messages it replaces read the
         # folder's 100,000 rows for every search (FROM dupont, 21,541 hits: 130 ms;
         # EXPLAIN ANALYZE).
-        condition = self._pg_condition(connection, node)
+        condition = self._pg_condition(connection, node, known)
         if condition is None:
             return query.JoinedUids("")
         where, params = condition
@@ -632,7 +636,7 @@ class FtsOps:
         return lookup
 
     def _fts_top(self: Store, connection: Connection, node: IndexQuery, mailbox_id: int,
-                 folder_id: int | None, limit: int) -> list[Any]:
+                 folder_id: int | None, limit: int, known: WordsKnown) -> list[Any]:
         """The newest `limit` messages of a mailbox (or one folder) whose document matches."""
         sqlite = connection.dialect.name == "sqlite"
         # The mailbox is a condition of the join below, not a term of the index query:
@@ -664,7 +668,7 @@ class FtsOps:
             # and internal_date are the message's: migration 0015), then only their rows
             # read. The index query first, on its own (MATERIALIZED: the planner otherwise
             # tested every message's document, "hyperkaliémie" 148 -> 24 ms at 20,000).
-            condition = self._pg_condition(connection, node)
+            condition = self._pg_condition(connection, node, known)
             if condition is None:
                 return []
             where, arrays = condition
@@ -686,6 +690,7 @@ class FtsOps:
         with self.db.engine.connect() as connection:
             _prefer_indexes(connection)
             lookup = self._fts_lookup(connection)
+            looked_up: WordsKnown = {}  # by the criteria's keys, for the next ones
 
             def narrow(node: Query) -> AbstractSet[int] | None:
                 if isinstance(node, query.Text):
@@ -693,7 +698,7 @@ class FtsOps:
                     index_query = needle_query(node.value, columns, lookup)
                     if index_query is None:
                         return None
-                    ordered = self._fts_ids(connection, index_query, ref.folder_id)
+                    ordered = self._fts_ids(connection, index_query, ref.folder_id, looked_up)
                     hits = query.LazyHits(ordered)  # a set only if an operation needs one
                     if certain_needle(node.value):
                         certain[node] = query.Known(hits, ordered)  # never changed below (no copy)
@@ -705,7 +710,7 @@ class FtsOps:
                     index_query = needle_query(node.value, header_columns(field_name), lookup)
                     if index_query is None:
                         return None
-                    ordered = self._fts_ids(connection, index_query, ref.folder_id)
+                    ordered = self._fts_ids(connection, index_query, ref.folder_id, looked_up)
                     hits = query.LazyHits(ordered)  # a set only if an operation needs one
                     if field_name == "from" and certain_needle(node.value):
                         certain[node] = query.Known(hits, ordered)  # see `_from_texts`
@@ -799,9 +804,10 @@ class FtsOps:
         with self.db.engine.connect() as connection:
             _prefer_indexes(connection)
             # Ranked by the database: the newest `limit` of each kind, not every hit.
-            in_subject = self._fts_top(connection, subject, mailbox_id, folder_id, limit)
+            known: WordsKnown = {}
+            in_subject = self._fts_top(connection, subject, mailbox_id, folder_id, limit, known)
             subject_ids = {r.id for r in in_subject}
-            others = [r for r in self._fts_top(connection, every, mailbox_id, folder_id, limit + len(in_subject))
+            others = [r for r in self._fts_top(connection, every, mailbox_id, folder_id, limit + len(in_subject), known)
                       if r.id not in subject_ids]
             todo = select(_M.c.id, _M.c.blob_sha256, _M.c.extra, _M.c.from_addr, _M.c.to_addrs, _M.c.subject).join(
                 _F, _F.c.id == _M.c.folder_id).where(_F.c.mailbox_id == mailbox_id, _M.c.fts_state != INDEXED)
@@ -970,27 +976,26 @@ class FtsOps:
             stored[message_id] = numbered
         return stored
 
-    def _pg_condition(self: Store, connection: Connection, node: IndexQuery) -> tuple[str, dict[str, Any]] | None:
+    def _pg_condition(self: Store, connection: Connection, node: IndexQuery,
+                      known: WordsKnown) -> tuple[str, dict[str, Any]] | None:
         """PostgreSQL: `node` as a condition on fts_docs.terms and its parameters (see
-        `render_arrays`), its words and prefixes looked up in the vocabulary; None:
-        nothing matches."""
+        `render_arrays`), its words and prefixes looked up in the vocabulary, or in
+        `known`, what the search's earlier queries looked up (the webmail's two queries
+        have the same words; filled here); None: nothing matches."""
         terms = list(_terms_in(node))
-        exact = sorted({t.text for t in terms if not t.prefix})
-        found: dict[str, int] = {}
+        exact = sorted({t.text for t in terms if not t.prefix} - {w for w, prefix in known if not prefix})
         if exact:
             found = {row.term: row.id for row in connection.execute(_WORD_NUMBERS, {"w": exact})}
+            known.update(((w, False), [found[w]] if w in found else []) for w in exact)
         # A prefix is a range of the vocabulary's key ("C" collation: migration 0017);
         # U+10FFFF, never in a term (not a letter or a digit), closes it.
-        starting: dict[str, list[int]] = {}
-        for prefix in sorted({t.text for t in terms if t.prefix}):
-            starting[prefix] = list(connection.execute(text(
+        for prefix in sorted({t.text for t in terms if t.prefix and (t.text, True) not in known}):
+            known[(prefix, True)] = list(connection.execute(text(
                 "SELECT id FROM fts_terms WHERE term >= :lo AND term < :hi"),
                 {"lo": prefix, "hi": prefix + "\U0010ffff"}).scalars())
 
         def words(term: Term) -> Sequence[int]:
-            if term.prefix:
-                return starting[term.text]
-            return [found[term.text]] if term.text in found else []
+            return known[(term.text, term.prefix)]
 
         rendered = render_arrays(node, words)
         if rendered is None:
